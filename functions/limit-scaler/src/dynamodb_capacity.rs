@@ -1,0 +1,1177 @@
+//! Runbook `dynamodb-capacity`: a DynamoDB table or global secondary index is throttling.
+//!
+//! Diagnose (DescribeTable, consumed capacity from CloudWatch) → plan (raise the throttled side
+//! within the caps, or switch to on-demand at the cap when allowed) → act (UpdateTable) →
+//! verify (DescribeTable until ACTIVE at the new numbers; the throttle alarm's OK transition
+//! closes the metric-level check).
+
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use aws_sdk_dynamodb::types::{
+    BillingMode, GlobalSecondaryIndexUpdate, OnDemandThroughput, ProvisionedThroughput,
+    TableDescription, UpdateGlobalSecondaryIndexAction,
+};
+use chrono::Utc;
+use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::deadline::{Deadline, poll_until};
+use runbook_shared::report::{Action, Check, Outcome, Report, Verification, VerificationStatus};
+use runbook_shared::safety::Invocation;
+use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::Scaler;
+use crate::config::ScalerConfig;
+
+pub const RUNBOOK: &str = "dynamodb-capacity";
+pub const NAMESPACE: &str = "AWS/DynamoDB";
+pub const THROTTLE_METRICS: [&str; 3] = [
+    "ReadThrottleEvents",
+    "WriteThrottleEvents",
+    "ThrottledRequests",
+];
+
+const READ_OPERATIONS: [&str; 6] = [
+    "GetItem",
+    "Query",
+    "Scan",
+    "BatchGetItem",
+    "TransactGetItems",
+    "ExecuteStatement",
+];
+const WRITE_OPERATIONS: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+];
+
+/// The manual payload: `{"table": "orders", "index": "by-customer", "read": 200, "write": 100,
+/// "factor": 2.0, "mode": "on-demand", "dry_run": true}`; only `table` is required.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityRequest {
+    pub table: String,
+    #[serde(default)]
+    pub index: Option<String>,
+    #[serde(default)]
+    pub read: Option<i64>,
+    #[serde(default)]
+    pub write: Option<i64>,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// What to do to one side (read or write) of the capacity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Side {
+    /// Not throttled: leave as it is.
+    Keep,
+    /// Raise by the factor, or to the consumed peak with headroom, whichever is higher.
+    Raise,
+    /// Raise to exactly this (a manual request).
+    To(i64),
+}
+
+/// A validated request to raise capacity, from an alarm or a manual payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapacityTarget {
+    pub table: String,
+    pub index: Option<String>,
+    pub read: Side,
+    pub write: Side,
+    pub factor: f64,
+    /// A manual request to switch the table to on-demand.
+    pub switch_to_on_demand: bool,
+}
+
+impl CapacityTarget {
+    /// The report's target: `orders`, or `orders/index/by-customer` for an index.
+    pub fn name(&self) -> String {
+        match &self.index {
+            Some(index) => format!("{}/index/{index}", self.table),
+            None => self.table.clone(),
+        }
+    }
+
+    /// Validates a manual request against the configuration, before any AWS call.
+    pub fn from_request(
+        request: &CapacityRequest,
+        config: &ScalerConfig,
+    ) -> Result<Self, Rejection> {
+        let reject = |message: String| Err(Rejection(message));
+        if request.table.trim().is_empty() {
+            return reject("\"table\" must name a DynamoDB table".into());
+        }
+        if request
+            .index
+            .as_deref()
+            .is_some_and(|index| index.trim().is_empty())
+        {
+            return reject("\"index\" must name a global secondary index, or be left out".into());
+        }
+        for (field, value, cap, cap_name) in [
+            (
+                "read",
+                request.read,
+                config.max_read_capacity,
+                "MAX_READ_CAPACITY",
+            ),
+            (
+                "write",
+                request.write,
+                config.max_write_capacity,
+                "MAX_WRITE_CAPACITY",
+            ),
+        ] {
+            match value {
+                Some(value) if value < 1 => {
+                    return reject(format!("\"{field}\" must be at least 1, got {value}"));
+                }
+                Some(value) if value > cap => {
+                    return reject(format!(
+                        "\"{field}\" {value} is above the cap {cap_name}={cap}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let factor = request.factor.unwrap_or(config.scale_factor);
+        if !(1.1..=10.0).contains(&factor) {
+            return reject(format!("\"factor\" must be from 1.1 to 10, got {factor}"));
+        }
+        let switch_to_on_demand = match request.mode.as_deref() {
+            None => false,
+            Some("on-demand") if !config.allow_on_demand => {
+                return reject("\"mode\": \"on-demand\" needs ALLOW_ON_DEMAND=true in the function's configuration".into());
+            }
+            Some("on-demand") if request.read.is_some() || request.write.is_some() => {
+                return reject(
+                    "\"mode\": \"on-demand\" cannot be combined with \"read\" or \"write\"".into(),
+                );
+            }
+            Some("on-demand") => true,
+            Some(other) => return reject(format!("\"mode\" must be \"on-demand\", got {other:?}")),
+        };
+        let (read, write) = match (request.read, request.write) {
+            (None, None) => (Side::Raise, Side::Raise),
+            (read, write) => (
+                read.map_or(Side::Keep, Side::To),
+                write.map_or(Side::Keep, Side::To),
+            ),
+        };
+        Ok(Self {
+            table: request.table.trim().to_string(),
+            index: request.index.as_ref().map(|index| index.trim().to_string()),
+            read,
+            write,
+            factor,
+            switch_to_on_demand,
+        })
+    }
+
+    /// The throttled table or index an alarm watches, or `None` if it watches no DynamoDB
+    /// throttle metric.
+    pub fn from_alarm(alarm: &AlarmTrigger, config: &ScalerConfig) -> Option<Self> {
+        let throttles: Vec<&MetricRef> = alarm
+            .metrics
+            .iter()
+            .filter(|metric| {
+                metric.namespace == NAMESPACE && THROTTLE_METRICS.contains(&metric.name.as_str())
+            })
+            .filter(|metric| metric.dimension("TableName").is_some())
+            .collect();
+        let first = throttles.first()?;
+        let table = first.dimension("TableName")?.to_string();
+        let index = first
+            .dimension("GlobalSecondaryIndexName")
+            .map(str::to_string);
+        let (mut read, mut write) = (false, false);
+        for metric in throttles.iter().filter(|metric| {
+            metric.dimension("TableName") == Some(table.as_str())
+                && metric.dimension("GlobalSecondaryIndexName") == index.as_deref()
+        }) {
+            let (r, w) = throttled_sides(metric);
+            read |= r;
+            write |= w;
+        }
+        let side = |throttled: bool| if throttled { Side::Raise } else { Side::Keep };
+        Some(Self {
+            table,
+            index,
+            read: side(read),
+            write: side(write),
+            factor: config.scale_factor,
+            switch_to_on_demand: false,
+        })
+    }
+}
+
+/// Which sides a throttle metric speaks of; `ThrottledRequests` says it through `Operation`.
+fn throttled_sides(metric: &MetricRef) -> (bool, bool) {
+    match metric.name.as_str() {
+        "ReadThrottleEvents" => (true, false),
+        "WriteThrottleEvents" => (false, true),
+        _ => match metric.dimension("Operation") {
+            Some(op) if READ_OPERATIONS.contains(&op) => (true, false),
+            Some(op) if WRITE_OPERATIONS.contains(&op) => (false, true),
+            _ => (true, true),
+        },
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Billing {
+    Provisioned,
+    PayPerRequest,
+}
+
+/// The capacity of the table or index as DescribeTable shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Observed {
+    pub table_status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_status: Option<String>,
+    pub billing_mode: Billing,
+    pub read: i64,
+    pub write: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_read_request_units: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_write_request_units: Option<i64>,
+}
+
+impl Observed {
+    fn from_table(table: &TableDescription, index: Option<&str>) -> Result<Self, String> {
+        let billing_mode = match table
+            .billing_mode_summary()
+            .and_then(|summary| summary.billing_mode())
+        {
+            Some(BillingMode::PayPerRequest) => Billing::PayPerRequest,
+            _ => Billing::Provisioned,
+        };
+        let table_status = table
+            .table_status()
+            .map_or("UNKNOWN", |status| status.as_str())
+            .to_string();
+        // A maximum of -1 (or none) means "no maximum".
+        let limit = |value: Option<i64>| value.filter(|units| *units > 0);
+        let Some(index_name) = index else {
+            let throughput = table.provisioned_throughput();
+            let on_demand = table.on_demand_throughput();
+            return Ok(Self {
+                table_status,
+                index_status: None,
+                billing_mode,
+                read: throughput
+                    .and_then(|t| t.read_capacity_units())
+                    .unwrap_or(0),
+                write: throughput
+                    .and_then(|t| t.write_capacity_units())
+                    .unwrap_or(0),
+                max_read_request_units: limit(on_demand.and_then(|o| o.max_read_request_units())),
+                max_write_request_units: limit(on_demand.and_then(|o| o.max_write_request_units())),
+            });
+        };
+        let indexes = table.global_secondary_indexes();
+        let Some(gsi) = indexes
+            .iter()
+            .find(|gsi| gsi.index_name() == Some(index_name))
+        else {
+            let names: Vec<&str> = indexes.iter().filter_map(|gsi| gsi.index_name()).collect();
+            return Err(format!(
+                "table {} has no global secondary index {index_name} (its indexes: {})",
+                table.table_name().unwrap_or_default(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        };
+        let throughput = gsi.provisioned_throughput();
+        let on_demand = gsi.on_demand_throughput();
+        Ok(Self {
+            table_status,
+            index_status: Some(
+                gsi.index_status()
+                    .map_or("UNKNOWN", |status| status.as_str())
+                    .to_string(),
+            ),
+            billing_mode,
+            read: throughput
+                .and_then(|t| t.read_capacity_units())
+                .unwrap_or(0),
+            write: throughput
+                .and_then(|t| t.write_capacity_units())
+                .unwrap_or(0),
+            max_read_request_units: limit(on_demand.and_then(|o| o.max_read_request_units())),
+            max_write_request_units: limit(on_demand.and_then(|o| o.max_write_request_units())),
+        })
+    }
+
+    fn active(&self) -> bool {
+        self.table_status == "ACTIVE"
+            && self
+                .index_status
+                .as_deref()
+                .is_none_or(|status| status == "ACTIVE")
+    }
+
+    fn status_text(&self) -> String {
+        match &self.index_status {
+            Some(index) => format!("table {}, index {index}", self.table_status),
+            None => self.table_status.clone(),
+        }
+    }
+}
+
+/// Consumed capacity per second at its peak over the lookback window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ConsumedPeaks {
+    pub read_per_second: Option<f64>,
+    pub write_per_second: Option<f64>,
+}
+
+/// The change to make.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Provisioned {
+        read: i64,
+        write: i64,
+    },
+    OnDemandMaximum {
+        read: Option<i64>,
+        write: Option<i64>,
+    },
+    SwitchToOnDemand,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Act(Change),
+    NoAction(String),
+    Skip(String),
+}
+
+/// The new value for one side: the factor or the consumed peak with headroom, whichever is
+/// higher, clamped to the cap; an explicit value stands as it is (already checked against the cap).
+fn raised(
+    side: Side,
+    current: i64,
+    factor: f64,
+    peak: Option<f64>,
+    config: &ScalerConfig,
+    cap: i64,
+) -> i64 {
+    match side {
+        Side::Keep => current,
+        Side::To(value) => value,
+        Side::Raise => {
+            let by_factor = (current.max(1) as f64 * factor).ceil();
+            let by_peak = peak.map_or(0.0, |peak| (peak * config.headroom).ceil());
+            (by_factor.max(by_peak) as i64).min(cap)
+        }
+    }
+}
+
+/// Plans the change from what was observed; pure, so dry runs and tests see the same plan.
+pub fn decide(
+    target: &CapacityTarget,
+    observed: &Observed,
+    peaks: &ConsumedPeaks,
+    config: &ScalerConfig,
+) -> Decision {
+    let name = target.name();
+    let (read_cap, write_cap) = (config.max_read_capacity, config.max_write_capacity);
+    if observed.billing_mode == Billing::PayPerRequest {
+        if target.switch_to_on_demand {
+            return Decision::NoAction(format!("{name} is already on-demand (PAY_PER_REQUEST)"));
+        }
+        let limited = [
+            (target.read, observed.max_read_request_units),
+            (target.write, observed.max_write_request_units),
+        ];
+        if limited
+            .iter()
+            .all(|(side, max)| *side == Side::Keep || max.is_none())
+        {
+            return Decision::NoAction(format!(
+                "{name} is on-demand with no maximum throughput set on the throttled side, so capacity is not the limit: \
+                 on-demand throttling comes from a hot partition key or a spike above twice the previous peak; \
+                 look for hot keys with CloudWatch Contributor Insights and spread the key space"
+            ));
+        }
+        let new_read = observed.max_read_request_units.map(|max| {
+            raised(
+                target.read,
+                max,
+                target.factor,
+                peaks.read_per_second,
+                config,
+                read_cap,
+            )
+        });
+        let new_write = observed.max_write_request_units.map(|max| {
+            raised(
+                target.write,
+                max,
+                target.factor,
+                peaks.write_per_second,
+                config,
+                write_cap,
+            )
+        });
+        if new_read <= observed.max_read_request_units
+            && new_write <= observed.max_write_request_units
+        {
+            return Decision::Skip(format!(
+                "at cap: the on-demand maximum of {name} is already at MAX_READ_CAPACITY={read_cap} / MAX_WRITE_CAPACITY={write_cap}"
+            ));
+        }
+        return Decision::Act(Change::OnDemandMaximum {
+            read: new_read,
+            write: new_write,
+        });
+    }
+    if target.switch_to_on_demand {
+        return Decision::Act(Change::SwitchToOnDemand);
+    }
+    let read = raised(
+        target.read,
+        observed.read,
+        target.factor,
+        peaks.read_per_second,
+        config,
+        read_cap,
+    );
+    let write = raised(
+        target.write,
+        observed.write,
+        target.factor,
+        peaks.write_per_second,
+        config,
+        write_cap,
+    );
+    if read > observed.read || write > observed.write {
+        return Decision::Act(Change::Provisioned {
+            read: read.max(observed.read),
+            write: write.max(observed.write),
+        });
+    }
+    let mut at_cap = Vec::new();
+    if target.read == Side::Raise && observed.read >= read_cap {
+        at_cap.push(format!(
+            "read capacity {} is at MAX_READ_CAPACITY={read_cap}",
+            observed.read
+        ));
+    }
+    if target.write == Side::Raise && observed.write >= write_cap {
+        at_cap.push(format!(
+            "write capacity {} is at MAX_WRITE_CAPACITY={write_cap}",
+            observed.write
+        ));
+    }
+    if at_cap.is_empty() {
+        return Decision::NoAction(format!(
+            "{name} already has the requested capacity (read {}, write {})",
+            observed.read, observed.write
+        ));
+    }
+    if config.allow_on_demand && !at_cap.is_empty() {
+        return Decision::Act(Change::SwitchToOnDemand);
+    }
+    Decision::Skip(format!(
+        "at cap: {name} {}; raise the cap or set ALLOW_ON_DEMAND=true to switch the table to on-demand",
+        at_cap.join(" and ")
+    ))
+}
+
+fn action_states(
+    target: &CapacityTarget,
+    observed: &Observed,
+    change: &Change,
+) -> (String, serde_json::Value, serde_json::Value) {
+    match change {
+        Change::Provisioned { read, write } => (
+            target.name(),
+            json!({"billing_mode": "PROVISIONED", "read": observed.read, "write": observed.write}),
+            json!({"billing_mode": "PROVISIONED", "read": read, "write": write}),
+        ),
+        Change::OnDemandMaximum { read, write } => (
+            target.name(),
+            json!({"billing_mode": "PAY_PER_REQUEST", "max_read_request_units": observed.max_read_request_units,
+                   "max_write_request_units": observed.max_write_request_units}),
+            json!({"billing_mode": "PAY_PER_REQUEST", "max_read_request_units": read, "max_write_request_units": write}),
+        ),
+        Change::SwitchToOnDemand => (
+            target.table.clone(),
+            json!({"billing_mode": "PROVISIONED", "read": observed.read, "write": observed.write}),
+            json!({"billing_mode": "PAY_PER_REQUEST"}),
+        ),
+    }
+}
+
+/// Whether DescribeTable shows the change in force.
+fn in_force(observed: &Observed, change: &Change) -> bool {
+    match change {
+        Change::Provisioned { read, write } => {
+            observed.billing_mode == Billing::Provisioned
+                && observed.read == *read
+                && observed.write == *write
+        }
+        Change::OnDemandMaximum { read, write } => {
+            observed.max_read_request_units == *read && observed.max_write_request_units == *write
+        }
+        Change::SwitchToOnDemand => observed.billing_mode == Billing::PayPerRequest,
+    }
+}
+
+fn expected_text(change: &Change) -> String {
+    match change {
+        Change::Provisioned { read, write } => format!("PROVISIONED read {read}, write {write}"),
+        Change::OnDemandMaximum { read, write } => format!(
+            "PAY_PER_REQUEST max read {}, max write {}",
+            read.map_or("none".into(), |r| r.to_string()),
+            write.map_or("none".into(), |w| w.to_string())
+        ),
+        Change::SwitchToOnDemand => "PAY_PER_REQUEST".into(),
+    }
+}
+
+fn observed_text(observed: &Observed) -> String {
+    match observed.billing_mode {
+        Billing::Provisioned => format!(
+            "PROVISIONED read {}, write {}",
+            observed.read, observed.write
+        ),
+        Billing::PayPerRequest => format!(
+            "PAY_PER_REQUEST max read {}, max write {}",
+            observed
+                .max_read_request_units
+                .map_or("none".into(), |r| r.to_string()),
+            observed
+                .max_write_request_units
+                .map_or("none".into(), |w| w.to_string())
+        ),
+    }
+}
+
+/// What started the run, as the runbook needs it.
+pub struct RunContext<'a> {
+    pub report: Report,
+    pub alarm_name: Option<&'a str>,
+    pub invocation: &'a Invocation,
+}
+
+impl Scaler {
+    async fn describe(&self, table: &str) -> Result<TableDescription, AwsError> {
+        let output = self
+            .dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|err| {
+                AwsError::from_sdk("dynamodb:DescribeTable", &format!("table {table}"), &err)
+            })?;
+        output.table.ok_or_else(|| AwsError {
+            api: "dynamodb:DescribeTable".into(),
+            resource: format!("table {table}"),
+            code: None,
+            message: "the response has no table description".into(),
+            kind: FaultKind::Other,
+        })
+    }
+
+    async fn is_managed(&self, table: &TableDescription, name: &str) -> Result<bool, AwsError> {
+        let policy = &self.config.safety.managed;
+        if policy.matches_name(name) {
+            return Ok(true);
+        }
+        let Some(arn) = table.table_arn() else {
+            return Ok(false);
+        };
+        let tags = self
+            .dynamodb
+            .list_tags_of_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk("dynamodb:ListTagsOfResource", arn, &err))?;
+        Ok(policy.tags_allow(tags.tags().iter().map(|tag| (tag.key(), tag.value()))))
+    }
+
+    /// The peak consumed capacity per second over the lookback window.
+    async fn consumed_peaks(&self, target: &CapacityTarget) -> Result<ConsumedPeaks, AwsError> {
+        let mut dimensions = vec![
+            Dimension::builder()
+                .name("TableName")
+                .value(&target.table)
+                .build(),
+        ];
+        if let Some(index) = &target.index {
+            dimensions.push(
+                Dimension::builder()
+                    .name("GlobalSecondaryIndexName")
+                    .value(index)
+                    .build(),
+            );
+        }
+        let query = |id: &str, metric: &str| {
+            MetricDataQuery::builder()
+                .id(id)
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(
+                            Metric::builder()
+                                .namespace(NAMESPACE)
+                                .metric_name(metric)
+                                .set_dimensions(Some(dimensions.clone()))
+                                .build(),
+                        )
+                        .period(60)
+                        .stat("Sum")
+                        .build(),
+                )
+                .return_data(true)
+                .build()
+        };
+        let end = Utc::now();
+        let start = end - chrono::Duration::minutes(self.config.metric_lookback_minutes);
+        let output = self
+            .cloudwatch
+            .get_metric_data()
+            .metric_data_queries(query("read", "ConsumedReadCapacityUnits"))
+            .metric_data_queries(query("write", "ConsumedWriteCapacityUnits"))
+            .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                start.timestamp(),
+            ))
+            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                end.timestamp(),
+            ))
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk("cloudwatch:GetMetricData", &target.name(), &err))?;
+        let peak = |id: &str| {
+            output
+                .metric_data_results()
+                .iter()
+                .find(|result| result.id() == Some(id))
+                .and_then(|result| result.values().iter().copied().reduce(f64::max))
+                .map(|sum_per_minute| sum_per_minute / 60.0)
+        };
+        Ok(ConsumedPeaks {
+            read_per_second: peak("read"),
+            write_per_second: peak("write"),
+        })
+    }
+
+    async fn apply(&self, target: &CapacityTarget, change: &Change) -> Result<(), AwsError> {
+        let throughput = |read: i64, write: i64| {
+            ProvisionedThroughput::builder()
+                .read_capacity_units(read)
+                .write_capacity_units(write)
+                .build()
+                .map_err(|err| invalid_plan(target, &err.to_string()))
+        };
+        let on_demand = |read: Option<i64>, write: Option<i64>| {
+            OnDemandThroughput::builder()
+                .set_max_read_request_units(read)
+                .set_max_write_request_units(write)
+                .build()
+        };
+        let mut update = self.dynamodb.update_table().table_name(&target.table);
+        update = match (change, &target.index) {
+            (Change::SwitchToOnDemand, _) => update.billing_mode(BillingMode::PayPerRequest),
+            (Change::Provisioned { read, write }, None) => {
+                update.provisioned_throughput(throughput(*read, *write)?)
+            }
+            (Change::OnDemandMaximum { read, write }, None) => {
+                update.on_demand_throughput(on_demand(*read, *write))
+            }
+            (change, Some(index)) => {
+                let gsi = UpdateGlobalSecondaryIndexAction::builder().index_name(index);
+                let gsi = match change {
+                    Change::Provisioned { read, write } => {
+                        gsi.provisioned_throughput(throughput(*read, *write)?)
+                    }
+                    Change::OnDemandMaximum { read, write } => {
+                        gsi.on_demand_throughput(on_demand(*read, *write))
+                    }
+                    Change::SwitchToOnDemand => gsi,
+                };
+                let gsi = gsi
+                    .build()
+                    .map_err(|err| invalid_plan(target, &err.to_string()))?;
+                update.global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder().update(gsi).build(),
+                )
+            }
+        };
+        update.send().await.map(|_| ()).map_err(|err| {
+            AwsError::from_sdk(
+                "dynamodb:UpdateTable",
+                &format!("table {}", target.table),
+                &err,
+            )
+        })
+    }
+
+    /// Describes the table until `accept` says the observed state is final, or the deadline.
+    async fn watch(
+        &self,
+        target: &CapacityTarget,
+        deadline: Deadline,
+        accept: impl Fn(&Observed) -> bool,
+    ) -> Result<Option<Observed>, AwsError> {
+        let last = std::cell::RefCell::new(None);
+        let outcome = poll_until(deadline, self.poll_interval, || {
+            let (last, accept) = (&last, &accept);
+            async move {
+                match self.describe(&target.table).await {
+                    Err(err) => Some(Err(err)),
+                    Ok(table) => match Observed::from_table(&table, target.index.as_deref()) {
+                        Err(message) => Some(Err(invalid_plan(target, &message))),
+                        Ok(observed) if accept(&observed) => Some(Ok(observed)),
+                        Ok(observed) => {
+                            last.replace(Some(observed));
+                            None
+                        }
+                    },
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Some(result) => result.map(Some),
+            None => Ok(last.into_inner()),
+        }
+    }
+
+    /// Runs the runbook for an ALARM transition or a manual request.
+    pub async fn raise_capacity(&self, target: CapacityTarget, run: RunContext<'_>) -> Report {
+        let RunContext {
+            mut report,
+            alarm_name,
+            invocation,
+        } = run;
+        report.runbook = Some(RUNBOOK.into());
+        report.target = Some(target.name());
+        tracing::Span::current().record("target", target.name());
+        let name = target.name();
+        let fail = |mut report: Report, reason: String| {
+            report.outcome = Outcome::Failed;
+            report.reason = reason;
+            report
+        };
+
+        // Diagnose: the table as it is now.
+        let table = match self.describe(&target.table).await {
+            Ok(table) => table,
+            Err(err) if err.is(FaultKind::NotFound) => {
+                return fail(
+                    report,
+                    format!(
+                        "table {} does not exist (or is not visible to this function) in this region; nothing was changed; check the alarm's TableName dimension or the payload",
+                        target.table
+                    ),
+                );
+            }
+            Err(err) => {
+                return fail(
+                    report,
+                    format!("could not diagnose {name}, nothing was changed: {err}"),
+                );
+            }
+        };
+        let observed = match Observed::from_table(&table, target.index.as_deref()) {
+            Ok(observed) => observed,
+            Err(message) => return fail(report, format!("{message}; nothing was changed")),
+        };
+        match self.is_managed(&table, &target.table).await {
+            Ok(true) => {}
+            Ok(false) => {
+                report.outcome = Outcome::Skipped;
+                report.reason = self.config.safety.managed.refusal("table", &target.table);
+                return report;
+            }
+            Err(err) => {
+                return fail(
+                    report,
+                    format!(
+                        "could not check that table {} is managed, nothing was changed: {err}",
+                        target.table
+                    ),
+                );
+            }
+        }
+
+        let lease_key = format!("dynamodb-table/{}", target.table);
+        match self
+            .safety
+            .admit(RUNBOOK, &name, &lease_key, report.dry_run, invocation)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(skip)) => {
+                report.outcome = Outcome::Skipped;
+                report.reason = skip.0;
+                return report;
+            }
+            Err(err) => {
+                return fail(
+                    report,
+                    format!("the safety checks could not run, nothing was changed: {err}"),
+                );
+            }
+        }
+        let mut report = self
+            .raise_admitted(&target, &observed, alarm_name, invocation, report)
+            .await;
+        self.safety.finish(&mut report, invocation).await;
+        self.safety
+            .release(&lease_key, report.dry_run, invocation)
+            .await;
+        report
+    }
+
+    async fn raise_admitted(
+        &self,
+        target: &CapacityTarget,
+        observed: &Observed,
+        alarm_name: Option<&str>,
+        invocation: &Invocation,
+        mut report: Report,
+    ) -> Report {
+        let name = target.name();
+        let (peaks, metrics_error) = match self.consumed_peaks(target).await {
+            Ok(peaks) => (peaks, None),
+            // Without metrics the factor alone still gives a safe plan; the report says so.
+            Err(err) => (ConsumedPeaks::default(), Some(err.to_string())),
+        };
+        report.diagnosis = Some(json!({
+            "observed": observed,
+            "consumed_peak": peaks,
+            "lookback_minutes": self.config.metric_lookback_minutes,
+            "metrics_error": metrics_error,
+        }));
+
+        let change = match decide(target, observed, &peaks, &self.config) {
+            Decision::Act(change) => change,
+            Decision::NoAction(reason) => {
+                report.outcome = Outcome::NoAction;
+                report.reason = reason;
+                return report;
+            }
+            Decision::Skip(reason) => {
+                report.outcome = Outcome::Skipped;
+                report.reason = reason;
+                return report;
+            }
+        };
+        let (action_target, before, after) = action_states(target, observed, &change);
+        let mut action = Action {
+            api: "dynamodb:UpdateTable".into(),
+            target: action_target,
+            before,
+            after,
+            applied: false,
+            error: None,
+        };
+        match self.safety.spend_budget(RUNBOOK, report.dry_run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(skip)) => {
+                report.outcome = Outcome::Skipped;
+                report.reason = skip.0;
+                report.actions.push(action);
+                return report;
+            }
+            Err(err) => {
+                report.outcome = Outcome::Failed;
+                report.reason =
+                    format!("could not check the action budget, nothing was changed: {err}");
+                return report;
+            }
+        }
+        if report.dry_run {
+            report.outcome = Outcome::Planned;
+            report.reason = format!(
+                "dry run: would change {name} from {} to {}",
+                observed_text(observed),
+                expected_text(&change)
+            );
+            report.actions.push(action);
+            return report;
+        }
+
+        // Act.
+        if let Err(err) = self
+            .apply_waiting_if_busy(target, observed, &change, invocation.deadline)
+            .await
+        {
+            report.outcome = Outcome::Failed;
+            report.reason = match err.kind {
+                FaultKind::NotFound => format!(
+                    "table {} disappeared before it could be updated; nothing was changed: {err}",
+                    target.table
+                ),
+                FaultKind::LimitExceeded => format!(
+                    "DynamoDB refused the update of {name} (limit exceeded: too many capacity changes or concurrent table updates); nothing was changed: {err}"
+                ),
+                FaultKind::Invalid => format!(
+                    "DynamoDB rejected the update of {name} as invalid; nothing was changed: {err}"
+                ),
+                _ => format!("the update of {name} failed; nothing was changed: {err}"),
+            };
+            action.error = Some(err.to_string());
+            report.actions.push(action);
+            return report;
+        }
+        action.applied = true;
+        report.actions.push(action);
+
+        // Verify the resource now; the metric check stays open until the alarm is OK again.
+        report.verification = self
+            .verify(target, &change, alarm_name, invocation.deadline)
+            .await;
+        let (outcome, reason) = match report.verification.status {
+            VerificationStatus::Failed => (
+                Outcome::Failed,
+                format!(
+                    "changed {name} to {}, but the verification failed",
+                    expected_text(&change)
+                ),
+            ),
+            _ => (
+                Outcome::Remediated,
+                format!(
+                    "raised {name} from {} to {}",
+                    observed_text(observed),
+                    expected_text(&change)
+                ),
+            ),
+        };
+        report.outcome = outcome;
+        report.reason = reason;
+        report
+    }
+
+    /// UpdateTable; if the table is busy with another update, waits for it (within the
+    /// deadline) and tries once more only if the capacity is still what was diagnosed.
+    async fn apply_waiting_if_busy(
+        &self,
+        target: &CapacityTarget,
+        observed: &Observed,
+        change: &Change,
+        deadline: Deadline,
+    ) -> Result<(), AwsError> {
+        match self.apply(target, change).await {
+            Err(err) if err.is(FaultKind::InUse) => {
+                let settled = self.watch(target, deadline, Observed::active).await?;
+                match settled {
+                    Some(now)
+                        if now.active()
+                            && now.billing_mode == observed.billing_mode
+                            && now.read == observed.read
+                            && now.write == observed.write
+                            && now.max_read_request_units == observed.max_read_request_units
+                            && now.max_write_request_units == observed.max_write_request_units =>
+                    {
+                        self.apply(target, change).await
+                    }
+                    Some(now) if now.active() => Err(AwsError {
+                        kind: FaultKind::InUse,
+                        message: format!(
+                            "the table changed while another update ran (diagnosed {}, now {}); run again to plan from the new state",
+                            observed_text(observed),
+                            observed_text(&now)
+                        ),
+                        ..err
+                    }),
+                    _ => Err(AwsError {
+                        message: format!(
+                            "{} and it was still updating at the deadline",
+                            err.message
+                        ),
+                        ..err
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn verify(
+        &self,
+        target: &CapacityTarget,
+        change: &Change,
+        alarm_name: Option<&str>,
+        deadline: Deadline,
+    ) -> Verification {
+        let settled = self
+            .watch(target, deadline, |observed| {
+                observed.active() && in_force(observed, change)
+            })
+            .await;
+        let mut checks = Vec::new();
+        let status = match settled {
+            Err(err) => {
+                checks.push(Check::new(
+                    "table_state",
+                    false,
+                    expected_text(change),
+                    format!("DescribeTable failed: {err}"),
+                ));
+                VerificationStatus::Failed
+            }
+            Ok(None) => {
+                checks.push(Check::new(
+                    "table_state",
+                    false,
+                    expected_text(change),
+                    "not described before the deadline",
+                ));
+                VerificationStatus::Pending
+            }
+            Ok(Some(observed)) => {
+                let active = observed.active();
+                let applied = in_force(&observed, change);
+                checks.push(Check::new(
+                    "status",
+                    active,
+                    "ACTIVE",
+                    observed.status_text(),
+                ));
+                checks.push(Check::new(
+                    "capacity",
+                    applied,
+                    expected_text(change),
+                    observed_text(&observed),
+                ));
+                if active && !applied {
+                    // ACTIVE at other numbers: someone else changed it, or the change did not hold.
+                    VerificationStatus::Failed
+                } else {
+                    // Verified at resource level (or still updating at the deadline); the
+                    // metric-level check below is open either way.
+                    VerificationStatus::Pending
+                }
+            }
+        };
+        if status != VerificationStatus::Failed {
+            let expected = match alarm_name {
+                Some(alarm) => format!("alarm {alarm} back to OK"),
+                None => format!("no throttle events on {}", target.name()),
+            };
+            checks.push(Check::new("throttling_stopped", false, expected, "pending"));
+        }
+        Verification { status, checks }
+    }
+
+    /// The OK transition of a throttle alarm: closes the target's open verification.
+    pub async fn close_verification(
+        &self,
+        target: &CapacityTarget,
+        alarm: &AlarmTrigger,
+        mut report: Report,
+    ) -> Report {
+        report.runbook = Some(RUNBOOK.into());
+        report.target = Some(target.name());
+        tracing::Span::current().record("target", target.name());
+        let record = match self
+            .safety
+            .audit
+            .latest_pending(&target.name(), RUNBOOK)
+            .await
+        {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                report.outcome = Outcome::NoAction;
+                report.reason = format!(
+                    "alarm {} is OK; no remediation of {} is awaiting verification",
+                    alarm.alarm_name,
+                    target.name()
+                );
+                return report;
+            }
+            Err(err) => {
+                report.outcome = Outcome::Failed;
+                report.reason = format!(
+                    "could not look up the open verification of {}: {err}",
+                    target.name()
+                );
+                return report;
+            }
+        };
+        let recovered = (alarm.changed_at - record.started_at).num_seconds().max(0);
+        let mut verification = record.report.verification.clone();
+        for check in verification
+            .checks
+            .iter_mut()
+            .filter(|check| check.name == "throttling_stopped")
+        {
+            check.ok = true;
+            check.observed = format!(
+                "alarm {} OK at {}, {recovered} s after the change",
+                alarm.alarm_name,
+                runbook_shared::audit::timestamp(alarm.changed_at)
+            );
+        }
+        verification.status = if verification.checks.iter().all(|check| check.ok) {
+            VerificationStatus::Verified
+        } else {
+            VerificationStatus::Failed
+        };
+        match self.safety.audit.settle(&record, &verification).await {
+            Ok(true) => {
+                report.outcome = Outcome::NoAction;
+                report.reason = format!(
+                    "alarm {} returned to OK {recovered} s after remediation {}; verification closed as {}",
+                    alarm.alarm_name,
+                    record.audit_id,
+                    if verification.status == VerificationStatus::Verified {
+                        "verified"
+                    } else {
+                        "failed"
+                    }
+                );
+                report.verification = verification;
+                report.audit_id = Some(record.audit_id);
+                report.diagnosis = Some(
+                    json!({"time_to_recover_seconds": recovered, "remediated_at": runbook_shared::audit::timestamp(record.started_at)}),
+                );
+            }
+            Ok(false) => {
+                report.outcome = Outcome::NoAction;
+                report.reason = format!(
+                    "the verification of remediation {} was already closed",
+                    record.audit_id
+                );
+            }
+            Err(err) => {
+                report.outcome = Outcome::Failed;
+                report.reason = format!(
+                    "could not close the verification of remediation {}: {err}",
+                    record.audit_id
+                );
+            }
+        }
+        report
+    }
+}
+
+fn invalid_plan(target: &CapacityTarget, message: &str) -> AwsError {
+    AwsError {
+        api: "dynamodb:UpdateTable".into(),
+        resource: format!("table {}", target.table),
+        code: None,
+        message: message.to_string(),
+        kind: FaultKind::Invalid,
+    }
+}

@@ -1,0 +1,496 @@
+//! The audit table: remediation records (queryable by target), and the items behind the guards
+//! (event claims for idempotency, leases, hourly budgets), all in one DynamoDB table with
+//! partition key `pk`, sort key `sk` and TTL attribute `expires_at`.
+//!
+//! Items:
+//! - record: `pk = target#<target>`, `sk = <started_at RFC 3339>#<audit_id>`; `verify_status =
+//!   pending` while a metric-level check is open (the sparse index `pending` lists those);
+//! - event claim: `pk = event#<event id>`, `sk = event`;
+//! - lease: `pk = lease#<key>`, `sk = lease`;
+//! - budget: `pk = budget#<runbook>`, `sk = <UTC hour>`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde_json::Value;
+
+use crate::aws::AwsError;
+use crate::report::{Report, Verification, VerificationStatus};
+
+/// Name of the sparse global secondary index over open verifications (hash `verify_status`,
+/// range `sk`).
+pub const PENDING_INDEX: &str = "pending";
+const PENDING: &str = "pending";
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key)
+        .and_then(|value| value.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n(item: &Item, key: &str) -> Option<i64> {
+    item.get(key)
+        .and_then(|value| value.as_n().ok())
+        .and_then(|value| value.parse().ok())
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A remediation as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub audit_id: String,
+    pub target: String,
+    pub runbook: String,
+    pub started_at: DateTime<Utc>,
+    pub report: Report,
+    sk: String,
+}
+
+impl AuditRecord {
+    fn from_item(item: &Item) -> Option<Self> {
+        let report: Report = serde_json::from_str(get_s(item, "report")?).ok()?;
+        Some(Self {
+            audit_id: get_s(item, "audit_id")?.to_string(),
+            target: get_s(item, "target")?.to_string(),
+            runbook: get_s(item, "runbook")?.to_string(),
+            started_at: DateTime::parse_from_rfc3339(get_s(item, "started_at")?)
+                .ok()?
+                .with_timezone(&Utc),
+            sk: get_s(item, "sk")?.to_string(),
+            report,
+        })
+    }
+
+    /// The `before` of the record's applied actions, by action target.
+    pub fn before(&self) -> Value {
+        collect_states(&self.report, |action| &action.before)
+    }
+}
+
+fn collect_states(report: &Report, pick: impl Fn(&crate::report::Action) -> &Value) -> Value {
+    Value::Array(
+        report
+            .actions
+            .iter()
+            .map(|action| pick(action).clone())
+            .collect(),
+    )
+}
+
+pub enum EventClaim {
+    /// This invocation owns the event.
+    Claimed,
+    /// The event was handled before; this is its report.
+    Completed(Box<Report>),
+    /// Another invocation is handling the same event right now.
+    InFlight,
+}
+
+pub enum LeaseOutcome {
+    Acquired,
+    HeldBy { owner: String, until: DateTime<Utc> },
+}
+
+#[derive(Clone)]
+pub struct AuditStore {
+    client: Client,
+    table: String,
+    retention: Duration,
+}
+
+impl AuditStore {
+    pub fn new(client: Client, table: impl Into<String>, retention_days: i64) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            retention: Duration::days(retention_days),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn err<E, R>(&self, api: &str, err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> AwsError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        AwsError::from_sdk(api, &format!("audit table {}", self.table), err)
+    }
+
+    fn expires_at(&self, now: DateTime<Utc>) -> AttributeValue {
+        n((now + self.retention).timestamp())
+    }
+
+    /// Claims an event id so it is acted on once: a claim expires at `hold_until` so that a
+    /// crashed invocation does not block the event's retries for ever.
+    pub async fn claim_event(
+        &self,
+        event_id: &str,
+        hold_until: DateTime<Utc>,
+    ) -> Result<EventClaim, AwsError> {
+        let now = Utc::now();
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("event#{event_id}")))
+            .item("sk", s("event"))
+            .item("state", s("in_progress"))
+            .item("claim_expires_at", n(hold_until.timestamp_millis()))
+            .item("expires_at", self.expires_at(now))
+            .condition_expression(
+                "attribute_not_exists(pk) OR (#state = :in_progress AND claim_expires_at < :now)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(EventClaim::Claimed),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                let item = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(format!("event#{event_id}")))
+                    .key("sk", s("event"))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|err| self.err("dynamodb:GetItem", &err))?;
+                let report = item
+                    .item()
+                    .and_then(|item| get_s(item, "report"))
+                    .and_then(|report| serde_json::from_str::<Report>(report).ok());
+                Ok(match report {
+                    Some(report) => EventClaim::Completed(Box::new(report)),
+                    None => EventClaim::InFlight,
+                })
+            }
+            Err(err) => Err(self.err("dynamodb:PutItem", &err)),
+        }
+    }
+
+    /// Stores the event's final report, returned to any later delivery of the same event.
+    pub async fn complete_event(&self, event_id: &str, report: &Report) -> Result<(), AwsError> {
+        let body = serde_json::to_string(report).unwrap_or_default();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("event#{event_id}")))
+            .item("sk", s("event"))
+            .item("state", s("done"))
+            .item("report", s(body))
+            .item("expires_at", self.expires_at(Utc::now()))
+            .send()
+            .await
+            .map_err(|err| self.err("dynamodb:PutItem", &err))?;
+        Ok(())
+    }
+
+    /// Takes the lease on `key` until `until`, unless someone else holds an unexpired one.
+    pub async fn acquire_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<LeaseOutcome, AwsError> {
+        let now = Utc::now();
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("lease#{key}")))
+            .item("sk", s("lease"))
+            .item("owner", s(owner))
+            .item("lease_expires_at", n(until.timestamp_millis()))
+            .item("expires_at", n((until + Duration::days(1)).timestamp()))
+            .condition_expression(
+                "attribute_not_exists(pk) OR lease_expires_at < :now OR #owner = :owner",
+            )
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .expression_attribute_values(":owner", s(owner))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(LeaseOutcome::Acquired),
+            Err(err) => match err.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) => {
+                    let item = failed.item().cloned().unwrap_or_default();
+                    Ok(LeaseOutcome::HeldBy {
+                        owner: get_s(&item, "owner").unwrap_or("another invocation").to_string(),
+                        until: get_n(&item, "lease_expires_at")
+                            .and_then(DateTime::from_timestamp_millis)
+                            .unwrap_or(now),
+                    })
+                }
+                _ => Err(self.err("dynamodb:PutItem", &err)),
+            },
+        }
+    }
+
+    /// Releases the lease if this owner still holds it.
+    pub async fn release_lease(&self, key: &str, owner: &str) -> Result<(), AwsError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{key}")))
+            .key("sk", s("lease"))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match deleted {
+            Err(err)
+                if !err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(self.err("dynamodb:DeleteItem", &err))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one action against the runbook's budget for the current UTC hour; false when the
+    /// budget is spent.
+    pub async fn take_budget(&self, runbook: &str, max_per_hour: u32) -> Result<bool, AwsError> {
+        let now = Utc::now();
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("budget#{runbook}")))
+            .key("sk", s(now.format("%Y-%m-%dT%H").to_string()))
+            .update_expression("ADD actions :one SET expires_at = :expires")
+            .condition_expression("attribute_not_exists(actions) OR actions < :max")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(i64::from(max_per_hour)))
+            .expression_attribute_values(":expires", n((now + Duration::days(2)).timestamp()))
+            .send()
+            .await;
+        match update {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(self.err("dynamodb:UpdateItem", &err)),
+        }
+    }
+
+    /// Actions counted against the runbook this UTC hour.
+    pub async fn budget_used(&self, runbook: &str) -> Result<u32, AwsError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("budget#{runbook}")))
+            .key("sk", s(Utc::now().format("%Y-%m-%dT%H").to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| self.err("dynamodb:GetItem", &err))?;
+        Ok(item
+            .item()
+            .and_then(|item| get_n(item, "actions"))
+            .unwrap_or(0)
+            .try_into()
+            .unwrap_or(u32::MAX))
+    }
+
+    /// Writes the remediation record for `report` (which must name its target and runbook),
+    /// setting `report.audit_id`.
+    pub async fn record(
+        &self,
+        report: &mut Report,
+        started_at: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        let audit_id = uuid::Uuid::new_v4().to_string();
+        report.audit_id = Some(audit_id.clone());
+        let target = report.target.clone().unwrap_or_default();
+        let sk = format!("{}#{audit_id}", timestamp(started_at));
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("target#{target}")))
+            .item("sk", s(sk))
+            .item("audit_id", s(&audit_id))
+            .item("target", s(&target))
+            .item("runbook", s(report.runbook.clone().unwrap_or_default()))
+            .item("function", s(&report.function))
+            .item("started_at", s(timestamp(started_at)))
+            .item("outcome", s(json_text(&report.outcome)))
+            .item("reason", s(&report.reason))
+            .item("trigger", s(json_text(&report.trigger)))
+            .item(
+                "before",
+                s(collect_states(report, |a| &a.before).to_string()),
+            )
+            .item("after", s(collect_states(report, |a| &a.after).to_string()))
+            .item("verification", s(json_text(&report.verification)))
+            .item("report", s(json_text(&*report)))
+            .item("expires_at", self.expires_at(started_at));
+        if report.verification.status == VerificationStatus::Pending {
+            put = put.item("verify_status", s(PENDING));
+        }
+        put.send()
+            .await
+            .map_err(|err| self.err("dynamodb:PutItem", &err))?;
+        Ok(())
+    }
+
+    /// The target's records, newest first.
+    pub async fn history(&self, target: &str) -> Result<Vec<AuditRecord>, AwsError> {
+        let mut records = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("target#{target}")))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.err("dynamodb:Query", &err))?;
+            records.extend(page.items().iter().filter_map(AuditRecord::from_item));
+        }
+        Ok(records)
+    }
+
+    /// The newest record of `runbook` on `target` since `since` that changed something.
+    pub async fn last_remediation_since(
+        &self,
+        target: &str,
+        runbook: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<AuditRecord>, AwsError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk >= :since")
+            .filter_expression("runbook = :runbook")
+            .expression_attribute_values(":pk", s(format!("target#{target}")))
+            .expression_attribute_values(":since", s(timestamp(since)))
+            .expression_attribute_values(":runbook", s(runbook))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.err("dynamodb:Query", &err))?;
+            if let Some(record) = page
+                .items()
+                .iter()
+                .filter_map(AuditRecord::from_item)
+                .find(|record| record.report.actions.iter().any(|action| action.applied))
+            {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The newest record of `runbook` on `target` whose verification is still open.
+    pub async fn latest_pending(
+        &self,
+        target: &str,
+        runbook: &str,
+    ) -> Result<Option<AuditRecord>, AwsError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .filter_expression("runbook = :runbook AND verify_status = :pending")
+            .expression_attribute_values(":pk", s(format!("target#{target}")))
+            .expression_attribute_values(":runbook", s(runbook))
+            .expression_attribute_values(":pending", s(PENDING))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.err("dynamodb:Query", &err))?;
+            if let Some(record) = page.items().iter().find_map(AuditRecord::from_item) {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Closes an open verification; returns false if someone else closed it first.
+    pub async fn settle(
+        &self,
+        record: &AuditRecord,
+        verification: &Verification,
+    ) -> Result<bool, AwsError> {
+        let mut report = record.report.clone();
+        report.verification = verification.clone();
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("target#{}", record.target)))
+            .key("sk", s(&record.sk))
+            .update_expression(
+                "SET verification = :verification, report = :report REMOVE verify_status",
+            )
+            .condition_expression("verify_status = :pending")
+            .expression_attribute_values(":verification", s(json_text(verification)))
+            .expression_attribute_values(":report", s(json_text(&report)))
+            .expression_attribute_values(":pending", s(PENDING))
+            .send()
+            .await;
+        match update {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(self.err("dynamodb:UpdateItem", &err)),
+        }
+    }
+}
+
+fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}

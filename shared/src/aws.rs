@@ -1,0 +1,143 @@
+//! AWS configuration and error reporting shared by every function.
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// Loads the SDK configuration the standard way (region, credentials, and the endpoint from
+/// `AWS_ENDPOINT_URL` when it is set); there is no other switch between AWS and an emulator.
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// What kind of fault an AWS call hit, which decides how a runbook reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Throttled,
+    AccessDenied,
+    NotFound,
+    InUse,
+    LimitExceeded,
+    Invalid,
+    ConditionFailed,
+    /// Network errors, timeouts, 5xx and anything unrecognised.
+    Other,
+}
+
+/// A failed AWS call: which API, on which resource, what AWS said, and what to do about it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{api} on {resource} failed: {message}{}", hint(*.kind, api, resource))]
+pub struct AwsError {
+    pub api: String,
+    pub resource: String,
+    pub code: Option<String>,
+    pub message: String,
+    pub kind: FaultKind,
+}
+
+fn hint(kind: FaultKind, api: &str, resource: &str) -> String {
+    match kind {
+        FaultKind::Throttled => {
+            " (throttled by AWS after retries; nothing was changed by this call, run again later)"
+                .into()
+        }
+        FaultKind::AccessDenied => {
+            format!(" (grant {api} on {resource} to the function's role in template.yaml)")
+        }
+        FaultKind::NotFound => " (check the name and the region)".into(),
+        _ => String::new(),
+    }
+}
+
+impl AwsError {
+    pub fn from_sdk<E, R>(api: &str, resource: &str, err: &SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let code = err.code().map(str::to_string);
+        let message = match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            _ => DisplayErrorContext(err).to_string(),
+        };
+        Self {
+            api: api.to_string(),
+            resource: resource.to_string(),
+            kind: classify(code.as_deref(), err.message().unwrap_or_default()),
+            code,
+            message,
+        }
+    }
+
+    pub fn is(&self, kind: FaultKind) -> bool {
+        self.kind == kind
+    }
+}
+
+fn classify(code: Option<&str>, message: &str) -> FaultKind {
+    match code.unwrap_or_default() {
+        "ThrottlingException"
+        | "Throttling"
+        | "ThrottledException"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded"
+        | "ProvisionedThroughputExceededException"
+        | "RequestThrottled" => FaultKind::Throttled,
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnauthorizedOperation"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId" => FaultKind::AccessDenied,
+        "ResourceNotFoundException"
+        | "ResourceNotFound"
+        | "NotFound"
+        | "QueueDoesNotExist"
+        | "AWS.SimpleQueueService.NonExistentQueue" => FaultKind::NotFound,
+        "ValidationError" if message.contains("does not exist") => FaultKind::NotFound,
+        "ResourceInUseException" | "ResourceConflictException" => FaultKind::InUse,
+        "LimitExceededException" => FaultKind::LimitExceeded,
+        "ValidationException"
+        | "ValidationError"
+        | "InvalidParameterValue"
+        | "InvalidParameterValueException"
+        | "InvalidParameterCombination" => FaultKind::Invalid,
+        "ConditionalCheckFailedException" => FaultKind::ConditionFailed,
+        _ => FaultKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_common_codes() {
+        assert_eq!(
+            classify(Some("ThrottlingException"), ""),
+            FaultKind::Throttled
+        );
+        assert_eq!(
+            classify(Some("AccessDeniedException"), ""),
+            FaultKind::AccessDenied
+        );
+        assert_eq!(
+            classify(Some("ValidationError"), "Stack with id x does not exist"),
+            FaultKind::NotFound
+        );
+        assert_eq!(classify(None, ""), FaultKind::Other);
+    }
+
+    #[test]
+    fn access_denied_says_what_to_grant() {
+        let err = AwsError {
+            api: "dynamodb:UpdateTable".into(),
+            resource: "orders".into(),
+            code: Some("AccessDeniedException".into()),
+            message: "AccessDeniedException: not authorized".into(),
+            kind: FaultKind::AccessDenied,
+        };
+        assert_eq!(
+            err.to_string(),
+            "dynamodb:UpdateTable on orders failed: AccessDeniedException: not authorized (grant dynamodb:UpdateTable on orders to the function's role in template.yaml)"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! The Lambda deadline, and polling bounded by it.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+/// When the invocation must have returned, minus a reserve for writing the audit record and
+/// the report after the last poll.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    at: Instant,
+    wall: DateTime<Utc>,
+}
+
+/// Time kept back from the Lambda deadline for the audit write and the response.
+pub const RESERVE: Duration = Duration::from_secs(2);
+
+impl Deadline {
+    /// From the Lambda context's deadline (milliseconds since the epoch).
+    pub fn from_epoch_millis(deadline_ms: u64) -> Self {
+        let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+        Self::after(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+    }
+
+    /// `budget` from now, less the reserve.
+    pub fn after(budget: Duration) -> Self {
+        let usable = budget.saturating_sub(RESERVE);
+        Self {
+            at: Instant::now() + usable,
+            wall: Utc::now() + chrono::Duration::from_std(usable).unwrap_or_default(),
+        }
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    pub fn passed(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// The deadline on the wall clock, for leases and claims stored in the audit table.
+    pub fn wall(&self) -> DateTime<Utc> {
+        self.wall
+    }
+}
+
+/// Polls `probe` every `interval` until it returns `Some`, or the deadline passes (`None`).
+pub async fn poll_until<T, F, Fut>(
+    deadline: Deadline,
+    interval: Duration,
+    mut probe: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    loop {
+        if let Some(done) = probe().await {
+            return Some(done);
+        }
+        let remaining = deadline.remaining();
+        if remaining.is_zero() {
+            return None;
+        }
+        tokio::time::sleep(interval.min(remaining)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn polling_stops_at_the_deadline() {
+        let deadline = Deadline::after(RESERVE + Duration::from_millis(300));
+        let started = Instant::now();
+        let result: Option<()> =
+            poll_until(deadline, Duration::from_millis(50), || async { None }).await;
+        assert!(result.is_none());
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        let mut calls = 0;
+        let found = poll_until(
+            Deadline::after(Duration::from_secs(10)),
+            Duration::from_millis(1),
+            || {
+                calls += 1;
+                let value = (calls == 3).then_some(calls);
+                async move { value }
+            },
+        )
+        .await;
+        assert_eq!(found, Some(3));
+    }
+}

@@ -1,0 +1,12 @@
+//! What every runbook function shares: configuration, AWS clients and errors, trigger
+//! recognition, the report, the safety core (dry run, managed check, lease, idempotency,
+//! cooldown, budget), the audit table, deadline-bounded verification and JSON logs.
+
+pub mod audit;
+pub mod aws;
+pub mod config;
+pub mod deadline;
+pub mod logging;
+pub mod report;
+pub mod safety;
+pub mod trigger;

@@ -1,0 +1,195 @@
+//! The report every invocation returns, logs and (when something was attempted) audits.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Actions were applied and the resource-level check passed.
+    Remediated,
+    /// Dry run: the exact actions it would take.
+    Planned,
+    /// Nothing to do, with the diagnosis in `reason`.
+    NoAction,
+    /// A guard stopped it (cooldown, lock held, not managed, budget spent, at cap).
+    Skipped,
+    /// The input was not understood; no AWS call was made.
+    Rejected,
+    /// It tried and did not succeed, or the verification failed.
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    Alarm,
+    AlarmAction,
+    Schedule,
+    StackEvent,
+    Manual,
+    /// The input could not be recognised as any trigger.
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerInfo {
+    pub kind: TriggerKind,
+    pub name: Option<String>,
+    pub event_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// `service:Operation`, as in IAM.
+    pub api: String,
+    pub target: String,
+    pub before: Value,
+    pub after: Value,
+    pub applied: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationStatus {
+    Verified,
+    Pending,
+    Failed,
+    NotApplicable,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub expected: String,
+    pub observed: String,
+}
+
+impl Check {
+    pub fn new(
+        name: &str,
+        ok: bool,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            ok,
+            expected: expected.into(),
+            observed: observed.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub status: VerificationStatus,
+    pub checks: Vec<Check>,
+}
+
+impl Verification {
+    pub fn not_applicable() -> Self {
+        Self {
+            status: VerificationStatus::NotApplicable,
+            checks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub function: String,
+    pub runbook: Option<String>,
+    pub trigger: TriggerInfo,
+    pub target: Option<String>,
+    pub dry_run: bool,
+    pub outcome: Outcome,
+    pub reason: String,
+    /// What was observed before deciding (current settings, metrics); absent when nothing was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Value>,
+    pub actions: Vec<Action>,
+    pub verification: Verification,
+    pub audit_id: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl Report {
+    /// A report with no actions and no verification; callers fill in the rest.
+    pub fn new(
+        function: &str,
+        trigger: TriggerInfo,
+        outcome: Outcome,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            function: function.to_string(),
+            runbook: None,
+            trigger,
+            target: None,
+            dry_run: false,
+            outcome,
+            reason: reason.into(),
+            diagnosis: None,
+            actions: Vec::new(),
+            verification: Verification::not_applicable(),
+            audit_id: None,
+            duration_ms: 0,
+        }
+    }
+
+    /// Whether anything was attempted against a resource, which is what earns an audit record.
+    pub fn attempted(&self) -> bool {
+        !self.dry_run
+            && self
+                .actions
+                .iter()
+                .any(|action| action.applied || action.error.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialises_in_the_documented_shape() {
+        let trigger = TriggerInfo {
+            kind: TriggerKind::AlarmAction,
+            name: Some("orders-throttle".into()),
+            event_id: Some("e-1".into()),
+        };
+        let mut report = Report::new("limit-scaler", trigger, Outcome::NoAction, "nothing to do");
+        report.runbook = Some("dynamodb-capacity".into());
+        let json = serde_json::to_value(&report).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in [
+            "function",
+            "runbook",
+            "trigger",
+            "target",
+            "dry_run",
+            "outcome",
+            "reason",
+            "actions",
+            "verification",
+            "audit_id",
+            "duration_ms",
+        ] {
+            assert!(keys.contains(&key), "missing {key} in {json}");
+        }
+        assert_eq!(json["trigger"]["kind"], "alarm_action");
+        assert_eq!(json["outcome"], "no_action");
+        assert_eq!(json["verification"]["status"], "not_applicable");
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+    }
+}

@@ -1,0 +1,350 @@
+//! The safety model every function applies: dry run, managed resources only, one actor per
+//! resource (lease), each event acted on once, cooldown per target and runbook, and an hourly
+//! action budget per runbook.
+
+use std::future::Future;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::audit::{AuditStore, EventClaim, LeaseOutcome};
+use crate::aws::AwsError;
+use crate::config::{ConfigError, Env};
+use crate::report::{Outcome, Report, TriggerInfo};
+
+/// The tag that marks a resource as managed by the automation.
+pub const MANAGED_TAG_KEY: &str = "runbook:managed";
+
+/// Settings shared by every function.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SafetyConfig {
+    pub dry_run: bool,
+    pub managed: ManagedPolicy,
+    pub cooldown: Duration,
+    pub max_actions_per_hour: u32,
+    pub audit_table: String,
+    pub audit_retention_days: i64,
+}
+
+impl SafetyConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            dry_run: env.bool("DRY_RUN", false)?,
+            managed: ManagedPolicy::new(env.list("MANAGED_RESOURCES")),
+            cooldown: Duration::seconds(env.number("COOLDOWN_SECONDS", 900i64, 0, 7 * 86_400)?),
+            max_actions_per_hour: env.number("MAX_ACTIONS_PER_HOUR", 10u32, 1, 1_000)?,
+            audit_table: env.required("AUDIT_TABLE", "the name of the audit DynamoDB table")?,
+            audit_retention_days: env.number("AUDIT_RETENTION_DAYS", 90i64, 1, 3_650)?,
+        })
+    }
+}
+
+/// Which resources may be touched: name patterns (`*` and `?` globs) from `MANAGED_RESOURCES`,
+/// or the tag `runbook:managed=true` on the resource itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ManagedPolicy {
+    patterns: Vec<String>,
+}
+
+impl ManagedPolicy {
+    pub fn new(patterns: Vec<String>) -> Self {
+        Self { patterns }
+    }
+
+    pub fn matches_name(&self, name: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|pattern| glob_match(pattern, name))
+    }
+
+    /// Whether the resource's tags mark it managed.
+    pub fn tags_allow<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        tags.any(|(key, value)| key == MANAGED_TAG_KEY && value.eq_ignore_ascii_case("true"))
+    }
+
+    /// The reason given when a resource is neither matched nor tagged.
+    pub fn refusal(&self, kind: &str, name: &str) -> String {
+        let patterns = if self.patterns.is_empty() {
+            "MANAGED_RESOURCES is empty".to_string()
+        } else {
+            format!(
+                "it matches none of MANAGED_RESOURCES ({})",
+                self.patterns.join(", ")
+            )
+        };
+        format!(
+            "not managed: {kind} {name} is left alone because {patterns} and it has no tag {MANAGED_TAG_KEY}=true"
+        )
+    }
+}
+
+/// `*` matches any run of characters, `?` any one character; everything else literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            backtrack = Some((p, t));
+            p += 1;
+        } else if let Some((star, matched)) = backtrack {
+            p = star + 1;
+            t = matched + 1;
+            backtrack = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// One invocation: its request id (the lease owner), its deadline and when it started.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    pub request_id: String,
+    pub deadline: crate::deadline::Deadline,
+    pub started: std::time::Instant,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Invocation {
+    pub fn new(request_id: impl Into<String>, deadline: crate::deadline::Deadline) -> Self {
+        Self {
+            request_id: request_id.into(),
+            deadline,
+            started: std::time::Instant::now(),
+            started_at: Utc::now(),
+        }
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Why a guard stopped a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skip(pub String);
+
+/// The guards, backed by the audit table.
+#[derive(Clone)]
+pub struct Safety {
+    pub config: SafetyConfig,
+    pub audit: AuditStore,
+}
+
+/// How long past the deadline a lease or claim outlives a crashed invocation.
+const LEASE_GRACE: Duration = Duration::seconds(30);
+
+impl Safety {
+    pub fn new(config: SafetyConfig, dynamodb: aws_sdk_dynamodb::Client) -> Self {
+        let audit = AuditStore::new(
+            dynamodb,
+            config.audit_table.clone(),
+            config.audit_retention_days,
+        );
+        Self { config, audit }
+    }
+
+    /// Runs `handle` once per event id and finishes its report (audit record, duration): a
+    /// re-delivered event gets the first report back unchanged, and a delivery racing another
+    /// one is skipped. Dry runs and events without an id run as they are.
+    pub async fn once<F>(
+        &self,
+        function: &str,
+        trigger: &TriggerInfo,
+        dry_run: bool,
+        invocation: &Invocation,
+        handle: F,
+    ) -> Report
+    where
+        F: Future<Output = Report>,
+    {
+        let Some(event_id) = trigger.event_id.clone().filter(|_| !dry_run) else {
+            let mut report = handle.await;
+            self.finish(&mut report, invocation).await;
+            return report;
+        };
+        let mut report = match self
+            .audit
+            .claim_event(&event_id, invocation.deadline.wall() + LEASE_GRACE)
+            .await
+        {
+            Err(err) => Report::new(
+                function,
+                trigger.clone(),
+                Outcome::Failed,
+                format!(
+                    "could not record event {event_id} in the audit table, so nothing was done: {err}"
+                ),
+            ),
+            Ok(EventClaim::Completed(report)) => return *report,
+            Ok(EventClaim::InFlight) => Report::new(
+                function,
+                trigger.clone(),
+                Outcome::Skipped,
+                format!(
+                    "duplicate delivery: event {event_id} is being handled by another invocation"
+                ),
+            ),
+            Ok(EventClaim::Claimed) => {
+                let mut report = handle.await;
+                self.finish(&mut report, invocation).await;
+                if let Err(err) = self.audit.complete_event(&event_id, &report).await {
+                    tracing::error!(event_id, error = %err, "could not store the event's report; a re-delivery will run again under the cooldown and lease");
+                }
+                return report;
+            }
+        };
+        self.finish(&mut report, invocation).await;
+        report
+    }
+
+    /// Takes the lease on `lease_key` (a live run only), then checks the cooldown of `runbook`
+    /// on `target`. The lease comes first so that two runs cannot both pass the cooldown check.
+    pub async fn admit(
+        &self,
+        runbook: &str,
+        target: &str,
+        lease_key: &str,
+        dry_run: bool,
+        invocation: &Invocation,
+    ) -> Result<Result<(), Skip>, AwsError> {
+        if !dry_run {
+            let until = invocation.deadline.wall() + LEASE_GRACE;
+            if let LeaseOutcome::HeldBy { owner, until } = self
+                .audit
+                .acquire_lease(lease_key, &invocation.request_id, until)
+                .await?
+            {
+                return Ok(Err(Skip(format!(
+                    "lock held: invocation {owner} is working on {lease_key} (lease until {})",
+                    crate::audit::timestamp(until)
+                ))));
+            }
+        }
+        match self.cooldown(runbook, target).await {
+            Ok(None) => Ok(Ok(())),
+            Ok(Some(skip)) => {
+                self.release(lease_key, dry_run, invocation).await;
+                Ok(Err(skip))
+            }
+            Err(err) => {
+                self.release(lease_key, dry_run, invocation).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn cooldown(&self, runbook: &str, target: &str) -> Result<Option<Skip>, AwsError> {
+        if self.config.cooldown.is_zero() {
+            return Ok(None);
+        }
+        let since = Utc::now() - self.config.cooldown;
+        Ok(self.audit.last_remediation_since(target, runbook, since).await?.map(|record| {
+            Skip(format!(
+                "cooldown: {runbook} changed {target} at {} (audit {}); next action allowed after {} (COOLDOWN_SECONDS={})",
+                crate::audit::timestamp(record.started_at),
+                record.audit_id,
+                crate::audit::timestamp(record.started_at + self.config.cooldown),
+                self.config.cooldown.num_seconds()
+            ))
+        }))
+    }
+
+    /// Releases the lease taken by `admit`; a failure only delays the next run until expiry.
+    pub async fn release(&self, lease_key: &str, dry_run: bool, invocation: &Invocation) {
+        if dry_run {
+            return;
+        }
+        if let Err(err) = self
+            .audit
+            .release_lease(lease_key, &invocation.request_id)
+            .await
+        {
+            tracing::warn!(lease_key, error = %err, "could not release the lease; it expires on its own");
+        }
+    }
+
+    /// Spends one action of the runbook's hourly budget (a dry run only looks).
+    pub async fn spend_budget(
+        &self,
+        runbook: &str,
+        dry_run: bool,
+    ) -> Result<Result<(), Skip>, AwsError> {
+        let max = self.config.max_actions_per_hour;
+        let available = if dry_run {
+            self.audit.budget_used(runbook).await? < max
+        } else {
+            self.audit.take_budget(runbook, max).await?
+        };
+        Ok(if available {
+            Ok(())
+        } else {
+            Err(Skip(format!(
+                "budget spent: {runbook} already took {max} actions this hour (MAX_ACTIONS_PER_HOUR={max})"
+            )))
+        })
+    }
+
+    /// Writes the audit record when something was attempted (once), and sets the duration.
+    pub async fn finish(&self, report: &mut Report, invocation: &Invocation) {
+        if report.attempted() && report.audit_id.is_none() {
+            if let Err(err) = self.audit.record(report, invocation.started_at).await {
+                report.audit_id = None;
+                report.reason = format!("{} (audit record not written: {err})", report.reason);
+            }
+        }
+        report.duration_ms = invocation.elapsed_ms();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("orders", "orders"));
+        assert!(glob_match("orders-*", "orders-prod"));
+        assert!(glob_match("*-prod", "orders-prod"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(glob_match("t?ble", "table"));
+        assert!(!glob_match("orders-*", "orders"));
+        assert!(!glob_match("orders", "orders-prod"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn managed_by_name_or_tag() {
+        let policy = ManagedPolicy::new(vec!["orders-*".into()]);
+        assert!(policy.matches_name("orders-eu"));
+        assert!(!policy.matches_name("payments"));
+        assert!(policy.tags_allow([("runbook:managed", "TRUE")].into_iter()));
+        assert!(!policy.tags_allow([("runbook:managed", "false"), ("team", "x")].into_iter()));
+        assert!(policy.refusal("table", "payments").contains("orders-*"));
+    }
+
+    #[test]
+    fn config_from_env_with_defaults_and_errors() {
+        let config = SafetyConfig::from_env(&Env::from_pairs(&[("AUDIT_TABLE", "audit")])).unwrap();
+        assert_eq!(config.cooldown, Duration::seconds(900));
+        assert_eq!(config.max_actions_per_hour, 10);
+        assert!(!config.dry_run);
+        let err = SafetyConfig::from_env(&Env::from_pairs(&[
+            ("AUDIT_TABLE", "a"),
+            ("MAX_ACTIONS_PER_HOUR", "0"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("MAX_ACTIONS_PER_HOUR"));
+        assert!(
+            SafetyConfig::from_env(&Env::from_pairs(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("AUDIT_TABLE")
+        );
+    }
+}

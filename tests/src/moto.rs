@@ -1,0 +1,98 @@
+//! moto's server behind tests/moto_front/front.py, one process per test binary.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "123456789012";
+
+pub struct Moto {
+    pub endpoint: String,
+    // Kept open: the front exits when its stdin closes, i.e. when this test process ends.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+/// The Python interpreter of the repo-local venv (override with RUNBOOK_PYTHON).
+pub fn python() -> std::path::PathBuf {
+    std::env::var_os("RUNBOOK_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|| crate::workspace_root().join(".venv/bin/python"))
+}
+
+/// The emulator of this test binary, started on first use on a free loopback port.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| start(&[]).unwrap_or_else(|err| panic!("{err}")))
+}
+
+/// Starts a new front with extra environment for moto (e.g. IAM enforcement).
+pub fn start(env: &[(&str, &str)]) -> Result<Moto, String> {
+    let python = python();
+    if !python.exists() {
+        return Err(format!(
+            "{} not found: run scripts/test.sh once, it creates .venv with the pinned moto",
+            python.display()
+        ));
+    }
+    let front = crate::workspace_root().join("tests/moto_front/front.py");
+    let mut child = Command::new(&python)
+        .arg(front)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|err| format!("could not start {}: {err}", python.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout from the moto front")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|err| format!("moto front: {err}"))?;
+    let port = line
+        .strip_prefix("READY ")
+        .and_then(|port| port.trim().parse::<u16>().ok())
+        .ok_or_else(|| format!("moto front did not start (said {line:?})"))?;
+    let stdin = child.stdin.take().ok_or("no stdin for the moto front")?;
+    Ok(Moto {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
+    })
+}
+
+impl Moto {
+    /// SDK configuration for this emulator: fixed region, dummy credentials, its endpoint.
+    pub fn sdk_config(&self) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                Credentials::for_tests(),
+            ))
+            .build()
+    }
+
+    /// The environment a function binary needs to reach this emulator.
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_REGION".into(), REGION.into()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ]
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config())
+    }
+
+    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+        aws_sdk_cloudwatch::Client::new(&self.sdk_config())
+    }
+}

@@ -1,0 +1,884 @@
+//! limit-scaler's `dynamodb-capacity` runbook against moto (state and behaviour), and against
+//! replay clients for the faults moto cannot produce.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+use aws_sdk_dynamodb::operation::update_table::{UpdateTableError, UpdateTableOutput};
+use aws_sdk_dynamodb::types::error::{
+    LimitExceededException, ResourceInUseException, ResourceNotFoundException,
+};
+use aws_sdk_dynamodb::types::{
+    BillingMode, BillingModeSummary, OnDemandThroughput, ProvisionedThroughputDescription,
+    TableDescription, TableStatus,
+};
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use limit_scaler::Scaler;
+use limit_scaler::config::ScalerConfig;
+use runbook_shared::config::Env;
+use runbook_shared::deadline::Deadline;
+use runbook_shared::report::{Outcome, Report, VerificationStatus};
+use runbook_shared::safety::Invocation;
+use runbook_tests::fixtures::{
+    TableSpec, billing_mode, capacity, create_audit_table, throttle_alarm_event,
+};
+use runbook_tests::moto::moto;
+use serde_json::{Value, json};
+
+struct Setup {
+    dynamodb: aws_sdk_dynamodb::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    audit: String,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let dynamodb = moto().dynamodb();
+        let audit = create_audit_table(&dynamodb).await;
+        Self {
+            cloudwatch: moto().cloudwatch(),
+            dynamodb,
+            audit,
+        }
+    }
+
+    fn config(&self, extra: &[(&str, &str)]) -> ScalerConfig {
+        let mut pairs = vec![
+            ("AUDIT_TABLE", self.audit.as_str()),
+            ("MANAGED_RESOURCES", "managed-*"),
+        ];
+        pairs.extend_from_slice(extra);
+        ScalerConfig::from_env(&Env::from_pairs(&pairs)).expect("config")
+    }
+
+    fn scaler(&self, extra: &[(&str, &str)]) -> Scaler {
+        let mut scaler = Scaler::with_clients(
+            self.config(extra),
+            self.dynamodb.clone(),
+            self.cloudwatch.clone(),
+            self.dynamodb.clone(),
+        );
+        scaler.poll_interval = Duration::from_millis(50);
+        scaler
+    }
+
+    /// The same scaler, with replay clients for the managed table and CloudWatch and moto for
+    /// the audit table.
+    fn scaler_with(
+        &self,
+        dynamodb: aws_sdk_dynamodb::Client,
+        cloudwatch: aws_sdk_cloudwatch::Client,
+    ) -> Scaler {
+        let mut scaler = Scaler::with_clients(
+            self.config(&[]),
+            dynamodb,
+            cloudwatch,
+            self.dynamodb.clone(),
+        );
+        scaler.poll_interval = Duration::from_millis(10);
+        scaler
+    }
+
+    async fn audit_items(&self, target: &str) -> Vec<Value> {
+        let items = self
+            .dynamodb
+            .query()
+            .table_name(&self.audit)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("target#{target}")),
+            )
+            .send()
+            .await
+            .expect("query audit");
+        items
+            .items()
+            .iter()
+            .map(|item| {
+                let text = item
+                    .get("report")
+                    .and_then(|r| r.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                let mut report: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                report["verify_status"] =
+                    json!(item.get("verify_status").and_then(|v| v.as_s().ok()));
+                report
+            })
+            .collect()
+    }
+}
+
+fn invocation() -> Invocation {
+    Invocation::new(
+        uuid::Uuid::new_v4().to_string(),
+        Deadline::after(Duration::from_secs(30)),
+    )
+}
+
+fn read_alarm(table: &str, state: &str) -> Value {
+    throttle_alarm_event(
+        &format!("{table}-read"),
+        state,
+        "ReadThrottleEvents",
+        json!({"TableName": table}),
+    )
+}
+
+async fn run(scaler: &Scaler, event: Value) -> Report {
+    scaler.handle(event, invocation()).await
+}
+
+#[tokio::test]
+async fn alarm_raises_the_throttled_read_side_and_verifies_the_table() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let report = run(&setup.scaler(&[]), read_alarm(&table, "ALARM")).await;
+
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(report.runbook.as_deref(), Some("dynamodb-capacity"));
+    assert_eq!(report.target.as_deref(), Some(table.as_str()));
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (10, 5));
+    let action = &report.actions[0];
+    assert_eq!(action.api, "dynamodb:UpdateTable");
+    assert!(action.applied);
+    assert_eq!(
+        action.before,
+        json!({"billing_mode": "PROVISIONED", "read": 5, "write": 5})
+    );
+    assert_eq!(
+        action.after,
+        json!({"billing_mode": "PROVISIONED", "read": 10, "write": 5})
+    );
+    assert_eq!(report.verification.status, VerificationStatus::Pending);
+    let checks: Vec<(&str, bool)> = report
+        .verification
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.ok))
+        .collect();
+    assert_eq!(
+        checks,
+        vec![
+            ("status", true),
+            ("capacity", true),
+            ("throttling_stopped", false)
+        ]
+    );
+
+    let records = setup.audit_items(&table).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["audit_id"], json!(report.audit_id));
+    assert_eq!(records[0]["verify_status"], "pending");
+}
+
+#[tokio::test]
+async fn alarm_on_an_index_raises_only_that_index_write_side() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 4, 4)
+        .with_index()
+        .create(&setup.dynamodb)
+        .await;
+    let event = throttle_alarm_event(
+        "gsi-writes",
+        "ALARM",
+        "WriteThrottleEvents",
+        json!({"TableName": table, "GlobalSecondaryIndexName": "by-customer"}),
+    );
+    let report = run(&setup.scaler(&[]), event).await;
+
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(report.target, Some(format!("{table}/index/by-customer")));
+    assert_eq!(
+        capacity(&setup.dynamodb, &table, Some("by-customer")).await,
+        (4, 8)
+    );
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (4, 4));
+}
+
+#[tokio::test]
+async fn consumed_peak_with_headroom_beats_the_factor_and_the_cap_clamps_it() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    // 3,000 read units consumed in one minute: 50 per second, 60 with the 1.2 headroom.
+    setup
+        .cloudwatch
+        .put_metric_data()
+        .namespace("AWS/DynamoDB")
+        .metric_data(
+            aws_sdk_cloudwatch::types::MetricDatum::builder()
+                .metric_name("ConsumedReadCapacityUnits")
+                .dimensions(
+                    aws_sdk_cloudwatch::types::Dimension::builder()
+                        .name("TableName")
+                        .value(&table)
+                        .build(),
+                )
+                .value(3000.0)
+                .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                    chrono::Utc::now().timestamp() - 60,
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("put metric data");
+    let report = run(&setup.scaler(&[]), read_alarm(&table, "ALARM")).await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (60, 5));
+    assert_eq!(
+        report.diagnosis.as_ref().unwrap()["consumed_peak"]["read_per_second"],
+        json!(50.0)
+    );
+
+    let capped = TableSpec::provisioned("managed-orders", 600, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let report = run(
+        &setup.scaler(&[("MAX_READ_CAPACITY", "1000")]),
+        read_alarm(&capped, "ALARM"),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(capacity(&setup.dynamodb, &capped, None).await, (1000, 5));
+}
+
+#[tokio::test]
+async fn dry_run_plans_and_changes_nothing() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .with_index()
+        .create(&setup.dynamodb)
+        .await;
+    let payload = json!({"table": table, "index": "by-customer", "factor": 3.0, "dry_run": true});
+    let report = run(&setup.scaler(&[]), payload).await;
+
+    assert_eq!(report.outcome, Outcome::Planned, "{report:?}");
+    assert!(report.dry_run);
+    assert!(!report.actions[0].applied);
+    assert_eq!(
+        report.actions[0].after,
+        json!({"billing_mode": "PROVISIONED", "read": 15, "write": 15})
+    );
+    assert_eq!(
+        capacity(&setup.dynamodb, &table, Some("by-customer")).await,
+        (5, 5)
+    );
+    assert!(report.audit_id.is_none());
+    assert!(
+        setup
+            .audit_items(&format!("{table}/index/by-customer"))
+            .await
+            .is_empty()
+    );
+
+    // DRY_RUN=true in the environment wins over the payload.
+    let report = run(
+        &setup.scaler(&[("DRY_RUN", "true")]),
+        read_alarm(&table, "ALARM"),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Planned);
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (5, 5));
+}
+
+#[tokio::test]
+async fn at_cap_is_skipped_or_switches_to_on_demand_when_allowed() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 50, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let report = run(
+        &setup.scaler(&[("MAX_READ_CAPACITY", "50")]),
+        read_alarm(&table, "ALARM"),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Skipped, "{report:?}");
+    assert!(
+        report.reason.contains("at cap") && report.reason.contains("MAX_READ_CAPACITY=50"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (50, 5));
+
+    let report = run(
+        &setup.scaler(&[("MAX_READ_CAPACITY", "50"), ("ALLOW_ON_DEMAND", "true")]),
+        read_alarm(&table, "ALARM"),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(
+        report.actions[0].after,
+        json!({"billing_mode": "PAY_PER_REQUEST"})
+    );
+    assert_eq!(
+        billing_mode(&setup.dynamodb, &table).await,
+        "PAY_PER_REQUEST"
+    );
+}
+
+#[tokio::test]
+async fn on_demand_table_without_a_maximum_is_diagnosed_not_changed() {
+    let setup = Setup::new().await;
+    let table = TableSpec::on_demand("managed-orders")
+        .create(&setup.dynamodb)
+        .await;
+    let report = run(&setup.scaler(&[]), read_alarm(&table, "ALARM")).await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report.reason.contains("hot partition key"),
+        "{}",
+        report.reason
+    );
+    assert!(report.actions.is_empty());
+    assert_eq!(
+        billing_mode(&setup.dynamodb, &table).await,
+        "PAY_PER_REQUEST"
+    );
+}
+
+#[tokio::test]
+async fn unmanaged_table_is_skipped_and_a_tag_makes_it_managed() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("other-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let report = run(&setup.scaler(&[]), read_alarm(&table, "ALARM")).await;
+    assert_eq!(report.outcome, Outcome::Skipped, "{report:?}");
+    assert!(
+        report.reason.starts_with("not managed"),
+        "{}",
+        report.reason
+    );
+    assert!(report.reason.contains("runbook:managed=true"));
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (5, 5));
+
+    let tagged = TableSpec::provisioned("other-orders", 5, 5)
+        .tagged_managed()
+        .create(&setup.dynamodb)
+        .await;
+    let report = run(&setup.scaler(&[]), read_alarm(&tagged, "ALARM")).await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(capacity(&setup.dynamodb, &tagged, None).await, (10, 5));
+}
+
+#[tokio::test]
+async fn cooldown_stops_a_second_raise() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let scaler = setup.scaler(&[]);
+    assert_eq!(
+        run(&scaler, read_alarm(&table, "ALARM")).await.outcome,
+        Outcome::Remediated
+    );
+    let second = run(&scaler, read_alarm(&table, "ALARM")).await;
+    assert_eq!(second.outcome, Outcome::Skipped, "{second:?}");
+    assert!(second.reason.starts_with("cooldown"), "{}", second.reason);
+    assert!(second.reason.contains("COOLDOWN_SECONDS=900"));
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (10, 5));
+}
+
+#[tokio::test]
+async fn two_concurrent_invocations_on_one_table_act_once() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let scaler = setup.scaler(&[]);
+    let (first, second) = tokio::join!(
+        run(&scaler, read_alarm(&table, "ALARM")),
+        run(&scaler, read_alarm(&table, "ALARM"))
+    );
+    let outcomes = [first.outcome, second.outcome];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Remediated)
+            .count(),
+        1,
+        "{first:?} {second:?}"
+    );
+    let skipped = if first.outcome == Outcome::Skipped {
+        &first
+    } else {
+        &second
+    };
+    assert!(
+        skipped.reason.starts_with("lock held") || skipped.reason.starts_with("cooldown"),
+        "{}",
+        skipped.reason
+    );
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (10, 5));
+}
+
+#[tokio::test]
+async fn the_same_event_twice_acts_once_and_returns_the_same_report() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let scaler = setup.scaler(&[("COOLDOWN_SECONDS", "0")]);
+    let event = read_alarm(&table, "ALARM");
+    let first = run(&scaler, event.clone()).await;
+    let again = run(&scaler, event).await;
+    assert_eq!(first.outcome, Outcome::Remediated);
+    assert_eq!(again, first);
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (10, 5));
+    assert_eq!(setup.audit_items(&table).await.len(), 1);
+}
+
+#[tokio::test]
+async fn ok_transition_closes_the_verification_as_verified() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let scaler = setup.scaler(&[]);
+    let raised = run(&scaler, read_alarm(&table, "ALARM")).await;
+    let closed = run(&scaler, read_alarm(&table, "OK")).await;
+
+    assert_eq!(closed.outcome, Outcome::NoAction, "{closed:?}");
+    assert_eq!(closed.verification.status, VerificationStatus::Verified);
+    assert_eq!(closed.audit_id, raised.audit_id);
+    assert!(
+        closed.reason.contains("returned to OK") && closed.reason.contains("verified"),
+        "{}",
+        closed.reason
+    );
+    assert!(closed.diagnosis.as_ref().unwrap()["time_to_recover_seconds"].is_i64());
+    let records = setup.audit_items(&table).await;
+    assert_eq!(records[0]["verification"]["status"], "verified");
+    assert_eq!(records[0]["verify_status"], Value::Null);
+
+    let nothing_open = run(&scaler, read_alarm(&table, "OK")).await;
+    assert_eq!(nothing_open.outcome, Outcome::NoAction);
+    assert!(
+        nothing_open.reason.contains("no remediation"),
+        "{}",
+        nothing_open.reason
+    );
+}
+
+#[tokio::test]
+async fn the_hourly_budget_stops_further_actions() {
+    let setup = Setup::new().await;
+    let scaler = setup.scaler(&[("MAX_ACTIONS_PER_HOUR", "1")]);
+    // Each test has its own audit table, hence its own budget.
+    let first = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let second = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    assert_eq!(
+        run(&scaler, read_alarm(&first, "ALARM")).await.outcome,
+        Outcome::Remediated
+    );
+    let report = run(&scaler, read_alarm(&second, "ALARM")).await;
+    assert_eq!(report.outcome, Outcome::Skipped, "{report:?}");
+    assert!(
+        report.reason.starts_with("budget spent"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(capacity(&setup.dynamodb, &second, None).await, (5, 5));
+}
+
+#[tokio::test]
+async fn manual_raise_to_exact_values() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let report = run(
+        &setup.scaler(&[]),
+        json!({"table": table, "read": 200, "write": 100}),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(
+        report.trigger.kind,
+        runbook_shared::report::TriggerKind::Manual
+    );
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (200, 100));
+}
+
+#[tokio::test]
+async fn missing_table_and_index_fail_clearly_and_change_nothing() {
+    let setup = Setup::new().await;
+    let report = run(
+        &setup.scaler(&[]),
+        json!({"table": "managed-does-not-exist"}),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        report
+            .reason
+            .contains("managed-does-not-exist does not exist"),
+        "{}",
+        report.reason
+    );
+    assert!(report.actions.is_empty());
+
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let report = run(&setup.scaler(&[]), json!({"table": table, "index": "nope"})).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(
+        report.reason.contains("no global secondary index nope"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (5, 5));
+}
+
+#[tokio::test]
+async fn alarms_it_does_not_handle_are_no_action() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let scaler = setup.scaler(&[]);
+    let mut other = read_alarm(&table, "ALARM");
+    other["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["name"] =
+        json!("ConsumedReadCapacityUnits");
+    let report = run(&scaler, other).await;
+    assert_eq!(report.outcome, Outcome::NoAction);
+    assert!(
+        report
+            .reason
+            .contains("ReadThrottleEvents, WriteThrottleEvents, ThrottledRequests"),
+        "{}",
+        report.reason
+    );
+
+    let report = run(&scaler, read_alarm(&table, "INSUFFICIENT_DATA")).await;
+    assert_eq!(report.outcome, Outcome::NoAction);
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (5, 5));
+}
+
+// ---- bad inputs: rejected with a reason, and no AWS call at all -------------------------------
+
+#[tokio::test]
+async fn bad_inputs_are_rejected_without_any_aws_call() {
+    let setup = Setup::new().await;
+    let describe = mock!(aws_sdk_dynamodb::Client::describe_table)
+        .then_output(|| DescribeTableOutput::builder().build());
+    let update = mock!(aws_sdk_dynamodb::Client::update_table)
+        .then_output(|| UpdateTableOutput::builder().build());
+    let metrics = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+        aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput::builder().build()
+    });
+    let audit_put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &update]);
+    let audit = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&audit_put]);
+    let cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&metrics]);
+    let mut scaler = Scaler::with_clients(
+        setup.config(&[("MAX_READ_CAPACITY", "500")]),
+        dynamodb,
+        cloudwatch,
+        audit,
+    );
+    scaler.poll_interval = Duration::from_millis(10);
+
+    let cases: Vec<(Value, &str)> = vec![
+        (json!([1, 2]), "got an array"),
+        (json!("orders"), "got a string"),
+        (
+            json!({"source": "aws.s3", "detail-type": "Object Created"}),
+            "unrecognised event",
+        ),
+        (
+            json!({"tabel": "orders"}),
+            "unknown field `tabel`, expected one of `table`, `index`, `read`, `write`, `factor`, `mode`, `dry_run`",
+        ),
+        (json!({"index": "by-customer"}), "missing field `table`"),
+        (json!({"table": "orders", "read": "lots"}), "invalid type"),
+        (
+            json!({"table": "orders", "read": 5000}),
+            "above the cap MAX_READ_CAPACITY=500",
+        ),
+        (
+            json!({"table": "orders", "factor": 50}),
+            "\"factor\" must be from 1.1 to 10",
+        ),
+        (
+            json!({"table": "orders", "mode": "on-demand"}),
+            "ALLOW_ON_DEMAND=true",
+        ),
+        (
+            json!({"table": "orders", "mode": "turbo"}),
+            "\"mode\" must be \"on-demand\"",
+        ),
+        (json!({"table": " "}), "must name a DynamoDB table"),
+        (
+            json!({"version": "0", "id": "x", "detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch",
+                "time": "2026-11-23T00:00:00Z", "resources": [], "detail": {"alarmName": 7}}),
+            "malformed CloudWatch Alarm State Change",
+        ),
+        (
+            json!({"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
+                "time": "2026-11-23T00:00:00Z", "resources": ["arn:aws:events:us-east-1:123456789012:rule/r"], "detail": {}}),
+            "not on this event",
+        ),
+    ];
+    for (event, expected) in cases {
+        let report = run(&scaler, event.clone()).await;
+        assert_eq!(report.outcome, Outcome::Rejected, "{event} -> {report:?}");
+        assert!(
+            report.reason.contains(expected),
+            "{event}: {:?} should contain {expected:?}",
+            report.reason
+        );
+        assert!(!report.reason.contains('\n'), "one line: {}", report.reason);
+    }
+    assert_eq!(
+        describe.num_calls() + update.num_calls() + metrics.num_calls() + audit_put.num_calls(),
+        0
+    );
+}
+
+// ---- AWS faults moto cannot produce ------------------------------------------------------------
+
+fn provisioned_table(name: &str, read: i64, write: i64) -> TableDescription {
+    TableDescription::builder()
+        .table_name(name)
+        .table_arn(format!(
+            "arn:aws:dynamodb:us-east-1:123456789012:table/{name}"
+        ))
+        .table_status(TableStatus::Active)
+        .billing_mode_summary(
+            BillingModeSummary::builder()
+                .billing_mode(BillingMode::Provisioned)
+                .build(),
+        )
+        .provisioned_throughput(
+            ProvisionedThroughputDescription::builder()
+                .read_capacity_units(read)
+                .write_capacity_units(write)
+                .build(),
+        )
+        .build()
+}
+
+/// Error metadata as AWS sends it (the code comes from the response).
+fn meta(code: &str, message: &str) -> aws_sdk_dynamodb::error::ErrorMetadata {
+    aws_sdk_dynamodb::error::ErrorMetadata::builder()
+        .code(code)
+        .message(message)
+        .build()
+}
+
+fn no_metrics() -> aws_sdk_cloudwatch::Client {
+    let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+        aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput::builder().build()
+    });
+    mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&rule])
+}
+
+async fn update_fails_with(
+    setup: &Setup,
+    name: &str,
+    error: fn() -> UpdateTableError,
+) -> (Report, usize) {
+    let table = provisioned_table(name, 5, 5);
+    let describe = mock!(aws_sdk_dynamodb::Client::describe_table)
+        .then_output(move || DescribeTableOutput::builder().table(table.clone()).build());
+    let update = mock!(aws_sdk_dynamodb::Client::update_table).then_error(error);
+    let dynamodb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&describe, &update],
+        |conf| conf.retry_config(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(2)
+        )
+    );
+    let report = run(
+        &setup.scaler_with(dynamodb, no_metrics()),
+        json!({"table": name}),
+    )
+    .await;
+    (report, update.num_calls())
+}
+
+#[tokio::test]
+async fn table_deleted_between_diagnosis_and_update_fails_cleanly() {
+    let setup = Setup::new().await;
+    let name = runbook_tests::unique("managed-gone");
+    let (report, _) = update_fails_with(&setup, &name, || {
+        UpdateTableError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .message("Requested resource not found")
+                .meta(meta(
+                    "ResourceNotFoundException",
+                    "Requested resource not found",
+                ))
+                .build(),
+        )
+    })
+    .await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.reason.contains("disappeared"), "{}", report.reason);
+    assert!(!report.actions[0].applied);
+    assert!(
+        report.actions[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("ResourceNotFoundException")
+    );
+    // An attempt that failed is still audited.
+    assert_eq!(setup.audit_items(&name).await.len(), 1);
+}
+
+#[tokio::test]
+async fn throttling_and_access_denied_are_reported_not_swallowed() {
+    let setup = Setup::new().await;
+    let throttled = runbook_tests::unique("managed-throttled");
+    let (report, calls) = update_fails_with(&setup, &throttled, || {
+        UpdateTableError::generic(meta("ThrottlingException", "Rate exceeded"))
+    })
+    .await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        report.reason.contains("ThrottlingException: Rate exceeded"),
+        "{}",
+        report.reason
+    );
+    assert!(
+        report.reason.contains("throttled by AWS after retries"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(calls, 2, "the SDK retries throttling");
+
+    let denied = runbook_tests::unique("managed-denied");
+    let (report, _) = update_fails_with(&setup, &denied, || {
+        UpdateTableError::generic(meta(
+            "AccessDeniedException",
+            "User is not authorized to perform: dynamodb:UpdateTable",
+        ))
+    })
+    .await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(
+        report.reason.contains("grant dynamodb:UpdateTable"),
+        "{}",
+        report.reason
+    );
+
+    let limited = runbook_tests::unique("managed-limited");
+    let (report, _) = update_fails_with(&setup, &limited, || {
+        UpdateTableError::LimitExceededException(
+            LimitExceededException::builder()
+                .message("Subscriber limit exceeded")
+                .meta(meta("LimitExceededException", "Subscriber limit exceeded"))
+                .build(),
+        )
+    })
+    .await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(
+        report.reason.contains("limit exceeded"),
+        "{}",
+        report.reason
+    );
+}
+
+#[tokio::test]
+async fn a_table_busy_updating_is_waited_for_then_updated() {
+    let setup = Setup::new().await;
+    let name = runbook_tests::unique("managed-busy");
+    let (before, after) = (
+        provisioned_table(&name, 5, 5),
+        provisioned_table(&name, 10, 10),
+    );
+    let describe = mock!(aws_sdk_dynamodb::Client::describe_table)
+        .sequence()
+        .output({
+            let before = before.clone();
+            move || DescribeTableOutput::builder().table(before.clone()).build()
+        })
+        .times(2)
+        .output(move || DescribeTableOutput::builder().table(after.clone()).build())
+        .build();
+    let update = mock!(aws_sdk_dynamodb::Client::update_table)
+        .sequence()
+        .error(|| {
+            UpdateTableError::ResourceInUseException(
+                ResourceInUseException::builder()
+                    .message("table is being updated")
+                    .meta(meta("ResourceInUseException", "table is being updated"))
+                    .build(),
+            )
+        })
+        .output(|| UpdateTableOutput::builder().build())
+        .build();
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &update]);
+    let report = run(
+        &setup.scaler_with(dynamodb, no_metrics()),
+        json!({"table": name}),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(update.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn on_demand_maximum_is_raised_when_one_is_set() {
+    let setup = Setup::new().await;
+    let name = runbook_tests::unique("managed-ondemand");
+    let on_demand = |max: i64| {
+        TableDescription::builder()
+            .table_name(&name)
+            .table_status(TableStatus::Active)
+            .billing_mode_summary(
+                BillingModeSummary::builder()
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .build(),
+            )
+            .on_demand_throughput(
+                OnDemandThroughput::builder()
+                    .max_read_request_units(max)
+                    .build(),
+            )
+            .build()
+    };
+    let (before, after) = (on_demand(100), on_demand(200));
+    let describe = mock!(aws_sdk_dynamodb::Client::describe_table)
+        .sequence()
+        .output(move || DescribeTableOutput::builder().table(before.clone()).build())
+        .output(move || DescribeTableOutput::builder().table(after.clone()).build())
+        .build();
+    let update = mock!(aws_sdk_dynamodb::Client::update_table)
+        .match_requests(|request| {
+            request
+                .on_demand_throughput()
+                .and_then(|o| o.max_read_request_units())
+                == Some(200)
+                && request.provisioned_throughput().is_none()
+        })
+        .then_output(|| UpdateTableOutput::builder().build());
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &update]);
+    let report = run(
+        &setup.scaler_with(dynamodb, no_metrics()),
+        read_alarm(&name, "ALARM"),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(update.num_calls(), 1);
+    assert_eq!(
+        report.actions[0].after["max_read_request_units"],
+        json!(200)
+    );
+}
