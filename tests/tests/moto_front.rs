@@ -1,0 +1,137 @@
+//! The CBOR front: aws-sdk-cloudwatch (Smithy RPC v2 CBOR) against moto's JSON protocol.
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{
+    ComparisonOperator, Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, StateValue,
+    Statistic,
+};
+use runbook_tests::moto::moto;
+use runbook_tests::unique;
+
+#[tokio::test]
+async fn alarms_round_trip_with_timestamps_and_numbers() {
+    let cloudwatch = moto().cloudwatch();
+    let alarm = unique("front-alarm");
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(&alarm)
+        .namespace("AWS/DynamoDB")
+        .metric_name("ReadThrottleEvents")
+        .dimensions(
+            Dimension::builder()
+                .name("TableName")
+                .value("orders")
+                .build(),
+        )
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.5)
+        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+        .send()
+        .await
+        .expect("PutMetricAlarm through the front");
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(&alarm)
+        .state_value(StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .expect("SetAlarmState");
+    let described = cloudwatch
+        .describe_alarms()
+        .alarm_names(&alarm)
+        .send()
+        .await
+        .expect("DescribeAlarms");
+    let found = &described.metric_alarms()[0];
+    assert_eq!(found.state_value(), Some(&StateValue::Alarm));
+    assert_eq!(found.threshold(), Some(1.5));
+    assert_eq!(found.period(), Some(60));
+    assert_eq!(found.dimensions()[0].value(), Some("orders"));
+    let updated = found
+        .state_updated_timestamp()
+        .expect("timestamp decoded from CBOR tag 1");
+    assert!((updated.secs() - chrono::Utc::now().timestamp()).abs() < 120);
+}
+
+#[tokio::test]
+async fn metric_data_round_trips() {
+    let cloudwatch = moto().cloudwatch();
+    let table = unique("front-table");
+    let at = chrono::Utc::now().timestamp() - 120;
+    cloudwatch
+        .put_metric_data()
+        .namespace("AWS/DynamoDB")
+        .metric_data(
+            MetricDatum::builder()
+                .metric_name("ConsumedWriteCapacityUnits")
+                .dimensions(Dimension::builder().name("TableName").value(&table).build())
+                .value(42.0)
+                .timestamp(DateTime::from_secs(at))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("PutMetricData");
+    let metric = Metric::builder()
+        .namespace("AWS/DynamoDB")
+        .metric_name("ConsumedWriteCapacityUnits")
+        .dimensions(Dimension::builder().name("TableName").value(&table).build())
+        .build();
+    let data = cloudwatch
+        .get_metric_data()
+        .metric_data_queries(
+            MetricDataQuery::builder()
+                .id("w")
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(metric)
+                        .period(60)
+                        .stat("Sum")
+                        .build(),
+                )
+                .build(),
+        )
+        .start_time(DateTime::from_secs(at - 600))
+        .end_time(DateTime::from_secs(at + 600))
+        .send()
+        .await
+        .expect("GetMetricData");
+    let result = &data.metric_data_results()[0];
+    assert_eq!(result.values(), &[42.0]);
+    assert_eq!(result.timestamps().len(), 1);
+
+    let statistics = cloudwatch
+        .get_metric_statistics()
+        .namespace("AWS/DynamoDB")
+        .metric_name("ConsumedWriteCapacityUnits")
+        .dimensions(Dimension::builder().name("TableName").value(&table).build())
+        .statistics(Statistic::Maximum)
+        .period(60)
+        .start_time(DateTime::from_secs(at - 600))
+        .end_time(DateTime::from_secs(at + 600))
+        .send()
+        .await
+        .expect("GetMetricStatistics");
+    assert_eq!(statistics.datapoints()[0].maximum(), Some(42.0));
+    assert!(statistics.datapoints()[0].timestamp().is_some());
+}
+
+#[tokio::test]
+async fn errors_come_back_as_modelled_errors() {
+    let cloudwatch = moto().cloudwatch();
+    let err = cloudwatch
+        .set_alarm_state()
+        .alarm_name(unique("no-such-alarm"))
+        .state_value(StateValue::Ok)
+        .state_reason("test")
+        .send()
+        .await
+        .expect_err("moto answers 404 ResourceNotFound");
+    let service = err
+        .as_service_error()
+        .expect("a service error, not a transport error");
+    assert!(service.is_resource_not_found(), "{service:?}");
+}
