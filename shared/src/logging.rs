@@ -26,7 +26,6 @@ pub fn init() {
 /// Writes the report as one JSON log line: `{"level":"INFO","message":"report","report":{...}}`.
 pub fn log_report(report: &Report) {
     let line = serde_json::json!({"level": "INFO", "message": "report", "report": report});
-    let mut stdout = std::io::stdout().lock();
     // A log line that cannot be written must not fail the invocation.
-    let _ = writeln!(stdout, "{line}");
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }

@@ -292,11 +292,12 @@ impl Safety {
 
     /// Writes the audit record when something was attempted (once), and sets the duration.
     pub async fn finish(&self, report: &mut Report, invocation: &Invocation) {
-        if report.attempted() && report.audit_id.is_none() {
-            if let Err(err) = self.audit.record(report, invocation.started_at).await {
-                report.audit_id = None;
-                report.reason = format!("{} (audit record not written: {err})", report.reason);
-            }
+        if report.attempted()
+            && report.audit_id.is_none()
+            && let Err(err) = self.audit.record(report, invocation.started_at).await
+        {
+            report.audit_id = None;
+            report.reason = format!("{} (audit record not written: {err})", report.reason);
         }
         report.duration_ms = invocation.elapsed_ms();
     }

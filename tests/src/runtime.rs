@@ -55,13 +55,13 @@ pub struct LambdaProcess {
 /// The path of a workspace binary, built by `cargo build --workspace --bins` (scripts/test.sh
 /// does it before the tests run).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join(name))
-        .expect("target directory");
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests run from target/<profile>/deps/, the demo from target/<profile>/.
+    let profile = match exe.parent() {
+        Some(dir) if dir.ends_with("deps") => dir.parent(),
+        other => other,
+    };
+    let path = profile.map(|dir| dir.join(name)).expect("target directory");
     assert!(
         path.exists(),
         "{} is missing: build the functions first (`cargo build --workspace --bins`, as scripts/test.sh does)",

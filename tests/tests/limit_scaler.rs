@@ -127,7 +127,7 @@ fn read_alarm(table: &str, state: &str) -> Value {
 }
 
 async fn run(scaler: &Scaler, event: Value) -> Report {
-    scaler.handle(event, invocation()).await
+    scaler.handle(event, &invocation()).await
 }
 
 #[tokio::test]

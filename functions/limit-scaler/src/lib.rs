@@ -57,13 +57,7 @@ impl Scaler {
 
     /// Handles one invocation and returns its report; never fails, so a bad input cannot cause
     /// a retry storm.
-    pub async fn handle(&self, event: Value, invocation: Invocation) -> Report {
-        let report = self.route(event, &invocation).await;
-        runbook_shared::logging::log_report(&report);
-        report
-    }
-
-    async fn route(&self, event: Value, invocation: &Invocation) -> Report {
+    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Report {
         let trigger = match recognise(&event) {
             Ok(trigger) => trigger,
             Err(rejection) => {

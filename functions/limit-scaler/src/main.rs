@@ -18,7 +18,9 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation::new(&event.context.request_id, Deadline::from_epoch_millis(event.context.deadline));
         let span = tracing::info_span!("invocation", request_id = %event.context.request_id, target = tracing::field::Empty);
-        Ok::<_, Error>(scaler.handle(event.payload, invocation).instrument(span).await)
+        let report = scaler.handle(event.payload, &invocation).instrument(span).await;
+        runbook_shared::logging::log_report(&report);
+        Ok::<_, Error>(report)
     }))
     .await
 }

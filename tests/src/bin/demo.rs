@@ -1,0 +1,183 @@
+//! The local demo: every runbook against the emulator, through the real function binaries,
+//! printing the reports. Run it with scripts/demo.sh.
+
+use aws_sdk_cloudwatch::types::{
+    ComparisonOperator, Dimension, MetricDatum, StateValue, Statistic,
+};
+use runbook_tests::fixtures::{TableSpec, capacity, create_audit_table, throttle_alarm_event};
+use runbook_tests::moto::Moto;
+use runbook_tests::runtime::{LambdaProcess, binary};
+use serde_json::{Value, json};
+
+type Error = Box<dyn std::error::Error>;
+
+fn heading(text: &str) {
+    println!("\n\x1b[1m== {text}\x1b[0m");
+}
+
+/// Prints the report: a summary an on-call engineer reads first, then the JSON.
+fn show(report: &Value) {
+    println!(
+        "outcome: {}  ({})",
+        report["outcome"].as_str().unwrap_or("?"),
+        report["reason"].as_str().unwrap_or("")
+    );
+    for action in report["actions"].as_array().into_iter().flatten() {
+        println!(
+            "action:  {} on {}: {} -> {} (applied: {})",
+            action["api"].as_str().unwrap_or(""),
+            action["target"].as_str().unwrap_or(""),
+            action["before"],
+            action["after"],
+            action["applied"]
+        );
+    }
+    println!(
+        "verify:  {}",
+        report["verification"]["status"].as_str().unwrap_or("")
+    );
+    for check in report["verification"]["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "         [{}] {}: expected {}, observed {}",
+            if check["ok"] == json!(true) {
+                "ok"
+            } else {
+                ".."
+            },
+            check["name"].as_str().unwrap_or(""),
+            check["expected"].as_str().unwrap_or(""),
+            check["observed"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).unwrap_or_default()
+    );
+}
+
+async fn function(moto: &Moto, name: &str, audit: &str, extra: &[(&str, &str)]) -> LambdaProcess {
+    let mut env = moto.function_env();
+    env.push(("AUDIT_TABLE".into(), audit.into()));
+    env.push(("DRY_RUN".into(), "false".into()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    LambdaProcess::start(&binary(name), &env).await
+}
+
+async fn limit_scaler(moto: &Moto, audit: &str) -> Result<(), Error> {
+    let dynamodb = moto.dynamodb();
+    let cloudwatch = moto.cloudwatch();
+    let spec = TableSpec::provisioned("orders", 5, 5).tagged_managed();
+    let table = spec.name.clone();
+    spec.create(&dynamodb).await;
+    let alarm = format!("{table}-read-throttles");
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(&alarm)
+        .namespace("AWS/DynamoDB")
+        .metric_name("ReadThrottleEvents")
+        .dimensions(Dimension::builder().name("TableName").value(&table).build())
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+        .send()
+        .await?;
+    // Reads peaked at 30 units per second in the last minutes: more than twice the 5 provisioned.
+    cloudwatch
+        .put_metric_data()
+        .namespace("AWS/DynamoDB")
+        .metric_data(
+            MetricDatum::builder()
+                .metric_name("ConsumedReadCapacityUnits")
+                .dimensions(Dimension::builder().name("TableName").value(&table).build())
+                .value(1800.0)
+                .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                    chrono::Utc::now().timestamp() - 120,
+                ))
+                .build(),
+        )
+        .send()
+        .await?;
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(&alarm)
+        .state_value(StateValue::Alarm)
+        .state_reason("Threshold Crossed: 212 read throttle events")
+        .send()
+        .await?;
+    println!(
+        "table {table} provisioned at read 5 / write 5 (tagged runbook:managed=true); alarm {alarm} is in ALARM"
+    );
+
+    let mut scaler = function(moto, "limit-scaler", audit, &[]).await;
+    heading("limit-scaler / dynamodb-capacity: dry run first (manual payload)");
+    show(
+        &scaler
+            .report(&json!({"table": table, "dry_run": true}))
+            .await,
+    );
+
+    heading(
+        "limit-scaler / dynamodb-capacity: the throttle alarm fires (EventBridge alarm state change)",
+    );
+    let fired = throttle_alarm_event(
+        &alarm,
+        "ALARM",
+        "ReadThrottleEvents",
+        json!({"TableName": table}),
+    );
+    show(&scaler.report(&fired).await);
+    let (read, write) = capacity(&dynamodb, &table, None).await;
+    println!("DescribeTable now says: read {read}, write {write}");
+
+    heading(
+        "limit-scaler / dynamodb-capacity: the same event delivered again (returns the first report, acts once)",
+    );
+    let again = scaler.report(&fired).await;
+    println!(
+        "outcome: {}, audit_id: {}",
+        again["outcome"], again["audit_id"]
+    );
+
+    heading("limit-scaler / dynamodb-capacity: the alarm returns to OK (closes the verification)");
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(&alarm)
+        .state_value(StateValue::Ok)
+        .state_reason("Threshold Crossed: no throttle events")
+        .send()
+        .await?;
+    let ok = throttle_alarm_event(
+        &alarm,
+        "OK",
+        "ReadThrottleEvents",
+        json!({"TableName": table}),
+    );
+    show(&scaler.report(&ok).await);
+
+    heading("limit-scaler: a payload with a typo is rejected, and nothing is touched");
+    show(&scaler.report(&json!({"tabel": table})).await);
+    scaler.stop().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let moto = runbook_tests::moto::start(&[])?;
+    println!(
+        "AWS emulator (moto behind tests/moto_front) at {}",
+        moto.endpoint
+    );
+    let audit = create_audit_table(&moto.dynamodb()).await;
+    println!("audit table {audit}");
+    limit_scaler(&moto, &audit).await?;
+    println!(
+        "\ndemo finished: every report above is also in the audit table {audit} (query pk = target#<resource>)"
+    );
+    Ok(())
+}
