@@ -40,10 +40,21 @@ fn hint(kind: FaultKind, api: &str, resource: &str) -> String {
                 .into()
         }
         FaultKind::AccessDenied => {
-            format!(" (grant {api} on {resource} to the function's role in template.yaml)")
+            format!(
+                " (grant {} on {resource} to the function's role in template.yaml)",
+                iam_action(api)
+            )
         }
         FaultKind::NotFound => " (check the name and the region)".into(),
         _ => String::new(),
+    }
+}
+
+/// The IAM action that allows an API call: SQS's batch calls are allowed by their single form.
+pub fn iam_action(api: &str) -> &str {
+    match api.strip_prefix("sqs:") {
+        Some(operation) if operation.ends_with("Batch") => &api[..api.len() - "Batch".len()],
+        _ => api,
     }
 }
 
@@ -65,6 +76,17 @@ impl AwsError {
             kind: classify(code.as_deref(), err.message().unwrap_or_default()),
             code,
             message,
+        }
+    }
+
+    /// A request the SDK refused to build: reported as invalid instead of panicking.
+    pub fn invalid(api: &str, resource: &str, message: &str) -> Self {
+        Self {
+            api: api.to_string(),
+            resource: resource.to_string(),
+            code: None,
+            message: message.to_string(),
+            kind: FaultKind::Invalid,
         }
     }
 
@@ -124,6 +146,16 @@ mod tests {
             FaultKind::NotFound
         );
         assert_eq!(classify(None, ""), FaultKind::Other);
+    }
+
+    #[test]
+    fn batch_calls_map_to_their_iam_action() {
+        assert_eq!(iam_action("sqs:SendMessageBatch"), "sqs:SendMessage");
+        assert_eq!(iam_action("sqs:ReceiveMessage"), "sqs:ReceiveMessage");
+        assert_eq!(
+            iam_action("dynamodb:BatchWriteItem"),
+            "dynamodb:BatchWriteItem"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod aws;
 pub mod config;
 pub mod deadline;
+pub mod entry;
 pub mod logging;
 pub mod report;
 pub mod safety;

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::report::Report;
+use serde::Serialize;
 
 /// JSON logs on stdout (what Lambda's JSON log format expects), level from `RUST_LOG` or
 /// `AWS_LAMBDA_LOG_LEVEL`, `info` by default.
@@ -23,8 +23,9 @@ pub fn init() {
         .init();
 }
 
-/// Writes the report as one JSON log line: `{"level":"INFO","message":"report","report":{...}}`.
-pub fn log_report(report: &Report) {
+/// Writes the output (a report, or a sweep of reports) as one JSON log line:
+/// `{"level":"INFO","message":"report","report":{...}}`.
+pub fn log_output<O: Serialize>(report: &O) {
     let line = serde_json::json!({"level": "INFO", "message": "report", "report": report});
     // A log line that cannot be written must not fail the invocation.
     let _ = writeln!(std::io::stdout().lock(), "{line}");

@@ -113,8 +113,26 @@ pub struct Report {
     pub diagnosis: Option<Value>,
     pub actions: Vec<Action>,
     pub verification: Verification,
+    /// What happened in detail (a redrive's ledger, an inspection's sample); absent when the
+    /// actions say it all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
     pub audit_id: Option<String>,
     pub duration_ms: u64,
+}
+
+/// What a function returns: one report, or one per resource for a scheduled sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Output {
+    Sweep { reports: Vec<Report> },
+    One(Box<Report>),
+}
+
+impl From<Report> for Output {
+    fn from(report: Report) -> Self {
+        Output::One(Box::new(report))
+    }
 }
 
 impl Report {
@@ -136,9 +154,15 @@ impl Report {
             diagnosis: None,
             actions: Vec::new(),
             verification: Verification::not_applicable(),
+            details: None,
             audit_id: None,
             duration_ms: 0,
         }
+    }
+
+    /// A report for an input that was not understood (no AWS call was made).
+    pub fn rejected(function: &str, trigger: TriggerInfo, reason: impl Into<String>) -> Self {
+        Self::new(function, trigger, Outcome::Rejected, reason)
     }
 
     /// Whether anything was attempted against a resource, which is what earns an audit record.

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::audit::{AuditStore, EventClaim, LeaseOutcome};
+use crate::audit::{AuditRecord, AuditStore, EventClaim, LeaseOutcome};
 use crate::aws::AwsError;
 use crate::config::{ConfigError, Env};
 use crate::report::{Outcome, Report, TriggerInfo};
@@ -123,6 +123,12 @@ impl Invocation {
     pub fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
+
+    /// Sets the report's duration (for reports decided without the guards).
+    pub fn timed(&self, mut report: Report) -> Report {
+        report.duration_ms = self.elapsed_ms();
+        report
+    }
 }
 
 /// Why a guard stopped a run.
@@ -213,6 +219,21 @@ impl Safety {
         dry_run: bool,
         invocation: &Invocation,
     ) -> Result<Result<(), Skip>, AwsError> {
+        self.admit_with(runbook, target, lease_key, dry_run, invocation, |_| true)
+            .await
+    }
+
+    /// As `admit`, with `counts` choosing which earlier remediations start a cooldown (a
+    /// redrive cut short by the deadline does not: the next run continues it).
+    pub async fn admit_with(
+        &self,
+        runbook: &str,
+        target: &str,
+        lease_key: &str,
+        dry_run: bool,
+        invocation: &Invocation,
+        counts: impl Fn(&AuditRecord) -> bool,
+    ) -> Result<Result<(), Skip>, AwsError> {
         if !dry_run {
             let until = invocation.deadline.wall() + LEASE_GRACE;
             if let LeaseOutcome::HeldBy { owner, until } = self
@@ -226,7 +247,7 @@ impl Safety {
                 ))));
             }
         }
-        match self.cooldown(runbook, target).await {
+        match self.cooldown(runbook, target, counts).await {
             Ok(None) => Ok(Ok(())),
             Ok(Some(skip)) => {
                 self.release(lease_key, dry_run, invocation).await;
@@ -239,12 +260,21 @@ impl Safety {
         }
     }
 
-    async fn cooldown(&self, runbook: &str, target: &str) -> Result<Option<Skip>, AwsError> {
+    async fn cooldown(
+        &self,
+        runbook: &str,
+        target: &str,
+        counts: impl Fn(&AuditRecord) -> bool,
+    ) -> Result<Option<Skip>, AwsError> {
         if self.config.cooldown.is_zero() {
             return Ok(None);
         }
         let since = Utc::now() - self.config.cooldown;
-        Ok(self.audit.last_remediation_since(target, runbook, since).await?.map(|record| {
+        let last = self
+            .audit
+            .last_remediation_since(target, runbook, since)
+            .await?;
+        Ok(last.filter(|record| counts(record)).map(|record| {
             Skip(format!(
                 "cooldown: {runbook} changed {target} at {} (audit {}); next action allowed after {} (COOLDOWN_SECONDS={})",
                 crate::audit::timestamp(record.started_at),

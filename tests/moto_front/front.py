@@ -3,6 +3,10 @@
 It runs moto's own WSGI application in this process and adds what the Rust SDK needs and moto
 lacks (each addition is documented in tests/moto_front/README.md):
 
+* SQS: the DeadLetterQueueSourceArn message system attribute, which SQS sets when it moves a
+  message to a dead-letter queue after maxReceiveCount receives and moto does not; and a fast
+  retention check (moto computes every queue attribute for every message it receives, which
+  makes a 10,000-message queue take hours).
 * Smithy RPC v2 CBOR -> AWS JSON 1.0 bridge. aws-sdk-cloudwatch speaks CBOR
   (POST /service/GraniteServiceVersion20100801/operation/<Op>); moto answers that with 404 but serves
   the JSON protocol (X-Amz-Target). Requests are decoded and forwarded as JSON; responses and errors
@@ -28,11 +32,14 @@ import threading
 
 import botocore.session
 import cbor2
+from moto.core.utils import unix_time
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.sqs import models as sqs_models
+from moto.sqs import responses as sqs_responses
 from werkzeug.serving import make_server
 
 # Smithy service id (as it appears in the CBOR path) -> botocore service name.
@@ -93,6 +100,58 @@ def json_to_cbor(value, shape):
         return int(value)
     return value
 
+
+# --- SQS ------------------------------------------------------------------------------------
+
+# Message id -> ARN of the queue it was moved from into its dead-letter queue.
+DLQ_SOURCES: dict[str, str] = {}
+_moving = threading.local()
+
+
+def patch_sqs():
+    backend_cls = sqs_models.SQSBackend
+    queue_cls = sqs_models.Queue
+    receive = backend_cls.receive_message
+    add_message = queue_cls.add_message
+    respond = sqs_responses.SQSResponse.receive_message
+
+    def receive_message(self, queue_name, *args, **kwargs):
+        # The only add_message calls during a receive are moves to the dead-letter queue.
+        _moving.source = self.get_queue(queue_name)
+        try:
+            return receive(self, queue_name, *args, **kwargs)
+        finally:
+            _moving.source = None
+
+    def add_message_recording_source(self, message):
+        source = getattr(_moving, "source", None)
+        if source is not None and source.dead_letter_queue is self:
+            DLQ_SOURCES[message.id] = source.queue_arn
+        return add_message(self, message)
+
+    def receive_message_response(self):
+        result = respond(self)
+        wanted = set(self._get_param("MessageSystemAttributeNames", []) or []) | set(
+            self._get_param("AttributeNames", []) or [])
+        if wanted & {"All", "DeadLetterQueueSourceArn"}:
+            for message in result.result.get("Messages", []):
+                source = DLQ_SOURCES.get(message["MessageId"])
+                if source:
+                    message.setdefault("Attributes", {})["DeadLetterQueueSourceArn"] = source
+        return result
+
+    def retention_check(self, queue_name, message):
+        queue = self.get_queue(queue_name)
+        retention = int(getattr(queue, "message_retention_period", 345600))
+        return retention + message.sent_timestamp / 1000 > unix_time()
+
+    backend_cls.receive_message = receive_message
+    queue_cls.add_message = add_message_recording_source
+    sqs_responses.SQSResponse.receive_message = receive_message_response
+    backend_cls.is_message_valid_based_on_retention_period = retention_check
+
+
+# --- CloudWatch over CBOR ---------------------------------------------------------------------
 
 class CborBridge:
     """WSGI middleware: Smithy RPC v2 CBOR in front of moto's JSON protocol handlers."""
@@ -166,6 +225,7 @@ class CborBridge:
 
 
 def build_app():
+    patch_sqs()
     return CborBridge(DomainDispatcherApplication(create_backend_app))
 
 

@@ -4,6 +4,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ProvisionedThroughput, ScalarAttributeType, Tag, TimeToLiveSpecification,
 };
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use serde_json::{Value, json};
 
 use crate::moto::{ACCOUNT, REGION};
@@ -236,4 +237,271 @@ pub fn event_file(name: &str, replacements: &[(&str, &str)]) -> Value {
         text = text.replace(from, to);
     }
     serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// A source queue and its dead-letter queue (maxReceiveCount 1), both named `<prefix>-…`.
+pub struct QueuePair {
+    pub source: SqsQueue,
+    pub dlq: SqsQueue,
+}
+
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    pub name: String,
+    pub url: String,
+    pub arn: String,
+}
+
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(QueueAttributeName, String)],
+) -> SqsQueue {
+    let mut create = sqs.create_queue().queue_name(name);
+    for (key, value) in attributes {
+        create = create.attributes(key.clone(), value);
+    }
+    let url = create
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue arn")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("arn");
+    SqsQueue {
+        name: name.to_string(),
+        url,
+        arn,
+    }
+}
+
+impl QueuePair {
+    pub async fn create(sqs: &aws_sdk_sqs::Client, prefix: &str, fifo: bool) -> Self {
+        let base = crate::unique(prefix);
+        let suffix = if fifo { ".fifo" } else { "" };
+        let fifo_attributes = || {
+            if fifo {
+                vec![(QueueAttributeName::FifoQueue, "true".to_string())]
+            } else {
+                vec![]
+            }
+        };
+        let dlq = create_queue(sqs, &format!("{base}-dlq{suffix}"), &fifo_attributes()).await;
+        let source = Self::source_of(sqs, &format!("{base}{suffix}"), &dlq, fifo).await;
+        Self { source, dlq }
+    }
+
+    /// Another source queue whose RedrivePolicy points at `dlq`.
+    pub async fn source_of(
+        sqs: &aws_sdk_sqs::Client,
+        name: &str,
+        dlq: &SqsQueue,
+        fifo: bool,
+    ) -> SqsQueue {
+        let mut attributes = vec![(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}).to_string(),
+        )];
+        if fifo {
+            attributes.push((QueueAttributeName::FifoQueue, "true".to_string()));
+        }
+        create_queue(sqs, name, &attributes).await
+    }
+}
+
+/// Sends `bodies` to the queue in batches (FIFO: `group` as the group, a unique deduplication
+/// id each), with `attributes` as string message attributes on every message.
+pub async fn send_messages(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &SqsQueue,
+    bodies: &[String],
+    group: Option<&str>,
+    attributes: &[(&str, &str)],
+) {
+    for (chunk_index, chunk) in bodies.chunks(10).enumerate() {
+        let entries: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(index, body)| {
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(format!("m{index}"))
+                    .message_body(body);
+                for (name, value) in attributes {
+                    entry = entry.message_attributes(
+                        *name,
+                        MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(*value)
+                            .build()
+                            .expect("attribute"),
+                    );
+                }
+                if let Some(group) = group {
+                    entry = entry
+                        .message_group_id(group)
+                        .message_deduplication_id(format!(
+                            "{group}-{chunk_index}-{index}-{}",
+                            uuid::Uuid::new_v4().simple()
+                        ));
+                }
+                entry.build().expect("entry")
+            })
+            .collect();
+        let output = sqs
+            .send_message_batch()
+            .queue_url(&queue.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("send batch");
+        assert!(output.failed().is_empty(), "{:?}", output.failed());
+    }
+}
+
+/// Moves every visible message of a source into its DLQ the way SQS does: receive it
+/// maxReceiveCount (1) times without deleting it, then receive again.
+pub async fn fail_all(sqs: &aws_sdk_sqs::Client, source: &SqsQueue) {
+    for _ in 0..1_000 {
+        let received = sqs
+            .receive_message()
+            .queue_url(&source.url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("receive");
+        if received.messages().is_empty() && depth(sqs, source).await == 0 {
+            return;
+        }
+    }
+    panic!("{} did not drain into its DLQ", source.name);
+}
+
+/// Visible + in flight.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, queue: &SqsQueue) -> i64 {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue.url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .unwrap_or_default();
+    let number = |key| {
+        attributes
+            .get(&key)
+            .and_then(|v: &String| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    number(QueueAttributeName::ApproximateNumberOfMessages)
+        + number(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+}
+
+/// Every visible message of a queue (read, then made visible again), in the order received.
+/// Each read counts as a receive: on a queue with a RedrivePolicy, a second look fails them.
+/// FIFO queues show only the groups not in flight: drain those with `drain_all`.
+pub async fn peek_all(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &SqsQueue,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        if received.messages().is_empty() {
+            break;
+        }
+        all.extend(received.messages.unwrap_or_default());
+    }
+    for message in &all {
+        if let Some(receipt) = message.receipt_handle() {
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(&queue.url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+    }
+    all
+}
+
+/// Receives and deletes every message of a queue, in the order received (FIFO: group order).
+pub async fn drain_all(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &SqsQueue,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return all;
+        }
+        for message in &messages {
+            sqs.delete_message()
+                .queue_url(&queue.url)
+                .receipt_handle(message.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+        all.extend(messages);
+    }
+}
+
+/// An EventBridge alarm state change for a queue depth alarm.
+pub fn queue_alarm_event(alarm: &str, state: &str, queue: &str) -> Value {
+    let mut event = throttle_alarm_event(
+        alarm,
+        state,
+        "ApproximateNumberOfMessagesVisible",
+        json!({"QueueName": queue}),
+    );
+    event["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["namespace"] =
+        json!("AWS/SQS");
+    event
+}
+
+/// An EventBridge Scheduled Event.
+pub fn scheduled_event() -> Value {
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": chrono::Utc::now().to_rfc3339(),
+        "region": REGION,
+        "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/runbook-schedule")],
+        "detail": {}
+    })
 }

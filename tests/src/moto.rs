@@ -92,6 +92,10 @@ impl Moto {
         aws_sdk_dynamodb::Client::new(&self.sdk_config())
     }
 
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config())
+    }
+
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
         aws_sdk_cloudwatch::Client::new(&self.sdk_config())
     }

@@ -1167,11 +1167,9 @@ impl Scaler {
 }
 
 fn invalid_plan(target: &CapacityTarget, message: &str) -> AwsError {
-    AwsError {
-        api: "dynamodb:UpdateTable".into(),
-        resource: format!("table {}", target.table),
-        code: None,
-        message: message.to_string(),
-        kind: FaultKind::Invalid,
-    }
+    AwsError::invalid(
+        "dynamodb:UpdateTable",
+        &format!("table {}", target.table),
+        message,
+    )
 }

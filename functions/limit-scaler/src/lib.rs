@@ -124,7 +124,7 @@ impl Scaler {
                             "alarm {} is INSUFFICIENT_DATA: nothing to act on",
                             alarm.alarm_name
                         );
-                        timed(invocation, report)
+                        invocation.timed(report)
                     }
                 }
             }

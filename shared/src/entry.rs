@@ -1,0 +1,38 @@
+//! The Lambda edge every function's `main` uses: each invocation gets its deadline, a span with
+//! its request id, and its output logged as one JSON line.
+
+use std::future::Future;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::config::ConfigError;
+use crate::deadline::Deadline;
+use crate::safety::Invocation;
+
+/// Logs a configuration error before it stops the cold start.
+pub fn startup_failed(err: ConfigError) -> Error {
+    tracing::error!(error = %err, "bad configuration: the function cannot start");
+    err.into()
+}
+
+/// Serves invocations with `handle` (which must not fail: bad input is a report, not an error).
+pub async fn serve<F, Fut, O>(handle: F) -> Result<(), Error>
+where
+    F: Fn(Value, Invocation) -> Fut,
+    Fut: Future<Output = O>,
+    O: Serialize,
+{
+    let handle = &handle;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let invocation = Invocation::new(&event.context.request_id, Deadline::from_epoch_millis(event.context.deadline));
+        let span = tracing::info_span!("invocation", request_id = %event.context.request_id, target = tracing::field::Empty);
+        // Boxed: the handlers' futures are deep enough to hit the compiler's layout limit.
+        let output = Box::pin(handle(event.payload, invocation).instrument(span)).await;
+        crate::logging::log_output(&output);
+        Ok::<_, Error>(output)
+    }))
+    .await
+}
