@@ -142,8 +142,10 @@ pub struct Safety {
     pub audit: AuditStore,
 }
 
-/// How long past the deadline a lease or claim outlives a crashed invocation.
-const LEASE_GRACE: Duration = Duration::seconds(30);
+/// How long past the deadline a lease or claim outlives a crashed invocation: enough to cover
+/// the difference between Lambda's clock and this function's, short enough that the next run
+/// after a crash is not held up long.
+const LEASE_GRACE: Duration = Duration::seconds(5);
 
 impl Safety {
     pub fn new(config: SafetyConfig, dynamodb: aws_sdk_dynamodb::Client) -> Self {

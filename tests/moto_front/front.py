@@ -4,9 +4,12 @@ It runs moto's own WSGI application in this process and adds what the Rust SDK n
 lacks (each addition is documented in tests/moto_front/README.md):
 
 * SQS: the DeadLetterQueueSourceArn message system attribute, which SQS sets when it moves a
-  message to a dead-letter queue after maxReceiveCount receives and moto does not; and a fast
-  retention check (moto computes every queue attribute for every message it receives, which
-  makes a 10,000-message queue take hours).
+  message to a dead-letter queue after maxReceiveCount receives and moto does not; deletes made
+  atomic (moto rebuilds a queue's message list without its lock, so two concurrent
+  DeleteMessageBatch calls can bring a deleted message back, or drop one being added); and
+  speed: a retention check that does not compute every queue attribute for every message
+  received, and visible-message scans and counts that read the clock once instead of once or twice per
+  message (without them, a 10,000-message queue takes hours).
 * Smithy RPC v2 CBOR -> AWS JSON 1.0 bridge. aws-sdk-cloudwatch speaks CBOR
   (POST /service/GraniteServiceVersion20100801/operation/<Op>); moto answers that with 404 but serves
   the JSON protocol (X-Amz-Target). Requests are decoded and forwarded as JSON; responses and errors
@@ -32,12 +35,13 @@ import threading
 
 import botocore.session
 import cbor2
-from moto.core.utils import unix_time
+from moto.core.utils import unix_time, unix_time_millis
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.sqs import exceptions as sqs_exceptions
 from moto.sqs import models as sqs_models
 from moto.sqs import responses as sqs_responses
 from werkzeug.serving import make_server
@@ -140,6 +144,31 @@ def patch_sqs():
                     message.setdefault("Attributes", {})["DeadLetterQueueSourceArn"] = source
         return result
 
+    def delete_message_atomically(self, receipt_handle):
+        # moto's own delete, in one pass and under the queue's lock.
+        with self._messages_lock:
+            if receipt_handle in self.deleted_messages:
+                return
+            for index, message in enumerate(self._messages):
+                if message.receipt_handle == receipt_handle or receipt_handle in message._old_receipt_handles:
+                    self.pending_messages.discard(message)
+                    self.deleted_messages.update(message.all_receipt_handles)
+                    del self._messages[index]
+                    return
+            raise sqs_exceptions.ReceiptHandleIsInvalid()
+
+    def visible_messages(self):
+        now = unix_time_millis()
+        return [m for m in self._messages if now > m.visible_at and now >= m.delayed_until]
+
+    def count_delayed(self):
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def count_not_visible(self):
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if now <= m.visible_at)
+
     def retention_check(self, queue_name, message):
         queue = self.get_queue(queue_name)
         retention = int(getattr(queue, "message_retention_period", 345600))
@@ -149,6 +178,10 @@ def patch_sqs():
     queue_cls.add_message = add_message_recording_source
     sqs_responses.SQSResponse.receive_message = receive_message_response
     backend_cls.is_message_valid_based_on_retention_period = retention_check
+    queue_cls.delete_message = delete_message_atomically
+    queue_cls.messages = property(visible_messages)
+    queue_cls.approximate_number_of_messages_delayed = property(count_delayed)
+    queue_cls.approximate_number_of_messages_not_visible = property(count_not_visible)
 
 
 # --- CloudWatch over CBOR ---------------------------------------------------------------------

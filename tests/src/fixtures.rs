@@ -286,6 +286,16 @@ pub async fn create_queue(
 
 impl QueuePair {
     pub async fn create(sqs: &aws_sdk_sqs::Client, prefix: &str, fifo: bool) -> Self {
+        Self::create_with(sqs, prefix, fifo, 1).await
+    }
+
+    /// With the source's maxReceiveCount set (a high one lets tests read the source freely).
+    pub async fn create_with(
+        sqs: &aws_sdk_sqs::Client,
+        prefix: &str,
+        fifo: bool,
+        max_receive_count: u32,
+    ) -> Self {
         let base = crate::unique(prefix);
         let suffix = if fifo { ".fifo" } else { "" };
         let fifo_attributes = || {
@@ -296,20 +306,38 @@ impl QueuePair {
             }
         };
         let dlq = create_queue(sqs, &format!("{base}-dlq{suffix}"), &fifo_attributes()).await;
-        let source = Self::source_of(sqs, &format!("{base}{suffix}"), &dlq, fifo).await;
+        let source = Self::source_with(
+            sqs,
+            &format!("{base}{suffix}"),
+            &dlq,
+            fifo,
+            max_receive_count,
+        )
+        .await;
         Self { source, dlq }
     }
 
-    /// Another source queue whose RedrivePolicy points at `dlq`.
+    /// Another source queue (maxReceiveCount 1) whose RedrivePolicy points at `dlq`.
     pub async fn source_of(
         sqs: &aws_sdk_sqs::Client,
         name: &str,
         dlq: &SqsQueue,
         fifo: bool,
     ) -> SqsQueue {
+        Self::source_with(sqs, name, dlq, fifo, 1).await
+    }
+
+    async fn source_with(
+        sqs: &aws_sdk_sqs::Client,
+        name: &str,
+        dlq: &SqsQueue,
+        fifo: bool,
+        max_receive_count: u32,
+    ) -> SqsQueue {
         let mut attributes = vec![(
             QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 1}).to_string(),
+            json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": max_receive_count})
+                .to_string(),
         )];
         if fifo {
             attributes.push((QueueAttributeName::FifoQueue, "true".to_string()));

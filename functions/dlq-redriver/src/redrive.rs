@@ -235,7 +235,7 @@ pub async fn run(
         targets.push(fallback);
     }
     // Held messages stay hidden for the rest of the run (and reappear on their own after a crash).
-    let visibility_seconds = i32::try_from(deadline.remaining().as_secs() + 10)
+    let visibility_seconds = i32::try_from(deadline.remaining().as_secs() + 2)
         .unwrap_or(43_200)
         .min(43_200);
     let run = Run {
