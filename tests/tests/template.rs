@@ -67,3 +67,19 @@ fn limit_scaler_defaults_are_a_valid_configuration() {
     assert!(config.safety.dry_run, "a first deploy starts in dry run");
     assert_eq!(config.scale_factor, 2.0);
 }
+
+#[test]
+fn dlq_redriver_defaults_are_a_valid_configuration() {
+    let environment = environment_with_defaults("DlqRedriverFunction");
+    let pairs: Vec<(&str, &str)> = environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let config = dlq_redriver::config::RedriverConfig::from_env(&Env::from_pairs(&pairs))
+        .expect("template defaults");
+    assert!(
+        !config.redrive_on_alarm,
+        "alarms only inspect until the user opts in"
+    );
+    assert!(config.dlq_queues.is_empty());
+}

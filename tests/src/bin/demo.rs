@@ -4,7 +4,10 @@
 use aws_sdk_cloudwatch::types::{
     ComparisonOperator, Dimension, MetricDatum, StateValue, Statistic,
 };
-use runbook_tests::fixtures::{TableSpec, capacity, create_audit_table, throttle_alarm_event};
+use runbook_tests::fixtures::{
+    QueuePair, TableSpec, capacity, create_audit_table, depth, fail_all, queue_alarm_event,
+    send_messages, throttle_alarm_event,
+};
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
 use serde_json::{Value, json};
@@ -166,6 +169,65 @@ async fn limit_scaler(moto: &Moto, audit: &str) -> Result<(), Error> {
     Ok(())
 }
 
+async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<(), Error> {
+    let sqs = moto.sqs();
+    let pair = QueuePair::create(&sqs, "payments", false).await;
+    let bodies: Vec<String> = (0..25)
+        .map(|i| json!({"id": format!("pay-{i}"), "type": "payment.settled"}).to_string())
+        .collect();
+    send_messages(&sqs, &pair.source, &bodies, None, &[("tenant", "42")]).await;
+    // The consumer fails every message once: SQS moves them all to the DLQ (maxReceiveCount 1).
+    fail_all(&sqs, &pair.source).await;
+    // Two messages have been redriven three times already: poison.
+    let poison: Vec<String> = (0..2)
+        .map(|i| json!({"id": format!("poison-{i}")}).to_string())
+        .collect();
+    send_messages(&sqs, &pair.dlq, &poison, None, &[("redrive-count", "3")]).await;
+    println!(
+        "\nqueue {} failed 25 messages into its DLQ {} (which also holds 2 poison messages)",
+        pair.source.name, pair.dlq.name
+    );
+    let managed = format!("{}*", pair.source.name);
+    let mut redriver = function(
+        moto,
+        "dlq-redriver",
+        audit,
+        &[("MANAGED_RESOURCES", managed.as_str())],
+    )
+    .await;
+
+    heading(
+        "dlq-redriver / dlq-redrive: the DLQ depth alarm fires (inspects: REDRIVE_ON_ALARM is false)",
+    );
+    let alarm = queue_alarm_event(
+        &format!("{}-not-empty", pair.dlq.name),
+        "ALARM",
+        &pair.dlq.name,
+    );
+    let inspected = redriver.report(&alarm).await;
+    show(&inspected);
+
+    heading("dlq-redriver / dlq-redrive: redrive by hand (manual payload)");
+    let redriven = redriver
+        .report(&json!({"dlq": pair.dlq.name, "action": "redrive"}))
+        .await;
+    show(&redriven);
+    println!(
+        "DLQ depth now {}, source depth {}",
+        depth(&sqs, &pair.dlq).await,
+        depth(&sqs, &pair.source).await
+    );
+
+    heading("dlq-redriver / dlq-redrive: purge without the confirmation is refused");
+    show(
+        &redriver
+            .report(&json!({"dlq": pair.dlq.name, "action": "purge"}))
+            .await,
+    );
+    redriver.stop().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let moto = runbook_tests::moto::start(&[])?;
@@ -176,6 +238,7 @@ async fn main() -> Result<(), Error> {
     let audit = create_audit_table(&moto.dynamodb()).await;
     println!("audit table {audit}");
     limit_scaler(&moto, &audit).await?;
+    dlq_redriver(&moto, &audit).await?;
     println!(
         "\ndemo finished: every report above is also in the audit table {audit} (query pk = target#<resource>)"
     );
