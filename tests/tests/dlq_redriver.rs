@@ -656,6 +656,33 @@ async fn unmanaged_dlqs_and_targets_are_skipped() {
     );
     assert_eq!(depth(&setup.sqs, &pair.dlq).await, 2);
 
+    // A managed DLQ whose source is not managed: redriving would write into the source.
+    let dlq = create_queue(
+        &setup.sqs,
+        &runbook_tests::unique("managed-lonely-dlq"),
+        &[],
+    )
+    .await;
+    let outsider =
+        QueuePair::source_of(&setup.sqs, &runbook_tests::unique("outsider"), &dlq, false).await;
+    send_messages(&setup.sqs, &dlq, &bodies("o", 2), None, &[]).await;
+    let report = run(&redriver, json!({"dlq": dlq.name, "action": "redrive"})).await;
+    assert_eq!(report.outcome, Outcome::Skipped, "{report:?}");
+    assert!(
+        report
+            .reason
+            .contains(&format!("redrives into {}", outsider.name)),
+        "{}",
+        report.reason
+    );
+    assert_eq!(
+        (
+            depth(&setup.sqs, &dlq).await,
+            depth(&setup.sqs, &outsider).await
+        ),
+        (2, 0)
+    );
+
     let managed = QueuePair::create(&setup.sqs, "managed-t", false).await;
     send_messages(&setup.sqs, &managed.dlq, &bodies("t", 2), None, &[]).await;
     let stranger = create_queue(&setup.sqs, &runbook_tests::unique("stranger"), &[]).await;

@@ -675,6 +675,31 @@ impl Redriver {
         sources: &[Queue],
         job: &Job,
     ) -> Result<RedrivePlan, (Outcome, String)> {
+        // Messages go back into their sources: those are changed too, so they must be managed.
+        for source in sources {
+            let managed = queues::is_managed(&self.sqs, &self.config.safety.managed, source)
+                .await
+                .map_err(|err| {
+                    (
+                        Outcome::Failed,
+                        format!(
+                            "could not check that source {} is managed: {err}",
+                            source.name
+                        ),
+                    )
+                })?;
+            if !managed {
+                return Err((
+                    Outcome::Skipped,
+                    format!(
+                        "{} redrives into {}, and {}",
+                        dlq.name,
+                        source.name,
+                        self.config.safety.managed.refusal("queue", &source.name)
+                    ),
+                ));
+            }
+        }
         let fallback = match &job.target {
             Some(reference) => {
                 let target = queues::resolve(&self.sqs, reference).await.map_err(|err| {
