@@ -454,6 +454,29 @@ impl AuditStore {
         Ok(None)
     }
 
+    /// Every record whose verification is still open and that started before `before`.
+    pub async fn pending_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<AuditRecord>, AwsError> {
+        let mut records = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(PENDING_INDEX)
+            .key_condition_expression("verify_status = :pending AND sk < :before")
+            .expression_attribute_values(":pending", s(PENDING))
+            .expression_attribute_values(":before", s(timestamp(before)))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| self.err("dynamodb:Query", &err))?;
+            records.extend(page.items().iter().filter_map(AuditRecord::from_item));
+        }
+        Ok(records)
+    }
+
     /// Closes an open verification; returns false if someone else closed it first.
     pub async fn settle(
         &self,

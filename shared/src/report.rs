@@ -88,6 +88,25 @@ impl Check {
 pub struct Verification {
     pub status: VerificationStatus,
     pub checks: Vec<Check>,
+    /// How a `pending` verification is settled later (by the alarm's OK transition or the
+    /// health prober's sweep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_by: Option<SettleBy>,
+}
+
+/// The metric-level check that settles a pending verification.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettleBy {
+    /// The alarm that fired is back to OK.
+    Alarm { name: String },
+    /// The sum of these metrics over the check window is at most `max_sum`.
+    Metric {
+        namespace: String,
+        metrics: Vec<String>,
+        dimensions: std::collections::BTreeMap<String, String>,
+        max_sum: f64,
+    },
 }
 
 impl Verification {
@@ -95,6 +114,7 @@ impl Verification {
         Self {
             status: VerificationStatus::NotApplicable,
             checks: Vec::new(),
+            settle_by: None,
         }
     }
 }

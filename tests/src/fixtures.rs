@@ -533,3 +533,65 @@ pub fn scheduled_event() -> Value {
         "detail": {}
     })
 }
+
+/// A CloudFormation stack with one SQS queue, created complete.
+pub async fn create_stack(
+    cloudformation: &aws_sdk_cloudformation::Client,
+    name: &str,
+    resources: Value,
+) -> String {
+    cloudformation
+        .create_stack()
+        .stack_name(name)
+        .template_body(json!({"Resources": resources}).to_string())
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+        .send()
+        .await
+        .expect("create stack")
+        .stack_id
+        .expect("stack id")
+}
+
+/// A Lambda function (moto needs its execution role to exist: a stack creates it).
+pub async fn create_function(moto: &crate::moto::Moto, name: &str) -> String {
+    let role = format!("{name}-role");
+    create_stack(
+        &moto.cloudformation(),
+        &format!("{name}-role-stack"),
+        json!({"Role": {"Type": "AWS::IAM::Role", "Properties": {
+            "RoleName": role,
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+        }}}),
+    )
+    .await;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    {
+        let mut archive = zip::ZipWriter::new(&mut bytes);
+        archive
+            .start_file(
+                "bootstrap",
+                zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored),
+            )
+            .expect("zip entry");
+        std::io::Write::write_all(&mut archive, b"#!/bin/sh\n").expect("zip write");
+        archive.finish().expect("zip");
+    }
+    moto.lambda()
+        .create_function()
+        .function_name(name)
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .role(format!("arn:aws:iam::{ACCOUNT}:role/{role}"))
+        .handler("bootstrap")
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_smithy_types::Blob::new(bytes.into_inner()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create function")
+        .function_arn
+        .expect("function arn")
+}

@@ -591,6 +591,7 @@ impl Redriver {
         }
         let ok = checks.iter().all(|check| check.ok) && error.is_none();
         report.verification = Verification {
+            settle_by: None,
             status: if ok {
                 VerificationStatus::Verified
             } else {
@@ -926,6 +927,7 @@ impl Redriver {
         }
         let verified = checks.iter().all(|check| check.ok);
         report.verification = Verification {
+            settle_by: None,
             status: if verified {
                 VerificationStatus::Verified
             } else {
@@ -1098,6 +1100,7 @@ impl Redriver {
             ),
         };
         report.verification = Verification {
+            settle_by: None,
             status,
             checks: vec![Check::new(
                 "dlq_empty",

@@ -13,7 +13,9 @@ use aws_sdk_dynamodb::types::{
 use chrono::Utc;
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::{Deadline, poll_until};
-use runbook_shared::report::{Action, Check, Outcome, Report, Verification, VerificationStatus};
+use runbook_shared::report::{
+    Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus,
+};
 use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
 use serde::{Deserialize, Serialize};
@@ -1064,14 +1066,39 @@ impl Scaler {
                 }
             }
         };
+        let mut settle_by = None;
         if status != VerificationStatus::Failed {
             let expected = match alarm_name {
                 Some(alarm) => format!("alarm {alarm} back to OK"),
                 None => format!("no throttle events on {}", target.name()),
             };
             checks.push(Check::new("throttling_stopped", false, expected, "pending"));
+            settle_by = Some(match alarm_name {
+                Some(alarm) => SettleBy::Alarm {
+                    name: alarm.to_string(),
+                },
+                None => {
+                    let mut dimensions = std::collections::BTreeMap::from([(
+                        "TableName".to_string(),
+                        target.table.clone(),
+                    )]);
+                    if let Some(index) = &target.index {
+                        dimensions.insert("GlobalSecondaryIndexName".into(), index.clone());
+                    }
+                    SettleBy::Metric {
+                        namespace: NAMESPACE.into(),
+                        metrics: vec!["ReadThrottleEvents".into(), "WriteThrottleEvents".into()],
+                        dimensions,
+                        max_sum: 0.0,
+                    }
+                }
+            });
         }
-        Verification { status, checks }
+        Verification {
+            status,
+            checks,
+            settle_by,
+        }
     }
 
     /// The OK transition of a throttle alarm: closes the target's open verification.

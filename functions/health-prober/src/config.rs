@@ -1,0 +1,86 @@
+//! health-prober's settings, read once at cold start; `PROBES` is validated then.
+
+use runbook_shared::config::{ConfigError, Env};
+
+use crate::probes::{Probe, parse_probes};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProberConfig {
+    pub probes: Vec<Probe>,
+    /// Probes running at once.
+    pub concurrency: usize,
+    /// A probe's timeout when it sets none.
+    pub default_timeout_ms: u64,
+    pub metrics_namespace: String,
+    /// The audit table whose pending verifications the sweep settles.
+    pub audit_table: String,
+    pub audit_retention_days: i64,
+    /// How long after a remediation its metric-level check is settled by the sweep.
+    pub verification_window_minutes: i64,
+}
+
+impl ProberConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let probes = match env.get("PROBES") {
+            None => Vec::new(),
+            Some(text) => {
+                let value = serde_json::from_str(&text).map_err(|err| ConfigError::Invalid {
+                    var: "PROBES",
+                    value: text.chars().take(80).collect(),
+                    expected: format!("a JSON array of probes ({err})"),
+                })?;
+                parse_probes(&value, "PROBES").map_err(|err| ConfigError::Invalid {
+                    var: "PROBES",
+                    value: text.chars().take(80).collect(),
+                    expected: format!("valid probes: {err}"),
+                })?
+            }
+        };
+        Ok(Self {
+            probes,
+            concurrency: env.number("PROBE_CONCURRENCY", 32usize, 1, 1_000)?,
+            default_timeout_ms: env.number("PROBE_TIMEOUT_MS", 5_000u64, 1, 900_000)?,
+            metrics_namespace: env
+                .get("METRICS_NAMESPACE")
+                .unwrap_or_else(|| "RunbookAutomation".into()),
+            audit_table: env.required("AUDIT_TABLE", "the name of the audit DynamoDB table")?,
+            audit_retention_days: env.number("AUDIT_RETENTION_DAYS", 90i64, 1, 3_650)?,
+            verification_window_minutes: env.number(
+                "VERIFICATION_WINDOW_MINUTES",
+                15i64,
+                1,
+                1_440,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_validated_at_start_with_the_probe_named() {
+        let err = ProberConfig::from_env(&Env::from_pairs(&[
+            ("AUDIT_TABLE", "a"),
+            (
+                "PROBES",
+                r#"[{"name": "api", "kind": "http", "url": "http://x", "timeout": 5}]"#,
+            ),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("environment variable PROBES="), "{err}");
+        assert!(
+            err.contains("PROBES[0] (probe \"api\"): unknown field `timeout`"),
+            "{err}"
+        );
+        let err =
+            ProberConfig::from_env(&Env::from_pairs(&[("AUDIT_TABLE", "a"), ("PROBES", "[{")]))
+                .unwrap_err();
+        assert!(err.to_string().contains("a JSON array of probes"), "{err}");
+        let config = ProberConfig::from_env(&Env::from_pairs(&[("AUDIT_TABLE", "a")])).unwrap();
+        assert!(config.probes.is_empty());
+        assert_eq!(config.metrics_namespace, "RunbookAutomation");
+    }
+}

@@ -1,0 +1,236 @@
+//! health-prober: the "system health check" runbook — HTTP /health endpoints, tables, queues,
+//! stacks, alarms and functions checked concurrently, published as CloudWatch metrics — and the
+//! sweep that settles the other functions' pending verifications.
+
+pub mod check;
+pub mod config;
+pub mod metrics;
+pub mod probes;
+pub mod sweep;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use runbook_shared::audit::AuditStore;
+use runbook_shared::report::{Report, TriggerInfo, TriggerKind, VerificationStatus};
+use runbook_shared::safety::Invocation;
+use runbook_shared::trigger::{Trigger, recognise};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::check::{Clients, ProbeResult};
+use crate::config::ProberConfig;
+use crate::metrics::Published;
+use crate::probes::{Probe, parse_probes};
+use crate::sweep::Settled;
+
+pub const FUNCTION: &str = "health-prober";
+pub const RUNBOOK: &str = "health-check";
+
+/// The manual payload: `{"probes": [...]}` runs those probes instead of `PROBES`; `{}` runs
+/// `PROBES`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    #[serde(default)]
+    pub probes: Option<Value>,
+}
+
+/// What the prober returns.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthReport {
+    pub function: String,
+    pub runbook: String,
+    pub trigger: TriggerInfo,
+    pub healthy: bool,
+    pub reason: String,
+    pub probes: Vec<ProbeResult>,
+    /// Pending verifications the sweep looked at.
+    pub settled: Vec<Settled>,
+    pub metrics: Option<Published>,
+    /// Faults that kept part of the run from completing (metrics, sweep).
+    pub errors: Vec<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum ProberOutput {
+    Health(Box<HealthReport>),
+    Rejected(Box<Report>),
+}
+
+pub struct Prober {
+    pub config: ProberConfig,
+    pub clients: Clients,
+    pub audit: AuditStore,
+}
+
+impl Prober {
+    pub fn new(config: ProberConfig, sdk: &aws_config::SdkConfig) -> Self {
+        let clients = Clients {
+            http: reqwest::Client::builder()
+                .user_agent("runbook-automation-health-prober")
+                .build()
+                .unwrap_or_default(),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+            cloudformation: aws_sdk_cloudformation::Client::new(sdk),
+            lambda: aws_sdk_lambda::Client::new(sdk),
+        };
+        Self::with_clients(config, clients)
+    }
+
+    pub fn with_clients(config: ProberConfig, clients: Clients) -> Self {
+        let audit = AuditStore::new(
+            clients.dynamodb.clone(),
+            config.audit_table.clone(),
+            config.audit_retention_days,
+        );
+        Self {
+            config,
+            clients,
+            audit,
+        }
+    }
+
+    /// Runs the probes (scheduled, or manual with optional probes of its own), publishes the
+    /// metrics and sweeps pending verifications. Never fails.
+    pub async fn handle(&self, event: Value, invocation: &Invocation) -> ProberOutput {
+        let rejected = |info: TriggerInfo, reason: String| {
+            let mut report = Report::rejected(FUNCTION, info, reason);
+            report.runbook = Some(RUNBOOK.into());
+            ProberOutput::Rejected(Box::new(invocation.timed(report)))
+        };
+        let trigger = match recognise(&event) {
+            Ok(trigger) => trigger,
+            Err(rejection) => {
+                return rejected(
+                    TriggerInfo {
+                        kind: TriggerKind::Unknown,
+                        name: None,
+                        event_id: None,
+                    },
+                    rejection.0,
+                );
+            }
+        };
+        let info = trigger.info(&invocation.request_id);
+        let probes = match &trigger {
+            Trigger::Schedule(_) => self.config.probes.clone(),
+            Trigger::Manual(payload) => {
+                let request = runbook_shared::trigger::parse_manual::<ProbeRequest>(payload);
+                match request.map(|request| request.probes) {
+                    Err(rejection) => return rejected(info, rejection.0),
+                    Ok(None) => self.config.probes.clone(),
+                    Ok(Some(probes)) => match parse_probes(&probes, "probes") {
+                        Ok(probes) => probes,
+                        Err(err) => {
+                            return rejected(info, format!("invalid manual payload: {err}"));
+                        }
+                    },
+                }
+            }
+            _ => {
+                return rejected(
+                    info,
+                    "health-prober runs on its schedule or by hand, not on this event".into(),
+                );
+            }
+        };
+        self.probe(probes, info, invocation).await
+    }
+
+    async fn probe(
+        &self,
+        probes: Vec<Probe>,
+        trigger: TriggerInfo,
+        invocation: &Invocation,
+    ) -> ProberOutput {
+        // Every probe stops at its own timeout, and none runs past the Lambda deadline.
+        let ceiling = invocation
+            .deadline
+            .remaining()
+            .saturating_sub(Duration::from_secs(3));
+        let default_timeout = Duration::from_millis(self.config.default_timeout_ms).min(ceiling);
+        let results = check::run_all(
+            &self.clients,
+            &probes,
+            self.config.concurrency,
+            default_timeout,
+        )
+        .await;
+        let mut errors = Vec::new();
+        let window = chrono::Duration::minutes(self.config.verification_window_minutes);
+        let settled =
+            match sweep::settle_pending(&self.audit, &self.clients.cloudwatch, window).await {
+                Ok(settled) => Some(settled),
+                Err(err) => {
+                    errors.push(format!("verification sweep: {err}"));
+                    None
+                }
+            };
+        let failed_verifications = settled.as_ref().map(|settled| {
+            settled
+                .iter()
+                .filter(|s| s.status == VerificationStatus::Failed)
+                .count()
+        });
+        let datums = metrics::datums(&results, failed_verifications);
+        let metrics = match metrics::publish(
+            &self.clients.cloudwatch,
+            &self.config.metrics_namespace,
+            datums,
+        )
+        .await
+        {
+            Ok(published) => Some(published),
+            Err(err) => {
+                errors.push(format!("metrics: {err}"));
+                None
+            }
+        };
+        let unhealthy: Vec<&str> = results
+            .iter()
+            .filter(|r| !r.healthy)
+            .map(|r| r.name.as_str())
+            .collect();
+        let settled = settled.unwrap_or_default();
+        let mut reason = if results.is_empty() {
+            "no probes configured (set PROBES, or pass {\"probes\": [...]})".to_string()
+        } else if unhealthy.is_empty() {
+            format!("all {} probes healthy", results.len())
+        } else {
+            format!(
+                "{} of {} probes unhealthy: {}",
+                unhealthy.len(),
+                results.len(),
+                unhealthy.join(", ")
+            )
+        };
+        if !settled.is_empty() {
+            let count = |status| settled.iter().filter(|s| s.status == status).count();
+            reason.push_str(&format!(
+                "; verifications settled: {} verified, {} failed, {} still pending",
+                count(VerificationStatus::Verified),
+                count(VerificationStatus::Failed),
+                count(VerificationStatus::Pending)
+            ));
+        }
+        let elapsed = invocation.elapsed_ms();
+        tracing::info!(unhealthy = unhealthy.len(), probes = results.len(), at = %Utc::now(), "probes done");
+        ProberOutput::Health(Box::new(HealthReport {
+            function: FUNCTION.into(),
+            runbook: RUNBOOK.into(),
+            trigger,
+            healthy: unhealthy.is_empty(),
+            reason,
+            probes: results,
+            settled,
+            metrics,
+            errors,
+            duration_ms: elapsed,
+        }))
+    }
+}

@@ -1,0 +1,197 @@
+//! The verification sweep: remediations still `pending` after their check window are settled
+//! as `verified` or `failed` by the check their report names (`settle_by`).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
+use chrono::{DateTime, Duration, Utc};
+use runbook_shared::audit::{AuditRecord, AuditStore};
+use runbook_shared::aws::AwsError;
+use runbook_shared::report::{Check, SettleBy, Verification, VerificationStatus};
+use serde::Serialize;
+
+/// One remediation the sweep looked at.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Settled {
+    pub audit_id: String,
+    pub target: String,
+    pub runbook: String,
+    /// `verified`, `failed`, or `pending` when it could not be decided yet.
+    pub status: VerificationStatus,
+    pub observed: String,
+}
+
+pub async fn settle_pending(
+    audit: &AuditStore,
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    window: Duration,
+) -> Result<Vec<Settled>, AwsError> {
+    let now = Utc::now();
+    let mut settled = Vec::new();
+    for record in audit.pending_before(now - window).await? {
+        let (status, observed) = match &record.report.verification.settle_by {
+            Some(SettleBy::Alarm { name }) => alarm_state(cloudwatch, name).await?,
+            Some(SettleBy::Metric {
+                namespace,
+                metrics,
+                dimensions,
+                max_sum,
+            }) => {
+                metric_sum(
+                    cloudwatch,
+                    namespace,
+                    metrics,
+                    dimensions,
+                    *max_sum,
+                    record.started_at,
+                    now,
+                )
+                .await?
+            }
+            None => (
+                VerificationStatus::Pending,
+                "the report names no check to settle it by".to_string(),
+            ),
+        };
+        if status != VerificationStatus::Pending {
+            let verification = settle(&record, status, &observed);
+            if !audit.settle(&record, &verification).await? {
+                continue; // settled meanwhile by the alarm's OK transition
+            }
+        }
+        settled.push(Settled {
+            audit_id: record.audit_id.clone(),
+            target: record.target.clone(),
+            runbook: record.runbook.clone(),
+            status,
+            observed,
+        });
+    }
+    Ok(settled)
+}
+
+/// The record's verification with its open metric-level check closed.
+fn settle(record: &AuditRecord, status: VerificationStatus, observed: &str) -> Verification {
+    let mut verification = record.report.verification.clone();
+    let ok = status == VerificationStatus::Verified;
+    let open: Vec<&mut Check> = verification
+        .checks
+        .iter_mut()
+        .filter(|check| !check.ok && check.observed == "pending")
+        .collect();
+    if open.is_empty() {
+        verification.checks.push(Check::new(
+            "settled_by_sweep",
+            ok,
+            "the metric back to normal",
+            observed,
+        ));
+    } else {
+        for check in open {
+            check.ok = ok;
+            check.observed = format!("{observed} (health-prober sweep)");
+        }
+    }
+    verification.status = status;
+    verification
+}
+
+async fn alarm_state(
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    name: &str,
+) -> Result<(VerificationStatus, String), AwsError> {
+    let alarms = cloudwatch
+        .describe_alarms()
+        .alarm_names(name)
+        .send()
+        .await
+        .map_err(|err| {
+            AwsError::from_sdk("cloudwatch:DescribeAlarms", &format!("alarm {name}"), &err)
+        })?;
+    let Some(alarm) = alarms.metric_alarms().first() else {
+        return Ok((
+            VerificationStatus::Failed,
+            format!("alarm {name} no longer exists, so the remediation cannot be verified"),
+        ));
+    };
+    Ok(match alarm.state_value() {
+        Some(StateValue::Ok) => (VerificationStatus::Verified, format!("alarm {name} is OK")),
+        Some(StateValue::Alarm) => (
+            VerificationStatus::Failed,
+            format!("alarm {name} is still in ALARM after the check window"),
+        ),
+        _ => (
+            VerificationStatus::Pending,
+            format!("alarm {name} has insufficient data"),
+        ),
+    })
+}
+
+async fn metric_sum(
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    namespace: &str,
+    metrics: &[String],
+    dimensions: &BTreeMap<String, String>,
+    max_sum: f64,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(VerificationStatus, String), AwsError> {
+    // The first minute after the change may still show what it fixed.
+    let start = (since + Duration::minutes(1)).min(now - Duration::minutes(1));
+    let dimensions: Vec<Dimension> = dimensions
+        .iter()
+        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+        .collect();
+    let mut request = cloudwatch
+        .get_metric_data()
+        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            start.timestamp(),
+        ))
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            now.timestamp(),
+        ));
+    for (index, metric) in metrics.iter().enumerate() {
+        request = request.metric_data_queries(
+            MetricDataQuery::builder()
+                .id(format!("m{index}"))
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(
+                            Metric::builder()
+                                .namespace(namespace)
+                                .metric_name(metric)
+                                .set_dimensions(Some(dimensions.clone()))
+                                .build(),
+                        )
+                        .period(60)
+                        .stat("Sum")
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    let output = request.send().await.map_err(|err| {
+        AwsError::from_sdk(
+            "cloudwatch:GetMetricData",
+            &format!("{namespace} {}", metrics.join(", ")),
+            &err,
+        )
+    })?;
+    let sum: f64 = output
+        .metric_data_results()
+        .iter()
+        .flat_map(|result| result.values().iter())
+        .sum();
+    let what = format!("{} over the window", metrics.join(" + "));
+    Ok(if sum <= max_sum {
+        (
+            VerificationStatus::Verified,
+            format!("{what}: {sum} (max {max_sum})"),
+        )
+    } else {
+        (
+            VerificationStatus::Failed,
+            format!("{what}: {sum} (max {max_sum})"),
+        )
+    })
+}
