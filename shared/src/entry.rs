@@ -15,7 +15,8 @@ use crate::safety::Invocation;
 /// Logs a configuration error before it stops the cold start.
 pub fn startup_failed(err: ConfigError) -> Error {
     tracing::error!(error = %err, "bad configuration: the function cannot start");
-    err.into()
+    // As text, so the runtime prints the message rather than the error's structure.
+    err.to_string().into()
 }
 
 /// Serves invocations with `handle` (which must not fail: bad input is a report, not an error).

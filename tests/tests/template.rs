@@ -83,3 +83,16 @@ fn dlq_redriver_defaults_are_a_valid_configuration() {
     );
     assert!(config.dlq_queues.is_empty());
 }
+
+#[test]
+fn health_prober_defaults_are_a_valid_configuration() {
+    let environment = environment_with_defaults("HealthProberFunction");
+    let pairs: Vec<(&str, &str)> = environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let config = health_prober::config::ProberConfig::from_env(&Env::from_pairs(&pairs))
+        .expect("template defaults");
+    assert!(config.probes.is_empty());
+    assert_eq!(config.metrics_namespace, "RunbookAutomation");
+}

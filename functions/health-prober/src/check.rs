@@ -45,11 +45,16 @@ pub async fn run_all(
     concurrency: usize,
     default_timeout: Duration,
 ) -> Vec<ProbeResult> {
-    futures_util::stream::iter(probes)
-        .map(|probe| run_one(clients, probe, default_timeout))
-        .buffered(concurrency.max(1))
-        .collect()
-        .await
+    // Unordered, so a slow probe never keeps a free slot from the next one; sorted back after.
+    let mut results: Vec<(usize, ProbeResult)> = futures_util::stream::iter(
+        probes.iter().enumerate(),
+    )
+    .map(|(index, probe)| async move { (index, run_one(clients, probe, default_timeout).await) })
+    .buffer_unordered(concurrency.max(1))
+    .collect()
+    .await;
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 async fn run_one(clients: &Clients, probe: &Probe, default_timeout: Duration) -> ProbeResult {
@@ -448,14 +453,19 @@ async fn check_alarms(clients: &Clients, probe: &AlarmsProbe) -> Result<(bool, S
                 &err,
             )
         })?;
+        // The state is checked here too: not every implementation of the API honours the
+        // StateValue filter next to a prefix (moto does not).
+        let in_alarm = |state: Option<&StateValue>| state == Some(&StateValue::Alarm);
         firing.extend(
             page.metric_alarms()
                 .iter()
+                .filter(|alarm| in_alarm(alarm.state_value()))
                 .filter_map(|alarm| alarm.alarm_name().map(str::to_string)),
         );
         firing.extend(
             page.composite_alarms()
                 .iter()
+                .filter(|alarm| in_alarm(alarm.state_value()))
                 .filter_map(|alarm| alarm.alarm_name().map(str::to_string)),
         );
     }

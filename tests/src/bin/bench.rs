@@ -2,9 +2,11 @@
 //! also written as JSON to bench-results/bench.json.
 //!
 //! - dlq-redriver: messages per second and AWS API calls per message redriving 10,000 messages.
+//! - health-prober: wall time of 200 HTTP probes of which 10 take 1 s, against the slowest probe.
 
 use std::time::{Duration, Instant};
 
+use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{QueuePair, create_audit_table, depth, send_messages};
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -57,6 +59,45 @@ async fn redrive(moto: &Moto) -> Result<Value, Error> {
     }))
 }
 
+const PROBES: usize = 200;
+const SLOW_PROBES: usize = 10;
+
+async fn prober(moto: &Moto) -> Result<Value, Error> {
+    let endpoints = Endpoints::start().await;
+    let probes: Vec<Value> = (0..PROBES)
+        .map(|i| {
+            let path = if i % (PROBES / SLOW_PROBES) == 0 { "/slow/1000" } else { "/health" };
+            json!({"name": format!("probe-{i:03}"), "kind": "http", "url": endpoints.url(path), "timeout_ms": 5000})
+        })
+        .collect();
+    let audit = create_audit_table(&moto.dynamodb()).await;
+    let mut env = moto.function_env();
+    env.push(("AUDIT_TABLE".into(), audit));
+    let mut function = LambdaProcess::start(&binary("health-prober"), &env).await;
+    let report = function.report(&json!({"probes": probes})).await;
+    function.stop().await;
+    let results = report["probes"].as_array().cloned().unwrap_or_default();
+    if results.len() != PROBES || report["healthy"] != true {
+        return Err(format!("the probes did not all pass: {}", report["reason"]).into());
+    }
+    let slowest = results
+        .iter()
+        .filter_map(|probe| probe["latency_ms"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let sum: u64 = results
+        .iter()
+        .filter_map(|probe| probe["latency_ms"].as_u64())
+        .sum();
+    Ok(json!({
+        "probes": PROBES,
+        "slow_probes": SLOW_PROBES,
+        "wall_ms": report["duration_ms"],
+        "slowest_probe_ms": slowest,
+        "sum_of_probes_ms": sum,
+    }))
+}
+
 fn row(name: &str, value: String, note: &str) {
     println!("| {name:<44} | {value:>14} | {note} |");
 }
@@ -73,6 +114,8 @@ async fn main() -> Result<(), Error> {
     );
     eprintln!("bench: redriving {REDRIVE_MESSAGES} messages through dlq-redriver against moto...");
     let redrive = redrive(&moto).await?;
+    eprintln!("bench: {PROBES} health probes, {SLOW_PROBES} of them slow...");
+    let prober = prober(&moto).await?;
 
     println!("| measure | value | note |");
     println!("|---|---:|---|");
@@ -95,7 +138,15 @@ async fn main() -> Result<(), Error> {
         ),
         "receive, send and delete in batches of 10 (floor 0.3)",
     );
-    let results = json!({"machine": machine, "dlq_redriver": redrive});
+    row(
+        "health-prober: wall time of 200 probes (ms)",
+        prober["wall_ms"].to_string(),
+        &format!(
+            "{SLOW_PROBES} take 1 s; slowest probe {} ms, all probes summed {} ms",
+            prober["slowest_probe_ms"], prober["sum_of_probes_ms"]
+        ),
+    );
+    let results = json!({"machine": machine, "dlq_redriver": redrive, "health_prober": prober});
     let directory = runbook_tests::workspace_root().join("bench-results");
     std::fs::create_dir_all(&directory)?;
     std::fs::write(

@@ -4,9 +4,10 @@
 use aws_sdk_cloudwatch::types::{
     ComparisonOperator, Dimension, MetricDatum, StateValue, Statistic,
 };
+use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, capacity, create_audit_table, depth, fail_all, queue_alarm_event,
-    send_messages, throttle_alarm_event,
+    scheduled_event, send_messages, throttle_alarm_event,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -70,7 +71,8 @@ async fn function(moto: &Moto, name: &str, audit: &str, extra: &[(&str, &str)]) 
     LambdaProcess::start(&binary(name), &env).await
 }
 
-async fn limit_scaler(moto: &Moto, audit: &str) -> Result<(), Error> {
+/// Returns the table it scaled.
+async fn limit_scaler(moto: &Moto, audit: &str) -> Result<String, Error> {
     let dynamodb = moto.dynamodb();
     let cloudwatch = moto.cloudwatch();
     let spec = TableSpec::provisioned("orders", 5, 5).tagged_managed();
@@ -166,10 +168,11 @@ async fn limit_scaler(moto: &Moto, audit: &str) -> Result<(), Error> {
     heading("limit-scaler: a payload with a typo is rejected, and nothing is touched");
     show(&scaler.report(&json!({"tabel": table})).await);
     scaler.stop().await;
-    Ok(())
+    Ok(table)
 }
 
-async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<(), Error> {
+/// Returns the DLQ it redrove.
+async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<String, Error> {
     let sqs = moto.sqs();
     let pair = QueuePair::create(&sqs, "payments", false).await;
     let bodies: Vec<String> = (0..25)
@@ -225,6 +228,56 @@ async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<(), Error> {
             .await,
     );
     redriver.stop().await;
+    Ok(pair.dlq.name)
+}
+
+async fn health_prober(moto: &Moto, audit: &str, table: &str, dlq: &str) -> Result<(), Error> {
+    let endpoints = Endpoints::start().await;
+    let conditions = json!([
+        r#"$.status == "healthy""#,
+        r#"$.database == "connected""#,
+        "$.queue_depth < 100"
+    ]);
+    let probes = json!([
+        {"name": "orders-api", "kind": "http", "url": endpoints.url("/health"), "body": conditions, "max_latency_ms": 500},
+        {"name": "payments-api", "kind": "http", "url": endpoints.url("/degraded"), "body": conditions},
+        {"name": "orders-table", "kind": "dynamodb_table", "table": table},
+        {"name": "payments-dlq", "kind": "sqs_queue", "queue": dlq, "max_visible": 0},
+        {"name": "orders-alarms", "kind": "alarms", "prefix": table},
+    ]);
+    let mut prober = function(
+        moto,
+        "health-prober",
+        audit,
+        &[("PROBES", &probes.to_string())],
+    )
+    .await;
+    heading("health-prober / health-check: the scheduled run of every probe");
+    let report = prober.report(&scheduled_event()).await;
+    println!(
+        "healthy: {}  ({})",
+        report["healthy"],
+        report["reason"].as_str().unwrap_or("")
+    );
+    for probe in report["probes"].as_array().into_iter().flatten() {
+        println!(
+            "  [{}] {:<14} {:<15} {:>4} ms  {}",
+            if probe["healthy"] == json!(true) {
+                "ok"
+            } else {
+                "!!"
+            },
+            probe["name"].as_str().unwrap_or(""),
+            probe["kind"].as_str().unwrap_or(""),
+            probe["latency_ms"],
+            probe["detail"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    prober.stop().await;
     Ok(())
 }
 
@@ -237,8 +290,9 @@ async fn main() -> Result<(), Error> {
     );
     let audit = create_audit_table(&moto.dynamodb()).await;
     println!("audit table {audit}");
-    limit_scaler(&moto, &audit).await?;
-    dlq_redriver(&moto, &audit).await?;
+    let table = limit_scaler(&moto, &audit).await?;
+    let dlq = dlq_redriver(&moto, &audit).await?;
+    health_prober(&moto, &audit, &table, &dlq).await?;
     println!(
         "\ndemo finished: every report above is also in the audit table {audit} (query pk = target#<resource>)"
     );
