@@ -107,6 +107,9 @@ pub enum SettleBy {
         dimensions: std::collections::BTreeMap<String, String>,
         max_sum: f64,
     },
+    /// The CloudFormation stack is in a stable state (verified when it completed, failed when
+    /// it failed again).
+    Stack { name: String },
 }
 
 impl Verification {

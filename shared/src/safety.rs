@@ -9,7 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::audit::{AuditRecord, AuditStore, EventClaim, LeaseOutcome};
 use crate::aws::AwsError;
 use crate::config::{ConfigError, Env};
-use crate::report::{Outcome, Report, TriggerInfo};
+use crate::report::{Outcome, Report, TriggerInfo, VerificationStatus};
+use crate::trigger::AlarmTrigger;
 
 /// The tag that marks a resource as managed by the automation.
 pub const MANAGED_TAG_KEY: &str = "runbook:managed";
@@ -320,6 +321,88 @@ impl Safety {
                 "budget spent: {runbook} already took {max} actions this hour (MAX_ACTIONS_PER_HOUR={max})"
             )))
         })
+    }
+
+    /// An alarm's OK transition: closes the newest open verification of `runbook` on `target`,
+    /// marking its open (`pending`) checks as met, with the time to recover.
+    pub async fn close_on_ok(
+        &self,
+        runbook: &str,
+        target: &str,
+        alarm: &AlarmTrigger,
+        mut report: Report,
+    ) -> Report {
+        let record = match self.audit.latest_pending(target, runbook).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                report.outcome = Outcome::NoAction;
+                report.reason = format!(
+                    "alarm {} is OK; no remediation of {target} is awaiting verification",
+                    alarm.alarm_name
+                );
+                return report;
+            }
+            Err(err) => {
+                report.outcome = Outcome::Failed;
+                report.reason =
+                    format!("could not look up the open verification of {target}: {err}");
+                return report;
+            }
+        };
+        let recovered = (alarm.changed_at - record.started_at).num_seconds().max(0);
+        let mut verification = record.report.verification.clone();
+        for check in verification
+            .checks
+            .iter_mut()
+            .filter(|check| !check.ok && check.observed == "pending")
+        {
+            check.ok = true;
+            check.observed = format!(
+                "alarm {} OK at {}, {recovered} s after the change",
+                alarm.alarm_name,
+                crate::audit::timestamp(alarm.changed_at)
+            );
+        }
+        verification.status = if verification.checks.iter().all(|check| check.ok) {
+            VerificationStatus::Verified
+        } else {
+            VerificationStatus::Failed
+        };
+        report.outcome = Outcome::NoAction;
+        match self.audit.settle(&record, &verification).await {
+            Ok(true) => {
+                report.reason = format!(
+                    "alarm {} returned to OK {recovered} s after remediation {}; verification closed as {}",
+                    alarm.alarm_name,
+                    record.audit_id,
+                    if verification.status == VerificationStatus::Verified {
+                        "verified"
+                    } else {
+                        "failed"
+                    }
+                );
+                report.verification = verification;
+                report.audit_id = Some(record.audit_id);
+                report.diagnosis = Some(serde_json::json!({
+                    "time_to_recover_seconds": recovered,
+                    "remediated_at": crate::audit::timestamp(record.started_at),
+                }));
+            }
+            Ok(false) => {
+                report.reason = format!(
+                    "the verification of remediation {} was already closed",
+                    record.audit_id
+                )
+            }
+            Err(err) => {
+                report.outcome = Outcome::Failed;
+                report.reason = format!(
+                    "could not close the verification of remediation {}: {err}",
+                    record.audit_id
+                );
+            }
+        }
+        report
     }
 
     /// Writes the audit record when something was attempted (once), and sets the duration.

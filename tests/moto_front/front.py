@@ -10,6 +10,11 @@ lacks (each addition is documented in tests/moto_front/README.md):
   speed: a retention check that does not compute every queue attribute for every message
   received, and visible-message scans and counts that read the clock once instead of once or twice per
   message (without them, a 10,000-message queue takes hours).
+* CloudFormation: ContinueUpdateRollback, CancelUpdateStack and RollbackStack on moto's own
+  stacks (moto has none of them), DescribeStackResources by PhysicalResourceId (moto needs a
+  stack name), and a control endpoint that puts a stack in a given status with a failure event
+  (POST /_front/cloudformation/stack-status {"stack", "status", "resource", "reason", "minutes_ago"}), since
+  nothing in moto leaves a stack in UPDATE_ROLLBACK_FAILED. The control endpoint is not an AWS API.
 * Smithy RPC v2 CBOR -> AWS JSON 1.0 bridge. aws-sdk-cloudwatch speaks CBOR
   (POST /service/GraniteServiceVersion20100801/operation/<Op>); moto answers that with 404 but serves
   the JSON protocol (X-Amz-Target). Requests are decoded and forwarded as JSON; responses and errors
@@ -41,6 +46,10 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.cloudformation import models as cfn_models
+from moto.cloudformation import responses as cfn_responses
+from moto.cloudformation.exceptions import ValidationError as CfnValidationError
+from moto.core.responses import ActionResult
 from moto.sqs import exceptions as sqs_exceptions
 from moto.sqs import models as sqs_models
 from moto.sqs import responses as sqs_responses
@@ -184,6 +193,138 @@ def patch_sqs():
     queue_cls.approximate_number_of_messages_not_visible = property(count_not_visible)
 
 
+# --- CloudFormation ---------------------------------------------------------------------------
+
+def stack_event(stack, logical_id, status, reason=None, resource_type="AWS::CloudFormation::Stack"):
+    stack.events.append(cfn_models.Event(
+        stack_id=stack.stack_id,
+        stack_name=stack.name,
+        logical_resource_id=logical_id,
+        physical_resource_id=stack.stack_id if logical_id == stack.name else logical_id,
+        resource_type=resource_type,
+        resource_status=status,
+        resource_status_reason=reason,
+        resource_properties=None,
+    ))
+
+
+def set_stack_status(stack_name, status, resource=None, reason=None, minutes_ago=0):
+    """Puts every region's and account's stack of that name in `status` (the control endpoint),
+    entered `minutes_ago` (moto's stacks show their creation time as the time of their status)."""
+    found = False
+    for account in cfn_models.cloudformation_backends.values():
+        for backend in account.values():
+            for stack in list(backend.stacks.values()):
+                if stack.name != stack_name:
+                    continue
+                found = True
+                if resource:
+                    failed = "UPDATE_FAILED" if "UPDATE" in status else "CREATE_FAILED"
+                    stack_event(stack, resource, failed, reason or "Resource update failed", "AWS::CloudFormation::CustomResource")
+                stack.status = status
+                stack_event(stack, stack.name, status, reason)
+                if minutes_ago:
+                    stack.creation_time = stack.creation_time - dt.timedelta(minutes=minutes_ago)
+    return found
+
+
+def patch_cloudformation():
+    backend_cls = cfn_models.CloudFormationBackend
+    response_cls = cfn_responses.CloudFormationResponse
+    describe_resources = backend_cls.describe_stack_resources
+
+    def continue_update_rollback(self, stack_name, resources_to_skip):
+        stack = self.get_stack(stack_name)
+        if stack.status != "UPDATE_ROLLBACK_FAILED":
+            raise CfnValidationError(message=(
+                f"Stack:{stack.stack_id} is in {stack.status} state and can not continue update rollback"))
+        stack_event(stack, stack.name, "UPDATE_ROLLBACK_IN_PROGRESS", "Continue update rollback requested by user")
+        for resource in resources_to_skip:
+            stack_event(stack, resource, "UPDATE_COMPLETE", "Resource skipped during UpdateRollback", "")
+        stack.status = "UPDATE_ROLLBACK_COMPLETE"
+        stack_event(stack, stack.name, "UPDATE_ROLLBACK_COMPLETE")
+
+    def cancel_update_stack(self, stack_name):
+        stack = self.get_stack(stack_name)
+        if stack.status != "UPDATE_IN_PROGRESS":
+            raise CfnValidationError(message=f"CancelUpdateStack cannot be called from current stack status {stack.status}")
+        stack_event(stack, stack.name, "UPDATE_ROLLBACK_IN_PROGRESS", "User Initiated")
+        stack.status = "UPDATE_ROLLBACK_COMPLETE"
+        stack_event(stack, stack.name, "UPDATE_ROLLBACK_COMPLETE")
+
+    def rollback_stack(self, stack_name):
+        stack = self.get_stack(stack_name)
+        rolled_back = {"UPDATE_FAILED": "UPDATE_ROLLBACK_COMPLETE", "CREATE_FAILED": "ROLLBACK_COMPLETE"}.get(stack.status)
+        if rolled_back is None:
+            raise CfnValidationError(message=f"Stack {stack.stack_id} is in {stack.status} state and can not be rolled back")
+        stack_event(stack, stack.name, rolled_back.replace("COMPLETE", "IN_PROGRESS"), "Rollback requested by user")
+        stack.status = rolled_back
+        stack_event(stack, stack.name, rolled_back)
+        return stack.stack_id
+
+    def describe_stack_resources(self, stack_name, logical_resource_id):
+        if stack_name is None:
+            physical = getattr(_physical, "id", None)
+            for stack in self.stacks.values():
+                for resource in stack.stack_resources:
+                    if getattr(resource, "physical_resource_id", None) == physical:
+                        return stack, [resource]
+            raise CfnValidationError(message=f"Stack for {physical} does not exist")
+        return describe_resources(self, stack_name, logical_resource_id)
+
+    def continue_update_rollback_response(self):
+        self.cloudformation_backend.continue_update_rollback(
+            self._get_param("StackName"), self._get_param("ResourcesToSkip", []) or [])
+        return ActionResult({})
+
+    def cancel_update_stack_response(self):
+        self.cloudformation_backend.cancel_update_stack(self._get_param("StackName"))
+        return ActionResult({})
+
+    def rollback_stack_response(self):
+        return ActionResult({"StackId": self.cloudformation_backend.rollback_stack(self._get_param("StackName"))})
+
+    describe_resources_response = response_cls.describe_stack_resources
+
+    def describe_stack_resources_response(self):
+        _physical.id = self._get_param("PhysicalResourceId")
+        try:
+            return describe_resources_response(self)
+        finally:
+            _physical.id = None
+
+    backend_cls.continue_update_rollback = continue_update_rollback
+    backend_cls.cancel_update_stack = cancel_update_stack
+    backend_cls.rollback_stack = rollback_stack
+    backend_cls.describe_stack_resources = describe_stack_resources
+    response_cls.continue_update_rollback = continue_update_rollback_response
+    response_cls.cancel_update_stack = cancel_update_stack_response
+    response_cls.rollback_stack = rollback_stack_response
+    response_cls.describe_stack_resources = describe_stack_resources_response
+
+
+_physical = threading.local()
+
+
+class ControlEndpoint:
+    """POST /_front/cloudformation/stack-status: test control, not an AWS API."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != "/_front/cloudformation/stack-status":
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        request = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        found = set_stack_status(request["stack"], request["status"], request.get("resource"), request.get("reason"),
+                                 request.get("minutes_ago", 0))
+        status = "200 OK" if found else "404 Not Found"
+        body = json.dumps({"found": found}).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
 # --- CloudWatch over CBOR ---------------------------------------------------------------------
 
 class CborBridge:
@@ -259,7 +400,8 @@ class CborBridge:
 
 def build_app():
     patch_sqs()
-    return CborBridge(DomainDispatcherApplication(create_backend_app))
+    patch_cloudformation()
+    return ControlEndpoint(CborBridge(DomainDispatcherApplication(create_backend_app)))
 
 
 def exit_when_stdin_closes():

@@ -595,3 +595,75 @@ pub async fn create_function(moto: &crate::moto::Moto, name: &str) -> String {
         .function_arn
         .expect("function arn")
 }
+
+/// Publishes a new version of the function (after changing its description, as a deploy
+/// would) and returns its number.
+pub async fn publish_version(lambda: &aws_sdk_lambda::Client, function: &str) -> String {
+    lambda
+        .update_function_configuration()
+        .function_name(function)
+        .description(format!("deploy {}", uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .expect("update description");
+    lambda
+        .publish_version()
+        .function_name(function)
+        .send()
+        .await
+        .expect("publish version")
+        .version
+        .expect("version")
+}
+
+/// An EventBridge alarm state change for an AWS/Lambda metric of a function (and alias).
+pub fn lambda_alarm_event(
+    alarm: &str,
+    state: &str,
+    metric: &str,
+    function: &str,
+    alias: Option<&str>,
+) -> Value {
+    let mut dimensions = json!({"FunctionName": function});
+    if let Some(alias) = alias {
+        dimensions["Resource"] = json!(format!("{function}:{alias}"));
+    }
+    let mut event = throttle_alarm_event(alarm, state, metric, dimensions);
+    event["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["namespace"] =
+        json!("AWS/Lambda");
+    event
+}
+
+/// Puts a stack in `status` through the moto front's control endpoint (not an AWS API).
+pub async fn set_stack_status(
+    moto: &crate::moto::Moto,
+    stack: &str,
+    status: &str,
+    failing: Option<(&str, &str)>,
+    minutes_ago: i64,
+) {
+    let body = json!({
+        "stack": stack, "status": status, "minutes_ago": minutes_ago,
+        "resource": failing.map(|(resource, _)| resource), "reason": failing.map(|(_, reason)| reason),
+    })
+    .to_string();
+    let address = moto.endpoint.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect to the front");
+    let request = format!(
+        "POST /_front/cloudformation/stack-status HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .expect("answer");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{answer}"
+    );
+}

@@ -163,14 +163,20 @@ impl Prober {
         .await;
         let mut errors = Vec::new();
         let window = chrono::Duration::minutes(self.config.verification_window_minutes);
-        let settled =
-            match sweep::settle_pending(&self.audit, &self.clients.cloudwatch, window).await {
-                Ok(settled) => Some(settled),
-                Err(err) => {
-                    errors.push(format!("verification sweep: {err}"));
-                    None
-                }
-            };
+        let settled = match sweep::settle_pending(
+            &self.audit,
+            &self.clients.cloudwatch,
+            &self.clients.cloudformation,
+            window,
+        )
+        .await
+        {
+            Ok(settled) => Some(settled),
+            Err(err) => {
+                errors.push(format!("verification sweep: {err}"));
+                None
+            }
+        };
         let failed_verifications = settled.as_ref().map(|settled| {
             settled
                 .iter()

@@ -24,6 +24,7 @@ pub struct Settled {
 pub async fn settle_pending(
     audit: &AuditStore,
     cloudwatch: &aws_sdk_cloudwatch::Client,
+    cloudformation: &aws_sdk_cloudformation::Client,
     window: Duration,
 ) -> Result<Vec<Settled>, AwsError> {
     let now = Utc::now();
@@ -31,6 +32,7 @@ pub async fn settle_pending(
     for record in audit.pending_before(now - window).await? {
         let (status, observed) = match &record.report.verification.settle_by {
             Some(SettleBy::Alarm { name }) => alarm_state(cloudwatch, name).await?,
+            Some(SettleBy::Stack { name }) => stack_state(cloudformation, name).await?,
             Some(SettleBy::Metric {
                 namespace,
                 metrics,
@@ -94,6 +96,48 @@ fn settle(record: &AuditRecord, status: VerificationStatus, observed: &str) -> V
     }
     verification.status = status;
     verification
+}
+
+async fn stack_state(
+    cloudformation: &aws_sdk_cloudformation::Client,
+    name: &str,
+) -> Result<(VerificationStatus, String), AwsError> {
+    let stacks = cloudformation
+        .describe_stacks()
+        .stack_name(name)
+        .send()
+        .await
+        .map_err(|err| {
+            AwsError::from_sdk(
+                "cloudformation:DescribeStacks",
+                &format!("stack {name}"),
+                &err,
+            )
+        })?;
+    let status = stacks
+        .stacks()
+        .first()
+        .and_then(|stack| stack.stack_status())
+        .map_or("UNKNOWN", |status| status.as_str());
+    Ok(if status.ends_with("_IN_PROGRESS") {
+        (
+            VerificationStatus::Pending,
+            format!("stack {name} is still {status}"),
+        )
+    } else if status.ends_with("_COMPLETE")
+        && status != "DELETE_COMPLETE"
+        && status != "ROLLBACK_COMPLETE"
+    {
+        (
+            VerificationStatus::Verified,
+            format!("stack {name} is {status}"),
+        )
+    } else {
+        (
+            VerificationStatus::Failed,
+            format!("stack {name} is {status}"),
+        )
+    })
 }
 
 async fn alarm_state(

@@ -1111,85 +1111,9 @@ impl Scaler {
         report.runbook = Some(RUNBOOK.into());
         report.target = Some(target.name());
         tracing::Span::current().record("target", target.name());
-        let record = match self
-            .safety
-            .audit
-            .latest_pending(&target.name(), RUNBOOK)
+        self.safety
+            .close_on_ok(RUNBOOK, &target.name(), alarm, report)
             .await
-        {
-            Ok(Some(record)) => record,
-            Ok(None) => {
-                report.outcome = Outcome::NoAction;
-                report.reason = format!(
-                    "alarm {} is OK; no remediation of {} is awaiting verification",
-                    alarm.alarm_name,
-                    target.name()
-                );
-                return report;
-            }
-            Err(err) => {
-                report.outcome = Outcome::Failed;
-                report.reason = format!(
-                    "could not look up the open verification of {}: {err}",
-                    target.name()
-                );
-                return report;
-            }
-        };
-        let recovered = (alarm.changed_at - record.started_at).num_seconds().max(0);
-        let mut verification = record.report.verification.clone();
-        for check in verification
-            .checks
-            .iter_mut()
-            .filter(|check| check.name == "throttling_stopped")
-        {
-            check.ok = true;
-            check.observed = format!(
-                "alarm {} OK at {}, {recovered} s after the change",
-                alarm.alarm_name,
-                runbook_shared::audit::timestamp(alarm.changed_at)
-            );
-        }
-        verification.status = if verification.checks.iter().all(|check| check.ok) {
-            VerificationStatus::Verified
-        } else {
-            VerificationStatus::Failed
-        };
-        match self.safety.audit.settle(&record, &verification).await {
-            Ok(true) => {
-                report.outcome = Outcome::NoAction;
-                report.reason = format!(
-                    "alarm {} returned to OK {recovered} s after remediation {}; verification closed as {}",
-                    alarm.alarm_name,
-                    record.audit_id,
-                    if verification.status == VerificationStatus::Verified {
-                        "verified"
-                    } else {
-                        "failed"
-                    }
-                );
-                report.verification = verification;
-                report.audit_id = Some(record.audit_id);
-                report.diagnosis = Some(
-                    json!({"time_to_recover_seconds": recovered, "remediated_at": runbook_shared::audit::timestamp(record.started_at)}),
-                );
-            }
-            Ok(false) => {
-                report.outcome = Outcome::NoAction;
-                report.reason = format!(
-                    "the verification of remediation {} was already closed",
-                    record.audit_id
-                );
-            }
-            Err(err) => {
-                report.outcome = Outcome::Failed;
-                report.reason = format!(
-                    "could not close the verification of remediation {}: {err}",
-                    record.audit_id
-                );
-            }
-        }
-        report
     }
 }
 
