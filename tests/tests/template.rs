@@ -96,3 +96,16 @@ fn health_prober_defaults_are_a_valid_configuration() {
     assert!(config.probes.is_empty());
     assert_eq!(config.metrics_namespace, "RunbookAutomation");
 }
+
+#[test]
+fn alarm_responder_defaults_are_a_valid_configuration() {
+    let environment = environment_with_defaults("AlarmResponderFunction");
+    let pairs: Vec<(&str, &str)> = environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let config = alarm_responder::config::ResponderConfig::from_env(&Env::from_pairs(&pairs))
+        .expect("template defaults");
+    assert_eq!(config.rollback_window_minutes, 60);
+    assert!(config.safety.dry_run);
+}

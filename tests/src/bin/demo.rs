@@ -6,8 +6,9 @@ use aws_sdk_cloudwatch::types::{
 };
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
-    QueuePair, TableSpec, capacity, create_audit_table, depth, fail_all, queue_alarm_event,
-    scheduled_event, send_messages, throttle_alarm_event,
+    QueuePair, TableSpec, capacity, create_audit_table, create_function, create_stack, depth,
+    event_file, fail_all, lambda_alarm_event, publish_version, queue_alarm_event, scheduled_event,
+    send_messages, set_stack_status, throttle_alarm_event,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -63,7 +64,12 @@ fn show(report: &Value) {
     );
 }
 
-async fn function(moto: &Moto, name: &str, audit: &str, extra: &[(&str, &str)]) -> LambdaProcess {
+async fn function_process(
+    moto: &Moto,
+    name: &str,
+    audit: &str,
+    extra: &[(&str, &str)],
+) -> LambdaProcess {
     let mut env = moto.function_env();
     env.push(("AUDIT_TABLE".into(), audit.into()));
     env.push(("DRY_RUN".into(), "false".into()));
@@ -119,7 +125,7 @@ async fn limit_scaler(moto: &Moto, audit: &str) -> Result<String, Error> {
         "table {table} provisioned at read 5 / write 5 (tagged runbook:managed=true); alarm {alarm} is in ALARM"
     );
 
-    let mut scaler = function(moto, "limit-scaler", audit, &[]).await;
+    let mut scaler = function_process(moto, "limit-scaler", audit, &[]).await;
     heading("limit-scaler / dynamodb-capacity: dry run first (manual payload)");
     show(
         &scaler
@@ -191,7 +197,7 @@ async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<String, Error> {
         pair.source.name, pair.dlq.name
     );
     let managed = format!("{}*", pair.source.name);
-    let mut redriver = function(
+    let mut redriver = function_process(
         moto,
         "dlq-redriver",
         audit,
@@ -231,6 +237,63 @@ async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<String, Error> {
     Ok(pair.dlq.name)
 }
 
+async fn alarm_responder(moto: &Moto, audit: &str) -> Result<(), Error> {
+    let function = runbook_tests::unique("checkout-api");
+    create_function(moto, &function).await;
+    let lambda = moto.lambda();
+    publish_version(&lambda, &function).await;
+    publish_version(&lambda, &function).await;
+    lambda
+        .create_alias()
+        .function_name(&function)
+        .name("live")
+        .function_version("2")
+        .send()
+        .await?;
+    let stack = runbook_tests::unique("checkout-stack");
+    create_stack(
+        &moto.cloudformation(),
+        &stack,
+        json!({"Queue": {"Type": "AWS::SQS::Queue"}}),
+    )
+    .await;
+    set_stack_status(
+        moto,
+        &stack,
+        "UPDATE_ROLLBACK_FAILED",
+        Some(("OrdersTable", "Subscriber limit exceeded")),
+        0,
+    )
+    .await;
+    println!(
+        "\nfunction {function}: versions 1 and 2 published, alias live on 2 (just deployed); stack {stack} stuck in UPDATE_ROLLBACK_FAILED"
+    );
+    let mut responder = function_process(
+        moto,
+        "alarm-responder",
+        audit,
+        &[("MANAGED_RESOURCES", "checkout-*")],
+    )
+    .await;
+
+    heading("alarm-responder / lambda-rollback: errors spike right after the deploy");
+    let errors = lambda_alarm_event(
+        &format!("{function}-live-errors"),
+        "ALARM",
+        "Errors",
+        &function,
+        Some("live"),
+    );
+    show(&responder.report(&errors).await);
+
+    heading("alarm-responder / stack-recovery: the stack status change event");
+    let mut event = event_file("cloudformation-stack-status-change.json", &[]);
+    event["detail"]["stack-id"] = json!(stack);
+    show(&responder.report(&event).await);
+    responder.stop().await;
+    Ok(())
+}
+
 async fn health_prober(moto: &Moto, audit: &str, table: &str, dlq: &str) -> Result<(), Error> {
     let endpoints = Endpoints::start().await;
     let conditions = json!([
@@ -245,7 +308,7 @@ async fn health_prober(moto: &Moto, audit: &str, table: &str, dlq: &str) -> Resu
         {"name": "payments-dlq", "kind": "sqs_queue", "queue": dlq, "max_visible": 0},
         {"name": "orders-alarms", "kind": "alarms", "prefix": table},
     ]);
-    let mut prober = function(
+    let mut prober = function_process(
         moto,
         "health-prober",
         audit,
@@ -292,6 +355,7 @@ async fn main() -> Result<(), Error> {
     println!("audit table {audit}");
     let table = limit_scaler(&moto, &audit).await?;
     let dlq = dlq_redriver(&moto, &audit).await?;
+    alarm_responder(&moto, &audit).await?;
     health_prober(&moto, &audit, &table, &dlq).await?;
     println!(
         "\ndemo finished: every report above is also in the audit table {audit} (query pk = target#<resource>)"

@@ -1,0 +1,129 @@
+//! End to end: the compiled `alarm-responder` binary under the Runtime API emulator, with the
+//! files in events/, against moto.
+
+use runbook_tests::fixtures::{
+    create_audit_table, create_function, create_stack, event_file, publish_version,
+    set_stack_status,
+};
+use runbook_tests::moto::moto;
+use runbook_tests::runtime::{LambdaProcess, binary};
+
+async fn start(audit: &str) -> LambdaProcess {
+    let mut env = moto().function_env();
+    env.push(("AUDIT_TABLE".into(), audit.into()));
+    env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
+    env.push(("COOLDOWN_SECONDS".into(), "0".into()));
+    LambdaProcess::start(&binary("alarm-responder"), &env).await
+}
+
+#[tokio::test]
+async fn lambda_runbooks_through_the_binary() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let base = runbook_tests::unique("managed-orders");
+    let function = format!("{base}-api");
+    create_function(moto(), &function).await;
+    let lambda = moto().lambda();
+    publish_version(&lambda, &function).await;
+    publish_version(&lambda, &function).await;
+    lambda
+        .create_alias()
+        .function_name(&function)
+        .name("live")
+        .function_version("2")
+        .send()
+        .await
+        .expect("alias");
+    let names = [("orders", base.as_str())];
+    let mut responder = start(&audit).await;
+
+    let planned = responder
+        .report(&event_file("manual-lambda-rollback-dry-run.json", &names))
+        .await;
+    assert_eq!(planned["outcome"], "planned", "{planned}");
+
+    let rolled = responder
+        .report(&event_file("lambda-errors-alarm.json", &names))
+        .await;
+    assert_eq!(rolled["outcome"], "remediated", "{rolled}");
+    assert_eq!(rolled["trigger"]["kind"], "alarm");
+    let alias = lambda
+        .get_alias()
+        .function_name(&function)
+        .name("live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alias.function_version(), Some("1"));
+
+    let closed = responder
+        .report(&event_file("lambda-errors-ok.json", &names))
+        .await;
+    assert_eq!(closed["verification"]["status"], "verified", "{closed}");
+
+    let raised = responder
+        .report(&event_file("lambda-duration-alarm-action.json", &names))
+        .await;
+    assert_eq!(raised["outcome"], "remediated", "{raised}");
+    assert_eq!(raised["trigger"]["kind"], "alarm_action");
+    assert_eq!(raised["runbook"], "lambda-resources");
+
+    let both = responder
+        .report(&event_file("manual-lambda-resources.json", &names))
+        .await;
+    assert_eq!(both["outcome"], "remediated", "{both}");
+    responder.stop().await;
+}
+
+#[tokio::test]
+async fn stack_runbook_through_the_binary() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let stack = runbook_tests::unique("managed-orders");
+    create_stack(
+        &moto().cloudformation(),
+        &stack,
+        serde_json::json!({"Q": {"Type": "AWS::SQS::Queue"}}),
+    )
+    .await;
+    let mut responder = start(&audit).await;
+
+    set_stack_status(
+        moto(),
+        &stack,
+        "UPDATE_ROLLBACK_FAILED",
+        Some(("OrdersTable", "Subscriber limit exceeded")),
+        0,
+    )
+    .await;
+    let report = responder
+        .report(&event_file(
+            "cloudformation-stack-status-change.json",
+            &[("orders", &stack)],
+        ))
+        .await;
+    assert_eq!(report["outcome"], "remediated", "{report}");
+    assert_eq!(report["trigger"]["kind"], "stack_event");
+
+    set_stack_status(
+        moto(),
+        &stack,
+        "UPDATE_ROLLBACK_FAILED",
+        Some(("OrdersTable", "Subscriber limit exceeded")),
+        0,
+    )
+    .await;
+    let report = responder
+        .report(&event_file(
+            "manual-stack-recovery.json",
+            &[("orders", &stack)],
+        ))
+        .await;
+    assert_eq!(report["outcome"], "remediated", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("skipping OrdersTable"),
+        "{report}"
+    );
+    responder.stop().await;
+}
