@@ -49,6 +49,7 @@ pub struct LambdaProcess {
     server: tokio::task::JoinHandle<()>,
     /// Every line the function wrote on stdout (its JSON logs).
     pub logs: Arc<Mutex<Vec<String>>>,
+    log_reader: Option<tokio::task::JoinHandle<()>>,
     pub timeout: Duration,
 }
 
@@ -112,20 +113,21 @@ impl LambdaProcess {
             .spawn()
             .expect("start the function binary");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stdout) = child.stdout.take() {
+        let log_reader = child.stdout.take().map(|stdout| {
             let logs = logs.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     logs.lock().expect("logs").push(line);
                 }
-            });
-        }
+            })
+        });
         Self {
             shared,
             child,
             server,
             logs,
+            log_reader,
             timeout: Duration::from_secs(60),
         }
     }
@@ -150,10 +152,16 @@ impl LambdaProcess {
         let init_failed = self.shared.init_failed.notified();
         tokio::select! {
             answer = receiver => answer.unwrap_or(Invoked::InitFailed("the emulator dropped the invocation".into())),
-            status = self.child.wait() => Invoked::InitFailed(format!(
-                "the function exited before answering ({status:?}); init error: {:?}",
-                self.shared.init_error.lock().expect("init").clone()
-            )),
+            status = self.child.wait() => {
+                // Everything it logged before exiting is read before the caller looks at it.
+                if let Some(reader) = self.log_reader.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+                }
+                Invoked::InitFailed(format!(
+                    "the function exited before answering ({status:?}); init error: {:?}",
+                    self.shared.init_error.lock().expect("init").clone()
+                ))
+            }
             () = init_failed => Invoked::InitFailed(self.shared.init_error.lock().expect("init").clone().unwrap_or_default()),
             () = tokio::time::sleep(self.timeout) => Invoked::InitFailed(format!("no answer within {:?}", self.timeout)),
         }

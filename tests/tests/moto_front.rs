@@ -135,3 +135,142 @@ async fn errors_come_back_as_modelled_errors() {
         .expect("a service error, not a transport error");
     assert!(service.is_resource_not_found(), "{service:?}");
 }
+
+#[tokio::test]
+async fn cloudformation_recovery_operations_on_moto_stacks() {
+    use aws_sdk_cloudformation::types::StackStatus;
+    use runbook_tests::fixtures::{create_stack, set_stack_status};
+
+    let cloudformation = moto().cloudformation();
+    let status = |stack: String| {
+        let cloudformation = cloudformation.clone();
+        async move {
+            let stacks = cloudformation
+                .describe_stacks()
+                .stack_name(stack)
+                .send()
+                .await
+                .expect("describe");
+            stacks.stacks()[0].stack_status().cloned().expect("status")
+        }
+    };
+    let stack = unique("front-stack");
+    create_stack(
+        &cloudformation,
+        &stack,
+        serde_json::json!({"Q": {"Type": "AWS::SQS::Queue"}}),
+    )
+    .await;
+
+    // Preconditions as in AWS: a complete stack can neither continue a rollback nor cancel.
+    use aws_sdk_cloudformation::error::ProvideErrorMetadata;
+    let err = cloudformation
+        .continue_update_rollback()
+        .stack_name(&stack)
+        .send()
+        .await
+        .expect_err("not failed");
+    assert_eq!(err.code(), Some("ValidationError"));
+    assert!(
+        err.message()
+            .unwrap_or_default()
+            .contains("CREATE_COMPLETE state and can not continue update rollback"),
+        "{err:?}"
+    );
+    let err = cloudformation
+        .cancel_update_stack()
+        .stack_name(&stack)
+        .send()
+        .await
+        .expect_err("not updating");
+    assert!(
+        err.message()
+            .unwrap_or_default()
+            .contains("CancelUpdateStack cannot be called"),
+        "{err:?}"
+    );
+
+    set_stack_status(
+        moto(),
+        &stack,
+        "UPDATE_ROLLBACK_FAILED",
+        Some(("Table", "limit exceeded")),
+        0,
+    )
+    .await;
+    assert_eq!(
+        status(stack.clone()).await,
+        StackStatus::UpdateRollbackFailed
+    );
+    let events = cloudformation
+        .describe_stack_events()
+        .stack_name(&stack)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        events
+            .stack_events()
+            .iter()
+            .any(|e| e.logical_resource_id() == Some("Table")
+                && e.resource_status_reason() == Some("limit exceeded"))
+    );
+    cloudformation
+        .continue_update_rollback()
+        .stack_name(&stack)
+        .resources_to_skip("Table")
+        .send()
+        .await
+        .expect("continue");
+    assert_eq!(
+        status(stack.clone()).await,
+        StackStatus::UpdateRollbackComplete
+    );
+
+    set_stack_status(moto(), &stack, "UPDATE_IN_PROGRESS", None, 0).await;
+    cloudformation
+        .cancel_update_stack()
+        .stack_name(&stack)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(
+        status(stack.clone()).await,
+        StackStatus::UpdateRollbackComplete
+    );
+
+    set_stack_status(moto(), &stack, "UPDATE_FAILED", None, 0).await;
+    let rolled = cloudformation
+        .rollback_stack()
+        .stack_name(&stack)
+        .send()
+        .await
+        .expect("rollback");
+    assert!(rolled.stack_id().is_some());
+    assert_eq!(
+        status(stack.clone()).await,
+        StackStatus::UpdateRollbackComplete
+    );
+
+    // DescribeStackResources by the resource's physical id finds its stack.
+    let resources = cloudformation
+        .describe_stack_resources()
+        .stack_name(&stack)
+        .send()
+        .await
+        .unwrap();
+    let physical = resources.stack_resources()[0]
+        .physical_resource_id()
+        .unwrap()
+        .to_string();
+    let owner = cloudformation
+        .describe_stack_resources()
+        .physical_resource_id(&physical)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        owner.stack_resources()[0].stack_name(),
+        Some(stack.as_str())
+    );
+}
