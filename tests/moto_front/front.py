@@ -15,6 +15,9 @@ lacks (each addition is documented in tests/moto_front/README.md):
   stack name), and a control endpoint that puts a stack in a given status with a failure event
   (POST /_front/cloudformation/stack-status {"stack", "status", "resource", "reason", "minutes_ago"}), since
   nothing in moto leaves a stack in UPDATE_ROLLBACK_FAILED. The control endpoint is not an AWS API.
+* Lambda GetAccountSettings, which moto lacks: the account's concurrency limit
+  (MOTO_LAMBDA_CONCURRENCY_QUOTA, as moto's PutFunctionConcurrency uses it; 1000 by default) and
+  what the functions' reservations leave unreserved.
 * Smithy RPC v2 CBOR -> AWS JSON 1.0 bridge. aws-sdk-cloudwatch speaks CBOR
   (POST /service/GraniteServiceVersion20100801/operation/<Op>); moto answers that with 404 but serves
   the JSON protocol (X-Amz-Target). Requests are decoded and forwarded as JSON; responses and errors
@@ -306,6 +309,39 @@ def patch_cloudformation():
 _physical = threading.local()
 
 
+# --- Lambda ------------------------------------------------------------------------------------
+
+CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d+/(?P<region>[^/]+)/(?P<service>[^/]+)/")
+
+
+class LambdaAccountSettings:
+    """GET /2016-08-19/account-settings/ from moto's Lambda backend."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO", "").rstrip("/") != "/2016-08-19/account-settings":
+            return self.app(environ, start_response)
+        from moto.awslambda.models import lambda_backends
+        from moto.core import DEFAULT_ACCOUNT_ID
+
+        scope = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region = scope["region"] if scope else "us-east-1"
+        functions = list(lambda_backends[DEFAULT_ACCOUNT_ID][region].list_functions())
+        limit = int(os.environ.get("MOTO_LAMBDA_CONCURRENCY_QUOTA", "1000"))
+        reserved = sum(int(f.reserved_concurrency) for f in functions if f.reserved_concurrency)
+        body = json.dumps({
+            "AccountLimit": {
+                "TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800,
+                "ConcurrentExecutions": limit, "UnreservedConcurrentExecutions": limit - reserved,
+            },
+            "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": len(functions)},
+        }).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
 class ControlEndpoint:
     """POST /_front/cloudformation/stack-status: test control, not an AWS API."""
 
@@ -401,7 +437,7 @@ class CborBridge:
 def build_app():
     patch_sqs()
     patch_cloudformation()
-    return ControlEndpoint(CborBridge(DomainDispatcherApplication(create_backend_app)))
+    return ControlEndpoint(LambdaAccountSettings(CborBridge(DomainDispatcherApplication(create_backend_app))))
 
 
 def exit_when_stdin_closes():

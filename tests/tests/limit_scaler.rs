@@ -56,6 +56,7 @@ impl Setup {
             self.config(extra),
             self.dynamodb.clone(),
             self.cloudwatch.clone(),
+            moto().lambda(),
             self.dynamodb.clone(),
         );
         scaler.poll_interval = Duration::from_millis(50);
@@ -73,6 +74,7 @@ impl Setup {
             self.config(&[]),
             dynamodb,
             cloudwatch,
+            moto().lambda(),
             self.dynamodb.clone(),
         );
         scaler.poll_interval = Duration::from_millis(10);
@@ -583,10 +585,14 @@ async fn bad_inputs_are_rejected_without_any_aws_call() {
     let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &update]);
     let audit = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&audit_put]);
     let cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&metrics]);
+    let concurrency = mock!(aws_sdk_lambda::Client::get_function_concurrency)
+        .then_output(|| aws_sdk_lambda::operation::get_function_concurrency::GetFunctionConcurrencyOutput::builder().build());
+    let lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, [&concurrency]);
     let mut scaler = Scaler::with_clients(
         setup.config(&[("MAX_READ_CAPACITY", "500")]),
         dynamodb,
         cloudwatch,
+        lambda,
         audit,
     );
     scaler.poll_interval = Duration::from_millis(10);
@@ -599,10 +605,25 @@ async fn bad_inputs_are_rejected_without_any_aws_call() {
             "unrecognised event",
         ),
         (
-            json!({"tabel": "orders"}),
+            json!({"table": "orders", "tabel": "orders"}),
             "unknown field `tabel`, expected one of `table`, `index`, `read`, `write`, `factor`, `mode`, `dry_run`",
         ),
-        (json!({"index": "by-customer"}), "missing field `table`"),
+        (
+            json!({"tabel": "orders"}),
+            "give \"table\" (dynamodb-capacity) or \"function\" (lambda-concurrency); got tabel",
+        ),
+        (
+            json!({"function": "f", "reserved_concurrency": 100000}),
+            "MAX_RESERVED_CONCURRENCY=500",
+        ),
+        (
+            json!({"function": "f", "reserved": 5}),
+            "unknown field `reserved`, expected one of `function`, `reserved_concurrency`, `dry_run`",
+        ),
+        (
+            json!({"index": "by-customer", "table": null}),
+            "invalid type: null",
+        ),
         (json!({"table": "orders", "read": "lots"}), "invalid type"),
         (
             json!({"table": "orders", "read": 5000}),
@@ -880,5 +901,167 @@ async fn on_demand_maximum_is_raised_when_one_is_set() {
     assert_eq!(
         report.actions[0].after["max_read_request_units"],
         json!(200)
+    );
+}
+
+// ---- lambda-concurrency ------------------------------------------------------------------------
+
+async fn reserved(function: &str) -> Option<i32> {
+    moto()
+        .lambda()
+        .get_function_concurrency()
+        .function_name(function)
+        .send()
+        .await
+        .unwrap()
+        .reserved_concurrent_executions()
+}
+
+/// One test for every concurrency case: they share the account's concurrency pool.
+#[tokio::test]
+async fn lambda_concurrency_raises_within_the_cap_and_the_account_floor() {
+    let setup = Setup::new().await;
+    let lambda = moto().lambda();
+    let function = runbook_tests::unique("managed-worker");
+    runbook_tests::fixtures::create_function(moto(), &function).await;
+    lambda
+        .put_function_concurrency()
+        .function_name(&function)
+        .reserved_concurrent_executions(10)
+        .send()
+        .await
+        .unwrap();
+    let throttles = |state: &str| {
+        runbook_tests::fixtures::lambda_alarm_event(
+            &format!("{function}-throttles"),
+            state,
+            "Throttles",
+            &function,
+            None,
+        )
+    };
+
+    let report = run(
+        &setup.scaler(&[("COOLDOWN_SECONDS", "0")]),
+        throttles("ALARM"),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(report.runbook.as_deref(), Some("lambda-concurrency"));
+    assert_eq!(report.actions[0].after, json!({"reserved_concurrency": 20}));
+    assert_eq!(reserved(&function).await, Some(20));
+    assert_eq!(report.verification.status, VerificationStatus::Pending);
+    let closed = run(&setup.scaler(&[]), throttles("OK")).await;
+    assert_eq!(
+        closed.verification.status,
+        VerificationStatus::Verified,
+        "{closed:?}"
+    );
+
+    // The account's floor limits the raise: leave room for only 3 more.
+    let unreserved = lambda
+        .get_account_settings()
+        .send()
+        .await
+        .unwrap()
+        .account_limit()
+        .unwrap()
+        .unreserved_concurrent_executions()
+        .unwrap();
+    let floor = (unreserved - 3).to_string();
+    let limited = run(
+        &setup.scaler(&[
+            ("COOLDOWN_SECONDS", "0"),
+            ("UNRESERVED_CONCURRENCY_FLOOR", &floor),
+        ]),
+        throttles("ALARM"),
+    )
+    .await;
+    assert_eq!(limited.outcome, Outcome::Remediated, "{limited:?}");
+    assert_eq!(reserved(&function).await, Some(23));
+    let at_floor = run(
+        &setup.scaler(&[
+            ("COOLDOWN_SECONDS", "0"),
+            ("UNRESERVED_CONCURRENCY_FLOOR", &floor),
+        ]),
+        throttles("ALARM"),
+    )
+    .await;
+    assert_eq!(at_floor.outcome, Outcome::Skipped, "{at_floor:?}");
+    assert!(at_floor.reason.starts_with("floor:"), "{}", at_floor.reason);
+
+    let at_cap = run(
+        &setup.scaler(&[
+            ("COOLDOWN_SECONDS", "0"),
+            ("MAX_RESERVED_CONCURRENCY", "23"),
+        ]),
+        throttles("ALARM"),
+    )
+    .await;
+    assert_eq!(at_cap.outcome, Outcome::Skipped);
+    assert!(
+        at_cap.reason.contains("at MAX_RESERVED_CONCURRENCY=23"),
+        "{}",
+        at_cap.reason
+    );
+
+    let dry = run(
+        &setup.scaler(&[("COOLDOWN_SECONDS", "0")]),
+        json!({"function": function, "reserved_concurrency": 40, "dry_run": true}),
+    )
+    .await;
+    assert_eq!(dry.outcome, Outcome::Planned, "{dry:?}");
+    assert_eq!(reserved(&function).await, Some(23));
+    let exact = run(
+        &setup.scaler(&[("COOLDOWN_SECONDS", "0")]),
+        json!({"function": function, "reserved_concurrency": 40}),
+    )
+    .await;
+    assert_eq!(exact.outcome, Outcome::Remediated, "{exact:?}");
+    assert_eq!(reserved(&function).await, Some(40));
+    let cooled = run(&setup.scaler(&[]), throttles("ALARM")).await;
+    assert_eq!(cooled.outcome, Outcome::Skipped);
+    assert!(cooled.reason.starts_with("cooldown"), "{}", cooled.reason);
+
+    // Without a reservation the account's pool is the limit: a diagnosis, no change.
+    let shared = runbook_tests::unique("managed-shared");
+    runbook_tests::fixtures::create_function(moto(), &shared).await;
+    let report = run(&setup.scaler(&[]), json!({"function": shared})).await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report.reason.contains("no reserved concurrency") && report.reason.contains("account"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(reserved(&shared).await, None);
+
+    let stranger = runbook_tests::unique("other-worker");
+    runbook_tests::fixtures::create_function(moto(), &stranger).await;
+    lambda
+        .put_function_concurrency()
+        .function_name(&stranger)
+        .reserved_concurrent_executions(5)
+        .send()
+        .await
+        .unwrap();
+    let report = run(&setup.scaler(&[]), json!({"function": stranger})).await;
+    assert_eq!(report.outcome, Outcome::Skipped);
+    assert!(
+        report.reason.starts_with("not managed"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(reserved(&stranger).await, Some(5));
+
+    let missing = run(
+        &setup.scaler(&[]),
+        json!({"function": "managed-nope-never"}),
+    )
+    .await;
+    assert_eq!(missing.outcome, Outcome::Failed);
+    assert!(
+        missing.reason.contains("does not exist"),
+        "{}",
+        missing.reason
     );
 }

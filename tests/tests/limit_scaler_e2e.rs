@@ -130,7 +130,7 @@ async fn manual_payloads_through_the_binary() {
     assert_eq!(report["outcome"], "remediated", "{report}");
     assert_eq!(capacity(&dynamodb, &table, None).await, (200, 100));
 
-    let rejected = function.report(&json!({"tabel": table})).await;
+    let rejected = function.report(&json!({"table": table, "idx": "x"})).await;
     assert_eq!(rejected["outcome"], "rejected");
     assert!(
         rejected["reason"]
@@ -173,4 +173,43 @@ async fn a_bad_setting_stops_the_cold_start_naming_the_variable() {
         "{logs}"
     );
     function.stop().await;
+}
+
+#[tokio::test]
+async fn lambda_concurrency_through_the_binary() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let base = runbook_tests::unique("managed-orders");
+    let function = format!("{base}-worker");
+    runbook_tests::fixtures::create_function(moto(), &function).await;
+    let lambda = moto().lambda();
+    lambda
+        .put_function_concurrency()
+        .function_name(&function)
+        .reserved_concurrent_executions(10)
+        .send()
+        .await
+        .unwrap();
+    let mut scaler = start(&audit, &[]).await;
+    let names = [("orders", base.as_str())];
+
+    let planned = scaler
+        .report(&event_file(
+            "manual-lambda-concurrency-dry-run.json",
+            &names,
+        ))
+        .await;
+    assert_eq!(planned["outcome"], "planned", "{planned}");
+    let raised = scaler
+        .report(&event_file("lambda-throttles-alarm.json", &names))
+        .await;
+    assert_eq!(raised["outcome"], "remediated", "{raised}");
+    assert_eq!(raised["runbook"], "lambda-concurrency");
+    let reserved = lambda
+        .get_function_concurrency()
+        .function_name(&function)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reserved.reserved_concurrent_executions(), Some(20));
+    scaler.stop().await;
 }

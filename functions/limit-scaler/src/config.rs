@@ -18,6 +18,10 @@ pub struct ScalerConfig {
     pub allow_on_demand: bool,
     /// How far back consumed capacity is read when diagnosing.
     pub metric_lookback_minutes: i64,
+    /// Highest reserved concurrency it will set on a function.
+    pub max_reserved_concurrency: i32,
+    /// The account's unreserved concurrency never goes below this.
+    pub unreserved_concurrency_floor: i32,
 }
 
 impl ScalerConfig {
@@ -30,6 +34,13 @@ impl ScalerConfig {
             headroom: env.number("HEADROOM", 1.2f64, 1.0, 5.0)?,
             allow_on_demand: env.bool("ALLOW_ON_DEMAND", false)?,
             metric_lookback_minutes: env.number("METRIC_LOOKBACK_MINUTES", 10i64, 1, 180)?,
+            max_reserved_concurrency: env.number("MAX_RESERVED_CONCURRENCY", 500i32, 1, 100_000)?,
+            unreserved_concurrency_floor: env.number(
+                "UNRESERVED_CONCURRENCY_FLOOR",
+                100i32,
+                100,
+                100_000,
+            )?,
         })
     }
 }

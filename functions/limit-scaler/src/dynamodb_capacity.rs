@@ -1100,21 +1100,6 @@ impl Scaler {
             settle_by,
         }
     }
-
-    /// The OK transition of a throttle alarm: closes the target's open verification.
-    pub async fn close_verification(
-        &self,
-        target: &CapacityTarget,
-        alarm: &AlarmTrigger,
-        mut report: Report,
-    ) -> Report {
-        report.runbook = Some(RUNBOOK.into());
-        report.target = Some(target.name());
-        tracing::Span::current().record("target", target.name());
-        self.safety
-            .close_on_ok(RUNBOOK, &target.name(), alarm, report)
-            .await
-    }
 }
 
 fn invalid_plan(target: &CapacityTarget, message: &str) -> AwsError {

@@ -172,7 +172,7 @@ async fn limit_scaler(moto: &Moto, audit: &str) -> Result<String, Error> {
     show(&scaler.report(&ok).await);
 
     heading("limit-scaler: a payload with a typo is rejected, and nothing is touched");
-    show(&scaler.report(&json!({"tabel": table})).await);
+    show(&scaler.report(&json!({"table": table, "raed": 100})).await);
     scaler.stop().await;
     Ok(table)
 }

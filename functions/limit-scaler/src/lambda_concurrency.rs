@@ -1,0 +1,440 @@
+//! Runbook `lambda-concurrency`: a function is throttled by its own reserved concurrency.
+//! Raise the reservation by the factor within the cap, never taking the account's unreserved
+//! concurrency below its floor; a function without a reservation is throttled by the account,
+//! which is a diagnosis, not something to change.
+
+use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::report::{
+    Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus,
+};
+use runbook_shared::safety::Invocation;
+use runbook_shared::trigger::{AlarmTrigger, Rejection};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Scaler;
+use crate::config::ScalerConfig;
+
+pub const RUNBOOK: &str = "lambda-concurrency";
+pub const NAMESPACE: &str = "AWS/Lambda";
+pub const THROTTLE_METRIC: &str = "Throttles";
+
+/// The manual payload: `{"function": "f", "reserved_concurrency": 50, "dry_run": true}`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyRequest {
+    pub function: String,
+    #[serde(default)]
+    pub reserved_concurrency: Option<i32>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// A validated request: the function, and an exact reservation or the factor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConcurrencyTarget {
+    pub function: String,
+    pub to: Option<i32>,
+}
+
+impl ConcurrencyTarget {
+    pub fn from_request(
+        request: &ConcurrencyRequest,
+        config: &ScalerConfig,
+    ) -> Result<Self, Rejection> {
+        if request.function.trim().is_empty() {
+            return Err(Rejection("\"function\" must name a Lambda function".into()));
+        }
+        if let Some(value) = request.reserved_concurrency
+            && !(1..=config.max_reserved_concurrency).contains(&value)
+        {
+            return Err(Rejection(format!(
+                "\"reserved_concurrency\" must be from 1 to MAX_RESERVED_CONCURRENCY={}, got {value}",
+                config.max_reserved_concurrency
+            )));
+        }
+        Ok(Self {
+            function: request.function.trim().to_string(),
+            to: request.reserved_concurrency,
+        })
+    }
+
+    /// The throttled function of an `AWS/Lambda` `Throttles` alarm.
+    pub fn from_alarm(alarm: &AlarmTrigger) -> Option<Self> {
+        alarm
+            .metrics
+            .iter()
+            .find(|m| m.namespace == NAMESPACE && m.name == THROTTLE_METRIC)
+            .and_then(|m| m.dimension("FunctionName"))
+            .map(|function| Self {
+                function: function.to_string(),
+                to: None,
+            })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Act(i32),
+    NoAction(String),
+    Skip(String),
+}
+
+/// Plans the new reservation; pure, so dry runs and tests see the same plan.
+pub fn decide(
+    target: &ConcurrencyTarget,
+    reserved: Option<i32>,
+    unreserved: i32,
+    account_limit: i32,
+    config: &ScalerConfig,
+) -> Decision {
+    let function = &target.function;
+    let Some(current) = reserved else {
+        return Decision::NoAction(format!(
+            "{function} has no reserved concurrency, so it is throttled by the account's shared pool ({unreserved} of {account_limit} unreserved), not by a limit of its own: ask for a higher account concurrency quota, or find what is using the pool"
+        ));
+    };
+    let cap = config.max_reserved_concurrency;
+    let wanted = match target.to {
+        Some(value) => value,
+        None => ((f64::from(current.max(1)) * config.scale_factor).ceil() as i32).min(cap),
+    };
+    if wanted <= current {
+        return if target.to.is_some() {
+            Decision::NoAction(format!(
+                "{function} already reserves {current}, at least the requested {wanted}"
+            ))
+        } else {
+            Decision::Skip(format!(
+                "at cap: {function} reserves {current}, at MAX_RESERVED_CONCURRENCY={cap}"
+            ))
+        };
+    }
+    let floor = config.unreserved_concurrency_floor;
+    // What may be added without taking the account's unreserved concurrency below the floor.
+    let room = unreserved - floor;
+    let new = wanted.min(current + room.max(0));
+    if new <= current {
+        return Decision::Skip(format!(
+            "floor: the account has {unreserved} unreserved concurrency; raising {function} would take it below UNRESERVED_CONCURRENCY_FLOOR={floor}"
+        ));
+    }
+    Decision::Act(new)
+}
+
+impl Scaler {
+    async fn reserved(&self, function: &str) -> Result<Option<i32>, AwsError> {
+        self.lambda
+            .get_function_concurrency()
+            .function_name(function)
+            .send()
+            .await
+            .map(|output| output.reserved_concurrent_executions())
+            .map_err(|err| {
+                AwsError::from_sdk(
+                    "lambda:GetFunctionConcurrency",
+                    &format!("function {function}"),
+                    &err,
+                )
+            })
+    }
+
+    pub async fn raise_concurrency(
+        &self,
+        target: ConcurrencyTarget,
+        alarm_name: Option<&str>,
+        mut report: Report,
+        invocation: &Invocation,
+    ) -> Report {
+        let function = target.function.clone();
+        report.runbook = Some(RUNBOOK.into());
+        report.target = Some(function.clone());
+        tracing::Span::current().record("target", function.as_str());
+        let fail = |mut report: Report, reason: String| {
+            report.outcome = Outcome::Failed;
+            report.reason = reason;
+            report
+        };
+        let configuration = match self
+            .lambda
+            .get_function_configuration()
+            .function_name(&function)
+            .send()
+            .await
+        {
+            Ok(configuration) => configuration,
+            Err(err) => {
+                let err = AwsError::from_sdk(
+                    "lambda:GetFunctionConfiguration",
+                    &format!("function {function}"),
+                    &err,
+                );
+                return if err.is(FaultKind::NotFound) {
+                    fail(
+                        report,
+                        format!(
+                            "function {function} does not exist in this region; nothing was changed"
+                        ),
+                    )
+                } else {
+                    fail(
+                        report,
+                        format!("could not read {function}, nothing was changed: {err}"),
+                    )
+                };
+            }
+        };
+        let policy = &self.config.safety.managed;
+        if !policy.matches_name(&function) {
+            let arn = configuration.function_arn().unwrap_or_default();
+            match self.lambda.list_tags().resource(arn).send().await {
+                Ok(tags)
+                    if policy.tags_allow(
+                        tags.tags()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.as_str(), v.as_str())),
+                    ) => {}
+                Ok(_) => {
+                    report.outcome = Outcome::Skipped;
+                    report.reason = policy.refusal("function", &function);
+                    return report;
+                }
+                Err(err) => {
+                    let err = AwsError::from_sdk(
+                        "lambda:ListTags",
+                        &format!("function {function}"),
+                        &err,
+                    );
+                    return fail(
+                        report,
+                        format!(
+                            "could not check that {function} is managed, nothing was changed: {err}"
+                        ),
+                    );
+                }
+            }
+        }
+        let lease = format!("lambda-function/{function}");
+        match self
+            .safety
+            .admit(RUNBOOK, &function, &lease, report.dry_run, invocation)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(skip)) => {
+                report.outcome = Outcome::Skipped;
+                report.reason = skip.0;
+                return report;
+            }
+            Err(err) => {
+                return fail(
+                    report,
+                    format!("the safety checks could not run, nothing was changed: {err}"),
+                );
+            }
+        }
+        let mut report = self
+            .raise_concurrency_admitted(&target, alarm_name, report)
+            .await;
+        self.safety.finish(&mut report, invocation).await;
+        self.safety
+            .release(&lease, report.dry_run, invocation)
+            .await;
+        report
+    }
+
+    async fn raise_concurrency_admitted(
+        &self,
+        target: &ConcurrencyTarget,
+        alarm_name: Option<&str>,
+        mut report: Report,
+    ) -> Report {
+        let function = &target.function;
+        let finish = |mut report: Report, outcome: Outcome, reason: String| {
+            report.outcome = outcome;
+            report.reason = reason;
+            report
+        };
+        let reserved = match self.reserved(function).await {
+            Ok(reserved) => reserved,
+            Err(err) => {
+                return finish(
+                    report,
+                    Outcome::Failed,
+                    format!("could not read {function}'s concurrency, nothing was changed: {err}"),
+                );
+            }
+        };
+        let account = match self.lambda.get_account_settings().send().await {
+            Ok(account) => account,
+            Err(err) => {
+                let err = AwsError::from_sdk("lambda:GetAccountSettings", "the account", &err);
+                return finish(
+                    report,
+                    Outcome::Failed,
+                    format!("could not read the account's concurrency, nothing was changed: {err}"),
+                );
+            }
+        };
+        let limit = account.account_limit();
+        let unreserved = limit
+            .and_then(|l| l.unreserved_concurrent_executions())
+            .unwrap_or(0);
+        let account_limit = limit.map_or(0, |l| l.concurrent_executions());
+        report.diagnosis = Some(json!({
+            "reserved_concurrency": reserved,
+            "account_concurrency": account_limit,
+            "account_unreserved": unreserved,
+            "unreserved_floor": self.config.unreserved_concurrency_floor,
+        }));
+        let new = match decide(target, reserved, unreserved, account_limit, &self.config) {
+            Decision::Act(new) => new,
+            Decision::NoAction(reason) => return finish(report, Outcome::NoAction, reason),
+            Decision::Skip(reason) => return finish(report, Outcome::Skipped, reason),
+        };
+        let current = reserved.unwrap_or(0);
+        let mut action = Action {
+            api: "lambda:PutFunctionConcurrency".into(),
+            target: function.clone(),
+            before: json!({"reserved_concurrency": current}),
+            after: json!({"reserved_concurrency": new}),
+            applied: false,
+            error: None,
+        };
+        match self.safety.spend_budget(RUNBOOK, report.dry_run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(skip)) => return finish(report, Outcome::Skipped, skip.0),
+            Err(err) => {
+                return finish(
+                    report,
+                    Outcome::Failed,
+                    format!("could not check the action budget, nothing was changed: {err}"),
+                );
+            }
+        }
+        let summary = format!("raised {function}'s reserved concurrency from {current} to {new}");
+        if report.dry_run {
+            report.actions.push(action);
+            return finish(
+                report,
+                Outcome::Planned,
+                format!("dry run: would have {summary}"),
+            );
+        }
+        if let Err(err) = self
+            .lambda
+            .put_function_concurrency()
+            .function_name(function)
+            .reserved_concurrent_executions(new)
+            .send()
+            .await
+        {
+            let err = AwsError::from_sdk(
+                "lambda:PutFunctionConcurrency",
+                &format!("function {function}"),
+                &err,
+            );
+            action.error = Some(err.to_string());
+            report.actions.push(action);
+            return finish(
+                report,
+                Outcome::Failed,
+                format!("the raise of {function}'s concurrency failed; nothing was changed: {err}"),
+            );
+        }
+        action.applied = true;
+        report.actions.push(action);
+        let (ok, observed) = match self.reserved(function).await {
+            Ok(now) => (
+                now == Some(new),
+                now.map_or("none".to_string(), |n| n.to_string()),
+            ),
+            Err(err) => (false, format!("GetFunctionConcurrency failed: {err}")),
+        };
+        let mut checks = vec![Check::new(
+            "reserved_concurrency",
+            ok,
+            new.to_string(),
+            observed,
+        )];
+        let mut settle_by = None;
+        if ok {
+            let expected = alarm_name.map_or_else(
+                || format!("no throttles on {function}"),
+                |alarm| format!("alarm {alarm} back to OK"),
+            );
+            checks.push(Check::new("throttling_stopped", false, expected, "pending"));
+            settle_by = Some(match alarm_name {
+                Some(alarm) => SettleBy::Alarm {
+                    name: alarm.to_string(),
+                },
+                None => SettleBy::Metric {
+                    namespace: NAMESPACE.into(),
+                    metrics: vec![THROTTLE_METRIC.into()],
+                    dimensions: [("FunctionName".to_string(), function.clone())].into(),
+                    max_sum: 0.0,
+                },
+            });
+        }
+        report.verification = Verification {
+            status: if ok {
+                VerificationStatus::Pending
+            } else {
+                VerificationStatus::Failed
+            },
+            checks,
+            settle_by,
+        };
+        if ok {
+            finish(report, Outcome::Remediated, summary)
+        } else {
+            finish(
+                report,
+                Outcome::Failed,
+                format!("{summary}, but GetFunctionConcurrency does not show it"),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runbook_shared::config::Env;
+
+    #[test]
+    fn plans_within_the_cap_and_the_floor() {
+        let config = ScalerConfig::from_env(&Env::from_pairs(&[
+            ("AUDIT_TABLE", "a"),
+            ("MAX_RESERVED_CONCURRENCY", "150"),
+        ]))
+        .unwrap();
+        let target = ConcurrencyTarget {
+            function: "f".into(),
+            to: None,
+        };
+        assert_eq!(
+            decide(&target, Some(50), 900, 1000, &config),
+            Decision::Act(100)
+        );
+        assert_eq!(
+            decide(&target, Some(100), 900, 1000, &config),
+            Decision::Act(150)
+        );
+        assert!(
+            matches!(decide(&target, Some(150), 900, 1000, &config), Decision::Skip(r) if r.starts_with("at cap"))
+        );
+        // 130 unreserved, floor 100: only 30 more.
+        assert_eq!(
+            decide(&target, Some(50), 130, 1000, &config),
+            Decision::Act(80)
+        );
+        assert!(
+            matches!(decide(&target, Some(50), 100, 1000, &config), Decision::Skip(r) if r.starts_with("floor"))
+        );
+        assert!(
+            matches!(decide(&target, None, 900, 1000, &config), Decision::NoAction(r) if r.contains("no reserved concurrency"))
+        );
+    }
+}
