@@ -288,6 +288,48 @@ impl Safety {
         }))
     }
 
+    /// Runs `work` under the lease on `lease_key` and the cooldown (`counts` choosing which
+    /// earlier records start one); the audit record is written before the lease is released.
+    pub async fn guarded<F, Fut>(
+        &self,
+        lease_key: &str,
+        report: Report,
+        invocation: &Invocation,
+        counts: impl Fn(&AuditRecord) -> bool,
+        work: F,
+    ) -> Report
+    where
+        F: FnOnce(Report) -> Fut,
+        Fut: Future<Output = Report>,
+    {
+        let runbook = report.runbook.clone().unwrap_or_default();
+        let target = report.target.clone().unwrap_or_default();
+        let dry_run = report.dry_run;
+        let stop = |mut report: Report, outcome: Outcome, reason: String| {
+            report.outcome = outcome;
+            report.reason = reason;
+            report
+        };
+        match self
+            .admit_with(&runbook, &target, lease_key, dry_run, invocation, counts)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(skip)) => return stop(report, Outcome::Skipped, skip.0),
+            Err(err) => {
+                return stop(
+                    report,
+                    Outcome::Failed,
+                    format!("the safety checks could not run, nothing was changed: {err}"),
+                );
+            }
+        }
+        let mut report = work(report).await;
+        self.finish(&mut report, invocation).await;
+        self.release(lease_key, dry_run, invocation).await;
+        report
+    }
+
     /// Releases the lease taken by `admit`; a failure only delays the next run until expiry.
     pub async fn release(&self, lease_key: &str, dry_run: bool, invocation: &Invocation) {
         if dry_run {

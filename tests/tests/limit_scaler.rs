@@ -17,7 +17,7 @@ use limit_scaler::Scaler;
 use limit_scaler::config::ScalerConfig;
 use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
-use runbook_shared::report::{Outcome, Report, VerificationStatus};
+use runbook_shared::report::{Outcome, Output, Report, VerificationStatus};
 use runbook_shared::safety::Invocation;
 use runbook_tests::fixtures::{
     TableSpec, billing_mode, capacity, create_audit_table, throttle_alarm_event,
@@ -129,7 +129,10 @@ fn read_alarm(table: &str, state: &str) -> Value {
 }
 
 async fn run(scaler: &Scaler, event: Value) -> Report {
-    scaler.handle(event, &invocation()).await
+    match scaler.handle(event, &invocation()).await {
+        Output::One(report) => *report,
+        Output::Sweep { reports } => panic!("expected one report, got a sweep: {reports:?}"),
+    }
 }
 
 #[tokio::test]
@@ -610,7 +613,7 @@ async fn bad_inputs_are_rejected_without_any_aws_call() {
         ),
         (
             json!({"tabel": "orders"}),
-            "give \"table\" (dynamodb-capacity) or \"function\" (lambda-concurrency); got tabel",
+            "give \"table\" (dynamodb-capacity), \"function\" (lambda-concurrency) or \"limit\" (stored-limit); got tabel",
         ),
         (
             json!({"function": "f", "reserved_concurrency": 100000}),
@@ -648,9 +651,9 @@ async fn bad_inputs_are_rejected_without_any_aws_call() {
             "malformed CloudWatch Alarm State Change",
         ),
         (
-            json!({"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
-                "time": "2026-11-23T00:00:00Z", "resources": ["arn:aws:events:us-east-1:123456789012:rule/r"], "detail": {}}),
-            "not on this event",
+            json!({"version": "0", "id": "s", "detail-type": "CloudFormation Stack Status Change", "source": "aws.cloudformation",
+                "time": "2026-11-23T00:00:00Z", "resources": [], "detail": {"stack-id": "x"}}),
+            "not on stack events",
         ),
     ];
     for (event, expected) in cases {
@@ -1064,4 +1067,293 @@ async fn lambda_concurrency_raises_within_the_cap_and_the_account_floor() {
         "{}",
         missing.reason
     );
+}
+
+// ---- stored-limit, and the schedule that puts raises back --------------------------------------
+
+async fn limits_table() -> String {
+    let dynamodb = moto().dynamodb();
+    let name = runbook_tests::unique("managed-limits");
+    dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    set_limit(&name, 100).await;
+    name
+}
+
+async fn set_limit(table: &str, value: i64) {
+    moto()
+        .dynamodb()
+        .put_item()
+        .table_name(table)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("tenant#42".into()),
+        )
+        .item(
+            "requests_per_second",
+            aws_sdk_dynamodb::types::AttributeValue::N(value.to_string()),
+        )
+        .item(
+            "burst",
+            aws_sdk_dynamodb::types::AttributeValue::N("50".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn limit(table: &str) -> String {
+    let item = moto()
+        .dynamodb()
+        .get_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("tenant#42".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    item.item().unwrap()["requests_per_second"]
+        .as_n()
+        .unwrap()
+        .clone()
+}
+
+/// Moves a raise's revert time into the past, as if its time were up.
+async fn expire(setup: &Setup, runbook: &str, target: &str) {
+    let audit = runbook_shared::audit::AuditStore::new(moto().dynamodb(), setup.audit.clone(), 1);
+    let raise = audit
+        .raises(runbook)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.target == target)
+        .expect("raise in force");
+    audit
+        .put_raise(
+            runbook,
+            target,
+            &raise.original,
+            &raise.current,
+            Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+        )
+        .await
+        .unwrap();
+}
+
+async fn sweep(scaler: &Scaler) -> Vec<Report> {
+    match scaler
+        .handle(runbook_tests::fixtures::scheduled_event(), &invocation())
+        .await
+    {
+        Output::Sweep { reports } => reports,
+        Output::One(report) => panic!("expected a sweep, got {report:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stored_limits_are_raised_for_a_while_and_put_back() {
+    let setup = Setup::new().await;
+    let table = limits_table().await;
+    let settings = [
+        ("LIMITS_TABLE", table.as_str()),
+        ("LIMITS_VALUE_ATTRS", "requests_per_second,burst"),
+        ("COOLDOWN_SECONDS", "0"),
+    ];
+    let scaler = setup.scaler(&settings);
+    let target = format!("{table}/tenant#42/requests_per_second");
+    let raise = |value: i64| json!({"limit": {"key": "tenant#42", "attribute": "requests_per_second", "value": value, "for_minutes": 30}});
+
+    let planned = run(&scaler, json!({"limit": {"key": "tenant#42", "attribute": "requests_per_second", "value": 200}, "dry_run": true})).await;
+    assert_eq!(planned.outcome, Outcome::Planned, "{planned:?}");
+    assert_eq!(limit(&table).await, "100");
+    let capped = run(&scaler, raise(2_000)).await;
+    assert_eq!(capped.outcome, Outcome::Skipped);
+    assert!(
+        capped.reason.contains("MAX_LIMIT_FACTOR=10"),
+        "{}",
+        capped.reason
+    );
+
+    let report = run(&scaler, raise(200)).await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(report.target.as_deref(), Some(target.as_str()));
+    assert_eq!(report.verification.status, VerificationStatus::Verified);
+    assert_eq!(limit(&table).await, "200");
+    assert_eq!(report.details.as_ref().unwrap()["original"], json!(100.0));
+
+    // Not due yet: the schedule leaves it.
+    assert!(
+        sweep(&scaler)
+            .await
+            .iter()
+            .all(|r| r.target.as_deref() != Some(target.as_str()))
+    );
+    expire(&setup, "stored-limit", &target).await;
+    let reports = sweep(&scaler).await;
+    let put_back = reports
+        .iter()
+        .find(|r| r.target.as_deref() == Some(target.as_str()))
+        .expect("a report for the limit");
+    assert_eq!(put_back.outcome, Outcome::Remediated, "{put_back:?}");
+    assert_eq!(limit(&table).await, "100");
+    assert!(
+        sweep(&scaler)
+            .await
+            .iter()
+            .all(|r| r.target.as_deref() != Some(target.as_str())),
+        "put back once"
+    );
+
+    // Changed by someone else meanwhile: left alone.
+    run(&scaler, raise(300)).await;
+    set_limit(&table, 250).await;
+    expire(&setup, "stored-limit", &target).await;
+    let reports = sweep(&scaler).await;
+    let left = reports
+        .iter()
+        .find(|r| r.target.as_deref() == Some(target.as_str()))
+        .expect("a report");
+    assert_eq!(left.outcome, Outcome::Skipped, "{left:?}");
+    assert!(
+        left.reason.contains("changed by someone else"),
+        "{}",
+        left.reason
+    );
+    assert_eq!(limit(&table).await, "250");
+}
+
+#[tokio::test]
+async fn stored_limit_bad_inputs_and_a_lost_race() {
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+
+    let setup = Setup::new().await;
+    let unconfigured = run(
+        &setup.scaler(&[]),
+        json!({"limit": {"key": "k", "attribute": "rps", "value": 5}}),
+    )
+    .await;
+    assert_eq!(unconfigured.outcome, Outcome::Rejected);
+    assert!(
+        unconfigured.reason.contains("set LIMITS_TABLE"),
+        "{}",
+        unconfigured.reason
+    );
+    let scaler = setup.scaler(&[
+        ("LIMITS_TABLE", "managed-limits"),
+        ("LIMITS_VALUE_ATTRS", "requests_per_second"),
+    ]);
+    for (payload, expected) in [
+        (
+            json!({"limit": {"key": "k", "attribute": "cpu", "value": 5}}),
+            "LIMITS_VALUE_ATTRS allows requests_per_second",
+        ),
+        (
+            json!({"limit": {"key": "k", "attribute": "requests_per_second", "value": -1}}),
+            "positive number",
+        ),
+        (
+            json!({"limit": {"key": "k", "attribute": "requests_per_second", "until": 5}}),
+            "unknown field `until`",
+        ),
+    ] {
+        let report = run(&scaler, payload.clone()).await;
+        assert_eq!(report.outcome, Outcome::Rejected, "{payload}");
+        assert!(
+            report.reason.contains(expected),
+            "{payload}: {}",
+            report.reason
+        );
+    }
+
+    // Someone writes between the read and the conditional update: nothing is overwritten.
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("k".into()))
+            .item(
+                "requests_per_second",
+                aws_sdk_dynamodb::types::AttributeValue::N("100".into()),
+            )
+            .build()
+    });
+    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
+        UpdateItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder()
+                .message("The conditional request failed")
+                .meta(meta(
+                    "ConditionalCheckFailedException",
+                    "The conditional request failed",
+                ))
+                .build(),
+        )
+    });
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &update]);
+    let mut raced = Scaler::with_clients(
+        setup.config(&[
+            ("LIMITS_TABLE", "managed-limits"),
+            ("LIMITS_VALUE_ATTRS", "requests_per_second"),
+        ]),
+        dynamodb,
+        moto().cloudwatch(),
+        moto().lambda(),
+        moto().dynamodb(),
+    );
+    raced.poll_interval = Duration::from_millis(10);
+    let report = run(
+        &raced,
+        json!({"limit": {"key": "k", "attribute": "requests_per_second", "value": 200}}),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.reason.contains("lost race"), "{}", report.reason);
+    assert_eq!(update.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn raised_reservations_go_back_when_their_time_is_up() {
+    let setup = Setup::new().await;
+    let function = runbook_tests::unique("managed-batch");
+    runbook_tests::fixtures::create_function(moto(), &function).await;
+    moto()
+        .lambda()
+        .put_function_concurrency()
+        .function_name(&function)
+        .reserved_concurrent_executions(7)
+        .send()
+        .await
+        .unwrap();
+    let scaler = setup.scaler(&[("COOLDOWN_SECONDS", "0")]);
+    let report = run(&scaler, json!({"function": function})).await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(reserved(&function).await, Some(14));
+    expire(&setup, "lambda-concurrency", &function).await;
+    let reports = sweep(&scaler).await;
+    let back = reports
+        .iter()
+        .find(|r| r.target.as_deref() == Some(function.as_str()))
+        .expect("a report");
+    assert_eq!(back.outcome, Outcome::Remediated, "{back:?}");
+    assert_eq!(reserved(&function).await, Some(7));
 }

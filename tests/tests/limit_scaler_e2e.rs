@@ -213,3 +213,73 @@ async fn lambda_concurrency_through_the_binary() {
     assert_eq!(reserved.reserved_concurrent_executions(), Some(20));
     scaler.stop().await;
 }
+
+#[tokio::test]
+async fn stored_limit_through_the_binary() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType,
+    };
+    let dynamodb = moto().dynamodb();
+    let audit = create_audit_table(&dynamodb).await;
+    let limits = runbook_tests::unique("managed-limits");
+    dynamodb
+        .create_table()
+        .table_name(&limits)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    dynamodb
+        .put_item()
+        .table_name(&limits)
+        .item("pk", AttributeValue::S("tenant#42".into()))
+        .item("requests_per_second", AttributeValue::N("100".into()))
+        .send()
+        .await
+        .unwrap();
+    let mut scaler = start(
+        &audit,
+        &[
+            ("LIMITS_TABLE", &limits),
+            ("LIMITS_VALUE_ATTRS", "requests_per_second"),
+        ],
+    )
+    .await;
+    let report = scaler
+        .report(&event_file("manual-stored-limit.json", &[]))
+        .await;
+    assert_eq!(report["outcome"], "remediated", "{report}");
+    assert_eq!(report["runbook"], "stored-limit");
+    let item = dynamodb
+        .get_item()
+        .table_name(&limits)
+        .key("pk", AttributeValue::S("tenant#42".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        item.item().unwrap()["requests_per_second"].as_n().unwrap(),
+        "200"
+    );
+    // Not due for an hour: the schedule has nothing to put back yet.
+    let sweep = scaler
+        .report(&event_file("scheduled-event.json", &[]))
+        .await;
+    assert_eq!(sweep["reports"], serde_json::json!([]), "{sweep}");
+    scaler.stop().await;
+}

@@ -482,8 +482,7 @@ impl Responder {
             .await
     }
 
-    /// The lease and cooldown around a runbook's work; the audit record is written before the
-    /// lease is released.
+    /// The lease and cooldown around a runbook's work.
     pub(crate) async fn guarded<F, Fut>(
         &self,
         lease: &str,
@@ -495,28 +494,9 @@ impl Responder {
         F: FnOnce(Report) -> Fut,
         Fut: std::future::Future<Output = Report>,
     {
-        let runbook = report.runbook.clone().unwrap_or_default();
-        let target = report.target.clone().unwrap_or_default();
-        let dry_run = report.dry_run;
-        match self
-            .safety
-            .admit(&runbook, &target, lease, dry_run, invocation)
+        self.safety
+            .guarded(lease, report, invocation, |_| true, work)
             .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(skip)) => return finish(report, Outcome::Skipped, skip.0),
-            Err(err) => {
-                return finish(
-                    report,
-                    Outcome::Failed,
-                    format!("the safety checks could not run, nothing was changed: {err}"),
-                );
-            }
-        }
-        let mut report = work(report).await;
-        self.safety.finish(&mut report, invocation).await;
-        self.safety.release(lease, dry_run, invocation).await;
-        report
     }
 
     /// Spends the runbook's budget (or, in a dry run, checks it): `Err` is the finished report.

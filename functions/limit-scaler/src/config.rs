@@ -22,6 +22,18 @@ pub struct ScalerConfig {
     pub max_reserved_concurrency: i32,
     /// The account's unreserved concurrency never goes below this.
     pub unreserved_concurrency_floor: i32,
+    /// How long a raised reservation lasts before the schedule puts the original back.
+    pub concurrency_raise_minutes: i64,
+    /// The DynamoDB table holding the application's stored limits, if any.
+    pub limits_table: Option<String>,
+    /// The partition key attribute (a string) of the limits table.
+    pub limits_key_attribute: String,
+    /// The numeric attributes of a limits item that are limits.
+    pub limits_value_attributes: Vec<String>,
+    /// A stored limit is never raised above this multiple of its original.
+    pub max_limit_factor: f64,
+    /// How long a stored limit stays raised when the request names no duration.
+    pub stored_limit_minutes: i64,
 }
 
 impl ScalerConfig {
@@ -41,6 +53,21 @@ impl ScalerConfig {
                 100,
                 100_000,
             )?,
+            concurrency_raise_minutes: env.number("CONCURRENCY_RAISE_MINUTES", 60i64, 1, 10_080)?,
+            limits_table: env.get("LIMITS_TABLE"),
+            limits_key_attribute: env.get("LIMITS_KEY_ATTR").unwrap_or_else(|| "pk".into()),
+            limits_value_attributes: {
+                let attributes = env.list("LIMITS_VALUE_ATTRS");
+                if env.get("LIMITS_TABLE").is_some() && attributes.is_empty() {
+                    return Err(ConfigError::Missing {
+                        var: "LIMITS_VALUE_ATTRS",
+                        hint: "the numeric attributes of LIMITS_TABLE's items that are limits, comma-separated",
+                    });
+                }
+                attributes
+            },
+            max_limit_factor: env.number("MAX_LIMIT_FACTOR", 10.0f64, 1.0, 1_000.0)?,
+            stored_limit_minutes: env.number("STORED_LIMIT_MINUTES", 60i64, 1, 10_080)?,
         })
     }
 }

@@ -345,6 +345,36 @@ impl Scaler {
         }
         action.applied = true;
         report.actions.push(action);
+        let revert_at =
+            chrono::Utc::now() + chrono::Duration::minutes(self.config.concurrency_raise_minutes);
+        let original = match self.safety.audit.raises(RUNBOOK).await {
+            Ok(raises) => raises
+                .iter()
+                .find(|r| r.target == *function)
+                .map_or(json!({"reserved_concurrency": current}), |r| {
+                    r.original.clone()
+                }),
+            Err(_) => json!({"reserved_concurrency": current}),
+        };
+        let registered = self
+            .safety
+            .audit
+            .put_raise(
+                RUNBOOK,
+                function,
+                &original,
+                &json!({"reserved_concurrency": new}),
+                Some(revert_at),
+            )
+            .await;
+        report.details = Some(
+            json!({"original": original["reserved_concurrency"], "revert_at": runbook_shared::audit::timestamp(revert_at)}),
+        );
+        if let Err(err) = registered {
+            report.reason = format!(
+                "the raise could not be recorded for its revert ({err}): put it back by hand"
+            );
+        }
         let (ok, observed) = match self.reserved(function).await {
             Ok(now) => (
                 now == Some(new),
@@ -386,14 +416,153 @@ impl Scaler {
             checks,
             settle_by,
         };
+        let note = std::mem::take(&mut report.reason);
         if ok {
-            finish(report, Outcome::Remediated, summary)
+            finish(
+                report,
+                Outcome::Remediated,
+                if note.is_empty() {
+                    summary
+                } else {
+                    format!("{summary}; {note}")
+                },
+            )
         } else {
             finish(
                 report,
                 Outcome::Failed,
                 format!("{summary}, but GetFunctionConcurrency does not show it"),
             )
+        }
+    }
+
+    /// Puts a raised reservation back to its original once its time is up (the schedule's step).
+    pub(crate) async fn revert_concurrency(
+        &self,
+        raise: &runbook_shared::audit::Raise,
+        mut report: Report,
+    ) -> Report {
+        let finish = |mut report: Report, outcome: Outcome, reason: String| {
+            report.outcome = outcome;
+            report.reason = reason;
+            report
+        };
+        let function = &raise.target;
+        let (Some(original), Some(ours)) = (
+            raise.original["reserved_concurrency"]
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok()),
+            raise.current["reserved_concurrency"]
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok()),
+        ) else {
+            return finish(
+                report,
+                Outcome::Failed,
+                format!("the raise record of {function} is unreadable"),
+            );
+        };
+        let now = match self.reserved(function).await {
+            Ok(now) => now,
+            Err(err) => {
+                return finish(
+                    report,
+                    Outcome::Failed,
+                    format!("could not read {function}'s concurrency: {err}"),
+                );
+            }
+        };
+        if now != Some(ours) {
+            let _ = self.safety.audit.end_raise(RUNBOOK, function).await;
+            return finish(
+                report,
+                Outcome::Skipped,
+                format!(
+                    "{function}'s reserved concurrency was changed by someone else since it was raised to {ours} (now {}): left as it is, and no longer tracked",
+                    now.map_or("none".to_string(), |n| n.to_string())
+                ),
+            );
+        }
+        let mut action = Action {
+            api: "lambda:PutFunctionConcurrency".into(),
+            target: function.clone(),
+            before: json!({"reserved_concurrency": ours}),
+            after: json!({"reserved_concurrency": original}),
+            applied: false,
+            error: None,
+        };
+        if report.dry_run {
+            report.actions.push(action);
+            return finish(
+                report,
+                Outcome::Planned,
+                format!(
+                    "dry run: would put {function}'s reserved concurrency back from {ours} to {original}"
+                ),
+            );
+        }
+        if let Err(err) = self
+            .lambda
+            .put_function_concurrency()
+            .function_name(function)
+            .reserved_concurrent_executions(original)
+            .send()
+            .await
+        {
+            let err = AwsError::from_sdk(
+                "lambda:PutFunctionConcurrency",
+                &format!("function {function}"),
+                &err,
+            );
+            action.error = Some(err.to_string());
+            report.actions.push(action);
+            return finish(
+                report,
+                Outcome::Failed,
+                format!(
+                    "could not put {function}'s concurrency back: {err}; the next schedule tries again"
+                ),
+            );
+        }
+        action.applied = true;
+        report.actions.push(action);
+        let ended = self.safety.audit.end_raise(RUNBOOK, function).await;
+        let (ok, observed) = match self.reserved(function).await {
+            Ok(now) => (
+                now == Some(original),
+                now.map_or("none".to_string(), |n| n.to_string()),
+            ),
+            Err(err) => (false, format!("GetFunctionConcurrency failed: {err}")),
+        };
+        report.verification = Verification {
+            status: if ok {
+                VerificationStatus::Verified
+            } else {
+                VerificationStatus::Failed
+            },
+            checks: vec![Check::new(
+                "reserved_concurrency",
+                ok,
+                original.to_string(),
+                observed,
+            )],
+            settle_by: None,
+        };
+        let summary = format!(
+            "put {function}'s reserved concurrency back from {ours} to its original {original}"
+        );
+        match ended {
+            Err(err) => finish(
+                report,
+                Outcome::Failed,
+                format!("{summary}, but its raise record could not be closed: {err}"),
+            ),
+            Ok(()) if ok => finish(report, Outcome::Remediated, summary),
+            Ok(()) => finish(
+                report,
+                Outcome::Failed,
+                format!("{summary}, but GetFunctionConcurrency does not show it"),
+            ),
         }
     }
 }

@@ -1,13 +1,17 @@
 //! limit-scaler: raises throttled limits within caps, verifies the change and audits it.
-//! Runbooks: `dynamodb-capacity`, `lambda-concurrency`.
+//! Runbooks: `dynamodb-capacity`, `lambda-concurrency`, `stored-limit`; on its schedule it puts
+//! raised reservations and stored limits back when their time is up.
 
 pub mod config;
 pub mod dynamodb_capacity;
 pub mod lambda_concurrency;
+pub mod stored_limit;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use runbook_shared::report::{Outcome, Report, TriggerInfo, TriggerKind};
+use runbook_shared::aws::AwsError;
+use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_shared::trigger::{
     AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual, recognise,
@@ -17,6 +21,7 @@ use serde_json::{Map, Value};
 use crate::config::ScalerConfig;
 use crate::dynamodb_capacity::{CapacityRequest, CapacityTarget, RunContext};
 use crate::lambda_concurrency::{ConcurrencyRequest, ConcurrencyTarget};
+use crate::stored_limit::{LimitTarget, StoredLimitRequest};
 
 pub const FUNCTION: &str = "limit-scaler";
 
@@ -35,6 +40,17 @@ pub struct Scaler {
 enum Job {
     Capacity(CapacityTarget),
     Concurrency(ConcurrencyTarget),
+    StoredLimit(LimitTarget),
+}
+
+impl Job {
+    fn runbook_and_target(&self) -> (&'static str, String) {
+        match self {
+            Job::Capacity(target) => (dynamodb_capacity::RUNBOOK, target.name()),
+            Job::Concurrency(target) => (lambda_concurrency::RUNBOOK, target.function.clone()),
+            Job::StoredLimit(target) => (stored_limit::RUNBOOK, target.name()),
+        }
+    }
 }
 
 impl Scaler {
@@ -69,14 +85,14 @@ impl Scaler {
         }
     }
 
-    /// Handles one invocation and returns its report; never fails, so a bad input cannot cause
-    /// a retry storm.
-    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Report {
+    /// Handles one invocation: one report, or one per raise put back for a schedule. Never
+    /// fails, so a bad input cannot cause a retry storm.
+    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
         // On the heap: the runbooks' futures are too large for a small thread stack.
         Box::pin(self.route(event, invocation)).await
     }
 
-    async fn route(&self, event: Value, invocation: &Invocation) -> Report {
+    async fn route(&self, event: Value, invocation: &Invocation) -> Output {
         let trigger = match recognise(&event) {
             Ok(trigger) => trigger,
             Err(rejection) => {
@@ -85,47 +101,51 @@ impl Scaler {
                     name: None,
                     event_id: None,
                 };
-                return invocation.timed(Report::rejected(FUNCTION, info, rejection.0));
+                return invocation
+                    .timed(Report::rejected(FUNCTION, info, rejection.0))
+                    .into();
             }
         };
         let info = trigger.info(&invocation.request_id);
         match trigger {
-            Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, invocation).await,
+            Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, invocation).await.into(),
             Trigger::Manual(payload) => match self.manual_job(&payload) {
-                Ok((job, dry_run)) => self.run(job, info, None, dry_run, invocation).await,
-                Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
+                Ok((job, dry_run)) => self.run(job, info, None, dry_run, invocation).await.into(),
+                Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)).into(),
             },
-            Trigger::Schedule(_) | Trigger::StackEvent { .. } => {
-                invocation.timed(Report::rejected(
+            Trigger::Schedule(_) => self.put_back_expired(info, invocation).await,
+            Trigger::StackEvent { .. } => invocation
+                .timed(Report::rejected(
                     FUNCTION,
                     info,
-                    "limit-scaler acts on throttle alarms and manual payloads, not on this event",
+                    "limit-scaler acts on throttle alarms, its schedule and manual payloads, not on stack events",
                 ))
-            }
+                .into(),
         }
     }
 
-    /// `{"table": ...}` is dynamodb-capacity, `{"function": ...}` lambda-concurrency.
+    /// `{"table": ...}` is dynamodb-capacity, `{"function": ...}` lambda-concurrency, `{"limit":
+    /// ...}` stored-limit.
     fn manual_job(&self, payload: &Map<String, Value>) -> Result<(Job, bool), Rejection> {
+        let env_dry_run = self.config.safety.dry_run;
+        if payload.contains_key("limit") {
+            let request: StoredLimitRequest = parse_manual(payload)?;
+            let job = Job::StoredLimit(LimitTarget::from_spec(&request.limit, &self.config)?);
+            return Ok((job, env_dry_run || request.dry_run == Some(true)));
+        }
         if payload.contains_key("function") {
             let request: ConcurrencyRequest = parse_manual(payload)?;
-            let dry_run = self.config.safety.dry_run || request.dry_run == Some(true);
-            return Ok((
-                Job::Concurrency(ConcurrencyTarget::from_request(&request, &self.config)?),
-                dry_run,
-            ));
+            let job = Job::Concurrency(ConcurrencyTarget::from_request(&request, &self.config)?);
+            return Ok((job, env_dry_run || request.dry_run == Some(true)));
         }
         if payload.contains_key("table") {
             let request: CapacityRequest = parse_manual(payload)?;
-            let dry_run = self.config.safety.dry_run || request.dry_run == Some(true);
-            return Ok((
-                Job::Capacity(CapacityTarget::from_request(&request, &self.config)?),
-                dry_run,
-            ));
+            let job = Job::Capacity(CapacityTarget::from_request(&request, &self.config)?);
+            return Ok((job, env_dry_run || request.dry_run == Some(true)));
         }
         let fields: Vec<&str> = payload.keys().map(String::as_str).collect();
         Err(Rejection(format!(
-            "invalid manual payload: give \"table\" (dynamodb-capacity) or \"function\" (lambda-concurrency); got {}",
+            "invalid manual payload: give \"table\" (dynamodb-capacity), \"function\" (lambda-concurrency) or \"limit\" (stored-limit); got {}",
             if fields.is_empty() {
                 "no fields".to_string()
             } else {
@@ -140,26 +160,36 @@ impl Scaler {
         info: TriggerInfo,
         invocation: &Invocation,
     ) -> Report {
-        let job = match (
-            CapacityTarget::from_alarm(alarm, &self.config),
-            ConcurrencyTarget::from_alarm(alarm),
-        ) {
-            (Some(target), _) => Job::Capacity(target),
-            (None, Some(target)) => Job::Concurrency(target),
-            (None, None) => {
-                return invocation.timed(Report::new(
-                    FUNCTION,
-                    info,
-                    Outcome::NoAction,
-                    format!(
-                        "alarm {} watches no metric limit-scaler handles; supported: {} {} (dimension TableName, optionally GlobalSecondaryIndexName) and {} {} (dimension FunctionName)",
-                        alarm.alarm_name,
-                        dynamodb_capacity::NAMESPACE,
-                        dynamodb_capacity::THROTTLE_METRICS.join(", "),
-                        lambda_concurrency::NAMESPACE,
-                        lambda_concurrency::THROTTLE_METRIC,
-                    ),
-                ));
+        let job = if let Some(target) = CapacityTarget::from_alarm(alarm, &self.config) {
+            Job::Capacity(target)
+        } else if let Some(target) = ConcurrencyTarget::from_alarm(alarm) {
+            Job::Concurrency(target)
+        } else {
+            match self.stored_limit_of(alarm).await {
+                Some(Ok(target)) => Job::StoredLimit(target),
+                Some(Err(rejection)) => {
+                    return invocation.timed(Report::new(
+                        FUNCTION,
+                        info,
+                        Outcome::NoAction,
+                        rejection.0,
+                    ));
+                }
+                None => {
+                    return invocation.timed(Report::new(
+                        FUNCTION,
+                        info,
+                        Outcome::NoAction,
+                        format!(
+                            "alarm {} watches no metric limit-scaler handles; supported: {} {} (dimension TableName, optionally GlobalSecondaryIndexName), {} {} (dimension FunctionName), or any alarm tagged runbook=stored-limit with limit-key and limit-attribute",
+                            alarm.alarm_name,
+                            dynamodb_capacity::NAMESPACE,
+                            dynamodb_capacity::THROTTLE_METRICS.join(", "),
+                            lambda_concurrency::NAMESPACE,
+                            lambda_concurrency::THROTTLE_METRIC,
+                        ),
+                    ));
+                }
             }
         };
         let dry_run = self.config.safety.dry_run;
@@ -168,12 +198,7 @@ impl Scaler {
             AlarmState::Ok => {
                 let mut report = Report::new(FUNCTION, info.clone(), Outcome::NoAction, "");
                 report.dry_run = dry_run;
-                let (runbook, target) = match &job {
-                    Job::Capacity(target) => (dynamodb_capacity::RUNBOOK, target.name()),
-                    Job::Concurrency(target) => {
-                        (lambda_concurrency::RUNBOOK, target.function.clone())
-                    }
-                };
+                let (runbook, target) = job.runbook_and_target();
                 report.runbook = Some(runbook.into());
                 report.target = Some(target.clone());
                 let close = self.safety.close_on_ok(runbook, &target, alarm, report);
@@ -195,6 +220,45 @@ impl Scaler {
                 invocation.timed(report)
             }
         }
+    }
+
+    /// An alarm tagged `runbook=stored-limit` names its limit in the tags `limit-key` and
+    /// `limit-attribute`; `None` when it is not tagged so.
+    async fn stored_limit_of(
+        &self,
+        alarm: &AlarmTrigger,
+    ) -> Option<Result<LimitTarget, Rejection>> {
+        let arn = alarm.alarm_arn.as_ref()?;
+        let tags: HashMap<String, String> = match self
+            .cloudwatch
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+        {
+            Ok(output) => output
+                .tags()
+                .iter()
+                .filter_map(|tag| Some((tag.key()?.to_string(), tag.value()?.to_string())))
+                .collect(),
+            Err(err) => {
+                let err = AwsError::from_sdk("cloudwatch:ListTagsForResource", arn, &err);
+                return Some(Err(Rejection(format!(
+                    "alarm {}'s tags could not be read, so no runbook was chosen: {err}",
+                    alarm.alarm_name
+                ))));
+            }
+        };
+        if tags.get("runbook").map(String::as_str) != Some(stored_limit::RUNBOOK) {
+            return None;
+        }
+        Some(match stored_limit::spec_from_tags(&tags) {
+            Some(spec) => LimitTarget::from_spec(&spec, &self.config),
+            None => Err(Rejection(format!(
+                "alarm {} chooses stored-limit but lacks the tags limit-key and limit-attribute",
+                alarm.alarm_name
+            ))),
+        })
     }
 
     async fn run(
@@ -225,10 +289,86 @@ impl Scaler {
                     self.raise_concurrency(target, alarm_name, report, invocation)
                         .await
                 }
+                Job::StoredLimit(target) => {
+                    report.runbook = Some(stored_limit::RUNBOOK.into());
+                    report.target = Some(target.name());
+                    tracing::Span::current().record("target", target.name());
+                    let lease = format!("{}/{}", stored_limit::RUNBOOK, target.name());
+                    self.safety
+                        .guarded(
+                            &lease,
+                            report,
+                            invocation,
+                            |_| true,
+                            |report| self.raise_stored_limit(&target, report),
+                        )
+                        .await
+                }
             }
         });
         self.safety
             .once(FUNCTION, &info, dry_run, invocation, work)
             .await
+    }
+
+    /// The schedule: every raised reservation and stored limit whose time is up goes back to
+    /// its original, each with its own report.
+    async fn put_back_expired(&self, info: TriggerInfo, invocation: &Invocation) -> Output {
+        let mut reports = Vec::new();
+        let now = chrono::Utc::now();
+        let dry_run = self.config.safety.dry_run;
+        for runbook in [lambda_concurrency::RUNBOOK, stored_limit::RUNBOOK] {
+            let raises = match self.safety.audit.raises(runbook).await {
+                Ok(raises) => raises,
+                Err(err) => {
+                    let mut report = Report::new(
+                        FUNCTION,
+                        info.clone(),
+                        Outcome::Failed,
+                        format!("could not list the raises of {runbook} in force: {err}"),
+                    );
+                    report.runbook = Some(runbook.into());
+                    reports.push(invocation.timed(report));
+                    continue;
+                }
+            };
+            for raise in raises
+                .into_iter()
+                .filter(|raise| raise.revert_at.is_some_and(|at| at <= now))
+            {
+                let step = TriggerInfo {
+                    event_id: info
+                        .event_id
+                        .as_ref()
+                        .map(|id| format!("{id}/{runbook}/{}", raise.target)),
+                    ..info.clone()
+                };
+                let mut report = Report::new(FUNCTION, step.clone(), Outcome::NoAction, "");
+                report.runbook = Some(runbook.into());
+                report.target = Some(raise.target.clone());
+                report.dry_run = dry_run;
+                let lease = format!("{runbook}/{}", raise.target);
+                // Putting a limit back is not held up by the cooldown of the raise it undoes.
+                let work = Box::pin(self.safety.guarded(
+                    &lease,
+                    report,
+                    invocation,
+                    |_| false,
+                    |report| async {
+                        if runbook == stored_limit::RUNBOOK {
+                            self.revert_stored_limit(&raise, report).await
+                        } else {
+                            self.revert_concurrency(&raise, report).await
+                        }
+                    },
+                ));
+                reports.push(
+                    self.safety
+                        .once(FUNCTION, &step, dry_run, invocation, work)
+                        .await,
+                );
+            }
+        }
+        Output::Sweep { reports }
     }
 }
