@@ -34,6 +34,10 @@ pub struct ScalerConfig {
     pub max_limit_factor: f64,
     /// How long a stored limit stays raised when the request names no duration.
     pub stored_limit_minutes: i64,
+    /// Raised capacity used less than this fraction of itself is stepped back down.
+    pub scale_down_utilization: f64,
+    /// How long the low use must last (and the least time between two steps down).
+    pub scale_down_after_hours: f64,
 }
 
 impl ScalerConfig {
@@ -68,6 +72,8 @@ impl ScalerConfig {
             },
             max_limit_factor: env.number("MAX_LIMIT_FACTOR", 10.0f64, 1.0, 1_000.0)?,
             stored_limit_minutes: env.number("STORED_LIMIT_MINUTES", 60i64, 1, 10_080)?,
+            scale_down_utilization: env.number("SCALE_DOWN_UTILIZATION", 0.3f64, 0.01, 1.0)?,
+            scale_down_after_hours: env.number("SCALE_DOWN_AFTER_HOURS", 2.0f64, 0.0, 168.0)?,
         })
     }
 }

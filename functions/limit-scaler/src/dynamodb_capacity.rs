@@ -610,7 +610,11 @@ impl Scaler {
     }
 
     /// The peak consumed capacity per second over the lookback window.
-    async fn consumed_peaks(&self, target: &CapacityTarget) -> Result<ConsumedPeaks, AwsError> {
+    async fn consumed_peaks(
+        &self,
+        target: &CapacityTarget,
+        lookback_minutes: i64,
+    ) -> Result<ConsumedPeaks, AwsError> {
         let mut dimensions = vec![
             Dimension::builder()
                 .name("TableName")
@@ -645,7 +649,7 @@ impl Scaler {
                 .build()
         };
         let end = Utc::now();
-        let start = end - chrono::Duration::minutes(self.config.metric_lookback_minutes);
+        let start = end - chrono::Duration::minutes(lookback_minutes);
         let output = self
             .cloudwatch
             .get_metric_data()
@@ -852,7 +856,10 @@ impl Scaler {
         mut report: Report,
     ) -> Report {
         let name = target.name();
-        let (peaks, metrics_error) = match self.consumed_peaks(target).await {
+        let (peaks, metrics_error) = match self
+            .consumed_peaks(target, self.config.metric_lookback_minutes)
+            .await
+        {
             Ok(peaks) => (peaks, None),
             // Without metrics the factor alone still gives a safe plan; the report says so.
             Err(err) => (ConsumedPeaks::default(), Some(err.to_string())),
@@ -961,7 +968,237 @@ impl Scaler {
         };
         report.outcome = outcome;
         report.reason = reason;
+        // Provisioned raises are stepped back down by the schedule once the load is gone.
+        if let (Change::Provisioned { read, write }, true) =
+            (&change, outcome == Outcome::Remediated)
+        {
+            let original = json!({"read": observed.read, "write": observed.write});
+            if let Err(err) = self
+                .safety
+                .audit
+                .put_raise(
+                    RUNBOOK,
+                    &name,
+                    &original,
+                    &json!({"read": read, "write": write}),
+                    None,
+                )
+                .await
+            {
+                report.reason = format!(
+                    "{} (not recorded for the scale-down: {err}; scale it down by hand)",
+                    report.reason
+                );
+            }
+        }
         report
+    }
+
+    /// The schedule's step for a raise in force: when consumption stayed under
+    /// SCALE_DOWN_UTILIZATION of the raised capacity for SCALE_DOWN_AFTER_HOURS, step back
+    /// toward the recorded baseline (never below it).
+    pub(crate) async fn scale_down(
+        &self,
+        raise: &runbook_shared::audit::Raise,
+        mut report: Report,
+        invocation: &Invocation,
+    ) -> Report {
+        let finish = |mut report: Report, outcome: Outcome, reason: String| {
+            report.outcome = outcome;
+            report.reason = reason;
+            report
+        };
+        let (table, index) = match raise.target.split_once("/index/") {
+            Some((table, index)) => (table.to_string(), Some(index.to_string())),
+            None => (raise.target.clone(), None),
+        };
+        let target = CapacityTarget {
+            table,
+            index,
+            read: Side::Keep,
+            write: Side::Keep,
+            factor: self.config.scale_factor,
+            switch_to_on_demand: false,
+        };
+        let number = |value: &serde_json::Value, side: &str| value[side].as_i64();
+        let (Some(base_read), Some(base_write), Some(our_read), Some(our_write)) = (
+            number(&raise.original, "read"),
+            number(&raise.original, "write"),
+            number(&raise.current, "read"),
+            number(&raise.current, "write"),
+        ) else {
+            return finish(
+                report,
+                Outcome::Failed,
+                format!("the raise record of {} is unreadable", raise.target),
+            );
+        };
+        let observed = match self
+            .describe(&target.table)
+            .await
+            .map(|table| Observed::from_table(&table, target.index.as_deref()))
+        {
+            Ok(Ok(observed)) => observed,
+            Ok(Err(message)) => return finish(report, Outcome::Failed, message),
+            Err(err) if err.is(FaultKind::NotFound) => {
+                let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
+                return finish(
+                    report,
+                    Outcome::Skipped,
+                    format!("table {} no longer exists: no longer tracked", target.table),
+                );
+            }
+            Err(err) => {
+                return finish(
+                    report,
+                    Outcome::Failed,
+                    format!("could not describe {}: {err}", raise.target),
+                );
+            }
+        };
+        if observed.billing_mode != Billing::Provisioned
+            || observed.read != our_read
+            || observed.write != our_write
+        {
+            let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
+            return finish(
+                report,
+                Outcome::Skipped,
+                format!(
+                    "{} was changed by someone else since it was raised to read {our_read}, write {our_write} (now {}): left as it is, and no longer tracked",
+                    raise.target,
+                    observed_text(&observed)
+                ),
+            );
+        }
+        let window_minutes = (self.config.scale_down_after_hours * 60.0).ceil().max(1.0) as i64;
+        let peaks = match self.consumed_peaks(&target, window_minutes).await {
+            Ok(peaks) => peaks,
+            Err(err) => {
+                return finish(
+                    report,
+                    Outcome::Failed,
+                    format!(
+                        "could not read the consumed capacity of {}: {err}",
+                        raise.target
+                    ),
+                );
+            }
+        };
+        let utilization = self.config.scale_down_utilization;
+        let step = |current: i64, base: i64, peak: Option<f64>| {
+            let peak = peak.unwrap_or(0.0);
+            if current <= base || peak >= utilization * current as f64 {
+                return current;
+            }
+            let by_factor = (current as f64 / self.config.scale_factor).ceil() as i64;
+            let by_peak = (peak * self.config.headroom).ceil() as i64;
+            by_factor.max(by_peak).max(base).min(current)
+        };
+        let (read, write) = (
+            step(our_read, base_read, peaks.read_per_second),
+            step(our_write, base_write, peaks.write_per_second),
+        );
+        report.diagnosis = Some(
+            json!({"observed": observed, "baseline": raise.original, "consumed_peak": peaks, "window_minutes": window_minutes}),
+        );
+        if read == our_read && write == our_write {
+            return finish(
+                report,
+                Outcome::NoAction,
+                format!(
+                    "{} still uses at least {:.0}% of its raised capacity (or is at its baseline): kept",
+                    raise.target,
+                    utilization * 100.0
+                ),
+            );
+        }
+        let change = Change::Provisioned { read, write };
+        let mut action = Action {
+            api: "dynamodb:UpdateTable".into(),
+            target: raise.target.clone(),
+            before: json!({"billing_mode": "PROVISIONED", "read": our_read, "write": our_write}),
+            after: json!({"billing_mode": "PROVISIONED", "read": read, "write": write}),
+            applied: false,
+            error: None,
+        };
+        let summary = format!(
+            "scaled {} down from read {our_read}, write {our_write} to read {read}, write {write} (baseline read {base_read}, write {base_write})",
+            raise.target
+        );
+        if report.dry_run {
+            report.actions.push(action);
+            return finish(
+                report,
+                Outcome::Planned,
+                format!("dry run: would have {summary}"),
+            );
+        }
+        if let Err(err) = self.apply(&target, &change).await {
+            action.error = Some(err.to_string());
+            report.actions.push(action);
+            let reason = if err.is(FaultKind::LimitExceeded) {
+                format!(
+                    "DynamoDB's quota of capacity decreases for {} is used up for now: the next schedule tries again ({err})",
+                    raise.target
+                )
+            } else {
+                format!(
+                    "could not scale {} down: {err}; the next schedule tries again",
+                    raise.target
+                )
+            };
+            return finish(report, Outcome::Failed, reason);
+        }
+        action.applied = true;
+        report.actions.push(action);
+        let settled = self
+            .watch(&target, invocation.deadline, |o| {
+                o.active() && in_force(o, &change)
+            })
+            .await;
+        let (ok, seen) = match settled {
+            Ok(Some(now)) => (now.active() && in_force(&now, &change), observed_text(&now)),
+            Ok(None) => (false, "not described before the deadline".into()),
+            Err(err) => (false, format!("DescribeTable failed: {err}")),
+        };
+        report.verification = Verification {
+            status: if ok {
+                VerificationStatus::Verified
+            } else {
+                VerificationStatus::Failed
+            },
+            checks: vec![Check::new("capacity", ok, expected_text(&change), seen)],
+            settle_by: None,
+        };
+        let recorded = if read == base_read && write == base_write {
+            self.safety.audit.end_raise(RUNBOOK, &raise.target).await
+        } else {
+            let original = json!({"read": base_read, "write": base_write});
+            self.safety
+                .audit
+                .put_raise(
+                    RUNBOOK,
+                    &raise.target,
+                    &original,
+                    &json!({"read": read, "write": write}),
+                    None,
+                )
+                .await
+        };
+        match recorded {
+            Err(err) => finish(
+                report,
+                Outcome::Failed,
+                format!("{summary}, but the raise record could not be updated: {err}"),
+            ),
+            Ok(()) if ok => finish(report, Outcome::Remediated, summary),
+            Ok(()) => finish(
+                report,
+                Outcome::Failed,
+                format!("{summary}, but DescribeTable does not show it"),
+            ),
+        }
     }
 
     /// UpdateTable; if the table is busy with another update, waits for it (within the

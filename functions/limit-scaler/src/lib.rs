@@ -369,6 +369,56 @@ impl Scaler {
                 );
             }
         }
+        // Capacity raises step down by utilisation, at most once per SCALE_DOWN_AFTER_HOURS.
+        let after = chrono::Duration::minutes((self.config.scale_down_after_hours * 60.0) as i64);
+        match self.safety.audit.raises(dynamodb_capacity::RUNBOOK).await {
+            Err(err) => {
+                let mut report = Report::new(
+                    FUNCTION,
+                    info.clone(),
+                    Outcome::Failed,
+                    format!("could not list the capacity raises in force: {err}"),
+                );
+                report.runbook = Some(dynamodb_capacity::RUNBOOK.into());
+                reports.push(invocation.timed(report));
+            }
+            Ok(raises) => {
+                for raise in raises
+                    .into_iter()
+                    .filter(|raise| raise.raised_at + after <= now)
+                {
+                    let step = TriggerInfo {
+                        event_id: info.event_id.as_ref().map(|id| {
+                            format!("{id}/{}/{}", dynamodb_capacity::RUNBOOK, raise.target)
+                        }),
+                        ..info.clone()
+                    };
+                    let mut report = Report::new(FUNCTION, step.clone(), Outcome::NoAction, "");
+                    report.runbook = Some(dynamodb_capacity::RUNBOOK.into());
+                    report.target = Some(raise.target.clone());
+                    report.dry_run = dry_run;
+                    let table = raise
+                        .target
+                        .split("/index/")
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let lease = format!("dynamodb-table/{table}");
+                    let work = Box::pin(self.safety.guarded(
+                        &lease,
+                        report,
+                        invocation,
+                        |_| false,
+                        |report| self.scale_down(&raise, report, invocation),
+                    ));
+                    reports.push(
+                        self.safety
+                            .once(FUNCTION, &step, dry_run, invocation, work)
+                            .await,
+                    );
+                }
+            }
+        }
         Output::Sweep { reports }
     }
 }
