@@ -177,6 +177,78 @@ async fn limit_scaler(moto: &Moto, audit: &str) -> Result<String, Error> {
     Ok(table)
 }
 
+async fn limit_scaler_other_limits(moto: &Moto, audit: &str) -> Result<(), Error> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType,
+    };
+    let worker = runbook_tests::unique("orders-worker");
+    create_function(moto, &worker).await;
+    moto.lambda()
+        .put_function_concurrency()
+        .function_name(&worker)
+        .reserved_concurrent_executions(10)
+        .send()
+        .await?;
+    let limits = runbook_tests::unique("orders-limits");
+    let dynamodb = moto.dynamodb();
+    dynamodb
+        .create_table()
+        .table_name(&limits)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .send()
+        .await?;
+    dynamodb
+        .put_item()
+        .table_name(&limits)
+        .item("pk", AttributeValue::S("tenant#42".into()))
+        .item("requests_per_second", AttributeValue::N("100".into()))
+        .send()
+        .await?;
+    println!(
+        "\nfunction {worker} reserves 10 concurrent executions; {limits} stores tenant#42's requests_per_second = 100"
+    );
+    let extra = [
+        ("MANAGED_RESOURCES", "orders-*"),
+        ("LIMITS_TABLE", limits.as_str()),
+        ("LIMITS_VALUE_ATTRS", "requests_per_second"),
+    ];
+    let mut scaler = function_process(moto, "limit-scaler", audit, &extra).await;
+
+    heading("limit-scaler / lambda-concurrency: the function's Throttles alarm fires");
+    let throttles = lambda_alarm_event(
+        &format!("{worker}-throttles"),
+        "ALARM",
+        "Throttles",
+        &worker,
+        None,
+    );
+    show(&scaler.report(&throttles).await);
+
+    heading(
+        "limit-scaler / stored-limit: raise tenant#42's stored rate limit for an hour (manual payload)",
+    );
+    let raise = json!({"limit": {"key": "tenant#42", "attribute": "requests_per_second", "value": 200, "for_minutes": 60}});
+    show(&scaler.report(&raise).await);
+
+    heading("limit-scaler: its schedule (nothing is due to go back yet)");
+    println!("{}", scaler.report(&scheduled_event()).await);
+    scaler.stop().await;
+    Ok(())
+}
+
 /// Returns the DLQ it redrove.
 async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<String, Error> {
     let sqs = moto.sqs();
@@ -354,6 +426,7 @@ async fn main() -> Result<(), Error> {
     let audit = create_audit_table(&moto.dynamodb()).await;
     println!("audit table {audit}");
     let table = limit_scaler(&moto, &audit).await?;
+    limit_scaler_other_limits(&moto, &audit).await?;
     let dlq = dlq_redriver(&moto, &audit).await?;
     alarm_responder(&moto, &audit).await?;
     health_prober(&moto, &audit, &table, &dlq).await?;
