@@ -113,6 +113,19 @@ pub enum SettleBy {
 }
 
 impl Verification {
+    /// One resource-level check that settles it at once: verified when it holds, failed when not.
+    pub fn settled(check: Check) -> Self {
+        Self {
+            status: if check.ok {
+                VerificationStatus::Verified
+            } else {
+                VerificationStatus::Failed
+            },
+            checks: vec![check],
+            settle_by: None,
+        }
+    }
+
     pub fn not_applicable() -> Self {
         Self {
             status: VerificationStatus::NotApplicable,
@@ -181,6 +194,13 @@ impl Report {
             audit_id: None,
             duration_ms: 0,
         }
+    }
+
+    /// Sets the outcome and its reason.
+    pub fn finish(mut self, outcome: Outcome, reason: impl Into<String>) -> Self {
+        self.outcome = outcome;
+        self.reason = reason.into();
+        self
     }
 
     /// A report for an input that was not understood (no AWS call was made).

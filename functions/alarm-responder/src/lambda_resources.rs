@@ -11,7 +11,7 @@ use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::Rejection;
 use serde_json::json;
 
-use crate::{Responder, finish};
+use crate::Responder;
 
 pub const RUNBOOK: &str = "lambda-resources";
 
@@ -90,15 +90,13 @@ impl Responder {
         let settings = match self.settings(function).await {
             Ok(settings) => settings,
             Err(err) if err.is(FaultKind::NotFound) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("function {function} does not exist; nothing was changed"),
                 );
             }
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "could not read {function}'s configuration, nothing was changed: {err}"
@@ -106,25 +104,13 @@ impl Responder {
                 );
             }
         };
-        match self.function_managed(function, &settings.arn).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return finish(
-                    report,
-                    Outcome::Skipped,
-                    self.config.safety.managed.refusal("function", function),
-                );
-            }
-            Err(err) => {
-                return finish(
-                    report,
-                    Outcome::Failed,
-                    format!(
-                        "could not check that {function} is managed, nothing was changed: {err}"
-                    ),
-                );
-            }
-        }
+        let report = match self
+            .require_managed_function(function, &settings.arn, report)
+            .await
+        {
+            Ok(report) => report,
+            Err(finished) => return finished,
+        };
         let lease = format!("lambda-function/{function}");
         self.guarded(&lease, report, invocation, |report| {
             self.raise_admitted(function, raise, settings, alarm_name, report, invocation)
@@ -178,8 +164,7 @@ impl Responder {
                     settings.memory, config.max_memory_mb
                 ));
             }
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Skipped,
                 format!(
                     "at cap: {function} {}; the function itself needs attention",
@@ -207,11 +192,7 @@ impl Responder {
         };
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
-                Outcome::Planned,
-                format!("dry run: would have {summary}"),
-            );
+            return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
         let update = || {
             self.lambda
@@ -245,8 +226,7 @@ impl Responder {
             );
             action.error = Some(err.to_string());
             report.actions.push(action);
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Failed,
                 format!("the update of {function} failed; nothing was changed: {err}"),
             );
@@ -325,13 +305,12 @@ impl Responder {
             settle_by,
         };
         if status == VerificationStatus::Failed {
-            finish(
-                report,
+            report.finish(
                 Outcome::Failed,
                 format!("{summary}, but the configuration does not show it"),
             )
         } else {
-            finish(report, Outcome::Remediated, summary)
+            report.finish(Outcome::Remediated, summary)
         }
     }
 }

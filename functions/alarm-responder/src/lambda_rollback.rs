@@ -14,7 +14,7 @@ use runbook_shared::report::{
 use runbook_shared::safety::Invocation;
 use serde_json::{Value, json};
 
-use crate::{Responder, finish};
+use crate::Responder;
 
 pub const RUNBOOK: &str = "lambda-rollback";
 
@@ -260,17 +260,14 @@ impl Responder {
         let state = match self.alias(function, alias).await {
             Ok(state) => state,
             Err(err) if err.is(FaultKind::NotFound) => {
-                return finish(
-                    report,
-                    Outcome::Failed,
+                return report.finish(Outcome::Failed,
                     format!(
                         "alias {target} does not exist (check the alarm's Resource dimension or the payload); nothing was changed"
                     ),
                 );
             }
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not read alias {target}, nothing was changed: {err}"),
                 );
@@ -281,25 +278,13 @@ impl Responder {
             .rsplit_once(':')
             .map_or(state.arn.as_str(), |(arn, _)| arn)
             .to_string();
-        match self.function_managed(function, &function_arn).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return finish(
-                    report,
-                    Outcome::Skipped,
-                    self.config.safety.managed.refusal("function", function),
-                );
-            }
-            Err(err) => {
-                return finish(
-                    report,
-                    Outcome::Failed,
-                    format!(
-                        "could not check that {function} is managed, nothing was changed: {err}"
-                    ),
-                );
-            }
-        }
+        let report = match self
+            .require_managed_function(function, &function_arn, report)
+            .await
+        {
+            Ok(report) => report,
+            Err(finished) => return finished,
+        };
         let lease = format!("lambda-function/{function}");
         self.guarded(&lease, report, invocation, |report| {
             self.rollback_admitted(function, alias, state, alarm_name, report, invocation)
@@ -322,8 +307,7 @@ impl Responder {
         let versions = match self.versions(function).await {
             Ok(versions) => versions,
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "could not list the versions of {function}, nothing was changed: {err}"
@@ -334,8 +318,7 @@ impl Responder {
         let last = match self.last_rollback(&target).await {
             Ok(last) => last,
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "could not read the audit history of {target}, nothing was changed: {err}"
@@ -351,8 +334,8 @@ impl Responder {
         }));
         let change = match decide(&state, &versions, &last, window, now) {
             Decision::Act(change) => change,
-            Decision::NoAction(reason) => return finish(report, Outcome::NoAction, reason),
-            Decision::Skip(reason) => return finish(report, Outcome::Skipped, reason),
+            Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
+            Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
         };
         let (expected_version, before, after, summary) = match &change {
             Change::DropCanary { version, weights } => (
@@ -384,11 +367,7 @@ impl Responder {
         };
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
-                Outcome::Planned,
-                format!("dry run: would have {summary}"),
-            );
+            return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
         let updated = self
             .lambda
@@ -407,8 +386,7 @@ impl Responder {
             let err = AwsError::from_sdk("lambda:UpdateAlias", &format!("alias {target}"), &err);
             action.error = Some(err.to_string());
             report.actions.push(action);
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Failed,
                 format!("the rollback of {target} failed; nothing was changed: {err}"),
             );
@@ -474,10 +452,9 @@ impl Responder {
             settle_by,
         };
         if ok {
-            finish(report, Outcome::Remediated, summary)
+            report.finish(Outcome::Remediated, summary)
         } else {
-            finish(
-                report,
+            report.finish(
                 Outcome::Failed,
                 format!("{summary}, but the alias does not show it"),
             )

@@ -504,11 +504,31 @@ impl Responder {
         let runbook = report.runbook.clone().unwrap_or_default();
         match self.safety.spend_budget(&runbook, report.dry_run).await {
             Ok(Ok(())) => Ok(report),
-            Ok(Err(skip)) => Err(finish(report, Outcome::Skipped, skip.0)),
-            Err(err) => Err(finish(
-                report,
+            Ok(Err(skip)) => Err(report.finish(Outcome::Skipped, skip.0)),
+            Err(err) => Err(report.finish(
                 Outcome::Failed,
                 format!("could not check the action budget, nothing was changed: {err}"),
+            )),
+        }
+    }
+
+    /// `Ok(report)` when the function may be changed; else the finished report (skipped, or
+    /// failed when the check itself failed).
+    pub(crate) async fn require_managed_function(
+        &self,
+        function: &str,
+        arn: &str,
+        report: Report,
+    ) -> Result<Report, Report> {
+        match self.function_managed(function, arn).await {
+            Ok(true) => Ok(report),
+            Ok(false) => Err(report.finish(
+                Outcome::Skipped,
+                self.config.safety.managed.refusal("function", function),
+            )),
+            Err(err) => Err(report.finish(
+                Outcome::Failed,
+                format!("could not check that {function} is managed, nothing was changed: {err}"),
             )),
         }
     }
@@ -539,10 +559,4 @@ impl Responder {
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         ))
     }
-}
-
-pub(crate) fn finish(mut report: Report, outcome: Outcome, reason: impl Into<String>) -> Report {
-    report.outcome = outcome;
-    report.reason = reason.into();
-    report
 }

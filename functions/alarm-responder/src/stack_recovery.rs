@@ -12,7 +12,7 @@ use runbook_shared::report::{
 use runbook_shared::safety::Invocation;
 use serde_json::{Value, json};
 
-use crate::{Responder, finish};
+use crate::Responder;
 
 pub const RUNBOOK: &str = "stack-recovery";
 
@@ -101,15 +101,13 @@ impl Responder {
         let stack = match self.stack(name).await {
             Ok(Some(stack)) => stack,
             Ok(None) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("stack {name} does not exist in this region; nothing was changed"),
                 );
             }
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not read stack {name}, nothing was changed: {err}"),
                 );
@@ -123,7 +121,7 @@ impl Responder {
                 .filter_map(|tag| Some((tag.key()?, tag.value()?))),
         );
         if !policy.matches_name(name) && !tagged {
-            return finish(report, Outcome::Skipped, policy.refusal("stack", name));
+            return report.finish(Outcome::Skipped, policy.refusal("stack", name));
         }
         let lease = format!("cloudformation-stack/{name}");
         self.guarded(&lease, report, invocation, |report| {
@@ -180,18 +178,14 @@ impl Responder {
                 Recovery::CancelUpdate
             }
             "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "CREATE_FAILED" => {
-                return finish(
-                    report,
-                    Outcome::NoAction,
+                return report.finish(Outcome::NoAction,
                     format!(
                         "stack {name} is {status}: its creation failed, and a failed create cannot be recovered in place; fix the cause, delete the stack and create it again{quoted}"
                     ),
                 );
             }
             in_progress if in_progress.ends_with("_IN_PROGRESS") => {
-                return finish(
-                    report,
-                    Outcome::NoAction,
+                return report.finish(Outcome::NoAction,
                     format!(
                         "stack {name} has been {status} for {minutes} min, within STACK_STUCK_MINUTES={}: let it finish",
                         self.config.stack_stuck_minutes
@@ -199,16 +193,14 @@ impl Responder {
                 );
             }
             _ => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::NoAction,
                     format!("stack {name} is {status}: nothing to recover"),
                 );
             }
         };
         if !resources_to_skip.is_empty() && recovery != Recovery::ContinueRollback {
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Rejected,
                 "\"resources_to_skip\" only applies to a stack in UPDATE_ROLLBACK_FAILED"
                     .to_string(),
@@ -241,8 +233,7 @@ impl Responder {
         };
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Planned,
                 format!("dry run: would have {summary}{quoted}"),
             );
@@ -279,8 +270,7 @@ impl Responder {
         if let Err(err) = acted {
             action.error = Some(err.to_string());
             report.actions.push(action);
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Failed,
                 format!("could not recover {name}; nothing was changed: {err}{quoted}"),
             );
@@ -335,13 +325,11 @@ impl Responder {
             }),
         };
         match status {
-            VerificationStatus::Failed => finish(
-                report,
+            VerificationStatus::Failed => report.finish(
                 Outcome::Failed,
                 format!("{summary}, but the stack is {observed}{quoted}"),
             ),
-            _ => finish(
-                report,
+            _ => report.finish(
                 Outcome::Remediated,
                 format!("{summary}: now {observed}{quoted}"),
             ),

@@ -348,25 +348,19 @@ impl Redriver {
         let dlq = match queues::resolve(&self.sqs, &job.dlq).await {
             Ok(dlq) => dlq,
             Err(err) if err.is(FaultKind::NotFound) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Rejected,
                     queues::lookup_failure(&job.dlq.name, &err),
                 );
             }
             Err(err) => {
-                return finish(
-                    report,
-                    Outcome::Failed,
-                    queues::lookup_failure(&job.dlq.name, &err),
-                );
+                return report.finish(Outcome::Failed, queues::lookup_failure(&job.dlq.name, &err));
             }
         };
         let sources = match queues::sources(&self.sqs, &dlq).await {
             Ok(sources) => sources,
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "could not list the sources of {}, nothing was changed: {err}",
@@ -376,9 +370,7 @@ impl Redriver {
             }
         };
         if sources.is_empty() {
-            return finish(
-                report,
-                Outcome::Rejected,
+            return report.finish(Outcome::Rejected,
                 format!(
                     "{} is not a dead-letter queue: no queue's RedrivePolicy points to it; nothing was changed",
                     dlq.name
@@ -388,15 +380,13 @@ impl Redriver {
         match queues::is_managed(&self.sqs, &self.config.safety.managed, &dlq).await {
             Ok(true) => {}
             Ok(false) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Skipped,
                     self.config.safety.managed.refusal("queue", &dlq.name),
                 );
             }
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "could not check that {} is managed, nothing was changed: {err}",
@@ -420,7 +410,7 @@ impl Redriver {
             DlqAction::Redrive => {
                 let plan = match self.plan(&dlq, &sources, &job).await {
                     Ok(plan) => plan,
-                    Err((outcome, reason)) => return finish(report, outcome, reason),
+                    Err((outcome, reason)) => return report.finish(outcome, reason),
                 };
                 self.guarded(&dlq, job, report, invocation, |report| {
                     self.redrive(plan, report, invocation)
@@ -460,18 +450,16 @@ impl Redriver {
             .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(skip)) => return finish(report, Outcome::Skipped, skip.0),
+            Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("the safety checks could not run, nothing was changed: {err}"),
                 );
             }
         }
         let mut report = if dlq.depth() == 0 && dlq.delayed == 0 {
-            finish(
-                report,
+            report.finish(
                 Outcome::NoAction,
                 format!(
                     "{} is empty: nothing to {}",
@@ -482,9 +470,8 @@ impl Redriver {
         } else {
             match self.safety.spend_budget(RUNBOOK, job.dry_run).await {
                 Ok(Ok(())) => act(report).await,
-                Ok(Err(skip)) => finish(report, Outcome::Skipped, skip.0),
-                Err(err) => finish(
-                    report,
+                Ok(Err(skip)) => report.finish(Outcome::Skipped, skip.0),
+                Err(err) => report.finish(
                     Outcome::Failed,
                     format!("could not check the action budget, nothing was changed: {err}"),
                 ),
@@ -601,14 +588,10 @@ impl Redriver {
         };
         let age = oldest.map_or_else(String::new, |age| format!(", oldest {age} s"));
         match error {
-            Some(err) => finish(
-                report,
-                Outcome::Failed,
+            Some(err) => report.finish(Outcome::Failed,
                 format!("inspection of {} failed: {err}", dlq.name),
             ),
-            None => finish(
-                report,
-                Outcome::NoAction,
+            None => report.finish(Outcome::NoAction,
                 format!(
                     "{} holds {} messages ({} in flight{age}); sampled {} and made them visible again; nothing was changed{}",
                     dlq.name,
@@ -825,7 +808,7 @@ impl Redriver {
                 plan.rate_per_second,
                 plan.max_redrives
             );
-            return finish(report, Outcome::Planned, reason);
+            return report.finish(Outcome::Planned, reason);
         }
 
         let result = redrive::run(&self.sqs, &plan, invocation.deadline).await;
@@ -1017,15 +1000,9 @@ impl Redriver {
             .collect::<Vec<_>>()
             .join("; ");
         let outcome = if let Some(err) = &result.error {
-            return finish(
-                report,
-                Outcome::Failed,
-                format!("{reason}; stopped by {err}"),
-            );
+            return report.finish(Outcome::Failed, format!("{reason}; stopped by {err}"));
         } else if !verified {
-            return finish(
-                report,
-                Outcome::Failed,
+            return report.finish(Outcome::Failed,
                 format!(
                     "{reason}; the counts do not reconcile (see verification): the DLQ changed during the run, or the consumer is still failing"
                 ),
@@ -1037,7 +1014,7 @@ impl Redriver {
         } else {
             Outcome::NoAction
         };
-        finish(report, outcome, reason)
+        report.finish(outcome, reason)
     }
 
     async fn purge(&self, dlq: &Queue, mut report: Report, invocation: &Invocation) -> Report {
@@ -1051,8 +1028,7 @@ impl Redriver {
         };
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Planned,
                 format!(
                     "dry run: would purge the {} messages in {}",
@@ -1077,7 +1053,7 @@ impl Redriver {
             } else {
                 format!("purge of {} failed, nothing was removed: {err}", dlq.name)
             };
-            return finish(report, Outcome::Failed, reason);
+            return report.finish(Outcome::Failed, reason);
         }
         action.applied = true;
         report.actions.push(action);
@@ -1115,16 +1091,9 @@ impl Redriver {
         } else {
             Outcome::Remediated
         };
-        finish(
-            report,
+        report.finish(
             outcome,
             format!("purged {}: removed {removed} messages", dlq.name),
         )
     }
-}
-
-fn finish(mut report: Report, outcome: Outcome, reason: impl Into<String>) -> Report {
-    report.outcome = outcome;
-    report.reason = reason.into();
-    report
 }

@@ -771,34 +771,29 @@ impl Scaler {
         report.target = Some(target.name());
         tracing::Span::current().record("target", target.name());
         let name = target.name();
-        let fail = |mut report: Report, reason: String| {
-            report.outcome = Outcome::Failed;
-            report.reason = reason;
-            report
-        };
 
         // Diagnose: the table as it is now.
         let table = match self.describe(&target.table).await {
             Ok(table) => table,
             Err(err) if err.is(FaultKind::NotFound) => {
-                return fail(
-                    report,
-                    format!(
+                return report.finish(Outcome::Failed, format!(
                         "table {} does not exist (or is not visible to this function) in this region; nothing was changed; check the alarm's TableName dimension or the payload",
                         target.table
                     ),
                 );
             }
             Err(err) => {
-                return fail(
-                    report,
+                return report.finish(
+                    Outcome::Failed,
                     format!("could not diagnose {name}, nothing was changed: {err}"),
                 );
             }
         };
         let observed = match Observed::from_table(&table, target.index.as_deref()) {
             Ok(observed) => observed,
-            Err(message) => return fail(report, format!("{message}; nothing was changed")),
+            Err(message) => {
+                return report.finish(Outcome::Failed, format!("{message}; nothing was changed"));
+            }
         };
         match self.is_managed(&table, &target.table).await {
             Ok(true) => {}
@@ -808,8 +803,8 @@ impl Scaler {
                 return report;
             }
             Err(err) => {
-                return fail(
-                    report,
+                return report.finish(
+                    Outcome::Failed,
                     format!(
                         "could not check that table {} is managed, nothing was changed: {err}",
                         target.table
@@ -831,8 +826,8 @@ impl Scaler {
                 return report;
             }
             Err(err) => {
-                return fail(
-                    report,
+                return report.finish(
+                    Outcome::Failed,
                     format!("the safety checks could not run, nothing was changed: {err}"),
                 );
             }
@@ -1003,11 +998,6 @@ impl Scaler {
         mut report: Report,
         invocation: &Invocation,
     ) -> Report {
-        let finish = |mut report: Report, outcome: Outcome, reason: String| {
-            report.outcome = outcome;
-            report.reason = reason;
-            report
-        };
         let (table, index) = match raise.target.split_once("/index/") {
             Some((table, index)) => (table.to_string(), Some(index.to_string())),
             None => (raise.target.clone(), None),
@@ -1027,8 +1017,7 @@ impl Scaler {
             number(&raise.current, "read"),
             number(&raise.current, "write"),
         ) else {
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Failed,
                 format!("the raise record of {} is unreadable", raise.target),
             );
@@ -1039,18 +1028,16 @@ impl Scaler {
             .map(|table| Observed::from_table(&table, target.index.as_deref()))
         {
             Ok(Ok(observed)) => observed,
-            Ok(Err(message)) => return finish(report, Outcome::Failed, message),
+            Ok(Err(message)) => return report.finish(Outcome::Failed, message),
             Err(err) if err.is(FaultKind::NotFound) => {
                 let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Skipped,
                     format!("table {} no longer exists: no longer tracked", target.table),
                 );
             }
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not describe {}: {err}", raise.target),
                 );
@@ -1061,9 +1048,7 @@ impl Scaler {
             || observed.write != our_write
         {
             let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
-            return finish(
-                report,
-                Outcome::Skipped,
+            return report.finish(Outcome::Skipped,
                 format!(
                     "{} was changed by someone else since it was raised to read {our_read}, write {our_write} (now {}): left as it is, and no longer tracked",
                     raise.target,
@@ -1075,8 +1060,7 @@ impl Scaler {
         let peaks = match self.consumed_peaks(&target, window_minutes).await {
             Ok(peaks) => peaks,
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "could not read the consumed capacity of {}: {err}",
@@ -1103,9 +1087,7 @@ impl Scaler {
             json!({"observed": observed, "baseline": raise.original, "consumed_peak": peaks, "window_minutes": window_minutes}),
         );
         if read == our_read && write == our_write {
-            return finish(
-                report,
-                Outcome::NoAction,
+            return report.finish(Outcome::NoAction,
                 format!(
                     "{} still uses at least {:.0}% of its raised capacity (or is at its baseline): kept",
                     raise.target,
@@ -1128,11 +1110,7 @@ impl Scaler {
         );
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
-                Outcome::Planned,
-                format!("dry run: would have {summary}"),
-            );
+            return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
         if let Err(err) = self.apply(&target, &change).await {
             action.error = Some(err.to_string());
@@ -1148,7 +1126,7 @@ impl Scaler {
                     raise.target
                 )
             };
-            return finish(report, Outcome::Failed, reason);
+            return report.finish(Outcome::Failed, reason);
         }
         action.applied = true;
         report.actions.push(action);
@@ -1162,15 +1140,8 @@ impl Scaler {
             Ok(None) => (false, "not described before the deadline".into()),
             Err(err) => (false, format!("DescribeTable failed: {err}")),
         };
-        report.verification = Verification {
-            status: if ok {
-                VerificationStatus::Verified
-            } else {
-                VerificationStatus::Failed
-            },
-            checks: vec![Check::new("capacity", ok, expected_text(&change), seen)],
-            settle_by: None,
-        };
+        report.verification =
+            Verification::settled(Check::new("capacity", ok, expected_text(&change), seen));
         let recorded = if read == base_read && write == base_write {
             self.safety.audit.end_raise(RUNBOOK, &raise.target).await
         } else {
@@ -1187,14 +1158,12 @@ impl Scaler {
                 .await
         };
         match recorded {
-            Err(err) => finish(
-                report,
+            Err(err) => report.finish(
                 Outcome::Failed,
                 format!("{summary}, but the raise record could not be updated: {err}"),
             ),
-            Ok(()) if ok => finish(report, Outcome::Remediated, summary),
-            Ok(()) => finish(
-                report,
+            Ok(()) if ok => report.finish(Outcome::Remediated, summary),
+            Ok(()) => report.finish(
                 Outcome::Failed,
                 format!("{summary}, but DescribeTable does not show it"),
             ),

@@ -150,40 +150,34 @@ impl Scaler {
         report.runbook = Some(RUNBOOK.into());
         report.target = Some(function.clone());
         tracing::Span::current().record("target", function.as_str());
-        let fail = |mut report: Report, reason: String| {
-            report.outcome = Outcome::Failed;
-            report.reason = reason;
-            report
-        };
-        let configuration = match self
-            .lambda
-            .get_function_configuration()
-            .function_name(&function)
-            .send()
-            .await
-        {
-            Ok(configuration) => configuration,
-            Err(err) => {
-                let err = AwsError::from_sdk(
-                    "lambda:GetFunctionConfiguration",
-                    &format!("function {function}"),
-                    &err,
-                );
-                return if err.is(FaultKind::NotFound) {
-                    fail(
-                        report,
-                        format!(
+        let configuration =
+            match self
+                .lambda
+                .get_function_configuration()
+                .function_name(&function)
+                .send()
+                .await
+            {
+                Ok(configuration) => configuration,
+                Err(err) => {
+                    let err = AwsError::from_sdk(
+                        "lambda:GetFunctionConfiguration",
+                        &format!("function {function}"),
+                        &err,
+                    );
+                    return if err.is(FaultKind::NotFound) {
+                        report.finish(Outcome::Failed, format!(
                             "function {function} does not exist in this region; nothing was changed"
                         ),
                     )
-                } else {
-                    fail(
-                        report,
-                        format!("could not read {function}, nothing was changed: {err}"),
-                    )
-                };
-            }
-        };
+                    } else {
+                        report.finish(
+                            Outcome::Failed,
+                            format!("could not read {function}, nothing was changed: {err}"),
+                        )
+                    };
+                }
+            };
         let policy = &self.config.safety.managed;
         if !policy.matches_name(&function) {
             let arn = configuration.function_arn().unwrap_or_default();
@@ -206,8 +200,8 @@ impl Scaler {
                         &format!("function {function}"),
                         &err,
                     );
-                    return fail(
-                        report,
+                    return report.finish(
+                        Outcome::Failed,
                         format!(
                             "could not check that {function} is managed, nothing was changed: {err}"
                         ),
@@ -228,8 +222,8 @@ impl Scaler {
                 return report;
             }
             Err(err) => {
-                return fail(
-                    report,
+                return report.finish(
+                    Outcome::Failed,
                     format!("the safety checks could not run, nothing was changed: {err}"),
                 );
             }
@@ -251,16 +245,10 @@ impl Scaler {
         mut report: Report,
     ) -> Report {
         let function = &target.function;
-        let finish = |mut report: Report, outcome: Outcome, reason: String| {
-            report.outcome = outcome;
-            report.reason = reason;
-            report
-        };
         let reserved = match self.reserved(function).await {
             Ok(reserved) => reserved,
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not read {function}'s concurrency, nothing was changed: {err}"),
                 );
@@ -270,8 +258,7 @@ impl Scaler {
             Ok(account) => account,
             Err(err) => {
                 let err = AwsError::from_sdk("lambda:GetAccountSettings", "the account", &err);
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not read the account's concurrency, nothing was changed: {err}"),
                 );
@@ -290,8 +277,8 @@ impl Scaler {
         }));
         let new = match decide(target, reserved, unreserved, account_limit, &self.config) {
             Decision::Act(new) => new,
-            Decision::NoAction(reason) => return finish(report, Outcome::NoAction, reason),
-            Decision::Skip(reason) => return finish(report, Outcome::Skipped, reason),
+            Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
+            Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
         };
         let current = reserved.unwrap_or(0);
         let mut action = Action {
@@ -304,10 +291,9 @@ impl Scaler {
         };
         match self.safety.spend_budget(RUNBOOK, report.dry_run).await {
             Ok(Ok(())) => {}
-            Ok(Err(skip)) => return finish(report, Outcome::Skipped, skip.0),
+            Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not check the action budget, nothing was changed: {err}"),
                 );
@@ -316,11 +302,7 @@ impl Scaler {
         let summary = format!("raised {function}'s reserved concurrency from {current} to {new}");
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
-                Outcome::Planned,
-                format!("dry run: would have {summary}"),
-            );
+            return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
         if let Err(err) = self
             .lambda
@@ -337,8 +319,7 @@ impl Scaler {
             );
             action.error = Some(err.to_string());
             report.actions.push(action);
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Failed,
                 format!("the raise of {function}'s concurrency failed; nothing was changed: {err}"),
             );
@@ -418,8 +399,7 @@ impl Scaler {
         };
         let note = std::mem::take(&mut report.reason);
         if ok {
-            finish(
-                report,
+            report.finish(
                 Outcome::Remediated,
                 if note.is_empty() {
                     summary
@@ -428,8 +408,7 @@ impl Scaler {
                 },
             )
         } else {
-            finish(
-                report,
+            report.finish(
                 Outcome::Failed,
                 format!("{summary}, but GetFunctionConcurrency does not show it"),
             )
@@ -442,11 +421,6 @@ impl Scaler {
         raise: &runbook_shared::audit::Raise,
         mut report: Report,
     ) -> Report {
-        let finish = |mut report: Report, outcome: Outcome, reason: String| {
-            report.outcome = outcome;
-            report.reason = reason;
-            report
-        };
         let function = &raise.target;
         let (Some(original), Some(ours)) = (
             raise.original["reserved_concurrency"]
@@ -456,8 +430,7 @@ impl Scaler {
                 .as_i64()
                 .and_then(|v| i32::try_from(v).ok()),
         ) else {
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Failed,
                 format!("the raise record of {function} is unreadable"),
             );
@@ -465,8 +438,7 @@ impl Scaler {
         let now = match self.reserved(function).await {
             Ok(now) => now,
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not read {function}'s concurrency: {err}"),
                 );
@@ -474,9 +446,7 @@ impl Scaler {
         };
         if now != Some(ours) {
             let _ = self.safety.audit.end_raise(RUNBOOK, function).await;
-            return finish(
-                report,
-                Outcome::Skipped,
+            return report.finish(Outcome::Skipped,
                 format!(
                     "{function}'s reserved concurrency was changed by someone else since it was raised to {ours} (now {}): left as it is, and no longer tracked",
                     now.map_or("none".to_string(), |n| n.to_string())
@@ -493,9 +463,7 @@ impl Scaler {
         };
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
-                Outcome::Planned,
+            return report.finish(Outcome::Planned,
                 format!(
                     "dry run: would put {function}'s reserved concurrency back from {ours} to {original}"
                 ),
@@ -516,9 +484,7 @@ impl Scaler {
             );
             action.error = Some(err.to_string());
             report.actions.push(action);
-            return finish(
-                report,
-                Outcome::Failed,
+            return report.finish(Outcome::Failed,
                 format!(
                     "could not put {function}'s concurrency back: {err}; the next schedule tries again"
                 ),
@@ -534,32 +500,22 @@ impl Scaler {
             ),
             Err(err) => (false, format!("GetFunctionConcurrency failed: {err}")),
         };
-        report.verification = Verification {
-            status: if ok {
-                VerificationStatus::Verified
-            } else {
-                VerificationStatus::Failed
-            },
-            checks: vec![Check::new(
-                "reserved_concurrency",
-                ok,
-                original.to_string(),
-                observed,
-            )],
-            settle_by: None,
-        };
+        report.verification = Verification::settled(Check::new(
+            "reserved_concurrency",
+            ok,
+            original.to_string(),
+            observed,
+        ));
         let summary = format!(
             "put {function}'s reserved concurrency back from {ours} to its original {original}"
         );
         match ended {
-            Err(err) => finish(
-                report,
+            Err(err) => report.finish(
                 Outcome::Failed,
                 format!("{summary}, but its raise record could not be closed: {err}"),
             ),
-            Ok(()) if ok => finish(report, Outcome::Remediated, summary),
-            Ok(()) => finish(
-                report,
+            Ok(()) if ok => report.finish(Outcome::Remediated, summary),
+            Ok(()) => report.finish(
                 Outcome::Failed,
                 format!("{summary}, but GetFunctionConcurrency does not show it"),
             ),

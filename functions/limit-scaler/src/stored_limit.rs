@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use runbook_shared::audit::Raise;
 use runbook_shared::aws::{AwsError, FaultKind};
-use runbook_shared::report::{Action, Check, Outcome, Report, Verification, VerificationStatus};
+use runbook_shared::report::{Action, Check, Outcome, Report, Verification};
 use runbook_shared::trigger::Rejection;
 use serde::Deserialize;
 use serde_json::json;
@@ -185,17 +185,11 @@ impl Scaler {
         target: &LimitTarget,
         mut report: Report,
     ) -> Report {
-        let finish = |mut report: Report, outcome: Outcome, reason: String| {
-            report.outcome = outcome;
-            report.reason = reason;
-            report
-        };
         let name = target.name();
         let current = match self.read_limit(target).await {
             Ok(Some(current)) => current,
             Ok(None) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "{name}: no item with {} = {:?}, or no number in {}; nothing was changed",
@@ -204,8 +198,7 @@ impl Scaler {
                 );
             }
             Err(err) if err.is(FaultKind::NotFound) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "the limits table {} does not exist; nothing was changed",
@@ -214,8 +207,7 @@ impl Scaler {
                 );
             }
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not read {name}, nothing was changed: {err}"),
                 );
@@ -229,8 +221,7 @@ impl Scaler {
                 .and_then(|raise| raise.original["value"].as_f64())
                 .unwrap_or(current),
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not read the raises in force, nothing was changed: {err}"),
                 );
@@ -240,9 +231,7 @@ impl Scaler {
         report.diagnosis = Some(json!({"current": current, "original": original, "cap": cap}));
         let new = match target.value {
             Some(value) if value > cap => {
-                return finish(
-                    report,
-                    Outcome::Skipped,
+                return report.finish(Outcome::Skipped,
                     format!(
                         "at cap: {value} is above MAX_LIMIT_FACTOR={} × the original {original} = {cap}",
                         self.config.max_limit_factor
@@ -266,7 +255,7 @@ impl Scaler {
             } else {
                 Outcome::Skipped
             };
-            return finish(report, outcome, reason);
+            return report.finish(outcome, reason);
         }
         let revert_at = Utc::now() + Duration::minutes(target.for_minutes);
         let mut action = Action {
@@ -279,10 +268,9 @@ impl Scaler {
         };
         match self.safety.spend_budget(RUNBOOK, report.dry_run).await {
             Ok(Ok(())) => {}
-            Ok(Err(skip)) => return finish(report, Outcome::Skipped, skip.0),
+            Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not check the action budget, nothing was changed: {err}"),
                 );
@@ -294,11 +282,7 @@ impl Scaler {
         );
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
-                Outcome::Planned,
-                format!("dry run: would have {summary}"),
-            );
+            return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
         match self.swap_limit(target, current, new).await {
             Ok(true) => {}
@@ -307,9 +291,7 @@ impl Scaler {
                     "ConditionalCheckFailedException: the value changed after it was read".into(),
                 );
                 report.actions.push(action);
-                return finish(
-                    report,
-                    Outcome::Failed,
+                return report.finish(Outcome::Failed,
                     format!(
                         "{name} changed between reading {current} and raising it (lost race with another writer); nothing was changed: run again"
                     ),
@@ -318,8 +300,7 @@ impl Scaler {
             Err(err) => {
                 action.error = Some(err.to_string());
                 report.actions.push(action);
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("the raise of {name} failed; nothing was changed: {err}"),
                 );
@@ -345,22 +326,13 @@ impl Scaler {
             ),
             Err(err) => (false, format!("GetItem failed: {err}")),
         };
-        report.verification = Verification {
-            status: if ok {
-                VerificationStatus::Verified
-            } else {
-                VerificationStatus::Failed
-            },
-            checks: vec![Check::new("stored_value", ok, new.to_string(), observed)],
-            settle_by: None,
-        };
+        report.verification =
+            Verification::settled(Check::new("stored_value", ok, new.to_string(), observed));
         report.details = Some(
             json!({"original": original, "revert_at": runbook_shared::audit::timestamp(revert_at)}),
         );
         if let Err(err) = registered {
-            return finish(
-                report,
-                Outcome::Failed,
+            return report.finish(Outcome::Failed,
                 format!(
                     "{summary}, but the raise could not be recorded for its revert ({err}): put it back to {original} by hand at {}",
                     runbook_shared::audit::timestamp(revert_at)
@@ -368,10 +340,9 @@ impl Scaler {
             );
         }
         if ok {
-            finish(report, Outcome::Remediated, summary)
+            report.finish(Outcome::Remediated, summary)
         } else {
-            finish(
-                report,
+            report.finish(
                 Outcome::Failed,
                 format!("{summary}, but the item does not show it"),
             )
@@ -380,15 +351,9 @@ impl Scaler {
 
     /// Puts a stored limit back to its original once its time is up (the schedule's step).
     pub(crate) async fn revert_stored_limit(&self, raise: &Raise, mut report: Report) -> Report {
-        let finish = |mut report: Report, outcome: Outcome, reason: String| {
-            report.outcome = outcome;
-            report.reason = reason;
-            report
-        };
         let Some(target) = LimitTarget::from_raise(raise, &self.config) else {
             let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Failed,
                 format!(
                     "{} is not in LIMITS_TABLE any more: stopped tracking it",
@@ -400,8 +365,7 @@ impl Scaler {
             raise.original["value"].as_f64(),
             raise.current["value"].as_f64(),
         ) else {
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Failed,
                 format!("the raise record of {} is unreadable", raise.target),
             );
@@ -409,8 +373,7 @@ impl Scaler {
         let now = match self.read_limit(&target).await {
             Ok(now) => now,
             Err(err) => {
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("could not read {}: {err}", raise.target),
                 );
@@ -418,9 +381,7 @@ impl Scaler {
         };
         if now != Some(ours) {
             let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
-            return finish(
-                report,
-                Outcome::Skipped,
+            return report.finish(Outcome::Skipped,
                 format!(
                     "{} was changed by someone else since it was raised to {ours} (now {}): left as it is, and no longer tracked",
                     raise.target,
@@ -438,8 +399,7 @@ impl Scaler {
         };
         if report.dry_run {
             report.actions.push(action);
-            return finish(
-                report,
+            return report.finish(
                 Outcome::Planned,
                 format!(
                     "dry run: would put {} back from {ours} to {original}",
@@ -451,8 +411,7 @@ impl Scaler {
             Ok(true) => action.applied = true,
             Ok(false) => {
                 report.actions.push(action);
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Skipped,
                     format!(
                         "{} changed while it was being put back: left as it is",
@@ -463,8 +422,7 @@ impl Scaler {
             Err(err) => {
                 action.error = Some(err.to_string());
                 report.actions.push(action);
-                return finish(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!(
                         "could not put {} back: {err}; the next schedule tries again",
@@ -482,33 +440,23 @@ impl Scaler {
             ),
             Err(err) => (false, format!("GetItem failed: {err}")),
         };
-        report.verification = Verification {
-            status: if ok {
-                VerificationStatus::Verified
-            } else {
-                VerificationStatus::Failed
-            },
-            checks: vec![Check::new(
-                "stored_value",
-                ok,
-                original.to_string(),
-                observed,
-            )],
-            settle_by: None,
-        };
+        report.verification = Verification::settled(Check::new(
+            "stored_value",
+            ok,
+            original.to_string(),
+            observed,
+        ));
         let summary = format!(
             "put {} back from {ours} to its original {original}",
             raise.target
         );
         match ended {
-            Err(err) => finish(
-                report,
+            Err(err) => report.finish(
                 Outcome::Failed,
                 format!("{summary}, but its raise record could not be closed: {err}"),
             ),
-            Ok(()) if ok => finish(report, Outcome::Remediated, summary),
-            Ok(()) => finish(
-                report,
+            Ok(()) if ok => report.finish(Outcome::Remediated, summary),
+            Ok(()) => report.finish(
                 Outcome::Failed,
                 format!("{summary}, but the item does not show it"),
             ),
