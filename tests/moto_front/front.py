@@ -40,6 +40,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 
 import botocore.session
 import cbor2
@@ -57,6 +58,8 @@ from moto.sqs import exceptions as sqs_exceptions
 from moto.sqs import models as sqs_models
 from moto.sqs import responses as sqs_responses
 from werkzeug.serving import make_server
+
+import iam
 
 # Smithy service id (as it appears in the CBOR path) -> botocore service name.
 CBOR_SERVICES = {"GraniteServiceVersion20100801": "cloudwatch"}
@@ -328,6 +331,11 @@ class LambdaAccountSettings:
 
         scope = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
         region = scope["region"] if scope else "us-east-1"
+        try:
+            iam.authorize({"Authorization": environ.get("HTTP_AUTHORIZATION", "")}, "lambda", "GetAccountSettings",
+                          lambda _region: [("*", iam.context_with_tags(lambda: {}))])
+        except iam.AccessDenied as denied:
+            return denied(environ, start_response)
         functions = list(lambda_backends[DEFAULT_ACCOUNT_ID][region].list_functions())
         limit = int(os.environ.get("MOTO_LAMBDA_CONCURRENCY_QUOTA", "1000"))
         reserved = sum(int(f.reserved_concurrency) for f in functions if f.reserved_concurrency)
@@ -343,20 +351,30 @@ class LambdaAccountSettings:
 
 
 class ControlEndpoint:
-    """POST /_front/cloudformation/stack-status: test control, not an AWS API."""
+    """Test controls, not AWS APIs: POST /_front/cloudformation/stack-status and POST /_front/deploy."""
 
     def __init__(self, app):
         self.app = app
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") != "/_front/cloudformation/stack-status":
+        path = environ.get("PATH_INFO")
+        if path not in ("/_front/cloudformation/stack-status", "/_front/deploy"):
             return self.app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         request = json.loads(environ["wsgi.input"].read(length) or b"{}")
-        found = set_stack_status(request["stack"], request["status"], request.get("resource"), request.get("reason"),
-                                 request.get("minutes_ago", 0))
-        status = "200 OK" if found else "404 Not Found"
-        body = json.dumps({"found": found}).encode()
+        if path == "/_front/deploy":
+            try:
+                answer = iam.deploy(f"http://{environ['HTTP_HOST']}", request["stack"],
+                                    request.get("parameters", {}), request.get("drop_actions", {}))
+                status = "200 OK"
+            except Exception:  # the test prints why the deployment failed
+                answer, status = {"error": traceback.format_exc()}, "500 Internal Server Error"
+        else:
+            found = set_stack_status(request["stack"], request["status"], request.get("resource"),
+                                     request.get("reason"), request.get("minutes_ago", 0))
+            status = "200 OK" if found else "404 Not Found"
+            answer = {"found": found}
+        body = json.dumps(answer).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
 
@@ -437,6 +455,7 @@ class CborBridge:
 def build_app():
     patch_sqs()
     patch_cloudformation()
+    iam.patch_moto()
     return ControlEndpoint(LambdaAccountSettings(CborBridge(DomainDispatcherApplication(create_backend_app))))
 
 

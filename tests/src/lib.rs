@@ -2,6 +2,7 @@
 //! pointed at it, the audit table as template.yaml defines it, and a Lambda Runtime API
 //! emulator that runs the real function binaries.
 
+pub mod deploy;
 pub mod endpoints;
 pub mod fixtures;
 pub mod moto;

@@ -1,16 +1,15 @@
 //! End to end: the compiled `alarm-responder` binary under the Runtime API emulator, with the
 //! files in events/, against moto.
 
+use runbook_tests::deploy::{ALARM_RESPONDER, Deployment, deploy_managed};
 use runbook_tests::fixtures::{
-    create_audit_table, create_function, create_stack, event_file, publish_version,
-    set_stack_status,
+    create_function, create_stack, event_file, publish_version, set_stack_status,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
 
-async fn start(audit: &str) -> LambdaProcess {
-    let mut env = moto().function_env();
-    env.push(("AUDIT_TABLE".into(), audit.into()));
+async fn start(deployment: &Deployment) -> LambdaProcess {
+    let mut env = deployment.function_env(moto(), ALARM_RESPONDER);
     env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
     env.push(("COOLDOWN_SECONDS".into(), "0".into()));
     LambdaProcess::start(&binary("alarm-responder"), &env).await
@@ -18,7 +17,7 @@ async fn start(audit: &str) -> LambdaProcess {
 
 #[tokio::test]
 async fn lambda_runbooks_through_the_binary() {
-    let audit = create_audit_table(&moto().dynamodb()).await;
+    let deployment = deploy_managed(&[]).await;
     let base = runbook_tests::unique("managed-orders");
     let function = format!("{base}-api");
     create_function(moto(), &function).await;
@@ -34,7 +33,7 @@ async fn lambda_runbooks_through_the_binary() {
         .await
         .expect("alias");
     let names = [("orders", base.as_str())];
-    let mut responder = start(&audit).await;
+    let mut responder = start(&deployment).await;
 
     let planned = responder
         .report(&event_file("manual-lambda-rollback-dry-run.json", &names))
@@ -76,7 +75,7 @@ async fn lambda_runbooks_through_the_binary() {
 
 #[tokio::test]
 async fn stack_runbook_through_the_binary() {
-    let audit = create_audit_table(&moto().dynamodb()).await;
+    let deployment = deploy_managed(&[]).await;
     let stack = runbook_tests::unique("managed-orders");
     create_stack(
         &moto().cloudformation(),
@@ -84,7 +83,7 @@ async fn stack_runbook_through_the_binary() {
         serde_json::json!({"Q": {"Type": "AWS::SQS::Queue"}}),
     )
     .await;
-    let mut responder = start(&audit).await;
+    let mut responder = start(&deployment).await;
 
     set_stack_status(
         moto(),

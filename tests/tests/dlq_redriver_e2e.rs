@@ -4,16 +4,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use runbook_tests::fixtures::{
-    QueuePair, create_audit_table, depth, event_file, peek_all, send_messages,
-};
+use runbook_tests::deploy::{DLQ_REDRIVER, Deployment, deploy_managed};
+use runbook_tests::fixtures::{QueuePair, depth, event_file, peek_all, send_messages};
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
 use serde_json::{Value, json};
 
-async fn start(audit: &str, extra: &[(&str, &str)]) -> LambdaProcess {
-    let mut env = moto().function_env();
-    env.push(("AUDIT_TABLE".into(), audit.into()));
+async fn start(deployment: &Deployment, extra: &[(&str, &str)]) -> LambdaProcess {
+    let mut env = deployment.function_env(moto(), DLQ_REDRIVER);
     env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     LambdaProcess::start(&binary("dlq-redriver"), &env).await
@@ -40,7 +38,7 @@ fn ids_in(messages: &[aws_sdk_sqs::types::Message]) -> Vec<String> {
 #[tokio::test]
 async fn alarm_inspects_then_manual_redrive_and_purge_through_the_binary() {
     let sqs = moto().sqs();
-    let audit = create_audit_table(&moto().dynamodb()).await;
+    let deployment = deploy_managed(&[]).await;
     let pair = QueuePair::create_with(&sqs, "managed-orders", false, 100).await;
     let base = pair.source.name.clone();
     send_messages(
@@ -51,7 +49,7 @@ async fn alarm_inspects_then_manual_redrive_and_purge_through_the_binary() {
         &[("tenant", "42")],
     )
     .await;
-    let mut function = start(&audit, &[]).await;
+    let mut function = start(&deployment, &[]).await;
     let names = [("orders", base.as_str())];
 
     let inspected = function
@@ -97,13 +95,13 @@ async fn alarm_inspects_then_manual_redrive_and_purge_through_the_binary() {
 #[tokio::test]
 async fn scheduled_sweep_through_the_binary() {
     let sqs = moto().sqs();
-    let audit = create_audit_table(&moto().dynamodb()).await;
+    let deployment = deploy_managed(&[]).await;
     let first = QueuePair::create_with(&sqs, "managed-sweep", false, 100).await;
     let second = QueuePair::create_with(&sqs, "managed-sweep", false, 100).await;
     send_messages(&sqs, &first.dlq, &bodies(&ids(4, "s1")), None, &[]).await;
     let queues = format!("{},{}", first.dlq.name, second.dlq.name);
     let mut function = start(
-        &audit,
+        &deployment,
         &[("REDRIVE_ON_ALARM", "true"), ("DLQ_QUEUES", &queues)],
     )
     .await;
@@ -131,7 +129,7 @@ fn random_below(below: u64) -> u64 {
 async fn killing_the_function_mid_redrive_never_loses_a_message() {
     const MESSAGES: usize = 2_000;
     let sqs = moto().sqs();
-    let audit = create_audit_table(&moto().dynamodb()).await;
+    let deployment = deploy_managed(&[]).await;
     let pair = QueuePair::create_with(&sqs, "managed-crash", false, 100).await;
     let all: HashSet<String> = ids(MESSAGES, "crash").into_iter().collect();
     let sorted: Vec<String> = {
@@ -144,7 +142,7 @@ async fn killing_the_function_mid_redrive_never_loses_a_message() {
 
     for run in 0..3 {
         let mut function = start(
-            &audit,
+            &deployment,
             &[("COOLDOWN_SECONDS", "0"), ("REDRIVE_CONCURRENCY", "4")],
         )
         .await;
@@ -188,7 +186,7 @@ async fn killing_the_function_mid_redrive_never_loses_a_message() {
         &missing[..missing.len().min(5)]
     );
 
-    let mut function = start(&audit, &[("COOLDOWN_SECONDS", "0")]).await;
+    let mut function = start(&deployment, &[("COOLDOWN_SECONDS", "0")]).await;
     let report = function
         .report(&json!({"dlq": pair.dlq.name, "action": "redrive", "rate_per_second": 1000}))
         .await;

@@ -2,10 +2,9 @@
 //! files in events/, against local endpoints and moto.
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
+use runbook_tests::deploy::{Deployment, HEALTH_PROBER, deploy_managed};
 use runbook_tests::endpoints::Endpoints;
-use runbook_tests::fixtures::{
-    TableSpec, create_audit_table, create_function, create_queue, create_stack, event_file,
-};
+use runbook_tests::fixtures::{TableSpec, create_function, create_queue, create_stack, event_file};
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{Invoked, LambdaProcess, binary};
 use serde_json::Value;
@@ -68,9 +67,8 @@ async fn probed_resources(base: &str, endpoints: &Endpoints) -> Value {
     )
 }
 
-async fn start(audit: &str, probes: Option<&Value>) -> LambdaProcess {
-    let mut env = moto().function_env();
-    env.push(("AUDIT_TABLE".into(), audit.into()));
+async fn start(deployment: &Deployment, probes: Option<&Value>) -> LambdaProcess {
+    let mut env = deployment.function_env(moto(), HEALTH_PROBER);
     if let Some(probes) = probes {
         env.push(("PROBES".into(), probes.to_string()));
     }
@@ -80,18 +78,18 @@ async fn start(audit: &str, probes: Option<&Value>) -> LambdaProcess {
 #[tokio::test]
 async fn manual_and_scheduled_probes_through_the_binary() {
     let endpoints = Endpoints::start().await;
-    let audit = create_audit_table(&moto().dynamodb()).await;
+    let deployment = deploy_managed(&[]).await;
     let base = runbook_tests::unique("orders");
     let payload = probed_resources(&base, &endpoints).await;
 
-    let mut function = start(&audit, None).await;
+    let mut function = start(&deployment, None).await;
     let report = function.report(&payload).await;
     assert_eq!(report["healthy"], true, "{report}");
     assert_eq!(report["probes"].as_array().unwrap().len(), 6);
     assert_eq!(report["metrics"]["calls"], 1);
     function.stop().await;
 
-    let mut scheduled = start(&audit, Some(&payload["probes"])).await;
+    let mut scheduled = start(&deployment, Some(&payload["probes"])).await;
     let report = scheduled
         .report(&event_file("scheduled-event.json", &[]))
         .await;
@@ -123,10 +121,10 @@ async fn manual_and_scheduled_probes_through_the_binary() {
 
 #[tokio::test]
 async fn invalid_probes_stop_the_cold_start_naming_the_probe() {
-    let audit = create_audit_table(&moto().dynamodb()).await;
+    let deployment = deploy_managed(&[]).await;
     let bad: Value =
         serde_json::json!([{"name": "api", "kind": "http", "url": "http://x", "expect": 200}]);
-    let mut function = start(&audit, Some(&bad)).await;
+    let mut function = start(&deployment, Some(&bad)).await;
     assert!(matches!(
         function.invoke(&serde_json::json!({})).await,
         Invoked::InitFailed(_)

@@ -1,14 +1,15 @@
 //! End to end: the compiled `limit-scaler` binary under the Lambda Runtime API emulator,
 //! invoked with the files in events/, against moto.
 
-use runbook_tests::fixtures::{TableSpec, capacity, create_audit_table, event_file};
+use runbook_tests::deploy::{Deployment, LIMIT_SCALER, deploy_managed};
+use runbook_tests::fixtures::{TableSpec, capacity, event_file};
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{Invoked, LambdaProcess, binary};
 use serde_json::{Value, json};
 
-async fn start(audit: &str, extra: &[(&str, &str)]) -> LambdaProcess {
-    let mut env = moto().function_env();
-    env.push(("AUDIT_TABLE".into(), audit.into()));
+/// The binary with the IAM credentials of its policy in template.yaml (see runbook_tests::deploy).
+async fn start(deployment: &Deployment, extra: &[(&str, &str)]) -> LambdaProcess {
+    let mut env = deployment.function_env(moto(), LIMIT_SCALER);
     env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     LambdaProcess::start(&binary("limit-scaler"), &env).await
@@ -17,11 +18,11 @@ async fn start(audit: &str, extra: &[(&str, &str)]) -> LambdaProcess {
 #[tokio::test]
 async fn throttle_alarm_then_ok_through_the_binary() {
     let dynamodb = moto().dynamodb();
-    let audit = create_audit_table(&dynamodb).await;
+    let deployment = deploy_managed(&[]).await;
     let spec = TableSpec::provisioned("managed-orders", 5, 5);
     let table = spec.name.clone();
     spec.create(&dynamodb).await;
-    let mut function = start(&audit, &[]).await;
+    let mut function = start(&deployment, &[]).await;
 
     let report = function
         .report(&event_file(
@@ -68,11 +69,11 @@ async fn throttle_alarm_then_ok_through_the_binary() {
 #[tokio::test]
 async fn alarm_action_and_index_alarm_through_the_binary() {
     let dynamodb = moto().dynamodb();
-    let audit = create_audit_table(&dynamodb).await;
+    let deployment = deploy_managed(&[]).await;
     let spec = TableSpec::provisioned("managed-orders", 5, 5).with_index();
     let table = spec.name.clone();
     spec.create(&dynamodb).await;
-    let mut function = start(&audit, &[]).await;
+    let mut function = start(&deployment, &[]).await;
 
     let report = function
         .report(&event_file(
@@ -102,11 +103,11 @@ async fn alarm_action_and_index_alarm_through_the_binary() {
 #[tokio::test]
 async fn manual_payloads_through_the_binary() {
     let dynamodb = moto().dynamodb();
-    let audit = create_audit_table(&dynamodb).await;
+    let deployment = deploy_managed(&[]).await;
     let spec = TableSpec::provisioned("managed-orders", 5, 5).with_index();
     let table = spec.name.clone();
     spec.create(&dynamodb).await;
-    let mut function = start(&audit, &[]).await;
+    let mut function = start(&deployment, &[]).await;
 
     let planned = function
         .report(&event_file(
@@ -161,8 +162,8 @@ async fn manual_payloads_through_the_binary() {
 
 #[tokio::test]
 async fn a_bad_setting_stops_the_cold_start_naming_the_variable() {
-    let audit = create_audit_table(&moto().dynamodb()).await;
-    let mut function = start(&audit, &[("MAX_READ_CAPACITY", "lots")]).await;
+    let deployment = deploy_managed(&[]).await;
+    let mut function = start(&deployment, &[("MAX_READ_CAPACITY", "lots")]).await;
     match function.invoke(&json!({"table": "x"})).await {
         Invoked::InitFailed(_) => {}
         other => panic!("expected the cold start to fail, got {other:?}"),
@@ -177,7 +178,7 @@ async fn a_bad_setting_stops_the_cold_start_naming_the_variable() {
 
 #[tokio::test]
 async fn lambda_concurrency_through_the_binary() {
-    let audit = create_audit_table(&moto().dynamodb()).await;
+    let deployment = deploy_managed(&[]).await;
     let base = runbook_tests::unique("managed-orders");
     let function = format!("{base}-worker");
     runbook_tests::fixtures::create_function(moto(), &function).await;
@@ -189,7 +190,7 @@ async fn lambda_concurrency_through_the_binary() {
         .send()
         .await
         .unwrap();
-    let mut scaler = start(&audit, &[]).await;
+    let mut scaler = start(&deployment, &[]).await;
     let names = [("orders", base.as_str())];
 
     let planned = scaler
@@ -221,7 +222,6 @@ async fn stored_limit_through_the_binary() {
         ScalarAttributeType,
     };
     let dynamodb = moto().dynamodb();
-    let audit = create_audit_table(&dynamodb).await;
     let limits = runbook_tests::unique("managed-limits");
     dynamodb
         .create_table()
@@ -252,8 +252,9 @@ async fn stored_limit_through_the_binary() {
         .send()
         .await
         .unwrap();
+    let deployment = deploy_managed(&[("LimitsTable", &limits)]).await;
     let mut scaler = start(
-        &audit,
+        &deployment,
         &[
             ("LIMITS_TABLE", &limits),
             ("LIMITS_VALUE_ATTRS", "requests_per_second"),

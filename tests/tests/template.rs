@@ -1,56 +1,141 @@
-//! template.yaml: linted by cfn-lint, and its defaults are a configuration the functions accept.
+//! template.yaml: linted (cfn-lint, sam validate --lint, on the SAM template and on what the
+//! SAM transform makes of it), scanned by checkov, its event patterns matched against events/,
+//! deployed into moto, and its defaults a configuration the functions accept.
 
-use std::process::Command;
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
 
+use quamina::Quamina;
 use runbook_shared::config::Env;
+use runbook_tests::deploy::{DeployRequest, transformed_template};
+use runbook_tests::fixtures::event_file;
+use runbook_tests::moto::moto;
 use runbook_tests::workspace_root;
-use serde_yaml::Value;
+use serde_json::{Value, json};
 
-fn template() -> Value {
-    let text =
-        std::fs::read_to_string(workspace_root().join("template.yaml")).expect("template.yaml");
-    serde_yaml::from_str(&text).expect("template.yaml is YAML")
+/// Runs a tool installed in .venv by scripts/setup.sh, from the workspace root.
+fn venv_tool(name: &str, args: &[&str]) -> (Output, String) {
+    let tool = runbook_tests::moto::python().with_file_name(name);
+    let output = Command::new(&tool)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap_or_else(|err| panic!("{}: {err} (scripts/setup.sh installs it)", tool.display()));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, printed)
 }
 
 #[test]
 fn cfn_lint_passes_without_warnings() {
-    let lint = runbook_tests::moto::python().with_file_name("cfn-lint");
-    let output = Command::new(&lint)
-        .arg("template.yaml")
-        .current_dir(workspace_root())
-        .output()
-        .unwrap_or_else(|err| panic!("{}: {err} (scripts/test.sh installs it)", lint.display()));
-    let printed = String::from_utf8_lossy(&output.stdout);
+    let (output, printed) = venv_tool("cfn-lint", &["template.yaml"]);
     assert!(
         output.status.success() && printed.trim().is_empty(),
         "cfn-lint:\n{printed}"
     );
 }
 
-/// The function's environment with every `!Ref Parameter` replaced by the parameter's default.
+/// cfn-lint on the SAM template sees the SAM resources; some CloudFormation rules (such as
+/// "Fn::Join's delimiter must be a plain string") only apply to what the transform produces.
+#[test]
+fn cfn_lint_passes_on_the_transformed_template() {
+    let path = std::env::temp_dir().join(format!("{}.json", runbook_tests::unique("transformed")));
+    std::fs::write(&path, transformed_template().to_string()).expect("write");
+    let (output, printed) = venv_tool("cfn-lint", &[path.to_str().expect("path")]);
+    std::fs::remove_file(&path).ok();
+    assert!(
+        output.status.success() && printed.trim().is_empty(),
+        "cfn-lint:\n{printed}"
+    );
+}
+
+#[test]
+fn sam_validate_lint_passes() {
+    let (output, printed) = venv_tool(
+        "sam",
+        &["validate", "--lint", "--template", "template.yaml"],
+    );
+    let lines: Vec<&str> = printed
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert!(
+        output.status.success()
+            && lines.len() == 1
+            && lines[0].ends_with("is a valid SAM Template"),
+        "sam validate --lint:\n{printed}"
+    );
+}
+
+/// No failed check; every skip is written in the template with its reason.
+#[test]
+fn checkov_finds_nothing_unexplained() {
+    let (output, printed) = venv_tool(
+        "checkov",
+        &[
+            "--file",
+            "template.yaml",
+            "--framework",
+            "cloudformation",
+            "--skip-download",
+            "--compact",
+            "--output",
+            "json",
+        ],
+    );
+    let report: Value = serde_json::from_str(&String::from_utf8_lossy(&output.stdout))
+        .unwrap_or_else(|err| panic!("checkov output is not JSON ({err}):\n{printed}"));
+    let results = &report["results"];
+    assert_eq!(
+        results["failed_checks"].as_array().map(Vec::len),
+        Some(0),
+        "{:#}",
+        results["failed_checks"]
+    );
+    assert!(
+        report["summary"]["passed"].as_u64().unwrap_or(0) > 10,
+        "{printed}"
+    );
+    for skipped in results["skipped_checks"]
+        .as_array()
+        .expect("skipped checks")
+    {
+        let reason = skipped["check_result"]["suppress_comment"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(reason.len() > 30, "skip without a reason: {skipped:#}");
+    }
+}
+
+/// The function's environment as CloudFormation receives it (after the SAM transform merges the
+/// Globals), with every `Ref` to a parameter replaced by the parameter's default.
 fn environment_with_defaults(function: &str) -> Vec<(String, String)> {
-    let template = template();
+    let template = transformed_template();
     let variables = &template["Resources"][function]["Properties"]["Environment"]["Variables"];
-    let mapping = variables.as_mapping().expect("environment variables");
+    let mapping = variables.as_object().expect("environment variables");
     mapping
         .iter()
         .map(|(name, value)| {
-            let name = name.as_str().expect("name").to_string();
             let value = match value {
-                Value::Tagged(tagged) if tagged.tag == "!Ref" => {
-                    let parameter = tagged.value.as_str().expect("parameter name");
-                    match &template["Parameters"][parameter]["Default"] {
-                        Value::String(text) => text.clone(),
-                        Value::Number(number) => number.to_string(),
+                serde_json::Value::Object(reference) if reference.contains_key("Ref") => {
+                    let name = reference["Ref"].as_str().expect("Ref name");
+                    match &template["Parameters"][name]["Default"] {
+                        serde_json::Value::String(text) => text.clone(),
+                        serde_json::Value::Number(number) => number.to_string(),
                         // A resource reference (the audit table's name) stands for any name.
-                        Value::Null => format!("{parameter}-name"),
-                        other => panic!("{parameter} default {other:?}"),
+                        serde_json::Value::Null => format!("{name}-name"),
+                        other => panic!("{name} default {other:?}"),
                     }
                 }
-                Value::String(text) => text.clone(),
+                serde_json::Value::String(text) => text.clone(),
                 other => panic!("{name}: {other:?}"),
             };
-            (name, value)
+            (name.clone(), value)
         })
         .collect()
 }
@@ -108,4 +193,257 @@ fn alarm_responder_defaults_are_a_valid_configuration() {
         .expect("template defaults");
     assert_eq!(config.rollback_window_minutes, 60);
     assert!(config.safety.dry_run);
+}
+
+// --- Event patterns -----------------------------------------------------------------------------
+
+/// Every EventBridge rule with a pattern, keyed by logical id, with AlarmNamePrefix set.
+fn rules(alarm_name_prefix: &str) -> Quamina<String> {
+    fn resolve(value: &Value, prefix: &str) -> Value {
+        match value {
+            Value::Object(map) if map.get("Ref") == Some(&json!("AlarmNamePrefix")) => {
+                json!(prefix)
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), resolve(v, prefix)))
+                    .collect(),
+            ),
+            Value::Array(list) => Value::Array(list.iter().map(|v| resolve(v, prefix)).collect()),
+            other => other.clone(),
+        }
+    }
+    let template = transformed_template();
+    let mut rules = Quamina::new();
+    for (logical, resource) in template["Resources"].as_object().expect("resources") {
+        if resource["Type"] != "AWS::Events::Rule" {
+            continue;
+        }
+        let pattern = &resource["Properties"]["EventPattern"];
+        if pattern.is_null() {
+            assert!(
+                resource["Properties"]["ScheduleExpression"].is_object(),
+                "{logical}"
+            );
+            continue;
+        }
+        let pattern = resolve(pattern, alarm_name_prefix);
+        rules
+            .add_pattern(logical.clone(), &pattern.to_string())
+            .unwrap_or_else(|err| panic!("{logical}: {err:?} in {pattern}"));
+    }
+    rules
+}
+
+fn matched(rules: &Quamina<String>, event: &Value) -> BTreeSet<String> {
+    rules
+        .matches_for_event(event.to_string().as_bytes())
+        .expect("event")
+        .into_iter()
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|name| name.to_string()).collect()
+}
+
+#[test]
+fn every_event_file_reaches_exactly_the_rules_meant_for_it() {
+    const DYNAMODB: &str = "LimitScalerFunctionDynamoDBThrottleAlarms";
+    const LAMBDA_THROTTLES: &str = "LimitScalerFunctionLambdaThrottleAlarms";
+    const DLQ: &str = "DlqRedriverFunctionDlqDepthAlarms";
+    const LAMBDA_ALARMS: &str = "AlarmResponderFunctionLambdaAlarms";
+    const STACKS: &str = "AlarmResponderFunctionStackFailures";
+    let expected: &[(&str, &[&str])] = &[
+        ("dynamodb-throttle-alarm.json", &[DYNAMODB]),
+        ("dynamodb-throttle-ok.json", &[DYNAMODB]),
+        ("dynamodb-gsi-throttle-alarm.json", &[DYNAMODB]),
+        ("lambda-throttles-alarm.json", &[LAMBDA_THROTTLES]),
+        ("lambda-errors-alarm.json", &[LAMBDA_ALARMS]),
+        ("lambda-errors-ok.json", &[LAMBDA_ALARMS]),
+        ("sqs-dlq-alarm.json", &[DLQ]),
+        ("cloudformation-stack-status-change.json", &[STACKS]),
+    ];
+    let rules = rules("");
+    let mut covered = BTreeSet::new();
+    for entry in std::fs::read_dir(workspace_root().join("events")).expect("events/") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let want = expected
+            .iter()
+            .find(|(file, _)| *file == name)
+            .map(|(_, rules)| set(rules))
+            // Alarm actions invoke a function directly, schedules have no pattern, and manual
+            // payloads come from `aws lambda invoke`: no rule may match them.
+            .unwrap_or_default();
+        assert_eq!(matched(&rules, &event_file(&name, &[])), want, "{name}");
+        covered.extend(want);
+    }
+    assert_eq!(
+        covered,
+        set(&[DYNAMODB, LAMBDA_THROTTLES, DLQ, LAMBDA_ALARMS, STACKS]),
+        "every rule is exercised by an events/ file"
+    );
+}
+
+#[test]
+fn rules_ignore_the_states_metrics_and_statuses_they_do_not_handle() {
+    let rules = rules("");
+    let mut insufficient = event_file("dynamodb-throttle-alarm.json", &[]);
+    insufficient["detail"]["state"]["value"] = json!("INSUFFICIENT_DATA");
+    assert!(matched(&rules, &insufficient).is_empty());
+
+    let mut other_metric = event_file("lambda-errors-alarm.json", &[]);
+    other_metric["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["name"] =
+        json!("ConcurrentExecutions");
+    assert!(matched(&rules, &other_metric).is_empty());
+
+    let mut other_namespace = event_file("sqs-dlq-alarm.json", &[]);
+    other_namespace["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["namespace"] =
+        json!("AWS/Kinesis");
+    assert!(matched(&rules, &other_namespace).is_empty());
+
+    let mut completed = event_file("cloudformation-stack-status-change.json", &[]);
+    completed["detail"]["status-details"]["status"] = json!("UPDATE_COMPLETE");
+    assert!(matched(&rules, &completed).is_empty());
+
+    let mut from_elsewhere = event_file("dynamodb-throttle-alarm.json", &[]);
+    from_elsewhere["source"] = json!("my.app");
+    assert!(matched(&rules, &from_elsewhere).is_empty());
+}
+
+#[test]
+fn the_alarm_name_prefix_narrows_every_alarm_rule() {
+    let rules = rules("team-a-");
+    for file in [
+        "dynamodb-throttle-alarm.json",
+        "lambda-throttles-alarm.json",
+        "lambda-errors-alarm.json",
+        "sqs-dlq-alarm.json",
+    ] {
+        let mut event = event_file(file, &[]);
+        assert!(matched(&rules, &event).is_empty(), "{file}");
+        let name = event["detail"]["alarmName"]
+            .as_str()
+            .expect("alarm name")
+            .to_string();
+        event["detail"]["alarmName"] = json!(format!("team-a-{name}"));
+        assert_eq!(matched(&rules, &event).len(), 1, "{file}");
+    }
+    // Stack events are not alarms: the prefix does not apply to them.
+    let stack = event_file("cloudformation-stack-status-change.json", &[]);
+    assert_eq!(matched(&rules, &stack).len(), 1);
+}
+
+// --- Deployment -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_transformed_template_deploys_into_moto_with_its_resources() {
+    let deployment = moto()
+        .deploy(DeployRequest {
+            parameters: vec![
+                ("ManagedResources", "orders-*,payments"),
+                ("DryRun", "true"),
+            ],
+            ..DeployRequest::default()
+        })
+        .await;
+    assert_eq!(deployment.status, "CREATE_COMPLETE");
+    let count = |kind: &str| {
+        deployment
+            .resources
+            .values()
+            .filter(|resource| resource.resource_type == kind && resource.physical_id.is_some())
+            .count()
+    };
+    assert_eq!(count("AWS::Lambda::Function"), 4);
+    assert_eq!(count("AWS::IAM::Role"), 4);
+    assert_eq!(
+        count("AWS::Events::Rule"),
+        8,
+        "5 alarm and stack rules, 3 schedules"
+    );
+    assert_eq!(count("AWS::Logs::LogGroup"), 4);
+    assert_eq!(count("AWS::DynamoDB::Table"), 1);
+    assert_eq!(count("AWS::SQS::Queue"), 1);
+    assert_eq!(count("AWS::CloudWatch::Dashboard"), 1);
+    for output in [
+        "LimitScalerFunctionName",
+        "DlqRedriverFunctionArn",
+        "AlarmResponderFunctionName",
+        "HealthProberFunctionArn",
+        "AuditTableName",
+        "FailedInvocationsQueueUrl",
+        "DashboardName",
+        "DashboardUrl",
+    ] {
+        assert!(deployment.outputs.contains_key(output), "output {output}");
+    }
+
+    // The functions are configured as the template says. (Read with boto3: moto's stacks keep
+    // numeric parameters as JSON numbers in environment variables, which the Rust SDK rejects.)
+    let scaler = boto3(
+        "lambda",
+        "get_function_configuration",
+        json!({"FunctionName": deployment.outputs["LimitScalerFunctionName"]}),
+    );
+    assert_eq!(scaler["Handler"], "bootstrap");
+    assert_eq!(scaler["Runtime"], "provided.al2023");
+    assert_eq!(scaler["MemorySize"], 256);
+    let variables = &scaler["Environment"]["Variables"];
+    assert_eq!(variables["AUDIT_TABLE"], deployment.audit_table());
+    assert_eq!(variables["MANAGED_RESOURCES"], "orders-*,payments");
+    assert_eq!(variables["DRY_RUN"], "true");
+
+    // The audit table has the key schema and index the functions use.
+    let table = moto()
+        .dynamodb()
+        .describe_table()
+        .table_name(deployment.audit_table())
+        .send()
+        .await
+        .expect("audit table");
+    let table = table.table().expect("table");
+    assert_eq!(
+        table.global_secondary_indexes()[0].index_name(),
+        Some("pending")
+    );
+
+    // The rules exist in moto's EventBridge with the patterns from the template.
+    let rule_name = deployment.resources["AlarmResponderFunctionStackFailures"]
+        .physical_id
+        .clone()
+        .expect("rule name");
+    let rule = boto3("events", "describe_rule", json!({"Name": rule_name}));
+    let pattern: Value =
+        serde_json::from_str(rule["EventPattern"].as_str().expect("pattern")).expect("JSON");
+    assert_eq!(pattern["source"], json!(["aws.cloudformation"]));
+}
+
+/// One call through boto3 against this test's moto, answering JSON.
+fn boto3(service: &str, method: &str, arguments: Value) -> Value {
+    const CALL: &str = "import boto3, json, sys\n\
+        client = boto3.client(sys.argv[2], endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                              aws_access_key_id='x', aws_secret_access_key='x')\n\
+        print(json.dumps(getattr(client, sys.argv[3])(**json.loads(sys.argv[4])), default=str))";
+    let output = Command::new(runbook_tests::moto::python())
+        .args([
+            "-c",
+            CALL,
+            &moto().endpoint,
+            service,
+            method,
+            &arguments.to_string(),
+        ])
+        .output()
+        .expect("python");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "{service}.{method}: {err}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
