@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::config::ConfigError;
 use crate::deadline::Deadline;
+use crate::report_events::ReportEvents;
 use crate::safety::Invocation;
 
 /// Logs a configuration error before it stops the cold start.
@@ -20,18 +21,30 @@ pub fn startup_failed(err: ConfigError) -> Error {
 }
 
 /// Serves invocations with `handle` (which must not fail: bad input is a report, not an error).
-pub async fn serve<F, Fut, O>(handle: F) -> Result<(), Error>
+/// The output is logged as one JSON line and, where worth it, published as report events; a
+/// failure to publish is logged and added to the output as `event_error`.
+pub async fn serve<F, Fut, O>(report_events: Option<ReportEvents>, handle: F) -> Result<(), Error>
 where
     F: Fn(Value, Invocation) -> Fut,
     Fut: Future<Output = O>,
     O: Serialize,
 {
     let handle = &handle;
+    let report_events = &report_events;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation::new(&event.context.request_id, Deadline::from_epoch_millis(event.context.deadline));
         let span = tracing::info_span!("invocation", request_id = %event.context.request_id, target = tracing::field::Empty);
         // Boxed: the handlers' futures are deep enough to hit the compiler's layout limit.
-        let output = Box::pin(handle(event.payload, invocation).instrument(span)).await;
+        let output = Box::pin(handle(event.payload, invocation).instrument(span.clone())).await;
+        let mut output = serde_json::to_value(&output)?;
+        if let Some(report_events) = report_events
+            && let Err(err) = report_events.publish(&output).instrument(span).await
+        {
+            tracing::error!(error = %err, "the report events were not published");
+            if let Some(fields) = output.as_object_mut() {
+                fields.insert("event_error".into(), Value::String(err.to_string()));
+            }
+        }
         crate::logging::log_output(&output);
         Ok::<_, Error>(output)
     }))

@@ -9,5 +9,6 @@ pub mod deadline;
 pub mod entry;
 pub mod logging;
 pub mod report;
+pub mod report_events;
 pub mod safety;
 pub mod trigger;

@@ -15,6 +15,8 @@ lacks (each addition is documented in tests/moto_front/README.md):
   stack name), and a control endpoint that puts a stack in a given status with a failure event
   (POST /_front/cloudformation/stack-status {"stack", "status", "resource", "reason", "minutes_ago"}), since
   nothing in moto leaves a stack in UPDATE_ROLLBACK_FAILED. The control endpoint is not an AWS API.
+* EventBridge: PutEvents skips rules' Lambda targets and publishes to SNS targets (moto raises
+  on both), and schedule rules no longer match every event.
 * Lambda GetAccountSettings, which moto lacks: the account's concurrency limit
   (MOTO_LAMBDA_CONCURRENCY_QUOTA, as moto's PutFunctionConcurrency uses it; 1000 by default) and
   what the functions' reservations leave unreserved.
@@ -54,6 +56,7 @@ from moto.cloudformation import models as cfn_models
 from moto.cloudformation import responses as cfn_responses
 from moto.cloudformation.exceptions import ValidationError as CfnValidationError
 from moto.core.responses import ActionResult
+from moto.events import models as events_models
 from moto.sqs import exceptions as sqs_exceptions
 from moto.sqs import models as sqs_models
 from moto.sqs import responses as sqs_responses
@@ -312,6 +315,36 @@ def patch_cloudformation():
 _physical = threading.local()
 
 
+# --- EventBridge -------------------------------------------------------------------------------
+
+def patch_events():
+    """PutEvents delivers to the rules' targets. moto raises on a rule targeting a Lambda function
+    (it cannot run one) or an SNS topic, and lets a schedule rule, which has no pattern, match
+    every event. Lambda targets are skipped (the tests run the functions as processes), SNS
+    targets get the event published to the topic as EventBridge does, and schedules match no
+    event."""
+    from moto.sns.models import sns_backends
+
+    rule_cls = events_models.Rule
+    send = rule_cls.send_to_targets
+
+    def send_to_targets(self, event, *args, **kwargs):
+        if self.scheduled_expression or not self.event_pattern.matches_event(event):
+            return None
+        every_target = self.targets
+        for target in every_target:
+            if ":sns:" in target["Arn"]:
+                account, region = target["Arn"].split(":")[4], target["Arn"].split(":")[3]
+                sns_backends[account][region].publish(message=json.dumps(event, default=str), arn=target["Arn"])
+        self.targets = [t for t in every_target if ":lambda:" not in t["Arn"] and ":sns:" not in t["Arn"]]
+        try:
+            return send(self, event, *args, **kwargs)
+        finally:
+            self.targets = every_target
+
+    rule_cls.send_to_targets = send_to_targets
+
+
 # --- Lambda ------------------------------------------------------------------------------------
 
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d+/(?P<region>[^/]+)/(?P<service>[^/]+)/")
@@ -455,6 +488,7 @@ class CborBridge:
 def build_app():
     patch_sqs()
     patch_cloudformation()
+    patch_events()
     iam.patch_moto()
     return ControlEndpoint(LambdaAccountSettings(CborBridge(DomainDispatcherApplication(create_backend_app))))
 

@@ -247,7 +247,15 @@ def cloudwatch_targets(response, region):
     return [(resource, context) for resource in resources]
 
 
+def events_targets(response, region):
+    entries = request_param(response, "Entries") or [{}]
+    buses = {entry.get("EventBusName") or "default" for entry in entries}
+    return [(bus if bus.startswith("arn:") else f"arn:aws:events:{region}:{response.current_account}:event-bus/{bus}",
+             context_with_tags(lambda: {})) for bus in sorted(buses)]
+
+
 TARGETS = {
+    "events": events_targets,
     "dynamodb": dynamodb_targets,
     "sqs": sqs_targets,
     "lambda": lambda_targets,

@@ -104,6 +104,37 @@ impl Moto {
         aws_sdk_lambda::Client::new(&self.sdk_config())
     }
 
+    /// One AWS call through boto3 against this emulator, answered as JSON: for the services the
+    /// tests have no Rust SDK for, and for answers the Rust SDK rejects (moto's quirks).
+    pub fn boto3(
+        &self,
+        service: &str,
+        method: &str,
+        arguments: serde_json::Value,
+    ) -> serde_json::Value {
+        const CALL: &str = "import boto3, json, sys\n\
+            client = boto3.client(sys.argv[2], endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                                  aws_access_key_id='x', aws_secret_access_key='x')\n\
+            print(json.dumps(getattr(client, sys.argv[3])(**json.loads(sys.argv[4])), default=str))";
+        let output = Command::new(python())
+            .args([
+                "-c",
+                CALL,
+                &self.endpoint,
+                service,
+                method,
+                &arguments.to_string(),
+            ])
+            .output()
+            .expect("python");
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{service}.{method}: {err}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
         aws_sdk_cloudwatch::Client::new(&self.sdk_config())
     }

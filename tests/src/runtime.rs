@@ -174,7 +174,11 @@ impl LambdaProcess {
     /// Invokes and expects a report back.
     pub async fn report(&mut self, payload: &Value) -> Value {
         match self.invoke(payload).await {
-            Invoked::Response(report) => report,
+            Invoked::Response(report) => {
+                // Every test run also proves the report events were published.
+                assert!(report.get("event_error").is_none(), "{report}");
+                report
+            }
             other => panic!("expected a response, got {other:?}"),
         }
     }

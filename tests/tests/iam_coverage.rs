@@ -216,8 +216,10 @@ fn iam_action(prefix: &str, operation: &str) -> String {
 /// crate and in shared/ (the audit table), for the SDK crates the function depends on.
 fn actions_called(crate_dir: &str) -> BTreeSet<String> {
     let root = workspace_root();
-    let manifest =
-        std::fs::read_to_string(root.join(crate_dir).join("Cargo.toml")).expect("manifest");
+    // Every function depends on shared/, so its SDK crates count too.
+    let manifest = [crate_dir, "shared"]
+        .map(|dir| std::fs::read_to_string(root.join(dir).join("Cargo.toml")).expect("manifest"))
+        .join("\n");
     let mut source = String::new();
     rust_sources(&root.join(crate_dir).join("src"), &mut source);
     rust_sources(&root.join("shared/src"), &mut source);

@@ -385,7 +385,7 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
 
     // The functions are configured as the template says. (Read with boto3: moto's stacks keep
     // numeric parameters as JSON numbers in environment variables, which the Rust SDK rejects.)
-    let scaler = boto3(
+    let scaler = moto().boto3(
         "lambda",
         "get_function_configuration",
         json!({"FunctionName": deployment.outputs["LimitScalerFunctionName"]}),
@@ -417,33 +417,42 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
         .physical_id
         .clone()
         .expect("rule name");
-    let rule = boto3("events", "describe_rule", json!({"Name": rule_name}));
+    let rule = moto().boto3("events", "describe_rule", json!({"Name": rule_name}));
     let pattern: Value =
         serde_json::from_str(rule["EventPattern"].as_str().expect("pattern")).expect("JSON");
     assert_eq!(pattern["source"], json!(["aws.cloudformation"]));
 }
 
-/// One call through boto3 against this test's moto, answering JSON.
-fn boto3(service: &str, method: &str, arguments: Value) -> Value {
-    const CALL: &str = "import boto3, json, sys\n\
-        client = boto3.client(sys.argv[2], endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-                              aws_access_key_id='x', aws_secret_access_key='x')\n\
-        print(json.dumps(getattr(client, sys.argv[3])(**json.loads(sys.argv[4])), default=str))";
-    let output = Command::new(runbook_tests::moto::python())
-        .args([
-            "-c",
-            CALL,
-            &moto().endpoint,
-            service,
-            method,
-            &arguments.to_string(),
-        ])
-        .output()
-        .expect("python");
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-        panic!(
-            "{service}.{method}: {err}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+#[test]
+fn notification_rules_pick_remediations_failures_and_failed_verifications() {
+    let rules = rules("");
+    let event = |detail: Value| json!({"source": "runbook.automation", "detail-type": "Runbook Report", "detail": detail});
+    let remediated = event(json!({"outcome": "remediated", "verification": {"status": "pending"}}));
+    assert_eq!(
+        matched(&rules, &remediated),
+        set(&["NotifyRemediatedOrFailed"])
+    );
+    let failed = event(json!({"outcome": "failed", "verification": {"status": "not_applicable"}}));
+    assert_eq!(matched(&rules, &failed), set(&["NotifyRemediatedOrFailed"]));
+    let closed = event(json!({"outcome": "no_action", "verification": {"status": "failed"}}));
+    assert_eq!(
+        matched(&rules, &closed),
+        set(&["NotifyFailedVerifications"])
+    );
+    let sweep =
+        event(json!({"healthy": true, "settled": [{"status": "verified"}, {"status": "failed"}]}));
+    assert_eq!(
+        matched(&rules, &sweep),
+        set(&["NotifySettledVerificationFailures"])
+    );
+    for quiet in [
+        json!({"outcome": "planned", "verification": {"status": "not_applicable"}}),
+        json!({"outcome": "skipped", "verification": {"status": "not_applicable"}}),
+        json!({"healthy": true, "settled": [{"status": "verified"}]}),
+    ] {
+        assert!(matched(&rules, &event(quiet.clone())).is_empty(), "{quiet}");
+    }
+    let mut elsewhere = remediated.clone();
+    elsewhere["source"] = json!("my.app");
+    assert!(matched(&rules, &elsewhere).is_empty());
 }

@@ -2,13 +2,17 @@ use health_prober::Prober;
 use health_prober::config::ProberConfig;
 use runbook_shared::config::Env;
 use runbook_shared::entry::{serve, startup_failed};
+use runbook_shared::report_events::ReportEvents;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     runbook_shared::logging::init();
-    let config = ProberConfig::from_env(&Env::process()).map_err(startup_failed)?;
-    let prober = Prober::new(config, &runbook_shared::aws::load_sdk_config().await);
-    serve(|event, invocation| {
+    let env = Env::process();
+    let config = ProberConfig::from_env(&env).map_err(startup_failed)?;
+    let sdk = runbook_shared::aws::load_sdk_config().await;
+    let report_events = ReportEvents::from_env(&env, &sdk).map_err(startup_failed)?;
+    let prober = Prober::new(config, &sdk);
+    serve(report_events, |event, invocation| {
         let prober = &prober;
         async move { prober.handle(event, &invocation).await }
     })

@@ -1,0 +1,198 @@
+//! Every report worth telling someone about is also an EventBridge event (`source`
+//! `runbook.automation`, `detail-type` `Runbook Report`, `detail` the report), so teams route
+//! it to chat, paging or tickets with ordinary rules. A schedule that found nothing to do is
+//! not worth an event; everything else is.
+
+use aws_config::SdkConfig;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use serde_json::{Value, json};
+
+use crate::aws::AwsError;
+use crate::config::{ConfigError, Env};
+
+pub const SOURCE: &str = "runbook.automation";
+pub const DETAIL_TYPE: &str = "Runbook Report";
+/// PutEvents takes at most 10 entries per call.
+const ENTRIES_PER_CALL: usize = 10;
+/// An entry may be 256 KiB; a bigger report (a large DLQ sample) is sent as its summary.
+const MAX_DETAIL_BYTES: usize = 200 * 1024;
+
+/// Where reports go: `REPORT_EVENT_BUS` (a bus name or ARN; `default` unless set; `off` sends none).
+pub struct ReportEvents {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+}
+
+impl ReportEvents {
+    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Option<Self>, ConfigError> {
+        let bus = env
+            .get("REPORT_EVENT_BUS")
+            .unwrap_or_else(|| "default".into());
+        if bus == "off" {
+            return Ok(None);
+        }
+        let valid_name = bus.len() <= 256
+            && bus
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-:".contains(c));
+        if !valid_name {
+            return Err(ConfigError::Invalid {
+                var: "REPORT_EVENT_BUS",
+                value: bus,
+                expected: "an event bus name or ARN, `default`, or `off`".into(),
+            });
+        }
+        Ok(Some(Self::new(aws_sdk_eventbridge::Client::new(sdk), bus)))
+    }
+
+    pub fn new(client: aws_sdk_eventbridge::Client, bus: String) -> Self {
+        Self { client, bus }
+    }
+
+    /// Publishes the reports in `output` that are worth an event; returns how many were sent.
+    pub async fn publish(&self, output: &Value) -> Result<usize, AwsError> {
+        let details = worth_publishing(output);
+        for chunk in details.chunks(ENTRIES_PER_CALL) {
+            let entries = chunk
+                .iter()
+                .map(|detail| {
+                    PutEventsRequestEntry::builder()
+                        .event_bus_name(&self.bus)
+                        .source(SOURCE)
+                        .detail_type(DETAIL_TYPE)
+                        .detail(detail_text(detail))
+                        .build()
+                })
+                .collect();
+            let answer = self
+                .client
+                .put_events()
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|err| AwsError::from_sdk("events:PutEvents", &self.bus, &err))?;
+            if answer.failed_entry_count() > 0 {
+                let why: Vec<String> = answer
+                    .entries()
+                    .iter()
+                    .filter_map(|entry| {
+                        entry.error_code().map(|code| {
+                            format!("{code}: {}", entry.error_message().unwrap_or_default())
+                        })
+                    })
+                    .collect();
+                return Err(AwsError::invalid(
+                    "events:PutEvents",
+                    &self.bus,
+                    &format!(
+                        "{} of {} report events were refused ({})",
+                        answer.failed_entry_count(),
+                        chunk.len(),
+                        why.join("; ")
+                    ),
+                ));
+            }
+        }
+        Ok(details.len())
+    }
+}
+
+/// The reports in a function's output that deserve an event: each report of a sweep, or the one
+/// report, unless it is a schedule's `no_action` (or a scheduled health check that found all
+/// healthy and settled nothing).
+pub fn worth_publishing(output: &Value) -> Vec<&Value> {
+    match output.get("reports").and_then(Value::as_array) {
+        Some(reports) => reports.iter().filter(|report| worth_one(report)).collect(),
+        None if worth_one(output) => vec![output],
+        None => Vec::new(),
+    }
+}
+
+fn worth_one(report: &Value) -> bool {
+    let scheduled = report["trigger"]["kind"] == "schedule";
+    if !scheduled {
+        return true;
+    }
+    if report.get("healthy").is_some() {
+        let quiet = report["healthy"] == true
+            && report["settled"].as_array().is_none_or(Vec::is_empty)
+            && report["errors"].as_array().is_none_or(Vec::is_empty);
+        return !quiet;
+    }
+    report["outcome"] != "no_action"
+}
+
+fn detail_text(report: &Value) -> String {
+    let text = report.to_string();
+    if text.len() <= MAX_DETAIL_BYTES {
+        return text;
+    }
+    let mut summary = json!({"truncated": true});
+    for field in [
+        "function",
+        "runbook",
+        "trigger",
+        "target",
+        "dry_run",
+        "outcome",
+        "reason",
+        "healthy",
+        "verification",
+        "audit_id",
+        "duration_ms",
+    ] {
+        if let Some(value) = report.get(field) {
+            summary[field] = value.clone();
+        }
+    }
+    summary.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_that_did_nothing_are_not_published() {
+        let quiet = json!({"outcome": "no_action", "trigger": {"kind": "schedule"}});
+        let manual = json!({"outcome": "no_action", "trigger": {"kind": "manual"}});
+        let acted = json!({"outcome": "remediated", "trigger": {"kind": "schedule"}});
+        assert!(worth_publishing(&quiet).is_empty());
+        assert_eq!(worth_publishing(&manual).len(), 1);
+        let sweep = json!({"reports": [quiet, acted.clone(), manual]});
+        assert_eq!(worth_publishing(&sweep), vec![&acted, &sweep["reports"][2]]);
+        assert!(worth_publishing(&json!({"reports": []})).is_empty());
+    }
+
+    #[test]
+    fn scheduled_health_checks_are_published_when_something_is_wrong_or_settled() {
+        let healthy =
+            json!({"healthy": true, "trigger": {"kind": "schedule"}, "settled": [], "errors": []});
+        assert!(worth_publishing(&healthy).is_empty());
+        let mut unhealthy = healthy.clone();
+        unhealthy["healthy"] = json!(false);
+        assert_eq!(worth_publishing(&unhealthy).len(), 1);
+        let mut settled = healthy.clone();
+        settled["settled"] = json!([{"status": "failed"}]);
+        assert_eq!(worth_publishing(&settled).len(), 1);
+    }
+
+    #[test]
+    fn an_oversized_report_is_sent_as_its_summary() {
+        let big = json!({"function": "dlq-redriver", "outcome": "no_action", "details": "x".repeat(300 * 1024)});
+        let sent: Value = serde_json::from_str(&detail_text(&big)).expect("JSON");
+        assert_eq!(sent["truncated"], true);
+        assert_eq!(sent["function"], "dlq-redriver");
+        assert!(sent.get("details").is_none());
+    }
+
+    #[test]
+    fn the_bus_setting_is_validated() {
+        let sdk = SdkConfig::builder().build();
+        let env = Env::from_pairs(&[("REPORT_EVENT_BUS", "my bus!")]);
+        let err = ReportEvents::from_env(&env, &sdk).err().expect("invalid");
+        assert!(err.to_string().contains("REPORT_EVENT_BUS"), "{err}");
+        let off = Env::from_pairs(&[("REPORT_EVENT_BUS", "off")]);
+        assert!(ReportEvents::from_env(&off, &sdk).expect("valid").is_none());
+    }
+}
