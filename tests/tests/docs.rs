@@ -1,0 +1,258 @@
+//! docs/: every runbook in the code has its page, linked from docs/README.md, and every payload
+//! example in the pages is an input its function understands (run in dry run against moto: the
+//! resources do not exist, so it may fail or find nothing, but it must not be `rejected`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use runbook_shared::config::Env;
+use runbook_shared::deadline::Deadline;
+use runbook_shared::safety::Invocation;
+use runbook_tests::fixtures::{
+    QueuePair, TableSpec, create_audit_table, create_function, create_queue, create_stack,
+    publish_version,
+};
+use runbook_tests::moto::moto;
+use runbook_tests::workspace_root;
+use serde_json::{Value, json};
+
+/// The runbook ids declared in the functions' code (`pub const RUNBOOK: &str = "…"`).
+fn runbooks_in_code() -> BTreeSet<String> {
+    fn scan(dir: &Path, into: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).expect("dir").filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                scan(&path, into);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let text = std::fs::read_to_string(&path).expect("source");
+                for line in text.lines() {
+                    if let Some(rest) = line.trim().strip_prefix("pub const RUNBOOK: &str = \"") {
+                        into.insert(rest.trim_end_matches("\";").to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut runbooks = BTreeSet::new();
+    scan(&workspace_root().join("functions"), &mut runbooks);
+    runbooks
+}
+
+fn pages() -> Vec<(String, String)> {
+    let mut pages: Vec<(String, String)> = std::fs::read_dir(workspace_root().join("docs"))
+        .expect("docs/")
+        .filter_map(Result::ok)
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(entry.path()).expect("page"),
+            )
+        })
+        .collect();
+    pages.sort();
+    pages
+}
+
+#[test]
+fn every_runbook_in_the_code_has_a_page_linked_from_the_index() {
+    let runbooks = runbooks_in_code();
+    assert_eq!(runbooks.len(), 8, "{runbooks:?}");
+    let index = std::fs::read_to_string(workspace_root().join("docs/README.md")).expect("index");
+    for runbook in &runbooks {
+        let page = workspace_root().join(format!("docs/{runbook}.md"));
+        let text = std::fs::read_to_string(&page)
+            .unwrap_or_else(|_| panic!("runbook {runbook} has no page docs/{runbook}.md"));
+        assert!(
+            index.contains(&format!("({runbook}.md)")),
+            "docs/README.md links {runbook}"
+        );
+        assert!(
+            text.contains(&format!("`{runbook}`")),
+            "docs/{runbook}.md names its runbook id"
+        );
+        for section in [
+            "## Symptoms and triggers",
+            "## Impact",
+            "## What the automation does",
+            "## Run it by hand",
+            "## Undo",
+            "## Related",
+        ] {
+            assert!(text.contains(section), "docs/{runbook}.md lacks {section}");
+        }
+    }
+}
+
+/// (function binary, payload) of every example: ```json payload=<function> blocks, and
+/// `aws lambda invoke --function-name <XFunctionName> … --payload '…'` commands.
+fn payload_examples() -> Vec<(String, String, Value)> {
+    let mut examples = Vec::new();
+    for (page, text) in pages() {
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if let Some(function) = line.trim().strip_prefix("```json payload=") {
+                let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+                let payload = serde_json::from_str(&block.join("\n"))
+                    .unwrap_or_else(|err| panic!("{page}: payload for {function}: {err}"));
+                examples.push((page.clone(), function.to_string(), payload));
+            }
+        }
+        // Shell commands, with their `\` continuations joined.
+        let joined = text.replace("\\\n", " ");
+        for command in joined
+            .lines()
+            .filter(|l| l.trim_start().starts_with("aws lambda invoke"))
+        {
+            let function = command
+                .split("--function-name <")
+                .nth(1)
+                .and_then(|rest| rest.split("FunctionName>").next())
+                .unwrap_or_else(|| panic!("{page}: which function? {command}"));
+            let function = match function {
+                "LimitScaler" => "limit-scaler",
+                "DlqRedriver" => "dlq-redriver",
+                "AlarmResponder" => "alarm-responder",
+                "HealthProber" => "health-prober",
+                other => panic!("{page}: unknown function {other}"),
+            };
+            let Some(quoted) = command.split("--payload '").nth(1) else {
+                continue; // a payload from a file
+            };
+            let json = quoted.split("' ").next().expect("closing quote");
+            let payload =
+                serde_json::from_str(json).unwrap_or_else(|err| panic!("{page}: {err}: {json}"));
+            examples.push((page.clone(), function.to_string(), payload));
+        }
+    }
+    examples
+}
+
+/// The examples name `orders` (table with index `by-customer`, queues `orders` and its DLQ
+/// `orders-dlq`, stack), `orders-api` (alias `live`, alarm `orders-api-live-errors`),
+/// `orders-worker`, and the stored limits table `limits`. This binary's moto is its own, so the
+/// names are free.
+async fn create_the_resources_the_examples_name() {
+    let dynamodb = moto().dynamodb();
+    let mut table = TableSpec::provisioned("orders", 5, 5).with_index();
+    table.name = "orders".into();
+    table.create(&dynamodb).await;
+    let mut limits = TableSpec::on_demand("limits");
+    limits.name = "limits".into();
+    limits.create(&dynamodb).await;
+
+    let sqs = moto().sqs();
+    let dlq = create_queue(&sqs, "orders-dlq", &[]).await;
+    QueuePair::source_of(&sqs, "orders", &dlq, false).await;
+
+    create_function(moto(), "orders-worker").await;
+    create_function(moto(), "orders-api").await;
+    let lambda = moto().lambda();
+    publish_version(&lambda, "orders-api").await;
+    publish_version(&lambda, "orders-api").await;
+    lambda
+        .create_alias()
+        .function_name("orders-api")
+        .name("live")
+        .function_version("2")
+        .send()
+        .await
+        .expect("alias");
+    moto().boto3(
+        "cloudwatch",
+        "put_metric_alarm",
+        json!({"AlarmName": "orders-api-live-errors", "Namespace": "AWS/Lambda", "MetricName": "Errors",
+               "Dimensions": [{"Name": "FunctionName", "Value": "orders-api"}, {"Name": "Resource", "Value": "orders-api:live"}],
+               "Statistic": "Sum", "Period": 60, "EvaluationPeriods": 1, "Threshold": 1.0,
+               "ComparisonOperator": "GreaterThanOrEqualToThreshold"}),
+    );
+    create_stack(
+        &moto().cloudformation(),
+        "orders",
+        json!({"Queue": {"Type": "AWS::SQS::Queue"}}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_payload_example_is_understood_by_its_function() {
+    let examples = payload_examples();
+    assert!(examples.len() >= 20, "{} examples", examples.len());
+    let functions: BTreeSet<&str> = examples.iter().map(|(_, f, _)| f.as_str()).collect();
+    assert_eq!(
+        functions.len(),
+        4,
+        "examples for every function: {functions:?}"
+    );
+
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    create_the_resources_the_examples_name().await;
+    let pairs = [
+        ("AUDIT_TABLE", audit.as_str()),
+        ("DRY_RUN", "true"),
+        ("MANAGED_RESOURCES", "*"),
+        ("ALLOW_ON_DEMAND", "true"),
+        ("LIMITS_TABLE", "limits"),
+        ("LIMITS_VALUE_ATTRS", "requests_per_second"),
+        ("REPORT_EVENT_BUS", "off"),
+    ];
+    let env = Env::from_pairs(&pairs);
+    let sdk = moto().sdk_config();
+    let scaler = limit_scaler::Scaler::new(
+        limit_scaler::config::ScalerConfig::from_env(&env).expect("config"),
+        &sdk,
+    );
+    let redriver = dlq_redriver::Redriver::new(
+        dlq_redriver::config::RedriverConfig::from_env(&env).expect("config"),
+        &sdk,
+    );
+    let responder = alarm_responder::Responder::new(
+        alarm_responder::config::ResponderConfig::from_env(&env).expect("config"),
+        &sdk,
+    );
+    let prober = health_prober::Prober::new(
+        health_prober::config::ProberConfig::from_env(&env).expect("config"),
+        &sdk,
+    );
+
+    for (page, function, payload) in examples {
+        let invocation = Invocation::new(
+            uuid::Uuid::new_v4().to_string(),
+            Deadline::after(Duration::from_secs(20)),
+        );
+        let output = match function.as_str() {
+            "limit-scaler" => {
+                serde_json::to_value(Box::pin(scaler.handle(payload.clone(), &invocation)).await)
+            }
+            "dlq-redriver" => {
+                serde_json::to_value(Box::pin(redriver.handle(payload.clone(), &invocation)).await)
+            }
+            "alarm-responder" => {
+                serde_json::to_value(Box::pin(responder.handle(payload.clone(), &invocation)).await)
+            }
+            "health-prober" => {
+                serde_json::to_value(Box::pin(prober.handle(payload.clone(), &invocation)).await)
+            }
+            other => panic!("{page}: unknown function {other}"),
+        }
+        .expect("report");
+        let reports = match output.get("reports").and_then(Value::as_array) {
+            Some(reports) => reports.clone(),
+            None => vec![output.clone()],
+        };
+        for report in reports {
+            assert_ne!(
+                report["outcome"], "rejected",
+                "{page}: {payload} -> {report}"
+            );
+            assert_eq!(report["trigger"]["kind"], "manual", "{page}: {report}");
+            assert_ne!(report["outcome"], "remediated", "{page}: dry run: {report}");
+        }
+    }
+    // The check has teeth: a misspelt field is rejected through the same path.
+    let invocation = Invocation::new("typo", Deadline::after(Duration::from_secs(20)));
+    let typo =
+        Box::pin(scaler.handle(json!({"tabel": "orders", "dry_run": true}), &invocation)).await;
+    let typo = serde_json::to_value(typo).expect("report");
+    assert_eq!(typo["outcome"], "rejected", "{typo}");
+}
