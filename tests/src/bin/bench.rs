@@ -1,13 +1,21 @@
-//! The bench command (scripts/bench.sh): measures against the emulator and prints one table,
-//! also written as JSON to bench-results/bench.json.
+//! The bench command (scripts/bench.sh): measures the release build of the functions against
+//! the emulator and prints one table, also written as JSON to bench-results/bench.json.
 //!
-//! - dlq-redriver: messages per second and AWS API calls per message redriving 10,000 messages.
-//! - health-prober: wall time of 200 HTTP probes of which 10 take 1 s, against the slowest probe.
+//! - per function: binary size (release, stripped), cold start (process start to the first
+//!   response under the Runtime API emulator, median of runs, each on fresh resources) and peak
+//!   memory (VmHWM) for a typical event: a throttle alarm, a DLQ alarm, an errors alarm, a
+//!   scheduled health check;
+//! - dlq-redriver: messages per second and AWS API calls per message redriving 10,000 messages;
+//! - health-prober: wall time of 200 HTTP probes of which 10 take 1 s, against the slowest probe;
+//! - limit-scaler: time from a throttle alarm event to the table verified at its new capacity.
 
 use std::time::{Duration, Instant};
 
 use runbook_tests::endpoints::Endpoints;
-use runbook_tests::fixtures::{QueuePair, create_audit_table, depth, send_messages};
+use runbook_tests::fixtures::{
+    QueuePair, TableSpec, create_audit_table, create_function, depth, event_file, publish_version,
+    send_messages,
+};
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
 use serde_json::{Value, json};
@@ -98,6 +106,167 @@ async fn prober(moto: &Moto) -> Result<Value, Error> {
     }))
 }
 
+const COLD_START_RUNS: usize = 7;
+/// The functions measured are the ones built with this binary's profile (scripts/bench.sh: release).
+const BUILD: &str = if cfg!(debug_assertions) {
+    "debug build"
+} else {
+    "release, stripped"
+};
+
+/// The environment of a function binary against this emulator, managing `bench-*`.
+fn env(moto: &Moto, audit: &str, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env = moto.function_env();
+    env.push(("AUDIT_TABLE".into(), audit.into()));
+    env.push(("MANAGED_RESOURCES".into(), "bench-*".into()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
+}
+
+/// A typical event for the function, on resources of its own.
+async fn typical_event(
+    moto: &Moto,
+    function: &str,
+    endpoints: &Endpoints,
+) -> (Value, Vec<(&'static str, String)>) {
+    match function {
+        "limit-scaler" => {
+            let spec = TableSpec::provisioned("bench-orders", 5, 5);
+            let table = spec.name.clone();
+            spec.create(&moto.dynamodb()).await;
+            (
+                event_file("dynamodb-throttle-alarm.json", &[("orders", &table)]),
+                vec![],
+            )
+        }
+        "dlq-redriver" => {
+            let sqs = moto.sqs();
+            let pair = QueuePair::create_with(&sqs, "bench-orders", false, 100).await;
+            let bodies: Vec<String> = (0..25).map(|i| json!({"id": i}).to_string()).collect();
+            send_messages(&sqs, &pair.dlq, &bodies, None, &[]).await;
+            (
+                event_file("sqs-dlq-alarm.json", &[("orders", &pair.source.name)]),
+                vec![],
+            )
+        }
+        "alarm-responder" => {
+            let base = runbook_tests::unique("bench-orders");
+            let name = format!("{base}-api");
+            create_function(moto, &name).await;
+            let lambda = moto.lambda();
+            publish_version(&lambda, &name).await;
+            publish_version(&lambda, &name).await;
+            let _ = lambda
+                .create_alias()
+                .function_name(&name)
+                .name("live")
+                .function_version("2")
+                .send()
+                .await;
+            (
+                event_file("lambda-errors-alarm.json", &[("orders", &base)]),
+                vec![],
+            )
+        }
+        _ => {
+            let spec = TableSpec::provisioned("bench-orders", 5, 5);
+            let table = spec.name.clone();
+            spec.create(&moto.dynamodb()).await;
+            let probes = json!([
+                {"name": "api", "kind": "http", "url": endpoints.url("/health")},
+                {"name": "table", "kind": "dynamodb_table", "table": table},
+            ]);
+            (
+                event_file("scheduled-event.json", &[]),
+                vec![("PROBES", probes.to_string())],
+            )
+        }
+    }
+}
+
+/// Peak resident memory of a live process, from /proc (Linux).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+async fn per_function(moto: &Moto, function: &str) -> Result<Value, Error> {
+    let path = binary(function);
+    let size = std::fs::metadata(&path)?.len();
+    let endpoints = Endpoints::start().await;
+    let audit = create_audit_table(&moto.dynamodb()).await;
+    let mut cold = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..COLD_START_RUNS {
+        let (event, extra) = typical_event(moto, function, &endpoints).await;
+        let started = Instant::now();
+        let mut process = LambdaProcess::start(&path, &env(moto, &audit, &extra)).await;
+        let report = process.report(&event).await;
+        cold.push(started.elapsed().as_secs_f64() * 1000.0);
+        let bad = report["outcome"] == "failed"
+            || report["outcome"] == "rejected"
+            || report["healthy"] == false;
+        if bad {
+            return Err(
+                format!("{function}: the typical event did not go through: {report}").into(),
+            );
+        }
+        if let Some(peak) = process.process_id().and_then(peak_rss_kib) {
+            rss.push(peak as f64 / 1024.0);
+        }
+        process.stop().await;
+    }
+    Ok(json!({
+        "binary_bytes": size,
+        "cold_start_ms_median": median(cold.clone()),
+        "cold_start_ms_runs": cold,
+        "peak_rss_mib_median": median(rss.clone()),
+        "peak_rss_mib_max": rss.iter().copied().fold(0.0, f64::max),
+    }))
+}
+
+const ALARM_RUNS: usize = 7;
+
+/// Time from the throttle alarm event reaching a warm limit-scaler to its report with the table
+/// verified ACTIVE at the new capacity (DescribeTable read back), median of runs.
+async fn alarm_to_verified(moto: &Moto) -> Result<Value, Error> {
+    let audit = create_audit_table(&moto.dynamodb()).await;
+    let mut process = LambdaProcess::start(&binary("limit-scaler"), &env(moto, &audit, &[])).await;
+    let mut runs = Vec::new();
+    for _ in 0..ALARM_RUNS {
+        let spec = TableSpec::provisioned("bench-orders", 5, 5);
+        let table = spec.name.clone();
+        spec.create(&moto.dynamodb()).await;
+        let event = event_file("dynamodb-throttle-alarm.json", &[("orders", &table)]);
+        let started = Instant::now();
+        let report = process.report(&event).await;
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        // The resource checks (status, capacity) pass within the invocation; the alarm's own
+        // check stays pending until it returns to OK.
+        let checks = report["verification"]["checks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let resource_verified = ["status", "capacity"]
+            .iter()
+            .all(|name| checks.iter().any(|c| c["name"] == *name && c["ok"] == true));
+        if report["outcome"] != "remediated" || !resource_verified {
+            return Err(format!("limit-scaler did not verify the raise: {report}").into());
+        }
+        runs.push(elapsed);
+    }
+    process.stop().await;
+    Ok(json!({"alarm_to_verified_ms_median": median(runs.clone()), "runs_ms": runs}))
+}
+
 fn row(name: &str, value: String, note: &str) {
     println!("| {name:<44} | {value:>14} | {note} |");
 }
@@ -112,6 +281,18 @@ async fn main() -> Result<(), Error> {
             .unwrap_or(0),
         std::env::consts::ARCH
     );
+    let mut functions = serde_json::Map::new();
+    for function in [
+        "limit-scaler",
+        "dlq-redriver",
+        "alarm-responder",
+        "health-prober",
+    ] {
+        eprintln!("bench: {function}: size, cold start and memory ({COLD_START_RUNS} runs)...");
+        functions.insert(function.into(), per_function(&moto, function).await?);
+    }
+    eprintln!("bench: limit-scaler from alarm to verified ({ALARM_RUNS} runs)...");
+    let scaler = alarm_to_verified(&moto).await?;
     eprintln!("bench: redriving {REDRIVE_MESSAGES} messages through dlq-redriver against moto...");
     let redrive = redrive(&moto).await?;
     eprintln!("bench: {PROBES} health probes, {SLOW_PROBES} of them slow...");
@@ -119,6 +300,43 @@ async fn main() -> Result<(), Error> {
 
     println!("| measure | value | note |");
     println!("|---|---:|---|");
+    for (function, figures) in &functions {
+        row(
+            &format!("{function}: binary size (MiB)"),
+            format!(
+                "{:.1}",
+                figures["binary_bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0
+            ),
+            &format!("{BUILD}, {}", std::env::consts::ARCH),
+        );
+        row(
+            &format!("{function}: cold start (ms)"),
+            format!(
+                "{:.0}",
+                figures["cold_start_ms_median"].as_f64().unwrap_or(0.0)
+            ),
+            &format!(
+                "process start to first response, median of {COLD_START_RUNS}, typical event against moto"
+            ),
+        );
+        row(
+            &format!("{function}: peak memory (MiB)"),
+            format!("{:.1}", figures["peak_rss_mib_max"].as_f64().unwrap_or(0.0)),
+            "VmHWM after the typical event, highest of the runs",
+        );
+    }
+    row(
+        "limit-scaler: alarm event to verified (ms)",
+        format!(
+            "{:.0}",
+            scaler["alarm_to_verified_ms_median"]
+                .as_f64()
+                .unwrap_or(0.0)
+        ),
+        &format!(
+            "warm function, throttle alarm to table ACTIVE at the new capacity, median of {ALARM_RUNS}"
+        ),
+    );
     row(
         "dlq-redriver: messages per second",
         format!(
@@ -146,7 +364,13 @@ async fn main() -> Result<(), Error> {
             prober["slowest_probe_ms"], prober["sum_of_probes_ms"]
         ),
     );
-    let results = json!({"machine": machine, "dlq_redriver": redrive, "health_prober": prober});
+    let results = json!({
+        "machine": machine,
+        "functions": functions,
+        "limit_scaler": scaler,
+        "dlq_redriver": redrive,
+        "health_prober": prober,
+    });
     let directory = runbook_tests::workspace_root().join("bench-results");
     std::fs::create_dir_all(&directory)?;
     std::fs::write(
