@@ -150,6 +150,7 @@ const SERVICES: &[(&str, &str)] = &[
     ("aws-sdk-lambda", "lambda"),
     ("aws-sdk-cloudformation", "cloudformation"),
     ("aws-sdk-cloudwatch", "cloudwatch"),
+    ("aws-sdk-eventbridge", "events"),
 ];
 
 /// Every operation of an SDK crate, as the snake_case names of its fluent client methods.
@@ -177,7 +178,7 @@ fn sdk_operations(krate: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn rust_sources(dir: &Path, into: &mut String) {
+fn rust_sources(dir: &Path, into: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir)
         .expect("source dir")
         .filter_map(Result::ok)
@@ -186,7 +187,7 @@ fn rust_sources(dir: &Path, into: &mut String) {
         if path.is_dir() {
             rust_sources(&path, into);
         } else if path.extension().is_some_and(|ext| ext == "rs") {
-            into.push_str(&std::fs::read_to_string(&path).expect("source"));
+            into.push(std::fs::read_to_string(&path).expect("source"));
         }
     }
 }
@@ -213,24 +214,46 @@ fn iam_action(prefix: &str, operation: &str) -> String {
 }
 
 /// The IAM actions a function's code can call: every `.<operation>()` of an SDK client in its
-/// crate and in shared/ (the audit table), for the SDK crates the function depends on.
+/// crate and in shared/ (the audit table, the report events), for the SDK crates the function
+/// depends on. An operation two services share (ListTagsForResource) counts for the service the
+/// file names (`aws_sdk_…`) when it names one of them, else for both.
 fn actions_called(crate_dir: &str) -> BTreeSet<String> {
     let root = workspace_root();
     // Every function depends on shared/, so its SDK crates count too.
     let manifest = [crate_dir, "shared"]
         .map(|dir| std::fs::read_to_string(root.join(dir).join("Cargo.toml")).expect("manifest"))
         .join("\n");
-    let mut source = String::new();
-    rust_sources(&root.join(crate_dir).join("src"), &mut source);
-    rust_sources(&root.join("shared/src"), &mut source);
+    let services: Vec<(&str, &str, BTreeSet<String>)> = SERVICES
+        .iter()
+        .filter(|(krate, _)| manifest.contains(&format!("{krate}.workspace")))
+        .map(|(krate, prefix)| (*krate, *prefix, sdk_operations(krate)))
+        .collect();
+    let mut files = Vec::new();
+    rust_sources(&root.join(crate_dir).join("src"), &mut files);
+    rust_sources(&root.join("shared/src"), &mut files);
     let mut actions = BTreeSet::new();
-    for (krate, prefix) in SERVICES {
-        if !manifest.contains(&format!("{krate}.workspace")) {
-            continue;
-        }
-        for operation in sdk_operations(krate) {
-            if source.contains(&format!(".{operation}()")) {
-                actions.insert(iam_action(prefix, &operation));
+    for file in files {
+        let every_operation: BTreeSet<&String> =
+            services.iter().flat_map(|(_, _, ops)| ops.iter()).collect();
+        for operation in every_operation {
+            if !file.contains(&format!(".{operation}()")) {
+                continue;
+            }
+            let owners: Vec<_> = services
+                .iter()
+                .filter(|(_, _, ops)| ops.contains(operation))
+                .collect();
+            let named: Vec<_> = owners
+                .iter()
+                .filter(|(krate, _, _)| file.contains(&krate.replace('-', "_")))
+                .collect();
+            let owners: Vec<_> = if owners.len() > 1 && !named.is_empty() {
+                named.into_iter().copied().collect()
+            } else {
+                owners
+            };
+            for (_, prefix, _) in owners {
+                actions.insert(iam_action(prefix, operation));
             }
         }
     }
@@ -261,10 +284,18 @@ fn actions_allowed(template: &Value, function: &str) -> BTreeSet<String> {
         }
     }
     let mut allowed = BTreeSet::new();
-    collect(
-        &template["Resources"][format!("{function}Role")]["Properties"]["Policies"],
-        &mut allowed,
-    );
+    let policies = template["Resources"][format!("{function}Role")]["Properties"]["Policies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for policy in policies {
+        // SAM's policy for the OnFailure destination: Lambda itself uses it to deliver failed
+        // asynchronous events, the code does not.
+        let name = policy["PolicyName"].as_str().unwrap_or_default();
+        if !name.ends_with("EventInvokeConfigOnFailureSQSPolicy") {
+            collect(&policy["PolicyDocument"], &mut allowed);
+        }
+    }
     allowed
 }
 
@@ -278,7 +309,8 @@ const NEVER_CALLED: &[(&str, &str)] = &[
     (HEALTH_PROBER, "dynamodb:DeleteItem"),
 ];
 
-fn missing_actions(template: &Value) -> BTreeMap<&'static str, BTreeSet<String>> {
+/// Per function: (actions called but not allowed, actions allowed but never called).
+fn coverage(template: &Value) -> BTreeMap<&'static str, (BTreeSet<String>, BTreeSet<String>)> {
     let functions = [
         (LIMIT_SCALER, "functions/limit-scaler"),
         (DLQ_REDRIVER, "functions/dlq-redriver"),
@@ -296,19 +328,27 @@ fn missing_actions(template: &Value) -> BTreeMap<&'static str, BTreeSet<String>>
             }
             assert!(!called.is_empty(), "{dir}: no SDK call found");
             let allowed = actions_allowed(template, function);
-            (*function, called.difference(&allowed).cloned().collect())
+            let missing = called.difference(&allowed).cloned().collect();
+            let unused = allowed.difference(&called).cloned().collect();
+            (*function, (missing, unused))
         })
         .collect()
 }
 
 #[test]
-fn every_operation_the_code_calls_is_allowed_by_its_policy() {
+fn each_policy_allows_exactly_the_operations_its_code_calls() {
     let template = transformed_template();
-    let missing = missing_actions(&template);
-    assert!(
-        missing.values().all(BTreeSet::is_empty),
-        "actions called but not allowed: {missing:?}"
-    );
+    let coverage = coverage(&template);
+    for (function, (missing, unused)) in &coverage {
+        assert!(
+            missing.is_empty(),
+            "{function}: called but not allowed: {missing:?}"
+        );
+        assert!(
+            unused.is_empty(),
+            "{function}: allowed but never called: {unused:?}"
+        );
+    }
     assert!(
         actions_called("functions/limit-scaler").contains("dynamodb:UpdateTable"),
         "the scan finds the calls"
@@ -316,15 +356,23 @@ fn every_operation_the_code_calls_is_allowed_by_its_policy() {
 }
 
 #[test]
-fn the_static_check_fails_when_an_action_is_removed() {
+fn the_static_check_fails_when_an_action_is_removed_or_added() {
     let mut template = transformed_template();
     let policies =
         &mut template["Resources"]["AlarmResponderFunctionRole"]["Properties"]["Policies"];
-    let text = policies.to_string().replace("\"lambda:UpdateAlias\",", "");
+    let text = policies
+        .to_string()
+        .replace("\"lambda:UpdateAlias\",", "")
+        .replace(
+            "\"lambda:GetAlias\",",
+            "\"lambda:GetAlias\", \"lambda:DeleteFunction\",",
+        );
     *policies = serde_json::from_str(&text).expect("policies");
-    let missing = missing_actions(&template);
+    let coverage = coverage(&template);
+    let (missing, unused) = &coverage[ALARM_RESPONDER];
+    assert_eq!(missing, &BTreeSet::from(["lambda:UpdateAlias".to_string()]));
     assert_eq!(
-        missing[ALARM_RESPONDER],
-        BTreeSet::from(["lambda:UpdateAlias".to_string()])
+        unused,
+        &BTreeSet::from(["lambda:DeleteFunction".to_string()])
     );
 }
