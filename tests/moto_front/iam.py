@@ -58,7 +58,7 @@ class AccessDenied(HTTPException):
         super().__init__(description=body)
 
 
-def iam_user_of(access_key: str, region: str):
+def iam_user_of(access_key: str):
     """The moto IAM user owning this access key, or None for keys IAM does not know."""
     from moto.iam.models import iam_backends
 
@@ -121,7 +121,7 @@ def authorize(headers, service_scope: str, action_name: str, targets) -> None:
     found = ACCESS_KEY.search(headers.get("Authorization", ""))
     if not found:
         return
-    user = iam_user_of(found["key"], found["region"])
+    user = iam_user_of(found["key"])
     if user is None:
         return
     action = f"{IAM_PREFIX.get(service_scope, service_scope)}:{action_name}"

@@ -596,6 +596,22 @@ pub async fn create_function(moto: &crate::moto::Moto, name: &str) -> String {
         .expect("function arn")
 }
 
+/// A function just deployed: versions 1 and 2, and its alias `live` on `live_version`.
+pub async fn create_deployed_function(moto: &crate::moto::Moto, name: &str, live_version: &str) {
+    create_function(moto, name).await;
+    let lambda = moto.lambda();
+    assert_eq!(publish_version(&lambda, name).await, "1");
+    assert_eq!(publish_version(&lambda, name).await, "2");
+    lambda
+        .create_alias()
+        .function_name(name)
+        .name("live")
+        .function_version(live_version)
+        .send()
+        .await
+        .expect("alias");
+}
+
 /// Publishes a new version of the function (after changing its description, as a deploy
 /// would) and returns its number.
 pub async fn publish_version(lambda: &aws_sdk_lambda::Client, function: &str) -> String {

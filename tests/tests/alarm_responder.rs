@@ -11,8 +11,8 @@ use runbook_shared::deadline::Deadline;
 use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_tests::fixtures::{
-    create_audit_table, create_function, create_stack, event_file, lambda_alarm_event,
-    publish_version, set_stack_status,
+    create_audit_table, create_deployed_function, create_function, create_stack, event_file,
+    lambda_alarm_event, publish_version, set_stack_status,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
@@ -44,18 +44,7 @@ async fn run(responder: &Responder, event: Value) -> Report {
 /// A managed function with versions 1 and 2 and an alias `live` on `live_version`.
 async fn deployed(prefix: &str, live_version: &str) -> String {
     let function = unique(prefix);
-    create_function(moto(), &function).await;
-    let lambda = moto().lambda();
-    assert_eq!(publish_version(&lambda, &function).await, "1");
-    assert_eq!(publish_version(&lambda, &function).await, "2");
-    lambda
-        .create_alias()
-        .function_name(&function)
-        .name("live")
-        .function_version(live_version)
-        .send()
-        .await
-        .expect("alias");
+    create_deployed_function(moto(), &function, live_version).await;
     function
 }
 

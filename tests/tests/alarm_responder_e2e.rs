@@ -3,7 +3,7 @@
 
 use runbook_tests::deploy::{ALARM_RESPONDER, Deployment, deploy_managed};
 use runbook_tests::fixtures::{
-    create_function, create_stack, event_file, publish_version, set_stack_status,
+    create_deployed_function, create_stack, event_file, set_stack_status,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -20,18 +20,8 @@ async fn lambda_runbooks_through_the_binary() {
     let deployment = deploy_managed(&[]).await;
     let base = runbook_tests::unique("managed-orders");
     let function = format!("{base}-api");
-    create_function(moto(), &function).await;
+    create_deployed_function(moto(), &function, "2").await;
     let lambda = moto().lambda();
-    publish_version(&lambda, &function).await;
-    publish_version(&lambda, &function).await;
-    lambda
-        .create_alias()
-        .function_name(&function)
-        .name("live")
-        .function_version("2")
-        .send()
-        .await
-        .expect("alias");
     let names = [("orders", base.as_str())];
     let mut responder = start(&deployment).await;
 

@@ -10,8 +10,8 @@ use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
 use runbook_shared::safety::Invocation;
 use runbook_tests::fixtures::{
-    QueuePair, TableSpec, create_audit_table, create_function, create_queue, create_stack,
-    publish_version,
+    QueuePair, TableSpec, create_audit_table, create_deployed_function, create_function,
+    create_queue, create_stack,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::workspace_root;
@@ -146,18 +146,7 @@ async fn create_the_resources_the_examples_name() {
     QueuePair::source_of(&sqs, "orders", &dlq, false).await;
 
     create_function(moto(), "orders-worker").await;
-    create_function(moto(), "orders-api").await;
-    let lambda = moto().lambda();
-    publish_version(&lambda, "orders-api").await;
-    publish_version(&lambda, "orders-api").await;
-    lambda
-        .create_alias()
-        .function_name("orders-api")
-        .name("live")
-        .function_version("2")
-        .send()
-        .await
-        .expect("alias");
+    create_deployed_function(moto(), "orders-api", "2").await;
     moto().boto3(
         "cloudwatch",
         "put_metric_alarm",

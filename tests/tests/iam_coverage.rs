@@ -13,8 +13,7 @@ use runbook_tests::deploy::{
     transformed_template,
 };
 use runbook_tests::fixtures::{
-    QueuePair, TableSpec, capacity, create_function, depth, event_file, publish_version,
-    send_messages,
+    QueuePair, TableSpec, capacity, create_deployed_function, depth, event_file, send_messages,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -94,18 +93,8 @@ async fn alarm_responder_without_update_alias_is_denied_and_changes_nothing() {
     let deployment = deploy_without(ALARM_RESPONDER, "lambda:UpdateAlias").await;
     let base = runbook_tests::unique("managed-orders");
     let function_name = format!("{base}-api");
-    create_function(moto(), &function_name).await;
+    create_deployed_function(moto(), &function_name, "2").await;
     let lambda = moto().lambda();
-    publish_version(&lambda, &function_name).await;
-    publish_version(&lambda, &function_name).await;
-    lambda
-        .create_alias()
-        .function_name(&function_name)
-        .name("live")
-        .function_version("2")
-        .send()
-        .await
-        .expect("alias");
     let mut function = start(&deployment, ALARM_RESPONDER, "alarm-responder").await;
     let report = function
         .report(&event_file(

@@ -2,7 +2,7 @@
 //! own rule routes it to its queue, and the template's notification rules send remediations,
 //! failures and failed verifications to the SNS topic (here subscribed by a queue).
 
-use runbook_tests::deploy::{DeployRequest, LIMIT_SCALER};
+use runbook_tests::deploy::{DeployRequest, Deployment, LIMIT_SCALER};
 use runbook_tests::fixtures::{SqsQueue, TableSpec, create_queue, event_file};
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -33,6 +33,19 @@ async fn take_all(queue: &SqsQueue) -> Vec<Value> {
                 .expect("delete");
         }
     }
+}
+
+/// A managed table to throttle, and limit-scaler running with the deployment's credentials.
+async fn scaler_and_table(deployment: &Deployment) -> (String, LambdaProcess) {
+    let spec = TableSpec::provisioned("managed-orders", 5, 5);
+    let table = spec.name.clone();
+    spec.create(&moto().dynamodb()).await;
+    let mut env = deployment.function_env(moto(), LIMIT_SCALER);
+    env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
+    (
+        table,
+        LambdaProcess::start(&binary("limit-scaler"), &env).await,
+    )
 }
 
 #[tokio::test]
@@ -85,12 +98,7 @@ async fn reports_reach_a_rules_queue_and_the_notification_topic() {
                "Endpoint": inbox.arn, "Attributes": {"RawMessageDelivery": "true"}}),
     );
 
-    let spec = TableSpec::provisioned("managed-orders", 5, 5);
-    let table = spec.name.clone();
-    spec.create(&moto().dynamodb()).await;
-    let mut env = deployment.function_env(moto(), LIMIT_SCALER);
-    env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
-    let mut scaler = LambdaProcess::start(&binary("limit-scaler"), &env).await;
+    let (table, mut scaler) = scaler_and_table(&deployment).await;
 
     // A remediation: both the team's queue and the on-call's inbox get it.
     let report = scaler
@@ -137,12 +145,7 @@ async fn a_report_that_cannot_be_published_says_so() {
             drop_actions: vec![(LIMIT_SCALER, "events:PutEvents")],
         })
         .await;
-    let spec = TableSpec::provisioned("managed-orders", 5, 5);
-    let table = spec.name.clone();
-    spec.create(&moto().dynamodb()).await;
-    let mut env = deployment.function_env(moto(), LIMIT_SCALER);
-    env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
-    let mut scaler = LambdaProcess::start(&binary("limit-scaler"), &env).await;
+    let (table, mut scaler) = scaler_and_table(&deployment).await;
     let answer = scaler
         .invoke(&event_file(
             "dynamodb-throttle-alarm.json",

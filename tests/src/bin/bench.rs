@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
-    QueuePair, TableSpec, create_audit_table, create_function, depth, event_file, publish_version,
+    QueuePair, TableSpec, create_audit_table, create_deployed_function, depth, event_file,
     send_messages,
 };
 use runbook_tests::moto::Moto;
@@ -152,17 +152,7 @@ async fn typical_event(
         "alarm-responder" => {
             let base = runbook_tests::unique("bench-orders");
             let name = format!("{base}-api");
-            create_function(moto, &name).await;
-            let lambda = moto.lambda();
-            publish_version(&lambda, &name).await;
-            publish_version(&lambda, &name).await;
-            let _ = lambda
-                .create_alias()
-                .function_name(&name)
-                .name("live")
-                .function_version("2")
-                .send()
-                .await;
+            create_deployed_function(moto, &name, "2").await;
             (
                 event_file("lambda-errors-alarm.json", &[("orders", &base)]),
                 vec![],

@@ -6,9 +6,9 @@ use aws_sdk_cloudwatch::types::{
 };
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
-    QueuePair, TableSpec, capacity, create_audit_table, create_function, create_stack, depth,
-    event_file, fail_all, lambda_alarm_event, publish_version, queue_alarm_event, scheduled_event,
-    send_messages, set_stack_status, throttle_alarm_event,
+    QueuePair, TableSpec, capacity, create_audit_table, create_deployed_function, create_function,
+    create_stack, depth, event_file, fail_all, lambda_alarm_event, queue_alarm_event,
+    scheduled_event, send_messages, set_stack_status, throttle_alarm_event,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -311,17 +311,7 @@ async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<String, Error> {
 
 async fn alarm_responder(moto: &Moto, audit: &str) -> Result<(), Error> {
     let function = runbook_tests::unique("checkout-api");
-    create_function(moto, &function).await;
-    let lambda = moto.lambda();
-    publish_version(&lambda, &function).await;
-    publish_version(&lambda, &function).await;
-    lambda
-        .create_alias()
-        .function_name(&function)
-        .name("live")
-        .function_version("2")
-        .send()
-        .await?;
+    create_deployed_function(moto, &function, "2").await;
     let stack = runbook_tests::unique("checkout-stack");
     create_stack(
         &moto.cloudformation(),
