@@ -15,6 +15,8 @@ lacks (each addition is documented in tests/moto_front/README.md):
   stack name), and a control endpoint that puts a stack in a given status with a failure event
   (POST /_front/cloudformation/stack-status {"stack", "status", "resource", "reason", "minutes_ago"}), since
   nothing in moto leaves a stack in UPDATE_ROLLBACK_FAILED. The control endpoint is not an AWS API.
+  Stacks also create AWS::CloudWatch::Alarm and AWS::Lambda::EventInvokeConfig resources (moto
+  skips both), through moto's own PutMetricAlarm and PutFunctionEventInvokeConfig.
 * EventBridge: PutEvents skips rules' Lambda targets and publishes to SNS targets (moto raises
   on both), and schedule rules no longer match every event.
 * Lambda GetAccountSettings, which moto lacks: the account's concurrency limit
@@ -55,6 +57,7 @@ from moto.moto_server.werkzeug_app import (
 from moto.cloudformation import models as cfn_models
 from moto.cloudformation import responses as cfn_responses
 from moto.cloudformation.exceptions import ValidationError as CfnValidationError
+from moto.core.common_models import CloudFormationModel
 from moto.core.responses import ActionResult
 from moto.events import models as events_models
 from moto.sqs import exceptions as sqs_exceptions
@@ -313,6 +316,78 @@ def patch_cloudformation():
 
 
 _physical = threading.local()
+
+
+class CloudWatchAlarmResource(CloudFormationModel):
+    """AWS::CloudWatch::Alarm in moto's stacks (moto's CloudFormation skips it): a metric alarm
+    made through moto's own PutMetricAlarm."""
+
+    # moto's model registry files each model under the service named by its module's path.
+    __module__ = "moto.cloudwatch.front"
+
+    def __init__(self, name):
+        self.physical_resource_id = name
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::CloudWatch::Alarm"
+
+    @staticmethod
+    def cloudformation_name_type():
+        return "AlarmName"
+
+    @classmethod
+    def has_cfn_attr(cls, attr):
+        return False
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        props = cloudformation_json["Properties"]
+        name = props.get("AlarmName") or resource_name
+        cloudwatch_backends[account_id][region_name].put_metric_alarm(
+            name=name, namespace=props.get("Namespace"), metric_name=props.get("MetricName"),
+            comparison_operator=props.get("ComparisonOperator"),
+            evaluation_periods=int(props.get("EvaluationPeriods", 1)), period=int(props.get("Period", 60)),
+            threshold=float(props.get("Threshold", 0)), statistic=props.get("Statistic"),
+            description=props.get("AlarmDescription", ""), dimensions=props.get("Dimensions") or [],
+            alarm_actions=props.get("AlarmActions") or [], ok_actions=props.get("OKActions") or [],
+            treat_missing_data=props.get("TreatMissingData"),
+        )
+        return cls(name)
+
+
+class EventInvokeConfigResource(CloudFormationModel):
+    """AWS::Lambda::EventInvokeConfig in moto's stacks (moto's CloudFormation skips it), through
+    moto's own PutFunctionEventInvokeConfig."""
+
+    __module__ = "moto.awslambda.front"
+
+    def __init__(self, function_name):
+        self.physical_resource_id = function_name
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::Lambda::EventInvokeConfig"
+
+    @staticmethod
+    def cloudformation_name_type():
+        return ""
+
+    @classmethod
+    def has_cfn_attr(cls, attr):
+        return False
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.awslambda.models import lambda_backends
+
+        props = cloudformation_json["Properties"]
+        config = {key: props[key] for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig")
+                  if props.get(key) is not None}
+        lambda_backends[account_id][region_name].put_function_event_invoke_config(props["FunctionName"], config)
+        return cls(props["FunctionName"])
 
 
 # --- EventBridge -------------------------------------------------------------------------------

@@ -335,6 +335,7 @@ def deploy(endpoint: str, stack_name: str, parameters: dict, drop_actions: dict)
         key = iam.create_access_key(UserName=user)["AccessKey"]
         credentials[logical] = {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
     return {
+        "stack": stack_name,
         "status": stack["StackStatus"],
         "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
         "resources": resources,

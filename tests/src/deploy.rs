@@ -32,6 +32,7 @@ struct AccessKey {
 
 #[derive(Debug, Deserialize)]
 pub struct Deployment {
+    pub stack: String,
     pub status: String,
     pub outputs: HashMap<String, String>,
     pub resources: HashMap<String, StackResource>,

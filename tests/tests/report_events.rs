@@ -60,6 +60,16 @@ async fn reports_reach_a_rules_queue_and_the_notification_topic() {
         })
         .await;
     let sqs = moto().sqs();
+    // The automation's own alarms notify the same topic.
+    let alarm = moto().boto3(
+        "cloudwatch",
+        "describe_alarms",
+        json!({"AlarmNames": [format!("{}-failed-invocations", deployment.stack)]}),
+    );
+    assert_eq!(
+        alarm["MetricAlarms"][0]["AlarmActions"],
+        json!([deployment.outputs["NotificationTopicArn"]])
+    );
 
     // A team's own rule: every report of the automation to its queue.
     let team_queue = create_queue(&sqs, &runbook_tests::unique("team-reports"), &[]).await;

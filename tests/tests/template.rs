@@ -370,6 +370,12 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
     assert_eq!(count("AWS::DynamoDB::Table"), 1);
     assert_eq!(count("AWS::SQS::Queue"), 1);
     assert_eq!(count("AWS::CloudWatch::Dashboard"), 1);
+    assert_eq!(
+        count("AWS::CloudWatch::Alarm"),
+        11,
+        "4 × errors and throttles, 3 more"
+    );
+    assert_eq!(count("AWS::Lambda::EventInvokeConfig"), 4);
     for output in [
         "LimitScalerFunctionName",
         "DlqRedriverFunctionArn",
@@ -397,6 +403,59 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
     assert_eq!(variables["AUDIT_TABLE"], deployment.audit_table());
     assert_eq!(variables["MANAGED_RESOURCES"], "orders-*,payments");
     assert_eq!(variables["DRY_RUN"], "true");
+
+    // Every function's failed asynchronous invocations go to the failed-invocations queue.
+    let queue_url = &deployment.outputs["FailedInvocationsQueueUrl"];
+    let queue_name = queue_url.rsplit('/').next().expect("queue name");
+    for output in [
+        "LimitScalerFunctionName",
+        "DlqRedriverFunctionName",
+        "AlarmResponderFunctionName",
+        "HealthProberFunctionName",
+    ] {
+        let config = moto().boto3(
+            "lambda",
+            "get_function_event_invoke_config",
+            json!({"FunctionName": deployment.outputs[output]}),
+        );
+        let destination = config["DestinationConfig"]["OnFailure"]["Destination"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            destination.ends_with(&format!(":{queue_name}")),
+            "{output}: {config}"
+        );
+        assert_eq!(config["MaximumRetryAttempts"], 2);
+    }
+    // The automation's alarms watch its own functions and that queue.
+    let alarms = moto().boto3(
+        "cloudwatch",
+        "describe_alarms",
+        json!({"AlarmNames": [
+            format!("{}-failed-invocations", deployment.stack),
+            format!("{}-limit-scaler-errors", deployment.stack),
+        ]}),
+    );
+    let alarms = alarms["MetricAlarms"].as_array().expect("alarms");
+    assert_eq!(alarms.len(), 2, "{alarms:?}");
+    for alarm in alarms {
+        let dimension = &alarm["Dimensions"][0];
+        match alarm["MetricName"].as_str() {
+            Some("ApproximateNumberOfMessagesVisible") => {
+                assert_eq!(dimension["Value"], queue_name)
+            }
+            Some("Errors") => assert_eq!(
+                dimension["Value"],
+                deployment.outputs["LimitScalerFunctionName"]
+            ),
+            other => panic!("unexpected alarm {other:?}"),
+        }
+        assert_eq!(
+            alarm["AlarmActions"],
+            json!([]),
+            "no NotificationEmail, no actions"
+        );
+    }
 
     // The audit table has the key schema and index the functions use.
     let table = moto()
