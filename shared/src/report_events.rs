@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::aws::AwsError;
 use crate::config::{ConfigError, Env};
+use crate::report::TriggerKind;
 
 pub const SOURCE: &str = "runbook.automation";
 pub const DETAIL_TYPE: &str = "Runbook Report";
@@ -109,7 +110,7 @@ pub fn worth_publishing(output: &Value) -> Vec<&Value> {
 }
 
 fn worth_one(report: &Value) -> bool {
-    let scheduled = report["trigger"]["kind"] == "schedule";
+    let scheduled = report["trigger"]["kind"] == json!(TriggerKind::Schedule);
     if !scheduled {
         return true;
     }

@@ -62,6 +62,41 @@ impl ManagedPolicy {
         tags.any(|(key, value)| key == MANAGED_TAG_KEY && value.eq_ignore_ascii_case("true"))
     }
 
+    /// `Ok(report)` when the Lambda function may be changed (its name matches, or its tags
+    /// read with `lambda:ListTags` mark it managed); else the finished report: skipped, or
+    /// failed when the tags could not be read.
+    pub async fn require_managed_function(
+        &self,
+        lambda: &aws_sdk_lambda::Client,
+        function: &str,
+        arn: &str,
+        report: Report,
+    ) -> Result<Report, Report> {
+        if self.matches_name(function) {
+            return Ok(report);
+        }
+        match lambda.list_tags().resource(arn).send().await {
+            Ok(tags) => {
+                let tags = tags.tags().into_iter().flatten();
+                if self.tags_allow(tags.map(|(k, v)| (k.as_str(), v.as_str()))) {
+                    Ok(report)
+                } else {
+                    Err(report.finish(Outcome::Skipped, self.refusal("function", function)))
+                }
+            }
+            Err(err) => {
+                let err =
+                    AwsError::from_sdk("lambda:ListTags", &format!("function {function}"), &err);
+                Err(report.finish(
+                    Outcome::Failed,
+                    format!(
+                        "could not check that {function} is managed, nothing was changed: {err}"
+                    ),
+                ))
+            }
+        }
+    }
+
     /// The reason given when a resource is neither matched nor tagged.
     pub fn refusal(&self, kind: &str, name: &str) -> String {
         let patterns = if self.patterns.is_empty() {

@@ -105,7 +105,10 @@ impl Responder {
             }
         };
         let report = match self
-            .require_managed_function(function, &settings.arn, report)
+            .config
+            .safety
+            .managed
+            .require_managed_function(&self.lambda, function, &settings.arn, report)
             .await
         {
             Ok(report) => report,

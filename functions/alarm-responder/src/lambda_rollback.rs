@@ -279,7 +279,10 @@ impl Responder {
             .map_or(state.arn.as_str(), |(arn, _)| arn)
             .to_string();
         let report = match self
-            .require_managed_function(function, &function_arn, report)
+            .config
+            .safety
+            .managed
+            .require_managed_function(&self.lambda, function, &function_arn, report)
             .await
         {
             Ok(report) => report,

@@ -178,37 +178,17 @@ impl Scaler {
                     };
                 }
             };
-        let policy = &self.config.safety.managed;
-        if !policy.matches_name(&function) {
-            let arn = configuration.function_arn().unwrap_or_default();
-            match self.lambda.list_tags().resource(arn).send().await {
-                Ok(tags)
-                    if policy.tags_allow(
-                        tags.tags()
-                            .into_iter()
-                            .flatten()
-                            .map(|(k, v)| (k.as_str(), v.as_str())),
-                    ) => {}
-                Ok(_) => {
-                    report.outcome = Outcome::Skipped;
-                    report.reason = policy.refusal("function", &function);
-                    return report;
-                }
-                Err(err) => {
-                    let err = AwsError::from_sdk(
-                        "lambda:ListTags",
-                        &format!("function {function}"),
-                        &err,
-                    );
-                    return report.finish(
-                        Outcome::Failed,
-                        format!(
-                            "could not check that {function} is managed, nothing was changed: {err}"
-                        ),
-                    );
-                }
-            }
-        }
+        let arn = configuration.function_arn().unwrap_or_default();
+        let mut report = match self
+            .config
+            .safety
+            .managed
+            .require_managed_function(&self.lambda, &function, arn, report)
+            .await
+        {
+            Ok(report) => report,
+            Err(finished) => return finished,
+        };
         let lease = format!("lambda-function/{function}");
         match self
             .safety
