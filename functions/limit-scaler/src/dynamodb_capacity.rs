@@ -814,32 +814,15 @@ impl Scaler {
         }
 
         let lease_key = format!("dynamodb-table/{}", target.table);
-        match self
-            .safety
-            .admit(RUNBOOK, &name, &lease_key, report.dry_run, invocation)
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(skip)) => {
-                report.outcome = Outcome::Skipped;
-                report.reason = skip.0;
-                return report;
-            }
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("the safety checks could not run, nothing was changed: {err}"),
-                );
-            }
-        }
-        let mut report = self
-            .raise_admitted(&target, &observed, alarm_name, invocation, report)
-            .await;
-        self.safety.finish(&mut report, invocation).await;
         self.safety
-            .release(&lease_key, report.dry_run, invocation)
-            .await;
-        report
+            .guarded(
+                &lease_key,
+                report,
+                invocation,
+                |_| true,
+                |report| self.raise_admitted(&target, &observed, alarm_name, invocation, report),
+            )
+            .await
     }
 
     async fn raise_admitted(

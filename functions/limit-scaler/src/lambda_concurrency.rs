@@ -179,7 +179,7 @@ impl Scaler {
                 }
             };
         let arn = configuration.function_arn().unwrap_or_default();
-        let mut report = match self
+        let report = match self
             .config
             .safety
             .managed
@@ -190,32 +190,15 @@ impl Scaler {
             Err(finished) => return finished,
         };
         let lease = format!("lambda-function/{function}");
-        match self
-            .safety
-            .admit(RUNBOOK, &function, &lease, report.dry_run, invocation)
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(skip)) => {
-                report.outcome = Outcome::Skipped;
-                report.reason = skip.0;
-                return report;
-            }
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("the safety checks could not run, nothing was changed: {err}"),
-                );
-            }
-        }
-        let mut report = self
-            .raise_concurrency_admitted(&target, alarm_name, report)
-            .await;
-        self.safety.finish(&mut report, invocation).await;
         self.safety
-            .release(&lease, report.dry_run, invocation)
-            .await;
-        report
+            .guarded(
+                &lease,
+                report,
+                invocation,
+                |_| true,
+                |report| self.raise_concurrency_admitted(&target, alarm_name, report),
+            )
+            .await
     }
 
     async fn raise_concurrency_admitted(
