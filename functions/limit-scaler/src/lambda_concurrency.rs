@@ -455,7 +455,6 @@ impl Scaler {
         }
         action.applied = true;
         report.actions.push(action);
-        let ended = self.safety.audit.end_raise(RUNBOOK, function).await;
         let (ok, observed) = match self.reserved(function).await {
             Ok(now) => (
                 now == Some(original),
@@ -463,26 +462,19 @@ impl Scaler {
             ),
             Err(err) => (false, format!("GetFunctionConcurrency failed: {err}")),
         };
-        report.verification = Verification::settled(Check::new(
-            "reserved_concurrency",
-            ok,
-            original.to_string(),
-            observed,
-        ));
+        let check = Check::new("reserved_concurrency", ok, original.to_string(), observed);
         let summary = format!(
             "put {function}'s reserved concurrency back from {ours} to its original {original}"
         );
-        match ended {
-            Err(err) => report.finish(
-                Outcome::Failed,
-                format!("{summary}, but its raise record could not be closed: {err}"),
-            ),
-            Ok(()) if ok => report.finish(Outcome::Remediated, summary),
-            Ok(()) => report.finish(
-                Outcome::Failed,
-                format!("{summary}, but GetFunctionConcurrency does not show it"),
-            ),
-        }
+        self.conclude_put_back(
+            report,
+            RUNBOOK,
+            function,
+            check,
+            summary,
+            "GetFunctionConcurrency",
+        )
+        .await
     }
 }
 

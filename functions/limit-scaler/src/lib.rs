@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use runbook_shared::aws::AwsError;
-use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
+use runbook_shared::report::{
+    Check, Outcome, Output, Report, TriggerInfo, TriggerKind, Verification,
+};
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_shared::trigger::{
     AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual, recognise,
@@ -54,6 +56,33 @@ impl Job {
 }
 
 impl Scaler {
+    /// The end of every put-back at expiry: the raise record is closed, and the value read back
+    /// (`check`, read with `read_by`) settles the verification.
+    async fn conclude_put_back(
+        &self,
+        mut report: Report,
+        runbook: &str,
+        target: &str,
+        check: Check,
+        summary: String,
+        read_by: &str,
+    ) -> Report {
+        let ended = self.safety.audit.end_raise(runbook, target).await;
+        let ok = check.ok;
+        report.verification = Verification::settled(check);
+        match ended {
+            Err(err) => report.finish(
+                Outcome::Failed,
+                format!("{summary}, but its raise record could not be closed: {err}"),
+            ),
+            Ok(()) if ok => report.finish(Outcome::Remediated, summary),
+            Ok(()) => report.finish(
+                Outcome::Failed,
+                format!("{summary}, but {read_by} does not show it"),
+            ),
+        }
+    }
+
     pub fn new(config: ScalerConfig, sdk: &aws_config::SdkConfig) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Self::with_clients(

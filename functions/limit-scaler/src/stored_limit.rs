@@ -432,7 +432,6 @@ impl Scaler {
             }
         }
         report.actions.push(action);
-        let ended = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
         let (ok, observed) = match self.read_limit(&target).await {
             Ok(value) => (
                 value == Some(original),
@@ -440,27 +439,13 @@ impl Scaler {
             ),
             Err(err) => (false, format!("GetItem failed: {err}")),
         };
-        report.verification = Verification::settled(Check::new(
-            "stored_value",
-            ok,
-            original.to_string(),
-            observed,
-        ));
+        let check = Check::new("stored_value", ok, original.to_string(), observed);
         let summary = format!(
             "put {} back from {ours} to its original {original}",
             raise.target
         );
-        match ended {
-            Err(err) => report.finish(
-                Outcome::Failed,
-                format!("{summary}, but its raise record could not be closed: {err}"),
-            ),
-            Ok(()) if ok => report.finish(Outcome::Remediated, summary),
-            Ok(()) => report.finish(
-                Outcome::Failed,
-                format!("{summary}, but the item does not show it"),
-            ),
-        }
+        self.conclude_put_back(report, RUNBOOK, &raise.target, check, summary, "the item")
+            .await
     }
 }
 
