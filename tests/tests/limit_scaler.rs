@@ -204,13 +204,8 @@ async fn alarm_on_an_index_raises_only_that_index_write_side() {
     assert_eq!(capacity(&setup.dynamodb, &table, None).await, (4, 4));
 }
 
-#[tokio::test]
-async fn consumed_peak_with_headroom_beats_the_factor_and_the_cap_clamps_it() {
-    let setup = Setup::new().await;
-    let table = TableSpec::provisioned("managed-orders", 5, 5)
-        .create(&setup.dynamodb)
-        .await;
-    // 3,000 read units consumed in one minute: 50 per second, 60 with the 1.2 headroom.
+/// Records `units` of consumed read capacity on the table, `seconds_ago`.
+async fn consumed_read_units(setup: &Setup, table: &str, units: f64, seconds_ago: i64) {
     setup
         .cloudwatch
         .put_metric_data()
@@ -221,18 +216,28 @@ async fn consumed_peak_with_headroom_beats_the_factor_and_the_cap_clamps_it() {
                 .dimensions(
                     aws_sdk_cloudwatch::types::Dimension::builder()
                         .name("TableName")
-                        .value(&table)
+                        .value(table)
                         .build(),
                 )
-                .value(3000.0)
+                .value(units)
                 .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-                    chrono::Utc::now().timestamp() - 60,
+                    chrono::Utc::now().timestamp() - seconds_ago,
                 ))
                 .build(),
         )
         .send()
         .await
         .expect("put metric data");
+}
+
+#[tokio::test]
+async fn consumed_peak_with_headroom_beats_the_factor_and_the_cap_clamps_it() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    // 3,000 read units consumed in one minute: 50 per second, 60 with the 1.2 headroom.
+    consumed_read_units(&setup, &table, 3000.0, 60).await;
     let report = run(&setup.scaler(&[]), read_alarm(&table, "ALARM")).await;
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert_eq!(capacity(&setup.dynamodb, &table, None).await, (60, 5));
@@ -1386,28 +1391,7 @@ async fn capacity_steps_back_down_after_low_use_never_below_the_baseline() {
     assert_eq!(capacity(&setup.dynamodb, &table, None).await, (20, 5));
 
     // Still busy: 15 units/s used of 20 is above 30%, kept.
-    setup
-        .cloudwatch
-        .put_metric_data()
-        .namespace("AWS/DynamoDB")
-        .metric_data(
-            aws_sdk_cloudwatch::types::MetricDatum::builder()
-                .metric_name("ConsumedReadCapacityUnits")
-                .dimensions(
-                    aws_sdk_cloudwatch::types::Dimension::builder()
-                        .name("TableName")
-                        .value(&table)
-                        .build(),
-                )
-                .value(900.0)
-                .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-                    chrono::Utc::now().timestamp() - 30,
-                ))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    consumed_read_units(&setup, &table, 900.0, 30).await;
     let eager = setup.scaler(&[("SCALE_DOWN_AFTER_HOURS", "0")]);
     let kept = sweep(&eager)
         .await
