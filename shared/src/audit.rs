@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::Value;
 
-use crate::aws::AwsError;
+use crate::aws::{AwsError, condition_held};
 use crate::report::{Report, Verification, VerificationStatus};
 
 /// Name of the sparse global secondary index over open verifications (hash `verify_status`,
@@ -164,7 +164,11 @@ impl AuditStore {
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        AwsError::from_sdk(api, &format!("audit table {}", self.table), err)
+        AwsError::from_sdk(api, &self.resource(), err)
+    }
+
+    fn resource(&self) -> String {
+        format!("audit table {}", self.table)
     }
 
     fn expires_at(&self, now: DateTime<Utc>) -> AttributeValue {
@@ -301,16 +305,8 @@ impl AuditStore {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match deleted {
-            Err(err)
-                if !err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(self.err("dynamodb:DeleteItem", &err))
-            }
-            _ => Ok(()),
-        }
+        // Someone else's lease (ours expired and was taken) is theirs to release.
+        condition_held(deleted, "dynamodb:DeleteItem", &self.resource()).map(|_| ())
     }
 
     /// Counts one action against the runbook's budget for the current UTC hour; false when the
@@ -330,17 +326,7 @@ impl AuditStore {
             .expression_attribute_values(":expires", n((now + Duration::days(2)).timestamp()))
             .send()
             .await;
-        match update {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(self.err("dynamodb:UpdateItem", &err)),
-        }
+        condition_held(update, "dynamodb:UpdateItem", &self.resource())
     }
 
     /// Actions counted against the runbook this UTC hour.
@@ -600,17 +586,7 @@ impl AuditStore {
             .expression_attribute_values(":pending", s(PENDING))
             .send()
             .await;
-        match update {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(self.err("dynamodb:UpdateItem", &err)),
-        }
+        condition_held(update, "dynamodb:UpdateItem", &self.resource())
     }
 }
 

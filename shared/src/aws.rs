@@ -95,6 +95,30 @@ impl AwsError {
     }
 }
 
+/// The result of a conditional write: `Ok(true)` when it was applied, `Ok(false)` when its
+/// condition did not hold (ConditionalCheckFailedException), the fault otherwise.
+pub fn condition_held<O, E, R>(
+    result: Result<O, SdkError<E, R>>,
+    api: &str,
+    resource: &str,
+) -> Result<bool, AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) => {
+            let err = AwsError::from_sdk(api, resource, &err);
+            if err.is(FaultKind::ConditionFailed) {
+                Ok(false)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
 fn classify(code: Option<&str>, message: &str) -> FaultKind {
     match code.unwrap_or_default() {
         "ThrottlingException"

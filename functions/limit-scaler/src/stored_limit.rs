@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use runbook_shared::audit::Raise;
-use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::aws::{AwsError, FaultKind, condition_held};
 use runbook_shared::report::{Action, Check, Outcome, Report, Verification};
 use runbook_shared::trigger::Rejection;
 use serde::Deserialize;
@@ -162,21 +162,11 @@ impl Scaler {
             .expression_attribute_values(":expected", number(expected))
             .send()
             .await;
-        match update {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(AwsError::from_sdk(
-                "dynamodb:UpdateItem",
-                &format!("table {}", target.table),
-                &err,
-            )),
-        }
+        condition_held(
+            update,
+            "dynamodb:UpdateItem",
+            &format!("table {}", target.table),
+        )
     }
 
     /// Raises a stored limit (the lease and cooldown are the caller's).
