@@ -139,6 +139,23 @@ impl Scaler {
             })
     }
 
+    async fn reserve(&self, function: &str, reservation: i32) -> Result<(), AwsError> {
+        self.lambda
+            .put_function_concurrency()
+            .function_name(function)
+            .reserved_concurrent_executions(reservation)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| {
+                AwsError::from_sdk(
+                    "lambda:PutFunctionConcurrency",
+                    &format!("function {function}"),
+                    &err,
+                )
+            })
+    }
+
     pub async fn raise_concurrency(
         &self,
         target: ConcurrencyTarget,
@@ -267,19 +284,7 @@ impl Scaler {
             report.actions.push(action);
             return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
-        if let Err(err) = self
-            .lambda
-            .put_function_concurrency()
-            .function_name(function)
-            .reserved_concurrent_executions(new)
-            .send()
-            .await
-        {
-            let err = AwsError::from_sdk(
-                "lambda:PutFunctionConcurrency",
-                &format!("function {function}"),
-                &err,
-            );
+        if let Err(err) = self.reserve(function, new).await {
             action.error = Some(err.to_string());
             report.actions.push(action);
             return report.finish(
@@ -432,19 +437,7 @@ impl Scaler {
                 ),
             );
         }
-        if let Err(err) = self
-            .lambda
-            .put_function_concurrency()
-            .function_name(function)
-            .reserved_concurrent_executions(original)
-            .send()
-            .await
-        {
-            let err = AwsError::from_sdk(
-                "lambda:PutFunctionConcurrency",
-                &format!("function {function}"),
-                &err,
-            );
+        if let Err(err) = self.reserve(function, original).await {
             action.error = Some(err.to_string());
             report.actions.push(action);
             return report.finish(Outcome::Failed,
