@@ -9,6 +9,34 @@ use serde_json::{Value, json};
 
 use crate::moto::{ACCOUNT, REGION};
 
+/// An application's stored rate limits: an on-demand table keyed by the string `pk` (the
+/// template's default LimitsKeyAttr), holding `tenant#42` with `requests_per_second` = `value`.
+pub async fn create_limits_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str, value: i64) {
+    dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .send()
+        .await
+        .expect("create limits table");
+    dynamodb
+        .put_item()
+        .table_name(name)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("tenant#42".into()),
+        )
+        .item(
+            "requests_per_second",
+            aws_sdk_dynamodb::types::AttributeValue::N(value.to_string()),
+        )
+        .send()
+        .await
+        .expect("limit item");
+}
+
 /// The audit table as template.yaml defines it: `pk`/`sk`, TTL on `expires_at`, and the sparse
 /// `pending` index over open verifications.
 pub async fn create_audit_table(dynamodb: &aws_sdk_dynamodb::Client) -> String {

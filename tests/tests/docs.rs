@@ -11,7 +11,7 @@ use runbook_shared::deadline::Deadline;
 use runbook_shared::safety::Invocation;
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, create_audit_table, create_deployed_function, create_function,
-    create_queue, create_stack,
+    create_limits_table, create_queue, create_stack,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::workspace_root;
@@ -137,9 +137,7 @@ async fn create_the_resources_the_examples_name() {
     let mut table = TableSpec::provisioned("orders", 5, 5).with_index();
     table.name = "orders".into();
     table.create(&dynamodb).await;
-    let mut limits = TableSpec::on_demand("limits");
-    limits.name = "limits".into();
-    limits.create(&dynamodb).await;
+    create_limits_table(&dynamodb, "limits", 100).await;
 
     let sqs = moto().sqs();
     let dlq = create_queue(&sqs, "orders-dlq", &[]).await;

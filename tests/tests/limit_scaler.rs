@@ -1076,30 +1076,10 @@ async fn lambda_concurrency_raises_within_the_cap_and_the_account_floor() {
 
 // ---- stored-limit, and the schedule that puts raises back --------------------------------------
 
+/// The limits table, with tenant#42's limits: requests_per_second 100 and burst 50.
 async fn limits_table() -> String {
-    let dynamodb = moto().dynamodb();
     let name = runbook_tests::unique("managed-limits");
-    dynamodb
-        .create_table()
-        .table_name(&name)
-        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-        .attribute_definitions(
-            aws_sdk_dynamodb::types::AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            aws_sdk_dynamodb::types::KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    runbook_tests::fixtures::create_limits_table(&moto().dynamodb(), &name, 100).await;
     set_limit(&name, 100).await;
     name
 }

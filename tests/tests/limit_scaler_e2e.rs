@@ -2,7 +2,7 @@
 //! invoked with the files in events/, against moto.
 
 use runbook_tests::deploy::{Deployment, LIMIT_SCALER, deploy_managed};
-use runbook_tests::fixtures::{TableSpec, capacity, event_file};
+use runbook_tests::fixtures::{TableSpec, capacity, create_limits_table, event_file};
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{Invoked, LambdaProcess, binary};
 use serde_json::{Value, json};
@@ -217,41 +217,10 @@ async fn lambda_concurrency_through_the_binary() {
 
 #[tokio::test]
 async fn stored_limit_through_the_binary() {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        ScalarAttributeType,
-    };
+    use aws_sdk_dynamodb::types::AttributeValue;
     let dynamodb = moto().dynamodb();
     let limits = runbook_tests::unique("managed-limits");
-    dynamodb
-        .create_table()
-        .table_name(&limits)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    dynamodb
-        .put_item()
-        .table_name(&limits)
-        .item("pk", AttributeValue::S("tenant#42".into()))
-        .item("requests_per_second", AttributeValue::N("100".into()))
-        .send()
-        .await
-        .unwrap();
+    create_limits_table(&dynamodb, &limits, 100).await;
     let deployment = deploy_managed(&[("LimitsTable", &limits)]).await;
     let mut scaler = start(
         &deployment,

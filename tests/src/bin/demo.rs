@@ -7,8 +7,8 @@ use aws_sdk_cloudwatch::types::{
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, capacity, create_audit_table, create_deployed_function, create_function,
-    create_stack, depth, event_file, fail_all, lambda_alarm_event, queue_alarm_event,
-    scheduled_event, send_messages, set_stack_status, throttle_alarm_event,
+    create_limits_table, create_stack, depth, event_file, fail_all, lambda_alarm_event,
+    queue_alarm_event, scheduled_event, send_messages, set_stack_status, throttle_alarm_event,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -178,10 +178,6 @@ async fn limit_scaler(moto: &Moto, audit: &str) -> Result<String, Error> {
 }
 
 async fn limit_scaler_other_limits(moto: &Moto, audit: &str) -> Result<(), Error> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        ScalarAttributeType,
-    };
     let worker = runbook_tests::unique("orders-worker");
     create_function(moto, &worker).await;
     moto.lambda()
@@ -191,32 +187,7 @@ async fn limit_scaler_other_limits(moto: &Moto, audit: &str) -> Result<(), Error
         .send()
         .await?;
     let limits = runbook_tests::unique("orders-limits");
-    let dynamodb = moto.dynamodb();
-    dynamodb
-        .create_table()
-        .table_name(&limits)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .send()
-        .await?;
-    dynamodb
-        .put_item()
-        .table_name(&limits)
-        .item("pk", AttributeValue::S("tenant#42".into()))
-        .item("requests_per_second", AttributeValue::N("100".into()))
-        .send()
-        .await?;
+    create_limits_table(&moto.dynamodb(), &limits, 100).await;
     println!(
         "\nfunction {worker} reserves 10 concurrent executions; {limits} stores tenant#42's requests_per_second = 100"
     );
