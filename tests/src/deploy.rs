@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -95,20 +96,24 @@ impl Deployment {
     }
 }
 
-/// template.yaml as CloudFormation receives it: transformed by aws-sam-translator.
-pub fn transformed_template() -> Value {
-    let script = crate::workspace_root().join("tests/moto_front/sam_template.py");
-    let output = Command::new(crate::moto::python())
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|err| panic!("{}: {err}", script.display()));
-    assert!(
-        output.status.success(),
-        "{}: {}",
-        script.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the transformed template is JSON")
+/// template.yaml as CloudFormation receives it: transformed by aws-sam-translator (once per
+/// test binary).
+pub fn transformed_template() -> &'static Value {
+    static TRANSFORMED: OnceLock<Value> = OnceLock::new();
+    TRANSFORMED.get_or_init(|| {
+        let script = crate::workspace_root().join("tests/moto_front/sam_template.py");
+        let output = Command::new(crate::moto::python())
+            .arg(&script)
+            .output()
+            .unwrap_or_else(|err| panic!("{}: {err}", script.display()));
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("the transformed template is JSON")
+    })
 }
 
 /// A deployment whose ManagedResources is `managed-*`, the names the end-to-end tests give the

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use runbook_tests::deploy::{
     ALARM_RESPONDER, DLQ_REDRIVER, DeployRequest, Deployment, HEALTH_PROBER, LIMIT_SCALER,
@@ -144,12 +145,16 @@ const SERVICES: &[(&str, &str)] = &[
 
 /// Every operation of an SDK crate, as the snake_case names of its fluent client methods.
 fn sdk_operations(krate: &str) -> BTreeSet<String> {
-    let metadata = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .current_dir(workspace_root())
-        .output()
-        .expect("cargo metadata");
-    let metadata: Value = serde_json::from_slice(&metadata.stdout).expect("metadata JSON");
+    // Read once per test binary: every function's scan asks for the same crates.
+    static METADATA: OnceLock<Value> = OnceLock::new();
+    let metadata = METADATA.get_or_init(|| {
+        let output = std::process::Command::new(env!("CARGO"))
+            .args(["metadata", "--format-version", "1", "--locked"])
+            .current_dir(workspace_root())
+            .output()
+            .expect("cargo metadata");
+        serde_json::from_slice(&output.stdout).expect("metadata JSON")
+    });
     let manifest = metadata["packages"]
         .as_array()
         .expect("packages")
@@ -220,11 +225,11 @@ fn actions_called(crate_dir: &str) -> BTreeSet<String> {
     let mut files = Vec::new();
     rust_sources(&root.join(crate_dir).join("src"), &mut files);
     rust_sources(&root.join("shared/src"), &mut files);
+    let every_operation: BTreeSet<&String> =
+        services.iter().flat_map(|(_, _, ops)| ops.iter()).collect();
     let mut actions = BTreeSet::new();
     for file in files {
-        let every_operation: BTreeSet<&String> =
-            services.iter().flat_map(|(_, _, ops)| ops.iter()).collect();
-        for operation in every_operation {
+        for &operation in &every_operation {
             if !file.contains(&format!(".{operation}()")) {
                 continue;
             }
@@ -330,8 +335,7 @@ fn coverage(template: &Value) -> BTreeMap<&'static str, (BTreeSet<String>, BTree
 
 #[test]
 fn each_policy_allows_exactly_the_operations_its_code_calls() {
-    let template = transformed_template();
-    let coverage = coverage(&template);
+    let coverage = coverage(transformed_template());
     for (function, (missing, unused)) in &coverage {
         assert!(
             missing.is_empty(),
@@ -350,7 +354,7 @@ fn each_policy_allows_exactly_the_operations_its_code_calls() {
 
 #[test]
 fn the_static_check_fails_when_an_action_is_removed_or_added() {
-    let mut template = transformed_template();
+    let mut template = transformed_template().clone();
     let policies =
         &mut template["Resources"]["AlarmResponderFunctionRole"]["Properties"]["Policies"];
     let text = policies
