@@ -19,6 +19,8 @@ lacks (each addition is documented in tests/moto_front/README.md):
   skips both), through moto's own PutMetricAlarm and PutFunctionEventInvokeConfig.
 * EventBridge: PutEvents skips rules' Lambda targets and publishes to SNS targets (moto raises
   on both), and schedule rules no longer match every event.
+* Test controls (not AWS APIs): a delay on the next requests for an operation, and a table
+  status other than moto's constant ACTIVE, for testing crashes, races and deadlines.
 * Lambda GetAccountSettings, which moto lacks: the account's concurrency limit
   (MOTO_LAMBDA_CONCURRENCY_QUOTA, as moto's PutFunctionConcurrency uses it; 1000 by default) and
   what the functions' reservations leave unreserved.
@@ -44,6 +46,7 @@ import os
 import re
 import sys
 import threading
+import time
 import traceback
 
 import botocore.session
@@ -458,19 +461,82 @@ class LambdaAccountSettings:
         return [body]
 
 
+# --- Test controls: slow operations, table status --------------------------------------------
+
+# Operation name -> [milliseconds, how many more requests to slow down].
+DELAYS: dict[str, list[int]] = {}
+_delays_lock = threading.Lock()
+# Table name -> the TableStatus DescribeTable shows instead of moto's constant ACTIVE.
+TABLE_STATUS: dict[str, str] = {}
+
+
+def delay(action: str) -> None:
+    """Holds a request for the operation before moto serves it, as a slow AWS call would."""
+    with _delays_lock:
+        rule = DELAYS.get(action)
+        if not rule:
+            return
+        ms, times = rule
+        if times <= 1:
+            del DELAYS[action]
+        else:
+            rule[1] = times - 1
+    time.sleep(ms / 1000)
+
+
+def patch_controls():
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.dynamodb.models.table import Table
+
+    authorize = ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+    def slowed_then_authorized(self, iam_request_cls, resource="*"):
+        delay(self._get_action())
+        return authorize(self, iam_request_cls, resource)
+
+    describe = Table.describe
+
+    def describe_with_status(self, *args, **kwargs):
+        answer = describe(self, *args, **kwargs)
+        status = TABLE_STATUS.get(self.name)
+        if status:
+            for body in answer.values():
+                body["TableStatus"] = status
+        return answer
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = slowed_then_authorized
+    Table.describe = describe_with_status
+
+
+CONTROL_PATHS = ("/_front/cloudformation/stack-status", "/_front/deploy", "/_front/delay",
+                 "/_front/dynamodb/table-status")
+
+
 class ControlEndpoint:
-    """Test controls, not AWS APIs: POST /_front/cloudformation/stack-status and POST /_front/deploy."""
+    """Test controls, not AWS APIs: POST /_front/cloudformation/stack-status, /_front/deploy,
+    /_front/delay ({"action", "ms", "times"}) and /_front/dynamodb/table-status ({"table",
+    "status"}; ACTIVE restores moto's own)."""
 
     def __init__(self, app):
         self.app = app
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO")
-        if path not in ("/_front/cloudformation/stack-status", "/_front/deploy"):
+        if path not in CONTROL_PATHS:
             return self.app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         request = json.loads(environ["wsgi.input"].read(length) or b"{}")
-        if path == "/_front/deploy":
+        if path == "/_front/delay":
+            with _delays_lock:
+                DELAYS[request["action"]] = [int(request["ms"]), int(request.get("times", 1))]
+            status, answer = "200 OK", {"delayed": request["action"]}
+        elif path == "/_front/dynamodb/table-status":
+            if request["status"] == "ACTIVE":
+                TABLE_STATUS.pop(request["table"], None)
+            else:
+                TABLE_STATUS[request["table"]] = request["status"]
+            status, answer = "200 OK", {"table": request["table"], "status": request["status"]}
+        elif path == "/_front/deploy":
             try:
                 answer = iam.deploy(f"http://{environ['HTTP_HOST']}", request["stack"],
                                     request.get("parameters", {}), request.get("drop_actions", {}))
@@ -565,6 +631,7 @@ def build_app():
     patch_cloudformation()
     patch_events()
     iam.patch_moto()
+    patch_controls()
     return ControlEndpoint(LambdaAccountSettings(CborBridge(DomainDispatcherApplication(create_backend_app))))
 
 

@@ -686,28 +686,12 @@ pub async fn set_stack_status(
     failing: Option<(&str, &str)>,
     minutes_ago: i64,
 ) {
-    let body = json!({
-        "stack": stack, "status": status, "minutes_ago": minutes_ago,
-        "resource": failing.map(|(resource, _)| resource), "reason": failing.map(|(_, reason)| reason),
-    })
-    .to_string();
-    let address = moto.endpoint.trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&address)
-        .await
-        .expect("connect to the front");
-    let request = format!(
-        "POST /_front/cloudformation/stack-status HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-        .await
-        .expect("send");
-    let mut answer = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
-        .await
-        .expect("answer");
-    assert!(
-        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
-        "{answer}"
-    );
+    moto.control(
+        "/_front/cloudformation/stack-status",
+        json!({
+            "stack": stack, "status": status, "minutes_ago": minutes_ago,
+            "resource": failing.map(|(resource, _)| resource), "reason": failing.map(|(_, reason)| reason),
+        }),
+    )
+    .await;
 }

@@ -138,4 +138,46 @@ impl Moto {
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
         aws_sdk_cloudwatch::Client::new(&self.sdk_config())
     }
+
+    /// POSTs to one of the front's test controls (not AWS APIs; see tests/moto_front/README.md).
+    pub async fn control(&self, path: &str, body: serde_json::Value) {
+        let body = body.to_string();
+        let address = self.endpoint.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect to the front");
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("send");
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+            .await
+            .expect("answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "{path}: {answer}"
+        );
+    }
+
+    /// Holds the next `times` requests for `action` (an operation name) for `ms` each.
+    pub async fn delay(&self, action: &str, ms: u64, times: u32) {
+        self.control(
+            "/_front/delay",
+            serde_json::json!({"action": action, "ms": ms, "times": times}),
+        )
+        .await;
+    }
+
+    /// Makes DescribeTable show `status` for the table (`ACTIVE` restores moto's own).
+    pub async fn set_table_status(&self, table: &str, status: &str) {
+        self.control(
+            "/_front/dynamodb/table-status",
+            serde_json::json!({"table": table, "status": status}),
+        )
+        .await;
+    }
 }

@@ -134,7 +134,19 @@ impl LambdaProcess {
 
     /// Invokes the function with raw payload bytes, as the Invoke API would hand them over.
     pub async fn invoke_bytes(&mut self, payload: &[u8]) -> Invoked {
-        let id = uuid::Uuid::new_v4().to_string();
+        self.invoke_bytes_as(payload, &uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// Invokes with a given request id, as Lambda does when it retries an asynchronous
+    /// invocation whose earlier attempt crashed.
+    pub async fn invoke_as(&mut self, payload: &Value, request_id: &str) -> Invoked {
+        self.invoke_bytes_as(payload.to_string().as_bytes(), request_id)
+            .await
+    }
+
+    async fn invoke_bytes_as(&mut self, payload: &[u8], id: &str) -> Invoked {
+        let id = id.to_string();
         let (sender, receiver) = oneshot::channel();
         let deadline_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
             + u64::try_from(self.timeout.as_millis()).unwrap_or(60_000);
