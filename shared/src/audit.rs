@@ -2,14 +2,17 @@
 //! (event claims for idempotency, leases, hourly budgets), all in one DynamoDB table with
 //! partition key `pk`, sort key `sk` and TTL attribute `expires_at`.
 //!
-//! Items:
-//! - record: `pk = target#<target>`, `sk = <started_at RFC 3339>#<audit_id>`; `verify_status =
-//!   pending` while a metric-level check is open (the sparse index `pending` lists those);
-//! - event claim: `pk = event#<event id>`, `sk = event`;
-//! - lease: `pk = lease#<key>`, `sk = lease`;
-//! - budget: `pk = budget#<runbook>`, `sk = <UTC hour>`;
-//! - raise in force: `pk = raise#<runbook>`, `sk = <target>`: the original value (kept from the
-//!   first raise), the current one, and when to put it back — what scale-downs and reverts use.
+//! Items (a resource's key is its canonical identity, see `resource.rs`):
+//! - record: `pk = target#<resource key>`, `sk = <started_at RFC 3339>#<audit_id>`;
+//!   `verify_status = pending` while a metric-level check is open (the sparse index `pending`
+//!   lists those);
+//! - event claim: `pk = event#<event id>`, `sk = event`, owned by the invocation's request id;
+//! - lease: `pk = lease#<resource key>`, `sk = lease`, owned by the invocation's request id;
+//! - budget: `pk = budget#<runbook>`, `sk = window`: the times of the actions of the last 60
+//!   minutes, with a version for optimistic concurrency;
+//! - raise in force: `pk = raise#<runbook>`, `sk = <resource key>`: the original value (kept
+//!   from the first raise), the current one, and when to put it back — what scale-downs and
+//!   reverts use.
 
 use std::collections::HashMap;
 
@@ -56,7 +59,10 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditRecord {
     pub audit_id: String,
+    /// The name a person reads.
     pub target: String,
+    /// The resource's canonical key, which its history is kept under.
+    pub resource: String,
     pub runbook: String,
     pub started_at: DateTime<Utc>,
     pub report: Report,
@@ -69,6 +75,7 @@ impl AuditRecord {
         Some(Self {
             audit_id: get_s(item, "audit_id")?.to_string(),
             target: get_s(item, "target")?.to_string(),
+            resource: get_s(item, "pk")?.strip_prefix("target#")?.to_string(),
             runbook: get_s(item, "runbook")?.to_string(),
             started_at: DateTime::parse_from_rfc3339(get_s(item, "started_at")?)
                 .ok()?
@@ -98,7 +105,8 @@ fn collect_states(report: &Report, pick: impl Fn(&crate::report::Action) -> &Val
 #[derive(Clone, Debug, PartialEq)]
 pub struct Raise {
     pub runbook: String,
-    pub target: String,
+    /// The raised resource's canonical key.
+    pub resource: String,
     /// The value before the first raise: the baseline a scale-down never goes below.
     pub original: Value,
     /// The value this automation last set.
@@ -114,7 +122,7 @@ impl Raise {
         let json = |key: &str| get_s(item, key).and_then(|text| serde_json::from_str(text).ok());
         Some(Self {
             runbook: get_s(item, "pk")?.strip_prefix("raise#")?.to_string(),
-            target: get_s(item, "sk")?.to_string(),
+            resource: get_s(item, "sk")?.to_string(),
             original: json("original")?,
             current: json("current")?,
             raised_at: DateTime::parse_from_rfc3339(get_s(item, "raised_at")?)
@@ -126,8 +134,9 @@ impl Raise {
 }
 
 pub enum EventClaim {
-    /// This invocation owns the event.
-    Claimed,
+    /// This invocation owns the event; `resumed` when it took the claim over from an earlier
+    /// attempt with the same request id (Lambda's retry of an invocation that crashed).
+    Claimed { resumed: bool },
     /// The event was handled before; this is its report.
     Completed(Box<Report>),
     /// Another invocation is handling the same event right now.
@@ -175,11 +184,13 @@ impl AuditStore {
         n((now + self.retention).timestamp())
     }
 
-    /// Claims an event id so it is acted on once: a claim expires at `hold_until` so that a
-    /// crashed invocation does not block the event's retries for ever.
+    /// Claims an event id for the invocation `owner` so it is acted on once. A claim expires at
+    /// `hold_until` so that a crashed invocation does not block the event for ever, and its
+    /// owner's retry (the same request id) takes it over at once.
     pub async fn claim_event(
         &self,
         event_id: &str,
+        owner: &str,
         hold_until: DateTime<Utc>,
     ) -> Result<EventClaim, AwsError> {
         let now = Utc::now();
@@ -190,18 +201,27 @@ impl AuditStore {
             .item("pk", s(format!("event#{event_id}")))
             .item("sk", s("event"))
             .item("state", s("in_progress"))
+            .item("owner", s(owner))
             .item("claim_expires_at", n(hold_until.timestamp_millis()))
             .item("expires_at", self.expires_at(now))
             .condition_expression(
-                "attribute_not_exists(pk) OR (#state = :in_progress AND claim_expires_at < :now)",
+                "attribute_not_exists(pk) OR (#state = :in_progress AND (claim_expires_at < :now OR #owner = :owner))",
             )
             .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":in_progress", s("in_progress"))
             .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .expression_attribute_values(":owner", s(owner))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         match put {
-            Ok(_) => Ok(EventClaim::Claimed),
+            Ok(output) => Ok(EventClaim::Claimed {
+                resumed: output
+                    .attributes()
+                    .and_then(|old| get_s(old, "owner"))
+                    .is_some_and(|previous| previous == owner),
+            }),
             Err(err)
                 if err
                     .as_service_error()
@@ -309,44 +329,78 @@ impl AuditStore {
         condition_held(deleted, "dynamodb:DeleteItem", &self.resource()).map(|_| ())
     }
 
-    /// Counts one action against the runbook's budget for the current UTC hour; false when the
-    /// budget is spent.
-    pub async fn take_budget(&self, runbook: &str, max_per_hour: u32) -> Result<bool, AwsError> {
-        let now = Utc::now();
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("budget#{runbook}")))
-            .key("sk", s(now.format("%Y-%m-%dT%H").to_string()))
-            .update_expression("ADD actions :one SET expires_at = :expires")
-            .condition_expression("attribute_not_exists(actions) OR actions < :max")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":max", n(i64::from(max_per_hour)))
-            .expression_attribute_values(":expires", n((now + Duration::days(2)).timestamp()))
-            .send()
-            .await;
-        condition_held(update, "dynamodb:UpdateItem", &self.resource())
-    }
-
-    /// Actions counted against the runbook this UTC hour.
-    pub async fn budget_used(&self, runbook: &str) -> Result<u32, AwsError> {
+    /// The times (epoch milliseconds) of the runbook's actions in its budget item, and the
+    /// item's version (0 when there is none).
+    async fn budget_window(&self, runbook: &str) -> Result<(Vec<i64>, i64), AwsError> {
         let item = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("pk", s(format!("budget#{runbook}")))
-            .key("sk", s(Utc::now().format("%Y-%m-%dT%H").to_string()))
+            .key("sk", s("window"))
             .consistent_read(true)
             .send()
             .await
             .map_err(|err| self.err("dynamodb:GetItem", &err))?;
-        Ok(item
-            .item()
-            .and_then(|item| get_n(item, "actions"))
-            .unwrap_or(0)
-            .try_into()
-            .unwrap_or(u32::MAX))
+        let item = item.item();
+        let stamps = item
+            .and_then(|item| get_s(item, "actions"))
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        Ok((
+            stamps,
+            item.and_then(|item| get_n(item, "version")).unwrap_or(0),
+        ))
+    }
+
+    /// Takes one action from the runbook's budget of `max` per sliding 60 minutes, at `now`:
+    /// `Err(at)` when the budget is spent, with the time the oldest action in the window
+    /// leaves it. A conditional write on the item's version keeps concurrent takers honest.
+    pub async fn take_budget(
+        &self,
+        runbook: &str,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), DateTime<Utc>>, AwsError> {
+        for _ in 0..BUDGET_ATTEMPTS {
+            let (stamps, version) = self.budget_window(runbook).await?;
+            let mut recent = in_window(stamps, now);
+            if let Some(next) = budget_spent(&recent, max) {
+                return Ok(Err(next));
+            }
+            recent.push(now.timestamp_millis());
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("budget#{runbook}")))
+                .item("sk", s("window"))
+                .item("actions", s(json_text(&recent)))
+                .item("version", n(version + 1))
+                .item("expires_at", n((now + Duration::days(2)).timestamp()))
+                .condition_expression("attribute_not_exists(pk) OR version = :version")
+                .expression_attribute_values(":version", n(version))
+                .send()
+                .await;
+            if condition_held(put, "dynamodb:PutItem", &self.resource())? {
+                return Ok(Ok(()));
+            }
+        }
+        Err(AwsError {
+            api: "dynamodb:PutItem".into(),
+            resource: self.resource(),
+            code: None,
+            message: format!(
+                "the budget of {runbook} changed under {BUDGET_ATTEMPTS} attempts in a row; run again"
+            ),
+            kind: crate::aws::FaultKind::Other,
+        })
+    }
+
+    /// Actions counted against the runbook in the 60 minutes before `now`.
+    pub async fn budget_used(&self, runbook: &str, now: DateTime<Utc>) -> Result<u32, AwsError> {
+        let (stamps, _) = self.budget_window(runbook).await?;
+        Ok(in_window(stamps, now).len().try_into().unwrap_or(u32::MAX))
     }
 
     /// Writes the remediation record for `report` (which must name its target and runbook),
@@ -359,12 +413,13 @@ impl AuditStore {
         let audit_id = uuid::Uuid::new_v4().to_string();
         report.audit_id = Some(audit_id.clone());
         let target = report.target.clone().unwrap_or_default();
+        let resource = report.resource.clone().unwrap_or_else(|| target.clone());
         let sk = format!("{}#{audit_id}", timestamp(started_at));
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("target#{target}")))
+            .item("pk", s(format!("target#{resource}")))
             .item("sk", s(sk))
             .item("audit_id", s(&audit_id))
             .item("target", s(&target))
@@ -391,15 +446,15 @@ impl AuditStore {
         Ok(())
     }
 
-    /// The target's records, newest first.
-    pub async fn history(&self, target: &str) -> Result<Vec<AuditRecord>, AwsError> {
+    /// The resource's records (by its key), newest first.
+    pub async fn history(&self, resource: &str) -> Result<Vec<AuditRecord>, AwsError> {
         let mut records = Vec::new();
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("target#{target}")))
+            .expression_attribute_values(":pk", s(format!("target#{resource}")))
             .scan_index_forward(false)
             .consistent_read(true)
             .into_paginator()
@@ -411,10 +466,10 @@ impl AuditStore {
         Ok(records)
     }
 
-    /// The newest record of `runbook` on `target` since `since` that changed something.
+    /// The newest record of `runbook` on the resource since `since` that changed something.
     pub async fn last_remediation_since(
         &self,
-        target: &str,
+        resource: &str,
         runbook: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<AuditRecord>, AwsError> {
@@ -424,7 +479,7 @@ impl AuditStore {
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk >= :since")
             .filter_expression("runbook = :runbook")
-            .expression_attribute_values(":pk", s(format!("target#{target}")))
+            .expression_attribute_values(":pk", s(format!("target#{resource}")))
             .expression_attribute_values(":since", s(timestamp(since)))
             .expression_attribute_values(":runbook", s(runbook))
             .scan_index_forward(false)
@@ -445,10 +500,10 @@ impl AuditStore {
         Ok(None)
     }
 
-    /// The newest record of `runbook` on `target` whose verification is still open.
+    /// The newest record of `runbook` on the resource whose verification is still open.
     pub async fn latest_pending(
         &self,
-        target: &str,
+        resource: &str,
         runbook: &str,
     ) -> Result<Option<AuditRecord>, AwsError> {
         let mut pages = self
@@ -457,7 +512,7 @@ impl AuditStore {
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
             .filter_expression("runbook = :runbook AND verify_status = :pending")
-            .expression_attribute_values(":pk", s(format!("target#{target}")))
+            .expression_attribute_values(":pk", s(format!("target#{resource}")))
             .expression_attribute_values(":runbook", s(runbook))
             .expression_attribute_values(":pending", s(PENDING))
             .scan_index_forward(false)
@@ -473,12 +528,12 @@ impl AuditStore {
         Ok(None)
     }
 
-    /// Records that `runbook` raised `target` to `current`; the original is kept from the first
-    /// raise still in force.
+    /// Records that `runbook` raised the resource (by its key) to `current`; the original is
+    /// kept from the first raise still in force.
     pub async fn put_raise(
         &self,
         runbook: &str,
-        target: &str,
+        resource: &str,
         original: &Value,
         current: &Value,
         revert_at: Option<DateTime<Utc>>,
@@ -489,7 +544,7 @@ impl AuditStore {
             .update_item()
             .table_name(&self.table)
             .key("pk", s(format!("raise#{runbook}")))
-            .key("sk", s(target))
+            .key("sk", s(resource))
             .update_expression("SET original = if_not_exists(original, :original), #current = :current, raised_at = :now, expires_at = :expires REMOVE revert_at")
             .expression_attribute_names("#current", "current")
             .expression_attribute_values(":original", s(original.to_string()))
@@ -528,12 +583,12 @@ impl AuditStore {
     }
 
     /// The raise is over: the limit is back at its original, or someone else owns it now.
-    pub async fn end_raise(&self, runbook: &str, target: &str) -> Result<(), AwsError> {
+    pub async fn end_raise(&self, runbook: &str, resource: &str) -> Result<(), AwsError> {
         self.client
             .delete_item()
             .table_name(&self.table)
             .key("pk", s(format!("raise#{runbook}")))
-            .key("sk", s(target))
+            .key("sk", s(resource))
             .send()
             .await
             .map_err(|err| self.err("dynamodb:DeleteItem", &err))?;
@@ -575,7 +630,7 @@ impl AuditStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(format!("target#{}", record.target)))
+            .key("pk", s(format!("target#{}", record.resource)))
             .key("sk", s(&record.sk))
             .update_expression(
                 "SET verification = :verification, report = :report REMOVE verify_status",
@@ -588,6 +643,30 @@ impl AuditStore {
             .await;
         condition_held(update, "dynamodb:UpdateItem", &self.resource())
     }
+}
+
+/// How many times a budget taker re-reads and retries when another one wrote first.
+const BUDGET_ATTEMPTS: usize = 10;
+
+/// The width of the sliding budget window.
+const BUDGET_WINDOW: Duration = Duration::minutes(60);
+
+/// The action times still inside the window that ends at `now`.
+fn in_window(stamps: Vec<i64>, now: DateTime<Utc>) -> Vec<i64> {
+    let start = (now - BUDGET_WINDOW).timestamp_millis();
+    stamps.into_iter().filter(|at| *at > start).collect()
+}
+
+/// When the budget is spent, the time the oldest action leaves the window.
+fn budget_spent(recent: &[i64], max: u32) -> Option<DateTime<Utc>> {
+    if recent.len() < usize::try_from(max).unwrap_or(usize::MAX) {
+        return None;
+    }
+    recent
+        .iter()
+        .min()
+        .and_then(|oldest| DateTime::from_timestamp_millis(*oldest))
+        .map(|oldest| oldest + BUDGET_WINDOW)
 }
 
 fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {

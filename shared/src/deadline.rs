@@ -16,6 +16,10 @@ pub struct Deadline {
 /// Time kept back from the Lambda deadline for the audit write and the response.
 pub const RESERVE: Duration = Duration::from_secs(2);
 
+/// Time a wait leaves for the writes that follow it (a raise record, the audit record, the
+/// event's report, the lease's release), each a DynamoDB write the SDK may retry.
+pub const WRITE_RESERVE: Duration = Duration::from_secs(3);
+
 impl Deadline {
     /// From the Lambda context's deadline (milliseconds since the epoch).
     pub fn from_epoch_millis(deadline_ms: u64) -> Self {
@@ -29,6 +33,17 @@ impl Deadline {
         Self {
             at: Instant::now() + usable,
             wall: Utc::now() + chrono::Duration::from_std(usable).unwrap_or_default(),
+        }
+    }
+
+    /// This deadline brought forward by `by`.
+    pub fn less(&self, by: Duration) -> Self {
+        Self {
+            at: self
+                .at
+                .checked_sub(by)
+                .unwrap_or(self.at.min(Instant::now())),
+            wall: self.wall - chrono::Duration::from_std(by).unwrap_or_default(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! What every runbook function shares: configuration, AWS clients and errors, trigger
-//! recognition, the report, the safety core (dry run, managed check, lease, idempotency,
+//! recognition, resource identities, the report, the safety core (dry run, managed check, lease, idempotency,
 //! cooldown, budget), the audit table, deadline-bounded verification and JSON logs.
 
 pub mod audit;
@@ -10,5 +10,6 @@ pub mod entry;
 pub mod logging;
 pub mod report;
 pub mod report_events;
+pub mod resource;
 pub mod safety;
 pub mod trigger;

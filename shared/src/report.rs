@@ -32,6 +32,14 @@ pub enum TriggerKind {
     Unknown,
 }
 
+impl TriggerKind {
+    /// A person's decision, as opposed to an alarm or a schedule: the cooldown and the action
+    /// budget guard only automatic triggers.
+    pub fn is_manual(self) -> bool {
+        self == TriggerKind::Manual
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TriggerInfo {
     pub kind: TriggerKind,
@@ -140,10 +148,17 @@ pub struct Report {
     pub function: String,
     pub runbook: Option<String>,
     pub trigger: TriggerInfo,
+    /// The resource, as a person names it.
     pub target: Option<String>,
+    /// The resource's canonical key (its ARN): what its lease, cooldown and history are keyed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     pub dry_run: bool,
     pub outcome: Outcome,
     pub reason: String,
+    /// What a guard let through that a person should know (a manual run overriding a cooldown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// What was observed before deciding (current settings, metrics); absent when nothing was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<Value>,
@@ -184,9 +199,11 @@ impl Report {
             runbook: None,
             trigger,
             target: None,
+            resource: None,
             dry_run: false,
             outcome,
             reason: reason.into(),
+            notes: Vec::new(),
             diagnosis: None,
             actions: Vec::new(),
             verification: Verification::not_applicable(),

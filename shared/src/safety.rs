@@ -1,6 +1,8 @@
 //! The safety model every function applies: dry run, managed resources only, one actor per
-//! resource (lease), each event acted on once, cooldown per target and runbook, and an hourly
-//! action budget per runbook.
+//! resource (lease), each event acted on once, and — for automatic triggers — a cooldown per
+//! resource and runbook and an action budget per runbook over a sliding hour. A manual run is a
+//! person's decision: it overrides the cooldown (and says so) and is not counted against the
+//! budget, but never the lease, the managed check or the caps.
 
 use std::future::Future;
 
@@ -9,7 +11,9 @@ use chrono::{DateTime, Duration, Utc};
 use crate::audit::{AuditRecord, AuditStore, EventClaim, LeaseOutcome};
 use crate::aws::AwsError;
 use crate::config::{ConfigError, Env};
+use crate::deadline::Deadline;
 use crate::report::{Outcome, Report, TriggerInfo, VerificationStatus};
+use crate::resource::{Home, ResourceId};
 use crate::trigger::AlarmTrigger;
 
 /// The tag that marks a resource as managed by the automation.
@@ -18,6 +22,8 @@ pub const MANAGED_TAG_KEY: &str = "runbook:managed";
 /// Settings shared by every function.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SafetyConfig {
+    /// The partition, region and account the function acts in.
+    pub home: Home,
     pub dry_run: bool,
     pub managed: ManagedPolicy,
     pub cooldown: Duration,
@@ -29,6 +35,7 @@ pub struct SafetyConfig {
 impl SafetyConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
+            home: Home::from_env(env)?,
             dry_run: env.bool("DRY_RUN", false)?,
             managed: ManagedPolicy::new(env.list("MANAGED_RESOURCES")),
             cooldown: Duration::seconds(env.number("COOLDOWN_SECONDS", 900i64, 0, 7 * 86_400)?),
@@ -165,6 +172,12 @@ impl Invocation {
         report.duration_ms = self.elapsed_ms();
         report
     }
+
+    /// The deadline for a wait that writes follow (raise record, audit record, the event's
+    /// report, the lease's release): the invocation's, less the time those writes need.
+    pub fn wait_deadline(&self) -> Deadline {
+        self.deadline.less(crate::deadline::WRITE_RESERVE)
+    }
 }
 
 /// Why a guard stopped a run.
@@ -176,6 +189,16 @@ pub struct Skip(pub String);
 pub struct Safety {
     pub config: SafetyConfig,
     pub audit: AuditStore,
+}
+
+/// How often a run waiting for a shared lease asks again.
+const LEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn held(lease_key: &str, owner: &str, until: DateTime<Utc>) -> Skip {
+    Skip(format!(
+        "lock held: invocation {owner} is working on {lease_key} (lease until {})",
+        crate::audit::timestamp(until)
+    ))
 }
 
 /// How long past the deadline a lease or claim outlives a crashed invocation: enough to cover
@@ -195,7 +218,8 @@ impl Safety {
 
     /// Runs `handle` once per event id and finishes its report (audit record, duration): a
     /// re-delivered event gets the first report back unchanged, and a delivery racing another
-    /// one is skipped. Dry runs and events without an id run as they are.
+    /// one is skipped; the retry of a crashed attempt (the same request id) takes its claim
+    /// over. Dry runs and events without an id run as they are.
     pub async fn once<F>(
         &self,
         function: &str,
@@ -214,7 +238,11 @@ impl Safety {
         };
         let mut report = match self
             .audit
-            .claim_event(&event_id, invocation.deadline.wall() + LEASE_GRACE)
+            .claim_event(
+                &event_id,
+                &invocation.request_id,
+                invocation.deadline.wall() + LEASE_GRACE,
+            )
             .await
         {
             Err(err) => Report::new(
@@ -234,8 +262,14 @@ impl Safety {
                     "duplicate delivery: event {event_id} is being handled by another invocation"
                 ),
             ),
-            Ok(EventClaim::Claimed) => {
+            Ok(EventClaim::Claimed { resumed }) => {
                 let mut report = handle.await;
+                if resumed {
+                    report.notes.push(format!(
+                        "resumed event {event_id} after an earlier attempt of request {} ended without a report",
+                        invocation.request_id
+                    ));
+                }
                 self.finish(&mut report, invocation).await;
                 if let Err(err) = self.audit.complete_event(&event_id, &report).await {
                     tracing::error!(event_id, error = %err, "could not store the event's report; a re-delivery will run again under the cooldown and lease");
@@ -247,61 +281,50 @@ impl Safety {
         report
     }
 
-    /// Takes the lease on `lease_key` (a live run only), then checks the cooldown of `runbook`
-    /// on `target`. The lease comes first so that two runs cannot both pass the cooldown check.
+    /// Takes the lease on the resource (a live run only), then checks the cooldown of the
+    /// report's runbook on it: `Ok(Ok(note))`, where the note says that a manual run overrode a
+    /// cooldown. The lease comes first so that two runs cannot both pass the cooldown check;
+    /// `counts` chooses which earlier remediations start a cooldown (a redrive cut short by the
+    /// deadline does not: the next run continues it).
     pub async fn admit(
         &self,
-        runbook: &str,
-        target: &str,
-        lease_key: &str,
-        dry_run: bool,
-        invocation: &Invocation,
-    ) -> Result<Result<(), Skip>, AwsError> {
-        self.admit_with(runbook, target, lease_key, dry_run, invocation, |_| true)
-            .await
-    }
-
-    /// As `admit`, with `counts` choosing which earlier remediations start a cooldown (a
-    /// redrive cut short by the deadline does not: the next run continues it).
-    pub async fn admit_with(
-        &self,
-        runbook: &str,
-        target: &str,
-        lease_key: &str,
-        dry_run: bool,
+        resource: &ResourceId,
+        report: &Report,
         invocation: &Invocation,
         counts: impl Fn(&AuditRecord) -> bool,
-    ) -> Result<Result<(), Skip>, AwsError> {
-        if !dry_run {
+    ) -> Result<Result<Option<String>, Skip>, AwsError> {
+        let lease_key = resource.lease_key();
+        if !report.dry_run {
             let until = invocation.deadline.wall() + LEASE_GRACE;
             if let LeaseOutcome::HeldBy { owner, until } = self
                 .audit
-                .acquire_lease(lease_key, &invocation.request_id, until)
+                .acquire_lease(&lease_key, &invocation.request_id, until)
                 .await?
             {
-                return Ok(Err(Skip(format!(
-                    "lock held: invocation {owner} is working on {lease_key} (lease until {})",
-                    crate::audit::timestamp(until)
-                ))));
+                return Ok(Err(held(&lease_key, &owner, until)));
             }
         }
-        match self.cooldown(runbook, target, counts).await {
-            Ok(None) => Ok(Ok(())),
-            Ok(Some(skip)) => {
-                self.release(lease_key, dry_run, invocation).await;
-                Ok(Err(skip))
-            }
-            Err(err) => {
-                self.release(lease_key, dry_run, invocation).await;
-                Err(err)
-            }
+        let runbook = report.runbook.clone().unwrap_or_default();
+        let cooldown = self.cooldown(&runbook, resource, counts).await;
+        let admitted = match cooldown {
+            Ok(None) => Ok(Ok(None)),
+            Ok(Some(skip)) if report.trigger.kind.is_manual() => Ok(Ok(Some(format!(
+                "manual run: overrode the cooldown ({})",
+                skip.0
+            )))),
+            Ok(Some(skip)) => Ok(Err(skip)),
+            Err(err) => Err(err),
+        };
+        if !matches!(admitted, Ok(Ok(_))) {
+            self.release(resource, report.dry_run, invocation).await;
         }
+        admitted
     }
 
     async fn cooldown(
         &self,
         runbook: &str,
-        target: &str,
+        resource: &ResourceId,
         counts: impl Fn(&AuditRecord) -> bool,
     ) -> Result<Option<Skip>, AwsError> {
         if self.config.cooldown.is_zero() {
@@ -310,11 +333,12 @@ impl Safety {
         let since = Utc::now() - self.config.cooldown;
         let last = self
             .audit
-            .last_remediation_since(target, runbook, since)
+            .last_remediation_since(&resource.key(), runbook, since)
             .await?;
         Ok(last.filter(|record| counts(record)).map(|record| {
             Skip(format!(
-                "cooldown: {runbook} changed {target} at {} (audit {}); next action allowed after {} (COOLDOWN_SECONDS={})",
+                "cooldown: {runbook} changed {} at {} (audit {}); next automatic action allowed after {} (COOLDOWN_SECONDS={})",
+                resource.name(),
                 crate::audit::timestamp(record.started_at),
                 record.audit_id,
                 crate::audit::timestamp(record.started_at + self.config.cooldown),
@@ -323,12 +347,13 @@ impl Safety {
         }))
     }
 
-    /// Runs `work` under the lease on `lease_key` and the cooldown (`counts` choosing which
-    /// earlier records start one); the audit record is written before the lease is released.
+    /// Runs `work` on the resource under its lease and the cooldown (`counts` choosing which
+    /// earlier records start one); the report names the resource, and its audit record is
+    /// written before the lease is released.
     pub async fn guarded<F, Fut>(
         &self,
-        lease_key: &str,
-        report: Report,
+        resource: &ResourceId,
+        mut report: Report,
         invocation: &Invocation,
         counts: impl Fn(&AuditRecord) -> bool,
         work: F,
@@ -337,79 +362,116 @@ impl Safety {
         F: FnOnce(Report) -> Fut,
         Fut: Future<Output = Report>,
     {
-        let runbook = report.runbook.clone().unwrap_or_default();
-        let target = report.target.clone().unwrap_or_default();
-        let dry_run = report.dry_run;
-        let stop = |mut report: Report, outcome: Outcome, reason: String| {
-            report.outcome = outcome;
-            report.reason = reason;
-            report
-        };
-        match self
-            .admit_with(&runbook, &target, lease_key, dry_run, invocation, counts)
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(skip)) => return stop(report, Outcome::Skipped, skip.0),
+        report.target = Some(resource.name());
+        report.resource = Some(resource.key());
+        tracing::Span::current().record("target", resource.name());
+        match self.admit(resource, &report, invocation, counts).await {
+            Ok(Ok(note)) => report.notes.extend(note),
+            Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
             Err(err) => {
-                return stop(
-                    report,
+                return report.finish(
                     Outcome::Failed,
                     format!("the safety checks could not run, nothing was changed: {err}"),
                 );
             }
         }
+        let dry_run = report.dry_run;
         let mut report = work(report).await;
         self.finish(&mut report, invocation).await;
-        self.release(lease_key, dry_run, invocation).await;
+        self.release(resource, dry_run, invocation).await;
         report
     }
 
-    /// Releases the lease taken by `admit`; a failure only delays the next run until expiry.
-    pub async fn release(&self, lease_key: &str, dry_run: bool, invocation: &Invocation) {
+    /// Takes the lease on `resource` for a live run, waiting up to `wait` while another run
+    /// holds it: for short sections that runs on different resources share (reading and
+    /// changing the account's concurrency). Release it with `release`.
+    pub async fn acquire_waiting(
+        &self,
+        resource: &ResourceId,
+        invocation: &Invocation,
+        wait: std::time::Duration,
+    ) -> Result<Result<(), Skip>, AwsError> {
+        let key = resource.lease_key();
+        let started = std::time::Instant::now();
+        loop {
+            let until = invocation.deadline.wall() + LEASE_GRACE;
+            match self
+                .audit
+                .acquire_lease(&key, &invocation.request_id, until)
+                .await?
+            {
+                LeaseOutcome::Acquired => return Ok(Ok(())),
+                LeaseOutcome::HeldBy { owner, until }
+                    if started.elapsed() >= wait || invocation.deadline.passed() =>
+                {
+                    return Ok(Err(held(&key, &owner, until)));
+                }
+                LeaseOutcome::HeldBy { .. } => tokio::time::sleep(LEASE_RETRY).await,
+            }
+        }
+    }
+
+    /// Releases a lease this invocation took; a failure only delays the next run until expiry.
+    pub async fn release(&self, resource: &ResourceId, dry_run: bool, invocation: &Invocation) {
         if dry_run {
             return;
         }
+        let lease_key = resource.lease_key();
         if let Err(err) = self
             .audit
-            .release_lease(lease_key, &invocation.request_id)
+            .release_lease(&lease_key, &invocation.request_id)
             .await
         {
             tracing::warn!(lease_key, error = %err, "could not release the lease; it expires on its own");
         }
     }
 
-    /// Spends one action of the runbook's hourly budget (a dry run only looks).
-    pub async fn spend_budget(
-        &self,
-        runbook: &str,
-        dry_run: bool,
-    ) -> Result<Result<(), Skip>, AwsError> {
+    /// Spends one action of the report's runbook's budget over the last 60 minutes (a dry run
+    /// only looks); a manual run is neither bound by it nor counted.
+    pub async fn spend_budget(&self, report: &Report) -> Result<Result<(), Skip>, AwsError> {
+        if report.trigger.kind.is_manual() {
+            return Ok(Ok(()));
+        }
+        let runbook = report.runbook.as_deref().unwrap_or_default();
         let max = self.config.max_actions_per_hour;
-        let available = if dry_run {
-            self.audit.budget_used(runbook).await? < max
+        let now = Utc::now();
+        let next = if report.dry_run {
+            let used = self.audit.budget_used(runbook, now).await?;
+            (used >= max).then_some(None)
         } else {
-            self.audit.take_budget(runbook, max).await?
+            self.audit
+                .take_budget(runbook, max, now)
+                .await?
+                .err()
+                .map(Some)
         };
-        Ok(if available {
-            Ok(())
-        } else {
-            Err(Skip(format!(
-                "budget spent: {runbook} already took {max} actions this hour (MAX_ACTIONS_PER_HOUR={max})"
-            )))
+        Ok(match next {
+            None => Ok(()),
+            Some(next) => Err(Skip(format!(
+                "budget spent: {runbook} took {max} automatic actions in the last 60 minutes (MAX_ACTIONS_PER_HOUR={max}){}",
+                next.map(|at| format!(
+                    "; the next is allowed after {}",
+                    crate::audit::timestamp(at)
+                ))
+                .unwrap_or_default()
+            ))),
         })
     }
 
-    /// An alarm's OK transition: closes the newest open verification of `runbook` on `target`,
-    /// marking its open (`pending`) checks as met, with the time to recover.
+    /// An alarm's OK transition: closes the newest open verification of `runbook` on the
+    /// resource, marking its open (`pending`) checks as met, with the time to recover.
     pub async fn close_on_ok(
         &self,
         runbook: &str,
-        target: &str,
+        resource: &ResourceId,
         alarm: &AlarmTrigger,
         mut report: Report,
     ) -> Report {
-        let record = match self.audit.latest_pending(target, runbook).await {
+        let target = resource.name();
+        report.runbook = Some(runbook.into());
+        report.target = Some(target.clone());
+        report.resource = Some(resource.key());
+        let record = match self.audit.latest_pending(&resource.key(), runbook).await {
             Ok(Some(record)) => record,
             Ok(None) => {
                 report.outcome = Outcome::NoAction;
@@ -523,21 +585,31 @@ mod tests {
 
     #[test]
     fn config_from_env_with_defaults_and_errors() {
-        let config = SafetyConfig::from_env(&Env::from_pairs(&[("AUDIT_TABLE", "audit")])).unwrap();
+        let config = SafetyConfig::from_env(&Env::from_pairs(&[
+            ("AUDIT_TABLE", "audit"),
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
+        ]))
+        .unwrap();
         assert_eq!(config.cooldown, Duration::seconds(900));
         assert_eq!(config.max_actions_per_hour, 10);
         assert!(!config.dry_run);
         let err = SafetyConfig::from_env(&Env::from_pairs(&[
             ("AUDIT_TABLE", "a"),
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
             ("MAX_ACTIONS_PER_HOUR", "0"),
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("MAX_ACTIONS_PER_HOUR"));
         assert!(
-            SafetyConfig::from_env(&Env::from_pairs(&[]))
-                .unwrap_err()
-                .to_string()
-                .contains("AUDIT_TABLE")
+            SafetyConfig::from_env(&Env::from_pairs(&[
+                ("AWS_REGION", "us-east-1"),
+                ("ACCOUNT_ID", "123456789012"),
+            ]))
+            .unwrap_err()
+            .to_string()
+            .contains("AUDIT_TABLE")
         );
     }
 }

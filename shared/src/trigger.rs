@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use aws_lambda_events::event::cloudwatch_alarms::{
-    CloudWatchAlarm, CloudWatchAlarmData, CloudWatchAlarmStateValue, CloudWatchMetricDefinition,
+    CloudWatchAlarm, CloudWatchAlarmData, CloudWatchAlarmStateReasonDataMetric,
+    CloudWatchAlarmStateValue, CloudWatchMetricDefinition,
 };
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use chrono::{DateTime, Utc};
@@ -75,6 +76,9 @@ pub struct AlarmTrigger {
     pub changed_at: DateTime<Utc>,
     /// The metrics the alarm watches (metric-math expressions are left out).
     pub metrics: Vec<MetricRef>,
+    /// The span of time the alarm evaluated (its reasonData's startDate to queryDate), when
+    /// the event says: the window the evidence for an action is read over.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -247,6 +251,12 @@ fn alarm_trigger(
                 .collect()
         })
         .unwrap_or_default();
+    let window = state
+        .reason_data
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(|text| serde_json::from_str::<CloudWatchAlarmStateReasonDataMetric>(text).ok())
+        .and_then(|data| Some((data.start_date?, data.query_date?)));
     Ok(Trigger::Alarm(AlarmTrigger {
         kind,
         event_id,
@@ -260,6 +270,7 @@ fn alarm_trigger(
         reason: state.reason,
         changed_at: state.timestamp,
         metrics,
+        window,
     }))
 }
 
@@ -322,6 +333,16 @@ mod tests {
         assert_eq!(alarm.metrics.len(), 1);
         assert_eq!(alarm.metrics[0].dimension("TableName"), Some("orders"));
         assert_eq!(alarm.event_id, "c4c1c1c9-6542-e61b-6ef0-8c4d36933a92");
+        assert_eq!(alarm.window, None);
+        let mut with_reason = state_change("ALARM");
+        with_reason["detail"]["state"]["reasonData"] = json!(
+            "{\"version\":\"1.0\",\"queryDate\":\"2026-11-23T08:00:00.000+0000\",\"startDate\":\"2026-11-23T07:55:00.000+0000\",\"statistic\":\"Maximum\",\"period\":300,\"recentDatapoints\":[2900.0],\"threshold\":2500.0}"
+        );
+        let Trigger::Alarm(alarm) = recognise(&with_reason).unwrap() else {
+            panic!()
+        };
+        let (start, end) = alarm.window.expect("window");
+        assert_eq!((end - start).num_seconds(), 300);
     }
 
     #[test]

@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 import traceback
+from urllib.parse import unquote
 
 import botocore.session
 import cbor2
@@ -463,25 +464,23 @@ class LambdaAccountSettings:
 
 # --- Test controls: slow operations, table status --------------------------------------------
 
-# Operation name -> [milliseconds, how many more requests to slow down].
-DELAYS: dict[str, list[int]] = {}
+# Operation name -> the slow-downs waiting for it: {"resource", "ms"}.
+DELAYS: dict[str, list[dict]] = {}
 _delays_lock = threading.Lock()
 # Table name -> the TableStatus DescribeTable shows instead of moto's constant ACTIVE.
 TABLE_STATUS: dict[str, str] = {}
 
 
-def delay(action: str) -> None:
-    """Holds a request for the operation before moto serves it, as a slow AWS call would."""
+def delay(action: str, request_text: str) -> None:
+    """Holds a request for the operation that names the rule's resource before moto serves it,
+    as a slow AWS call would; each rule slows one request."""
     with _delays_lock:
-        rule = DELAYS.get(action)
-        if not rule:
+        rules = DELAYS.get(action, [])
+        rule = next((r for r in rules if r["resource"] in request_text), None)
+        if rule is None:
             return
-        ms, times = rule
-        if times <= 1:
-            del DELAYS[action]
-        else:
-            rule[1] = times - 1
-    time.sleep(ms / 1000)
+        rules.remove(rule)
+    time.sleep(rule["ms"] / 1000)
 
 
 def patch_controls():
@@ -491,7 +490,9 @@ def patch_controls():
     authorize = ActionAuthenticatorMixin._authenticate_and_authorize_action
 
     def slowed_then_authorized(self, iam_request_cls, resource="*"):
-        delay(self._get_action())
+        if DELAYS:
+            body = self.body.decode(errors="replace") if isinstance(self.body, bytes) else str(self.body or "")
+            delay(self._get_action(), f"{unquote(self.path)} {body}")
         return authorize(self, iam_request_cls, resource)
 
     describe = Table.describe
@@ -514,7 +515,7 @@ CONTROL_PATHS = ("/_front/cloudformation/stack-status", "/_front/deploy", "/_fro
 
 class ControlEndpoint:
     """Test controls, not AWS APIs: POST /_front/cloudformation/stack-status, /_front/deploy,
-    /_front/delay ({"action", "ms", "times"}) and /_front/dynamodb/table-status ({"table",
+    /_front/delay ({"action", "resource", "ms"}) and /_front/dynamodb/table-status ({"table",
     "status"}; ACTIVE restores moto's own)."""
 
     def __init__(self, app):
@@ -528,7 +529,8 @@ class ControlEndpoint:
         request = json.loads(environ["wsgi.input"].read(length) or b"{}")
         if path == "/_front/delay":
             with _delays_lock:
-                DELAYS[request["action"]] = [int(request["ms"]), int(request.get("times", 1))]
+                DELAYS.setdefault(request["action"], []).append(
+                    {"resource": request["resource"], "ms": int(request["ms"])})
             status, answer = "200 OK", {"delayed": request["action"]}
         elif path == "/_front/dynamodb/table-status":
             if request["status"] == "ACTIVE":

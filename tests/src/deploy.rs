@@ -86,6 +86,7 @@ impl Deployment {
         vec![
             ("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()),
             ("AWS_REGION".into(), REGION.into()),
+            ("ACCOUNT_ID".into(), crate::moto::ACCOUNT.into()),
             ("AWS_ACCESS_KEY_ID".into(), key.access_key_id.clone()),
             (
                 "AWS_SECRET_ACCESS_KEY".into(),

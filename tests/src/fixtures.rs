@@ -230,6 +230,17 @@ pub async fn billing_mode(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> S
         .map_or("PROVISIONED".to_string(), |mode| mode.as_str().to_string())
 }
 
+/// The canonical key (ARN) of a table of the tests' account and region, as the audit table
+/// keys its records and raises.
+pub fn table_key(table: &str) -> String {
+    format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}")
+}
+
+/// The canonical key (ARN) of a function of the tests' account and region.
+pub fn function_key(function: &str) -> String {
+    format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}")
+}
+
 /// An EventBridge `CloudWatch Alarm State Change` event for a DynamoDB throttle metric.
 pub fn throttle_alarm_event(alarm: &str, state: &str, metric: &str, dimensions: Value) -> Value {
     json!({
@@ -658,6 +669,34 @@ pub async fn publish_version(lambda: &aws_sdk_lambda::Client, function: &str) ->
         .expect("publish version")
         .version
         .expect("version")
+}
+
+/// Records `Duration` datapoints (milliseconds) for the function half a minute ago, as Lambda
+/// would: the evidence lambda-resources reads before raising a timeout.
+pub async fn put_durations(function: &str, values_ms: &[f64]) {
+    let mut put = crate::moto::moto()
+        .cloudwatch()
+        .put_metric_data()
+        .namespace("AWS/Lambda");
+    for value in values_ms {
+        put = put.metric_data(
+            aws_sdk_cloudwatch::types::MetricDatum::builder()
+                .metric_name("Duration")
+                .dimensions(
+                    aws_sdk_cloudwatch::types::Dimension::builder()
+                        .name("FunctionName")
+                        .value(function)
+                        .build(),
+                )
+                .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                    chrono::Utc::now().timestamp() - 30,
+                ))
+                .unit(aws_sdk_cloudwatch::types::StandardUnit::Milliseconds)
+                .value(*value)
+                .build(),
+        );
+    }
+    put.send().await.expect("put durations");
 }
 
 /// An EventBridge alarm state change for an AWS/Lambda metric of a function (and alias).

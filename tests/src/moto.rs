@@ -83,6 +83,7 @@ impl Moto {
         vec![
             ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
             ("AWS_REGION".into(), REGION.into()),
+            ("ACCOUNT_ID".into(), ACCOUNT.into()),
             ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
         ]
@@ -163,11 +164,12 @@ impl Moto {
         );
     }
 
-    /// Holds the next `times` requests for `action` (an operation name) for `ms` each.
-    pub async fn delay(&self, action: &str, ms: u64, times: u32) {
+    /// Holds the next request for `action` (an operation name) that names `resource` (in its
+    /// path or body) for `ms`, so that tests running at the same time are not slowed.
+    pub async fn delay(&self, action: &str, resource: &str, ms: u64) {
         self.control(
             "/_front/delay",
-            serde_json::json!({"action": action, "ms": ms, "times": times}),
+            serde_json::json!({"action": action, "resource": resource, "ms": ms}),
         )
         .await;
     }

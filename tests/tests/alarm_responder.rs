@@ -12,14 +12,19 @@ use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_tests::fixtures::{
     create_audit_table, create_deployed_function, create_function, create_stack, event_file,
-    lambda_alarm_event, publish_version, set_stack_status,
+    lambda_alarm_event, publish_version, put_durations, set_stack_status,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
 use serde_json::{Value, json};
 
 async fn responder(audit: &str, extra: &[(&str, &str)]) -> Responder {
-    let mut pairs = vec![("AUDIT_TABLE", audit), ("MANAGED_RESOURCES", "managed-*")];
+    let mut pairs = vec![
+        ("AUDIT_TABLE", audit),
+        ("MANAGED_RESOURCES", "managed-*"),
+        ("AWS_REGION", runbook_tests::moto::REGION),
+        ("ACCOUNT_ID", runbook_tests::moto::ACCOUNT),
+    ];
     pairs.extend_from_slice(extra);
     let config = ResponderConfig::from_env(&Env::from_pairs(&pairs)).expect("config");
     let safety = Safety::new(config.safety.clone(), moto().dynamodb());
@@ -289,6 +294,8 @@ async fn duration_alarms_raise_the_timeout_within_the_cap() {
         &[("COOLDOWN_SECONDS", "0"), ("MAX_TIMEOUT_SECONDS", "40")],
     )
     .await;
+    // Runs reach 19.8 s of the 20 s timeout: evidence for a longer one.
+    put_durations(&function, &[19_800.0]).await;
     let duration = lambda_alarm_event(
         &format!("{function}-duration"),
         "ALARM",
@@ -299,10 +306,8 @@ async fn duration_alarms_raise_the_timeout_within_the_cap() {
     let report = run(&responder, duration.clone()).await;
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert_eq!(report.runbook.as_deref(), Some("lambda-resources"));
-    assert_eq!(
-        report.actions[0].after,
-        json!({"timeout_seconds": 30, "memory_mb": 256})
-    );
+    // Only the raised field is sent and reported.
+    assert_eq!(report.actions[0].after, json!({"timeout_seconds": 30}));
     let config = lambda
         .get_function_configuration()
         .function_name(&function)
@@ -314,6 +319,7 @@ async fn duration_alarms_raise_the_timeout_within_the_cap() {
         (Some(30), Some(256))
     );
 
+    put_durations(&function, &[29_900.0]).await;
     let report = run(
         &responder,
         json!({"runbook": "lambda-resources", "function": function, "raise": "both"}),
@@ -324,6 +330,7 @@ async fn duration_alarms_raise_the_timeout_within_the_cap() {
         json!({"timeout_seconds": 40, "memory_mb": 384}),
         "{report:?}"
     );
+    put_durations(&function, &[39_900.0]).await;
     let at_cap = run(
         &responder,
         json!({"runbook": "lambda-resources", "function": function}),

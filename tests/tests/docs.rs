@@ -176,6 +176,8 @@ async fn every_payload_example_is_understood_by_its_function() {
     create_the_resources_the_examples_name().await;
     let pairs = [
         ("AUDIT_TABLE", audit.as_str()),
+        ("AWS_REGION", runbook_tests::moto::REGION),
+        ("ACCOUNT_ID", runbook_tests::moto::ACCOUNT),
         ("DRY_RUN", "true"),
         ("MANAGED_RESOURCES", "*"),
         ("ALLOW_ON_DEMAND", "true"),

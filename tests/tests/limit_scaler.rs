@@ -45,6 +45,8 @@ impl Setup {
     fn config(&self, extra: &[(&str, &str)]) -> ScalerConfig {
         let mut pairs = vec![
             ("AUDIT_TABLE", self.audit.as_str()),
+            ("AWS_REGION", runbook_tests::moto::REGION),
+            ("ACCOUNT_ID", runbook_tests::moto::ACCOUNT),
             ("MANAGED_RESOURCES", "managed-*"),
         ];
         pairs.extend_from_slice(extra);
@@ -81,7 +83,8 @@ impl Setup {
         scaler
     }
 
-    async fn audit_items(&self, target: &str) -> Vec<Value> {
+    /// The audit records of a table, by its name.
+    async fn audit_items(&self, table: &str) -> Vec<Value> {
         let items = self
             .dynamodb
             .query()
@@ -89,7 +92,10 @@ impl Setup {
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(
                 ":pk",
-                aws_sdk_dynamodb::types::AttributeValue::S(format!("target#{target}")),
+                aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                    "target#{}",
+                    runbook_tests::fixtures::table_key(table)
+                )),
             )
             .send()
             .await
@@ -838,7 +844,7 @@ async fn a_table_busy_updating_is_waited_for_then_updated() {
             let before = before.clone();
             move || DescribeTableOutput::builder().table(before.clone()).build()
         })
-        .times(2)
+        .times(3)
         .output(move || DescribeTableOutput::builder().table(after.clone()).build())
         .build();
     let update = mock!(aws_sdk_dynamodb::Client::update_table)
@@ -887,6 +893,7 @@ async fn on_demand_maximum_is_raised_when_one_is_set() {
     let describe = mock!(aws_sdk_dynamodb::Client::describe_table)
         .sequence()
         .output(move || DescribeTableOutput::builder().table(before.clone()).build())
+        .times(2)
         .output(move || DescribeTableOutput::builder().table(after.clone()).build())
         .build();
     let update = mock!(aws_sdk_dynamodb::Client::update_table)
@@ -1124,7 +1131,8 @@ async fn limit(table: &str) -> String {
         .clone()
 }
 
-/// Moves a raise's revert time into the past, as if its time were up.
+/// Moves the revert time of the raise of `target` (by its name) into the past, as if its time
+/// were up.
 async fn expire(setup: &Setup, runbook: &str, target: &str) {
     let audit = runbook_shared::audit::AuditStore::new(moto().dynamodb(), setup.audit.clone(), 1);
     let raise = audit
@@ -1132,12 +1140,15 @@ async fn expire(setup: &Setup, runbook: &str, target: &str) {
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.target == target)
+        .find(|r| {
+            runbook_shared::resource::ResourceId::from_key(&r.resource).map(|id| id.name())
+                == Some(target.to_string())
+        })
         .expect("raise in force");
     audit
         .put_raise(
             runbook,
-            target,
+            &raise.resource,
             &raise.original,
             &raise.current,
             Some(chrono::Utc::now() - chrono::Duration::minutes(1)),

@@ -148,13 +148,17 @@ async fn manual_payloads_through_the_binary() {
         other => panic!("expected an invocation error, got {other:?}"),
     }
     assert_eq!(capacity(&dynamodb, &table, None).await, (200, 100));
-    // The function is still alive and answering (and a dry run honours the cooldown too).
+    // The function is still alive and answering; a person's run overrides the cooldown and
+    // says so.
     let again = function
         .report(&json!({"table": table, "dry_run": true}))
         .await;
-    assert_eq!(again["outcome"], "skipped", "{again}");
+    assert_eq!(again["outcome"], "planned", "{again}");
     assert!(
-        again["reason"].as_str().unwrap().starts_with("cooldown"),
+        again["notes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("manual run: overrode the cooldown"),
         "{again}"
     );
     function.stop().await;
@@ -252,4 +256,53 @@ async fn stored_limit_through_the_binary() {
         .await;
     assert_eq!(sweep["reports"], serde_json::json!([]), "{sweep}");
     scaler.stop().await;
+}
+
+#[tokio::test]
+async fn a_crashed_invocation_retried_with_its_request_id_acts_once() {
+    // Its own emulator: the slowed operation must not slow another test's calls.
+    let moto = runbook_tests::moto::start(&[]).expect("moto front");
+    let dynamodb = moto.dynamodb();
+    let deployment = moto
+        .deploy(runbook_tests::deploy::DeployRequest {
+            parameters: vec![("ManagedResources", "managed-*")],
+            ..Default::default()
+        })
+        .await;
+    let spec = TableSpec::provisioned("managed-crash", 5, 5);
+    let table = spec.name.clone();
+    spec.create(&dynamodb).await;
+    let mut env = deployment.function_env(&moto, LIMIT_SCALER);
+    env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
+    let event = event_file("dynamodb-throttle-alarm.json", &[("orders", &table)]);
+    let request_id = uuid::Uuid::new_v4().to_string();
+
+    // The first attempt dies in the middle of its diagnosis, holding the event and the lease.
+    moto.delay("GetMetricData", &table, 4_000).await;
+    let mut first = LambdaProcess::start(&binary("limit-scaler"), &env).await;
+    let pid = first.process_id().expect("running");
+    tokio::select! {
+        answer = first.invoke_as(&event, &request_id) => panic!("answered before the crash: {answer:?}"),
+        () = tokio::time::sleep(std::time::Duration::from_millis(1_500)) => {
+            let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+            assert!(killed.success());
+        }
+    }
+    first.stop().await;
+    assert_eq!(capacity(&dynamodb, &table, None).await, (5, 5));
+
+    // Lambda retries the asynchronous invocation with the same request id: it takes over its own
+    // claim and lease, and acts once.
+    let mut retry = LambdaProcess::start(&binary("limit-scaler"), &env).await;
+    let report = match retry.invoke_as(&event, &request_id).await {
+        Invoked::Response(report) => report,
+        other => panic!("expected a report, got {other:?}"),
+    };
+    assert_eq!(report["outcome"], "remediated", "{report}");
+    assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+    // Any later delivery of the event gets that report back and changes nothing.
+    let again = retry.report(&event).await;
+    assert_eq!(again["audit_id"], report["audit_id"], "{again}");
+    assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+    retry.stop().await;
 }

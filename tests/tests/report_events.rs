@@ -128,11 +128,11 @@ async fn reports_reach_a_rules_queue_and_the_notification_topic() {
     assert_eq!(notified.len(), 1, "{notified:?}");
     assert_eq!(notified[0]["detail"]["outcome"], "remediated");
 
-    // A run that changes nothing (here: within the cooldown) is routed, but nobody is paged.
-    let skipped = scaler
+    // A run that changes nothing (here: a dry run) is routed, but nobody is paged.
+    let planned = scaler
         .report(&json!({"table": table, "read": 50, "dry_run": true}))
         .await;
-    assert_eq!(skipped["outcome"], "skipped", "{skipped}");
+    assert_eq!(planned["outcome"], "planned", "{planned}");
     assert_eq!(take_all(&team_queue).await.len(), 1);
     assert!(take_all(&inbox).await.is_empty());
 

@@ -113,15 +113,19 @@ fn checkov_finds_nothing_unexplained() {
 }
 
 /// The function's environment as CloudFormation receives it (after the SAM transform merges the
-/// Globals), with every `Ref` to a parameter replaced by the parameter's default.
+/// Globals), with every `Ref` to a parameter replaced by the parameter's default and the pseudo
+/// parameters by a deployment's values, plus what Lambda itself sets (AWS_REGION).
 fn environment_with_defaults(function: &str) -> Vec<(String, String)> {
     let template = transformed_template();
     let variables = &template["Resources"][function]["Properties"]["Environment"]["Variables"];
     let mapping = variables.as_object().expect("environment variables");
-    mapping
+    let mut environment: Vec<(String, String)> = mapping
         .iter()
         .map(|(name, value)| {
             let value = match value {
+                serde_json::Value::Object(reference) if reference["Ref"] == "AWS::AccountId" => {
+                    runbook_tests::moto::ACCOUNT.to_string()
+                }
                 serde_json::Value::Object(reference) if reference.contains_key("Ref") => {
                     let name = reference["Ref"].as_str().expect("Ref name");
                     match &template["Parameters"][name]["Default"] {
@@ -137,7 +141,9 @@ fn environment_with_defaults(function: &str) -> Vec<(String, String)> {
             };
             (name.clone(), value)
         })
-        .collect()
+        .collect();
+    environment.push(("AWS_REGION".into(), runbook_tests::moto::REGION.into()));
+    environment
 }
 
 #[test]

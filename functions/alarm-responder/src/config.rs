@@ -14,6 +14,9 @@ pub struct ResponderConfig {
     pub max_memory_mb: i32,
     /// An update in progress longer than this is cancelled.
     pub stack_stuck_minutes: i64,
+    /// The window evidence is read over when the alarm does not say which it evaluated (a
+    /// manual run).
+    pub evidence_window_minutes: i64,
 }
 
 impl ResponderConfig {
@@ -26,6 +29,7 @@ impl ResponderConfig {
             memory_factor: env.number("MEMORY_FACTOR", 1.5f64, 1.1, 10.0)?,
             max_memory_mb: env.number("MAX_MEMORY_MB", 3_008i32, 128, 10_240)?,
             stack_stuck_minutes: env.number("STACK_STUCK_MINUTES", 60i64, 5, 1_440)?,
+            evidence_window_minutes: env.number("EVIDENCE_WINDOW_MINUTES", 15i64, 1, 1_440)?,
         })
     }
 }
@@ -36,12 +40,17 @@ mod tests {
 
     #[test]
     fn defaults_and_limits() {
-        let config = ResponderConfig::from_env(&Env::from_pairs(&[("AUDIT_TABLE", "a")])).unwrap();
+        let home = [("AWS_REGION", "us-east-1"), ("ACCOUNT_ID", "123456789012")];
+        let config =
+            ResponderConfig::from_env(&Env::from_pairs(&[home[0], home[1], ("AUDIT_TABLE", "a")]))
+                .unwrap();
         assert_eq!(
             (config.rollback_window_minutes, config.max_timeout_seconds),
             (60, 300)
         );
         let err = ResponderConfig::from_env(&Env::from_pairs(&[
+            home[0],
+            home[1],
             ("AUDIT_TABLE", "a"),
             ("MAX_TIMEOUT_SECONDS", "1000"),
         ]))

@@ -233,8 +233,9 @@ impl Responder {
     }
 
     /// The newest rollback of this alias by this runbook: (from, to, when).
-    async fn last_rollback(&self, target: &str) -> Result<LastRollback, AwsError> {
-        let history = self.safety.audit.history(target).await?;
+    async fn last_rollback(&self, function: &str, alias: &str) -> Result<LastRollback, AwsError> {
+        let key = self.config.safety.home.alias(function, alias).key();
+        let history = self.safety.audit.history(&key).await?;
         Ok(history
             .iter()
             .filter(|r| r.runbook == RUNBOOK)
@@ -288,8 +289,8 @@ impl Responder {
             Ok(report) => report,
             Err(finished) => return finished,
         };
-        let lease = format!("lambda-function/{function}");
-        self.guarded(&lease, report, invocation, |report| {
+        let resource = self.config.safety.home.alias(function, alias);
+        self.guarded(&resource, report, invocation, |report| {
             self.rollback_admitted(function, alias, state, alarm_name, report, invocation)
         })
         .await
@@ -318,7 +319,7 @@ impl Responder {
                 );
             }
         };
-        let last = match self.last_rollback(&target).await {
+        let last = match self.last_rollback(function, alias).await {
             Ok(last) => last,
             Err(err) => {
                 return report.finish(
@@ -397,7 +398,7 @@ impl Responder {
         action.applied = true;
         report.actions.push(action);
 
-        let observed = poll_until(invocation.deadline, self.poll_interval, || async {
+        let observed = poll_until(invocation.wait_deadline(), self.poll_interval, || async {
             match self.alias(function, alias).await {
                 Ok(now) if now.version == expected_version && now.weights.is_empty() => {
                     Some(Ok(now))

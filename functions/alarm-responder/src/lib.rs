@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use runbook_shared::aws::AwsError;
 use runbook_shared::report::{Outcome, Report, TriggerInfo, TriggerKind};
+use runbook_shared::resource::{Home, Resource, ResourceId};
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_shared::trigger::{
     AlarmState, AlarmTrigger, MetricRef, Rejection, Trigger, parse_manual, recognise,
@@ -66,6 +67,8 @@ pub enum Job {
     },
     Resources {
         function: String,
+        /// The alias or version the alarm (or the person) named, if any.
+        qualifier: Option<String>,
         raise: Raise,
     },
     Stack {
@@ -83,17 +86,18 @@ impl Job {
         }
     }
 
-    /// The report's target (and the audit record's key).
-    pub fn target(&self) -> String {
+    /// The resource it changes (what its report, history and cooldown are keyed by).
+    pub fn resource(&self, home: &Home) -> ResourceId {
         match self {
-            Job::Rollback { function, alias } => format!("{function}:{alias}"),
-            Job::Resources { function, .. } => function.clone(),
-            Job::Stack { stack, .. } => stack.clone(),
+            Job::Rollback { function, alias } => home.alias(function, alias),
+            Job::Resources { function, .. } => home.function(function),
+            Job::Stack { stack, .. } => home.stack(stack),
         }
     }
 
-    /// Validates a manual request that names a runbook or a stack, before any AWS call.
-    fn from_request(request: &ResponderRequest) -> Result<Self, Rejection> {
+    /// Validates a manual request that names a runbook or a stack, before any AWS call;
+    /// functions and stacks may be named by name or ARN.
+    fn from_request(request: &ResponderRequest, home: &Home) -> Result<Self, Rejection> {
         let reject = |message: String| Err(Rejection(message));
         let required = |field: &Option<String>, name: &str, runbook: &str| match field
             .as_deref()
@@ -128,10 +132,20 @@ impl Job {
                     ("stack", request.stack.is_some()),
                     ("resources_to_skip", request.resources_to_skip.is_some()),
                 ])?;
-                Ok(Job::Rollback {
-                    function: required(&request.function, "function", runbook)?,
-                    alias: required(&request.alias, "alias", runbook)?,
-                })
+                let alias = required(&request.alias, "alias", runbook)?;
+                let function = match function_of(
+                    &required(&request.function, "function", runbook)?,
+                    home,
+                )? {
+                    (function, None) => function,
+                    (function, Some(qualifier)) if qualifier == alias => function,
+                    (_, Some(qualifier)) => {
+                        return reject(format!(
+                            "\"function\" names {qualifier} and \"alias\" names {alias}: give the alias once"
+                        ));
+                    }
+                };
+                Ok(Job::Rollback { function, alias })
             }
             lambda_resources::RUNBOOK => {
                 unused(&[
@@ -139,8 +153,11 @@ impl Job {
                     ("stack", request.stack.is_some()),
                     ("resources_to_skip", request.resources_to_skip.is_some()),
                 ])?;
+                let (function, qualifier) =
+                    function_of(&required(&request.function, "function", runbook)?, home)?;
                 Ok(Job::Resources {
-                    function: required(&request.function, "function", runbook)?,
+                    function,
+                    qualifier,
                     raise: request
                         .raise
                         .as_deref()
@@ -154,7 +171,7 @@ impl Job {
                     ("raise", request.raise.is_some()),
                 ])?;
                 Ok(Job::Stack {
-                    stack: required(&request.stack, "stack", runbook)?,
+                    stack: stack_of(&required(&request.stack, "stack", runbook)?, home)?,
                     resources_to_skip: request.resources_to_skip.clone().unwrap_or_default(),
                 })
             }
@@ -163,6 +180,23 @@ impl Job {
                 RUNBOOKS.join(", ")
             )),
         }
+    }
+}
+
+/// A function named by name, `name:qualifier` or ARN: (name, qualifier).
+fn function_of(text: &str, home: &Home) -> Result<(String, Option<String>), Rejection> {
+    match home.parse_function(text)?.resource {
+        Resource::Function { function } => Ok((function, None)),
+        Resource::Alias { function, alias } => Ok((function, Some(alias))),
+        _ => Err(Rejection(format!("{text:?} is not a Lambda function"))),
+    }
+}
+
+/// A stack named by name or stack id.
+fn stack_of(text: &str, home: &Home) -> Result<String, Rejection> {
+    match home.parse_stack(text)?.resource {
+        Resource::Stack { stack } => Ok(stack),
+        _ => Err(Rejection(format!("{text:?} is not a CloudFormation stack"))),
     }
 }
 
@@ -212,14 +246,13 @@ impl Responder {
         match trigger {
             Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, dry_run, invocation).await,
             Trigger::StackEvent { detail, .. } => {
-                let stack = detail
-                    .get("stack-id")
-                    .and_then(Value::as_str)
-                    .map(stack_recovery::stack_name_of)
-                    .filter(|stack| !stack.is_empty());
+                let stack = match detail.get("stack-id").and_then(Value::as_str) {
+                    Some(id) => stack_of(id, &self.config.safety.home),
+                    None => Err(Rejection("stack status change event without a detail.stack-id".into())),
+                };
                 match stack {
-                    Some(stack) => self.run(Job::Stack { stack, resources_to_skip: Vec::new() }, info, None, dry_run, invocation).await,
-                    None => invocation.timed(Report::rejected(FUNCTION, info, "stack status change event without a detail.stack-id")),
+                    Ok(stack) => self.run(Job::Stack { stack, resources_to_skip: Vec::new() }, info, None, dry_run, invocation).await,
+                    Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
                 }
             }
             Trigger::Manual(payload) => {
@@ -238,7 +271,7 @@ impl Responder {
                         Err(err) => invocation.timed(Report::new(FUNCTION, info, Outcome::Failed, format!("could not read alarm {alarm_name}: {err}"))),
                     };
                 }
-                match Job::from_request(&request) {
+                match Job::from_request(&request, &self.config.safety.home) {
                     Ok(job) => self.run(job, info, None, dry_run, invocation).await,
                     Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
                 }
@@ -297,6 +330,7 @@ impl Responder {
                 name: alarm.metric_name().unwrap_or_default().to_string(),
                 dimensions,
             }],
+            window: None,
         }))
     }
 
@@ -401,12 +435,30 @@ impl Responder {
                         ));
                     }
                 };
-                Job::Resources { function, raise }
+                // `Resource` is `function:qualifier` for an alias's or a version's metrics.
+                let qualifier = lambda_metric
+                    .and_then(|m| m.dimension("Resource"))
+                    .and_then(|resource| resource.strip_prefix(&format!("{function}:")))
+                    .filter(|qualifier| !qualifier.is_empty())
+                    .map(str::to_string);
+                Job::Resources {
+                    function,
+                    qualifier,
+                    raise,
+                }
             }
             stack_recovery::RUNBOOK => match tags.get("stack") {
-                Some(stack) => Job::Stack {
-                    stack: stack.clone(),
-                    resources_to_skip: Vec::new(),
+                Some(stack) => match stack_of(stack, &self.config.safety.home) {
+                    Ok(stack) => Job::Stack {
+                        stack,
+                        resources_to_skip: Vec::new(),
+                    },
+                    Err(rejection) => {
+                        return no_action(format!(
+                            "alarm {}'s tag stack: {}",
+                            alarm.alarm_name, rejection.0
+                        ));
+                    }
                 },
                 None => {
                     return no_action(format!(
@@ -426,13 +478,11 @@ impl Responder {
         match alarm.state {
             AlarmState::Alarm => self.run(job, info, Some(alarm), dry_run, invocation).await,
             AlarmState::Ok => {
-                let mut report = Report::new(FUNCTION, info.clone(), Outcome::NoAction, "");
-                report.runbook = Some(job.runbook().into());
-                report.target = Some(job.target());
-                let target = job.target();
+                let report = Report::new(FUNCTION, info.clone(), Outcome::NoAction, "");
+                let resource = job.resource(&self.config.safety.home);
                 let close = self
                     .safety
-                    .close_on_ok(job.runbook(), &target, alarm, report);
+                    .close_on_ok(job.runbook(), &resource, alarm, report);
                 self.safety
                     .once(FUNCTION, &info, false, invocation, close)
                     .await
@@ -452,11 +502,13 @@ impl Responder {
         dry_run: bool,
         invocation: &Invocation,
     ) -> Report {
+        let resource = job.resource(&self.config.safety.home);
         let mut report = Report::new(FUNCTION, info.clone(), Outcome::NoAction, "");
         report.runbook = Some(job.runbook().into());
-        report.target = Some(job.target());
+        report.target = Some(resource.name());
+        report.resource = Some(resource.key());
         report.dry_run = dry_run;
-        tracing::Span::current().record("target", job.target());
+        tracing::Span::current().record("target", resource.name());
         let alarm_name = alarm.map(|alarm| alarm.alarm_name.as_str());
         let work = Box::pin(async {
             match job {
@@ -464,9 +516,20 @@ impl Responder {
                     self.rollback(&function, &alias, alarm_name, report, invocation)
                         .await
                 }
-                Job::Resources { function, raise } => {
-                    self.raise_resources(&function, raise, alarm_name, report, invocation)
-                        .await
+                Job::Resources {
+                    function,
+                    qualifier,
+                    raise,
+                } => {
+                    self.raise_resources(
+                        &function,
+                        qualifier.as_deref(),
+                        raise,
+                        alarm,
+                        report,
+                        invocation,
+                    )
+                    .await
                 }
                 Job::Stack {
                     stack,
@@ -482,10 +545,10 @@ impl Responder {
             .await
     }
 
-    /// The lease and cooldown around a runbook's work.
+    /// The lease and cooldown around a runbook's work on the resource.
     pub(crate) async fn guarded<F, Fut>(
         &self,
-        lease: &str,
+        resource: &ResourceId,
         report: Report,
         invocation: &Invocation,
         work: F,
@@ -495,14 +558,13 @@ impl Responder {
         Fut: std::future::Future<Output = Report>,
     {
         self.safety
-            .guarded(lease, report, invocation, |_| true, work)
+            .guarded(resource, report, invocation, |_| true, work)
             .await
     }
 
     /// Spends the runbook's budget (or, in a dry run, checks it): `Err` is the finished report.
     pub(crate) async fn budget(&self, report: Report) -> Result<Report, Report> {
-        let runbook = report.runbook.clone().unwrap_or_default();
-        match self.safety.spend_budget(&runbook, report.dry_run).await {
+        match self.safety.spend_budget(&report).await {
             Ok(Ok(())) => Ok(report),
             Ok(Err(skip)) => Err(report.finish(Outcome::Skipped, skip.0)),
             Err(err) => Err(report.finish(

@@ -16,14 +16,6 @@ use crate::Responder;
 
 pub const RUNBOOK: &str = "stack-recovery";
 
-/// `arn:aws:cloudformation:<region>:<account>:stack/<name>/<id>` → `<name>`; a name stays.
-pub fn stack_name_of(id: &str) -> String {
-    match id.split_once(":stack/") {
-        Some((_, rest)) => rest.split('/').next().unwrap_or_default().to_string(),
-        None => id.to_string(),
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 enum Recovery {
     ContinueRollback,
@@ -123,8 +115,8 @@ impl Responder {
         if !policy.matches_name(name) && !tagged {
             return report.finish(Outcome::Skipped, policy.refusal("stack", name));
         }
-        let lease = format!("cloudformation-stack/{name}");
-        self.guarded(&lease, report, invocation, |report| {
+        let resource = self.config.safety.home.stack(name);
+        self.guarded(&resource, report, invocation, |report| {
             self.recover_admitted(name, stack, resources_to_skip, report, invocation)
         })
         .await
@@ -277,7 +269,7 @@ impl Responder {
         }
         action.applied = true;
 
-        let settled = poll_until(invocation.deadline, self.poll_interval, || async {
+        let settled = poll_until(invocation.wait_deadline(), self.poll_interval, || async {
             match self.stack(name).await {
                 Ok(Some(stack)) => {
                     let now = stack
@@ -334,19 +326,5 @@ impl Responder {
                 format!("{summary}: now {observed}{quoted}"),
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stack_names_from_ids() {
-        assert_eq!(
-            stack_name_of("arn:aws:cloudformation:us-east-1:123456789012:stack/orders/0a1b"),
-            "orders"
-        );
-        assert_eq!(stack_name_of("orders"), "orders");
     }
 }

@@ -58,6 +58,8 @@ mod tests {
     fn defaults_and_the_rate_cap() {
         let config = RedriverConfig::from_env(&Env::from_pairs(&[
             ("AUDIT_TABLE", "a"),
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
             ("DLQ_QUEUES", "a-dlq, b-dlq"),
         ]))
         .unwrap();
@@ -66,6 +68,8 @@ mod tests {
         assert!(!config.redrive_on_alarm);
         let err = RedriverConfig::from_env(&Env::from_pairs(&[
             ("AUDIT_TABLE", "a"),
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
             ("REDRIVE_RATE_PER_SECOND", "500"),
             ("MAX_REDRIVE_RATE_PER_SECOND", "100"),
         ]))

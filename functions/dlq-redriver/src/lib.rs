@@ -433,7 +433,9 @@ impl Redriver {
         F: FnOnce(Report) -> Fut,
         Fut: std::future::Future<Output = Report>,
     {
-        let lease = format!("sqs-queue/{}", dlq.name);
+        let resource = self.config.safety.home.queue(&dlq.name);
+        let mut report = report;
+        report.resource = Some(resource.key());
         let purge = job.action == DlqAction::Purge;
         // A redrive stopped early is continued by the next run; a purge is confirmed by hand.
         let counts = |record: &runbook_shared::audit::AuditRecord| {
@@ -446,10 +448,10 @@ impl Redriver {
         };
         match self
             .safety
-            .admit_with(RUNBOOK, &dlq.name, &lease, job.dry_run, invocation, counts)
+            .admit(&resource, &report, invocation, counts)
             .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(note)) => report.notes.extend(note),
             Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
             Err(err) => {
                 return report.finish(
@@ -468,7 +470,7 @@ impl Redriver {
                 ),
             )
         } else {
-            match self.safety.spend_budget(RUNBOOK, job.dry_run).await {
+            match self.safety.spend_budget(&report).await {
                 Ok(Ok(())) => act(report).await,
                 Ok(Err(skip)) => report.finish(Outcome::Skipped, skip.0),
                 Err(err) => report.finish(
@@ -478,7 +480,9 @@ impl Redriver {
             }
         };
         self.safety.finish(&mut report, invocation).await;
-        self.safety.release(&lease, job.dry_run, invocation).await;
+        self.safety
+            .release(&resource, job.dry_run, invocation)
+            .await;
         report
     }
 

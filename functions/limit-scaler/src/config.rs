@@ -84,12 +84,19 @@ mod tests {
 
     #[test]
     fn defaults_and_bad_values() {
-        let config = ScalerConfig::from_env(&Env::from_pairs(&[("AUDIT_TABLE", "audit")])).unwrap();
+        let config = ScalerConfig::from_env(&Env::from_pairs(&[
+            ("AUDIT_TABLE", "audit"),
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
+        ]))
+        .unwrap();
         assert_eq!(config.max_read_capacity, 1_000);
         assert_eq!(config.scale_factor, 2.0);
         assert!(!config.allow_on_demand);
         let err = ScalerConfig::from_env(&Env::from_pairs(&[
             ("AUDIT_TABLE", "a"),
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
             ("SCALE_FACTOR", "1"),
         ]))
         .unwrap_err();

@@ -16,6 +16,7 @@ use runbook_shared::deadline::{Deadline, poll_until};
 use runbook_shared::report::{
     Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus,
 };
+use runbook_shared::resource::{Home, Resource, ResourceId};
 use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
 use serde::{Deserialize, Serialize};
@@ -100,7 +101,16 @@ impl CapacityTarget {
         }
     }
 
-    /// Validates a manual request against the configuration, before any AWS call.
+    /// The table or index, in the function's partition, region and account.
+    pub fn resource(&self, home: &Home) -> ResourceId {
+        match &self.index {
+            Some(index) => home.index(&self.table, index),
+            None => home.table(&self.table),
+        }
+    }
+
+    /// Validates a manual request against the configuration, before any AWS call. The table
+    /// may be named by its name or its ARN (an index ARN names the index too).
     pub fn from_request(
         request: &CapacityRequest,
         config: &ScalerConfig,
@@ -116,6 +126,21 @@ impl CapacityTarget {
         {
             return reject("\"index\" must name a global secondary index, or be left out".into());
         }
+        let (table, index) = match config.safety.home.parse_table(&request.table)?.resource {
+            Resource::Index { table, index } => match request.index.as_deref().map(str::trim) {
+                Some(other) if other != index => {
+                    return reject(format!(
+                        "\"table\" names index {index} and \"index\" names {other}: give one"
+                    ));
+                }
+                _ => (table, Some(index)),
+            },
+            Resource::Table { table } => (
+                table,
+                request.index.as_ref().map(|index| index.trim().to_string()),
+            ),
+            _ => return reject(format!("{:?} is not a DynamoDB table", request.table)),
+        };
         for (field, value, cap, cap_name) in [
             (
                 "read",
@@ -167,8 +192,8 @@ impl CapacityTarget {
             ),
         };
         Ok(Self {
-            table: request.table.trim().to_string(),
-            index: request.index.as_ref().map(|index| index.trim().to_string()),
+            table,
+            index,
             read,
             write,
             factor,
@@ -176,9 +201,10 @@ impl CapacityTarget {
         })
     }
 
-    /// The throttled table or index an alarm watches, or `None` if it watches no DynamoDB
-    /// throttle metric.
-    pub fn from_alarm(alarm: &AlarmTrigger, config: &ScalerConfig) -> Option<Self> {
+    /// The throttled table or index an alarm watches: `None` if it watches no DynamoDB throttle
+    /// metric, `Some(Err(reason))` when it watches several (metric math over many tables), so
+    /// the one that throttles cannot be told from the alarm.
+    pub fn from_alarm(alarm: &AlarmTrigger, config: &ScalerConfig) -> Option<Result<Self, String>> {
         let throttles: Vec<&MetricRef> = alarm
             .metrics
             .iter()
@@ -187,29 +213,50 @@ impl CapacityTarget {
             })
             .filter(|metric| metric.dimension("TableName").is_some())
             .collect();
-        let first = throttles.first()?;
-        let table = first.dimension("TableName")?.to_string();
-        let index = first
-            .dimension("GlobalSecondaryIndexName")
-            .map(str::to_string);
+        let mut candidates: Vec<(&str, Option<&str>)> = throttles
+            .iter()
+            .filter_map(|metric| {
+                Some((
+                    metric.dimension("TableName")?,
+                    metric.dimension("GlobalSecondaryIndexName"),
+                ))
+            })
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let (table, index) = match candidates.as_slice() {
+            [] => return None,
+            [one] => *one,
+            many => {
+                let names: Vec<String> = many
+                    .iter()
+                    .map(|(table, index)| match index {
+                        Some(index) => format!("{table}/index/{index}"),
+                        None => table.to_string(),
+                    })
+                    .collect();
+                return Some(Err(format!(
+                    "alarm {} watches the throttling of several tables or indexes ({}), so the one that throttles cannot be told from the alarm: nothing was changed; alarm on each table, or run the runbook by hand on the one to raise",
+                    alarm.alarm_name,
+                    names.join(", ")
+                )));
+            }
+        };
         let (mut read, mut write) = (false, false);
-        for metric in throttles.iter().filter(|metric| {
-            metric.dimension("TableName") == Some(table.as_str())
-                && metric.dimension("GlobalSecondaryIndexName") == index.as_deref()
-        }) {
+        for metric in &throttles {
             let (r, w) = throttled_sides(metric);
             read |= r;
             write |= w;
         }
         let side = |throttled: bool| if throttled { Side::Raise } else { Side::Keep };
-        Some(Self {
-            table,
-            index,
+        Some(Ok(Self {
+            table: table.to_string(),
+            index: index.map(str::to_string),
             read: side(read),
             write: side(write),
             factor: config.scale_factor,
             switch_to_on_demand: false,
-        })
+        }))
     }
 }
 
@@ -354,15 +401,23 @@ pub enum Change {
     SwitchToOnDemand,
 }
 
+/// A change, and the sides a raise kept as they were (each with why).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub change: Change,
+    pub kept: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
-    Act(Change),
+    Act(Plan),
     NoAction(String),
     Skip(String),
 }
 
 /// The new value for one side: the factor or the consumed peak with headroom, whichever is
-/// higher, clamped to the cap; an explicit value stands as it is (already checked against the cap).
+/// higher, clamped to the cap; an explicit value stands as it is (already checked against the
+/// cap). It may come out at or below `current`: the caller then keeps `current`.
 fn raised(
     side: Side,
     current: i64,
@@ -382,7 +437,34 @@ fn raised(
     }
 }
 
-/// Plans the change from what was observed; pure, so dry runs and tests see the same plan.
+/// One side's value after a raise, never below `current`, and why it was kept when a raise
+/// was asked for and it did not rise.
+fn never_lower(
+    label: &str,
+    side: Side,
+    current: i64,
+    wanted: i64,
+    cap: (i64, &str),
+) -> (i64, Option<String>) {
+    if wanted > current || side == Side::Keep {
+        return (wanted.max(current), None);
+    }
+    let why = match side {
+        Side::To(asked) if asked < current => {
+            format!("{label} kept at {current}: {asked} was asked for, and a raise never lowers")
+        }
+        _ if current > cap.0 => format!(
+            "{label} kept at {current}: it is above {}={}, set by someone else",
+            cap.1, cap.0
+        ),
+        _ => return (current, None),
+    };
+    (current, Some(why))
+}
+
+/// Plans the change from what was observed; pure, so dry runs and tests see the same plan. A
+/// raise never lowers a side it sends: a side already above its cap, or above an exact value
+/// asked for, is kept as it is, and the plan says so.
 pub fn decide(
     target: &CapacityTarget,
     observed: &Observed,
@@ -390,7 +472,8 @@ pub fn decide(
     config: &ScalerConfig,
 ) -> Decision {
     let name = target.name();
-    let (read_cap, write_cap) = (config.max_read_capacity, config.max_write_capacity);
+    let read_cap = (config.max_read_capacity, "MAX_READ_CAPACITY");
+    let write_cap = (config.max_write_capacity, "MAX_WRITE_CAPACITY");
     if observed.billing_mode == Billing::PayPerRequest {
         if target.switch_to_on_demand {
             return Decision::NoAction(format!("{name} is already on-demand (PAY_PER_REQUEST)"));
@@ -409,74 +492,87 @@ pub fn decide(
                  look for hot keys with CloudWatch Contributor Insights and spread the key space"
             ));
         }
-        let new_read = observed.max_read_request_units.map(|max| {
-            raised(
-                target.read,
-                max,
-                target.factor,
-                peaks.read_per_second,
-                config,
-                read_cap,
-            )
-        });
-        let new_write = observed.max_write_request_units.map(|max| {
-            raised(
-                target.write,
-                max,
-                target.factor,
-                peaks.write_per_second,
-                config,
-                write_cap,
-            )
-        });
-        if new_read <= observed.max_read_request_units
-            && new_write <= observed.max_write_request_units
-        {
+        // A side without a maximum is unlimited: nothing to raise, nothing to send.
+        let mut kept = Vec::new();
+        let mut side = |label: &str, want: Side, max: Option<i64>, peak, cap: (i64, &str)| {
+            max.map(|current| {
+                let wanted = raised(want, current, target.factor, peak, config, cap.0);
+                let (new, why) = never_lower(label, want, current, wanted, cap);
+                kept.extend(why);
+                new
+            })
+        };
+        let read = side(
+            "max read",
+            target.read,
+            observed.max_read_request_units,
+            peaks.read_per_second,
+            read_cap,
+        );
+        let write = side(
+            "max write",
+            target.write,
+            observed.max_write_request_units,
+            peaks.write_per_second,
+            write_cap,
+        );
+        if read <= observed.max_read_request_units && write <= observed.max_write_request_units {
             return Decision::Skip(format!(
-                "at cap: the on-demand maximum of {name} is already at MAX_READ_CAPACITY={read_cap} / MAX_WRITE_CAPACITY={write_cap}"
+                "at cap: the on-demand maximum of {name} is already at or above MAX_READ_CAPACITY={} / MAX_WRITE_CAPACITY={}{}",
+                read_cap.0,
+                write_cap.0,
+                kept_text(&kept)
             ));
         }
-        return Decision::Act(Change::OnDemandMaximum {
-            read: new_read,
-            write: new_write,
+        return Decision::Act(Plan {
+            change: Change::OnDemandMaximum { read, write },
+            kept,
         });
     }
     if target.switch_to_on_demand {
-        return Decision::Act(Change::SwitchToOnDemand);
+        return Decision::Act(Plan {
+            change: Change::SwitchToOnDemand,
+            kept: Vec::new(),
+        });
     }
-    let read = raised(
+    let mut kept = Vec::new();
+    let mut side = |label: &str, want: Side, current: i64, peak, cap: (i64, &str)| {
+        let wanted = raised(want, current, target.factor, peak, config, cap.0);
+        let (new, why) = never_lower(label, want, current, wanted, cap);
+        kept.extend(why);
+        new
+    };
+    let read = side(
+        "read",
         target.read,
         observed.read,
-        target.factor,
         peaks.read_per_second,
-        config,
         read_cap,
     );
-    let write = raised(
+    let write = side(
+        "write",
         target.write,
         observed.write,
-        target.factor,
         peaks.write_per_second,
-        config,
         write_cap,
     );
     if read > observed.read || write > observed.write {
-        return Decision::Act(Change::Provisioned {
-            read: read.max(observed.read),
-            write: write.max(observed.write),
+        return Decision::Act(Plan {
+            change: Change::Provisioned { read, write },
+            kept,
         });
     }
     let mut at_cap = Vec::new();
-    if target.read == Side::Raise && observed.read >= read_cap {
+    if target.read == Side::Raise && observed.read >= read_cap.0 {
         at_cap.push(format!(
-            "read capacity {} is at MAX_READ_CAPACITY={read_cap}",
-            observed.read
+            "read capacity {} is at MAX_READ_CAPACITY={}",
+            observed.read, read_cap.0
         ));
     }
-    if target.write == Side::Raise && observed.write >= write_cap {
+    if target.write == Side::Raise && observed.write >= write_cap.0 {
         at_cap.push(format!(
-            "write capacity {} is at MAX_WRITE_CAPACITY={write_cap}",
-            observed.write
+            "write capacity {} is at MAX_WRITE_CAPACITY={}",
+            observed.write, write_cap.0
         ));
     }
     if at_cap.is_empty() {
@@ -485,13 +581,25 @@ pub fn decide(
             observed.read, observed.write
         ));
     }
-    if config.allow_on_demand && !at_cap.is_empty() {
-        return Decision::Act(Change::SwitchToOnDemand);
+    if config.allow_on_demand {
+        return Decision::Act(Plan {
+            change: Change::SwitchToOnDemand,
+            kept: Vec::new(),
+        });
     }
     Decision::Skip(format!(
         "at cap: {name} {}; raise the cap or set ALLOW_ON_DEMAND=true to switch the table to on-demand",
         at_cap.join(" and ")
     ))
+}
+
+/// `" (read kept at …; …)"`, or nothing.
+pub fn kept_text(kept: &[String]) -> String {
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", kept.join("; "))
+    }
 }
 
 fn action_states(
@@ -760,6 +868,39 @@ impl Scaler {
         }
     }
 
+    /// The table or index as it is now: `Err` is the finished report.
+    async fn diagnose(
+        &self,
+        target: &CapacityTarget,
+        report: Report,
+    ) -> Result<(TableDescription, Observed, Report), Report> {
+        let table = match self.describe(&target.table).await {
+            Ok(table) => table,
+            Err(err) if err.is(FaultKind::NotFound) => {
+                return Err(report.finish(Outcome::Failed, format!(
+                        "table {} does not exist (or is not visible to this function) in this region; nothing was changed; check the alarm's TableName dimension or the payload",
+                        target.table
+                    ),
+                ));
+            }
+            Err(err) => {
+                return Err(report.finish(
+                    Outcome::Failed,
+                    format!(
+                        "could not diagnose {}, nothing was changed: {err}",
+                        target.name()
+                    ),
+                ));
+            }
+        };
+        match Observed::from_table(&table, target.index.as_deref()) {
+            Ok(observed) => Ok((table, observed, report)),
+            Err(message) => {
+                Err(report.finish(Outcome::Failed, format!("{message}; nothing was changed")))
+            }
+        }
+    }
+
     /// Runs the runbook for an ALARM transition or a manual request.
     pub async fn raise_capacity(&self, target: CapacityTarget, run: RunContext<'_>) -> Report {
         let RunContext {
@@ -767,40 +908,20 @@ impl Scaler {
             alarm_name,
             invocation,
         } = run;
+        let resource = target.resource(&self.config.safety.home);
         report.runbook = Some(RUNBOOK.into());
-        report.target = Some(target.name());
-        tracing::Span::current().record("target", target.name());
-        let name = target.name();
-
-        // Diagnose: the table as it is now.
-        let table = match self.describe(&target.table).await {
-            Ok(table) => table,
-            Err(err) if err.is(FaultKind::NotFound) => {
-                return report.finish(Outcome::Failed, format!(
-                        "table {} does not exist (or is not visible to this function) in this region; nothing was changed; check the alarm's TableName dimension or the payload",
-                        target.table
-                    ),
-                );
-            }
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not diagnose {name}, nothing was changed: {err}"),
-                );
-            }
-        };
-        let observed = match Observed::from_table(&table, target.index.as_deref()) {
-            Ok(observed) => observed,
-            Err(message) => {
-                return report.finish(Outcome::Failed, format!("{message}; nothing was changed"));
-            }
+        report.target = Some(resource.name());
+        report.resource = Some(resource.key());
+        tracing::Span::current().record("target", resource.name());
+        let (table, _, report) = match self.diagnose(&target, report).await {
+            Ok(diagnosed) => diagnosed,
+            Err(finished) => return finished,
         };
         match self.is_managed(&table, &target.table).await {
             Ok(true) => {}
             Ok(false) => {
-                report.outcome = Outcome::Skipped;
-                report.reason = self.config.safety.managed.refusal("table", &target.table);
-                return report;
+                let reason = self.config.safety.managed.refusal("table", &target.table);
+                return report.finish(Outcome::Skipped, reason);
             }
             Err(err) => {
                 return report.finish(
@@ -812,28 +933,33 @@ impl Scaler {
                 );
             }
         }
-
-        let lease_key = format!("dynamodb-table/{}", target.table);
         self.safety
             .guarded(
-                &lease_key,
+                &resource,
                 report,
                 invocation,
                 |_| true,
-                |report| self.raise_admitted(&target, &observed, alarm_name, invocation, report),
+                |report| self.raise_admitted(&target, &resource, alarm_name, invocation, report),
             )
             .await
     }
 
+    /// Under the lease: diagnose afresh (another run may have changed the table while this one
+    /// waited), plan, act, verify.
     async fn raise_admitted(
         &self,
         target: &CapacityTarget,
-        observed: &Observed,
+        resource: &ResourceId,
         alarm_name: Option<&str>,
         invocation: &Invocation,
-        mut report: Report,
+        report: Report,
     ) -> Report {
         let name = target.name();
+        let (_, observed, mut report) = match self.diagnose(target, report).await {
+            Ok(diagnosed) => diagnosed,
+            Err(finished) => return finished,
+        };
+        let observed = &observed;
         let (peaks, metrics_error) = match self
             .consumed_peaks(target, self.config.metric_lookback_minutes)
             .await
@@ -849,18 +975,10 @@ impl Scaler {
             "metrics_error": metrics_error,
         }));
 
-        let change = match decide(target, observed, &peaks, &self.config) {
-            Decision::Act(change) => change,
-            Decision::NoAction(reason) => {
-                report.outcome = Outcome::NoAction;
-                report.reason = reason;
-                return report;
-            }
-            Decision::Skip(reason) => {
-                report.outcome = Outcome::Skipped;
-                report.reason = reason;
-                return report;
-            }
+        let Plan { change, kept } = match decide(target, observed, &peaks, &self.config) {
+            Decision::Act(plan) => plan,
+            Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
+            Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
         };
         let (action_target, before, after) = action_states(target, observed, &change);
         let mut action = Action {
@@ -871,39 +989,36 @@ impl Scaler {
             applied: false,
             error: None,
         };
-        match self.safety.spend_budget(RUNBOOK, report.dry_run).await {
+        match self.safety.spend_budget(&report).await {
             Ok(Ok(())) => {}
             Ok(Err(skip)) => {
-                report.outcome = Outcome::Skipped;
-                report.reason = skip.0;
                 report.actions.push(action);
-                return report;
+                return report.finish(Outcome::Skipped, skip.0);
             }
             Err(err) => {
-                report.outcome = Outcome::Failed;
-                report.reason =
-                    format!("could not check the action budget, nothing was changed: {err}");
-                return report;
+                return report.finish(
+                    Outcome::Failed,
+                    format!("could not check the action budget, nothing was changed: {err}"),
+                );
             }
         }
+        let kept = kept_text(&kept);
         if report.dry_run {
-            report.outcome = Outcome::Planned;
-            report.reason = format!(
-                "dry run: would change {name} from {} to {}",
+            report.actions.push(action);
+            let reason = format!(
+                "dry run: would change {name} from {} to {}{kept}",
                 observed_text(observed),
                 expected_text(&change)
             );
-            report.actions.push(action);
-            return report;
+            return report.finish(Outcome::Planned, reason);
         }
 
         // Act.
         if let Err(err) = self
-            .apply_waiting_if_busy(target, observed, &change, invocation.deadline)
+            .apply_waiting_if_busy(target, observed, &change, invocation.wait_deadline())
             .await
         {
-            report.outcome = Outcome::Failed;
-            report.reason = match err.kind {
+            let reason = match err.kind {
                 FaultKind::NotFound => format!(
                     "table {} disappeared before it could be updated; nothing was changed: {err}",
                     target.table
@@ -918,14 +1033,14 @@ impl Scaler {
             };
             action.error = Some(err.to_string());
             report.actions.push(action);
-            return report;
+            return report.finish(Outcome::Failed, reason);
         }
         action.applied = true;
         report.actions.push(action);
 
         // Verify the resource now; the metric check stays open until the alarm is OK again.
         report.verification = self
-            .verify(target, &change, alarm_name, invocation.deadline)
+            .verify(target, &change, alarm_name, invocation.wait_deadline())
             .await;
         let (outcome, reason) = match report.verification.status {
             VerificationStatus::Failed => (
@@ -938,14 +1053,13 @@ impl Scaler {
             _ => (
                 Outcome::Remediated,
                 format!(
-                    "raised {name} from {} to {}",
+                    "raised {name} from {} to {}{kept}",
                     observed_text(observed),
                     expected_text(&change)
                 ),
             ),
         };
-        report.outcome = outcome;
-        report.reason = reason;
+        let mut report = report.finish(outcome, reason);
         // Provisioned raises are stepped back down by the schedule once the load is gone.
         if let (Change::Provisioned { read, write }, true) =
             (&change, outcome == Outcome::Remediated)
@@ -956,7 +1070,7 @@ impl Scaler {
                 .audit
                 .put_raise(
                     RUNBOOK,
-                    &name,
+                    &resource.key(),
                     &original,
                     &json!({"read": read, "write": write}),
                     None,
@@ -978,13 +1092,21 @@ impl Scaler {
     pub(crate) async fn scale_down(
         &self,
         raise: &runbook_shared::audit::Raise,
+        resource: &ResourceId,
         mut report: Report,
         invocation: &Invocation,
     ) -> Report {
-        let (table, index) = match raise.target.split_once("/index/") {
-            Some((table, index)) => (table.to_string(), Some(index.to_string())),
-            None => (raise.target.clone(), None),
+        let (table, index) = match &resource.resource {
+            Resource::Table { table } => (table.clone(), None),
+            Resource::Index { table, index } => (table.clone(), Some(index.clone())),
+            _ => {
+                return report.finish(
+                    Outcome::Failed,
+                    format!("the raise record {} names no table", raise.resource),
+                );
+            }
         };
+        let name = resource.name();
         let target = CapacityTarget {
             table,
             index,
@@ -1002,7 +1124,7 @@ impl Scaler {
         ) else {
             return report.finish(
                 Outcome::Failed,
-                format!("the raise record of {} is unreadable", raise.target),
+                format!("the raise record of {name} is unreadable"),
             );
         };
         let observed = match self
@@ -1013,16 +1135,13 @@ impl Scaler {
             Ok(Ok(observed)) => observed,
             Ok(Err(message)) => return report.finish(Outcome::Failed, message),
             Err(err) if err.is(FaultKind::NotFound) => {
-                let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
-                return report.finish(
-                    Outcome::Skipped,
-                    format!("table {} no longer exists: no longer tracked", target.table),
-                );
+                let reason = format!("table {} no longer exists", target.table);
+                return self.stop_tracking(RUNBOOK, raise, report, reason).await;
             }
             Err(err) => {
                 return report.finish(
                     Outcome::Failed,
-                    format!("could not describe {}: {err}", raise.target),
+                    format!("could not describe {}: {err}", name),
                 );
             }
         };
@@ -1030,14 +1149,11 @@ impl Scaler {
             || observed.read != our_read
             || observed.write != our_write
         {
-            let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
-            return report.finish(Outcome::Skipped,
-                format!(
-                    "{} was changed by someone else since it was raised to read {our_read}, write {our_write} (now {}): left as it is, and no longer tracked",
-                    raise.target,
-                    observed_text(&observed)
-                ),
+            let reason = format!(
+                "{name} was changed by someone else since it was raised to read {our_read}, write {our_write} (now {}): left as it is",
+                observed_text(&observed)
             );
+            return self.stop_tracking(RUNBOOK, raise, report, reason).await;
         }
         let window_minutes = (self.config.scale_down_after_hours * 60.0).ceil().max(1.0) as i64;
         let peaks = match self.consumed_peaks(&target, window_minutes).await {
@@ -1045,10 +1161,7 @@ impl Scaler {
             Err(err) => {
                 return report.finish(
                     Outcome::Failed,
-                    format!(
-                        "could not read the consumed capacity of {}: {err}",
-                        raise.target
-                    ),
+                    format!("could not read the consumed capacity of {}: {err}", name),
                 );
             }
         };
@@ -1073,7 +1186,7 @@ impl Scaler {
             return report.finish(Outcome::NoAction,
                 format!(
                     "{} still uses at least {:.0}% of its raised capacity (or is at its baseline): kept",
-                    raise.target,
+                    name,
                     utilization * 100.0
                 ),
             );
@@ -1081,7 +1194,7 @@ impl Scaler {
         let change = Change::Provisioned { read, write };
         let mut action = Action {
             api: "dynamodb:UpdateTable".into(),
-            target: raise.target.clone(),
+            target: name.clone(),
             before: json!({"billing_mode": "PROVISIONED", "read": our_read, "write": our_write}),
             after: json!({"billing_mode": "PROVISIONED", "read": read, "write": write}),
             applied: false,
@@ -1089,7 +1202,7 @@ impl Scaler {
         };
         let summary = format!(
             "scaled {} down from read {our_read}, write {our_write} to read {read}, write {write} (baseline read {base_read}, write {base_write})",
-            raise.target
+            name
         );
         if report.dry_run {
             report.actions.push(action);
@@ -1101,12 +1214,12 @@ impl Scaler {
             let reason = if err.is(FaultKind::LimitExceeded) {
                 format!(
                     "DynamoDB's quota of capacity decreases for {} is used up for now: the next schedule tries again ({err})",
-                    raise.target
+                    name
                 )
             } else {
                 format!(
                     "could not scale {} down: {err}; the next schedule tries again",
-                    raise.target
+                    name
                 )
             };
             return report.finish(Outcome::Failed, reason);
@@ -1114,7 +1227,7 @@ impl Scaler {
         action.applied = true;
         report.actions.push(action);
         let settled = self
-            .watch(&target, invocation.deadline, |o| {
+            .watch(&target, invocation.wait_deadline(), |o| {
                 o.active() && in_force(o, &change)
             })
             .await;
@@ -1126,14 +1239,14 @@ impl Scaler {
         report.verification =
             Verification::settled(Check::new("capacity", ok, expected_text(&change), seen));
         let recorded = if read == base_read && write == base_write {
-            self.safety.audit.end_raise(RUNBOOK, &raise.target).await
+            self.safety.audit.end_raise(RUNBOOK, &raise.resource).await
         } else {
             let original = json!({"read": base_read, "write": base_write});
             self.safety
                 .audit
                 .put_raise(
                     RUNBOOK,
-                    &raise.target,
+                    &raise.resource,
                     &original,
                     &json!({"read": read, "write": write}),
                     None,

@@ -7,6 +7,7 @@ use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::report::{
     Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus,
 };
+use runbook_shared::resource::Resource;
 use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::{AlarmTrigger, Rejection};
 use serde::Deserialize;
@@ -38,6 +39,7 @@ pub struct ConcurrencyTarget {
 }
 
 impl ConcurrencyTarget {
+    /// Validates a manual request; the function may be named by its name or its ARN.
     pub fn from_request(
         request: &ConcurrencyRequest,
         config: &ScalerConfig,
@@ -45,6 +47,25 @@ impl ConcurrencyTarget {
         if request.function.trim().is_empty() {
             return Err(Rejection("\"function\" must name a Lambda function".into()));
         }
+        let function = match config
+            .safety
+            .home
+            .parse_function(&request.function)?
+            .resource
+        {
+            Resource::Function { function } => function,
+            Resource::Alias { function, alias } => {
+                return Err(Rejection(format!(
+                    "reserved concurrency belongs to the function {function}, not to its alias or version {alias}: name the function"
+                )));
+            }
+            _ => {
+                return Err(Rejection(format!(
+                    "{:?} is not a Lambda function",
+                    request.function
+                )));
+            }
+        };
         if let Some(value) = request.reserved_concurrency
             && !(1..=config.max_reserved_concurrency).contains(&value)
         {
@@ -54,7 +75,7 @@ impl ConcurrencyTarget {
             )));
         }
         Ok(Self {
-            function: request.function.trim().to_string(),
+            function,
             to: request.reserved_concurrency,
         })
     }
@@ -80,7 +101,13 @@ pub enum Decision {
     Skip(String),
 }
 
-/// Plans the new reservation; pure, so dry runs and tests see the same plan.
+/// How long a raise waits for another function's raise to finish with the account's
+/// concurrency (raises are serialised on it so that the unreserved floor holds).
+const ACCOUNT_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Plans the new reservation; pure, so dry runs and tests see the same plan. A reservation of 0
+/// is an emergency stop a person set (the console's Throttle button): only a person naming the
+/// new reservation may lift it.
 pub fn decide(
     target: &ConcurrencyTarget,
     reserved: Option<i32>,
@@ -94,6 +121,11 @@ pub fn decide(
             "{function} has no reserved concurrency, so it is throttled by the account's shared pool ({unreserved} of {account_limit} unreserved), not by a limit of its own: ask for a higher account concurrency quota, or find what is using the pool"
         ));
     };
+    if current == 0 && target.to.is_none() {
+        return Decision::NoAction(format!(
+            "{function} is stopped on purpose (reserved concurrency 0): left alone; to lift the stop, run it by hand naming \"reserved_concurrency\""
+        ));
+    }
     let cap = config.max_reserved_concurrency;
     let wanted = match target.to {
         Some(value) => value,
@@ -164,8 +196,10 @@ impl Scaler {
         invocation: &Invocation,
     ) -> Report {
         let function = target.function.clone();
+        let resource = self.config.safety.home.function(&function);
         report.runbook = Some(RUNBOOK.into());
-        report.target = Some(function.clone());
+        report.target = Some(resource.name());
+        report.resource = Some(resource.key());
         tracing::Span::current().record("target", function.as_str());
         let configuration =
             match self
@@ -206,19 +240,38 @@ impl Scaler {
             Ok(report) => report,
             Err(finished) => return finished,
         };
-        let lease = format!("lambda-function/{function}");
         self.safety
-            .guarded(
-                &lease,
-                report,
-                invocation,
-                |_| true,
-                |report| self.raise_concurrency_admitted(&target, alarm_name, report),
-            )
+            .guarded(&resource, report, invocation, |_| true, |report| async {
+                if report.dry_run {
+                    return self.raise_within_account(&target, alarm_name, report).await;
+                }
+                // Raises of any function are serialised on the account's concurrency, so that
+                // two of them cannot both spend the same room above the floor.
+                let account = self.config.safety.home.account_concurrency();
+                match self
+                    .safety
+                    .acquire_waiting(&account, invocation, ACCOUNT_LEASE_WAIT)
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
+                    Err(err) => {
+                        return report.finish(
+                            Outcome::Failed,
+                            format!("could not take the account's concurrency lease, nothing was changed: {err}"),
+                        );
+                    }
+                }
+                let report = self.raise_within_account(&target, alarm_name, report).await;
+                self.safety.release(&account, false, invocation).await;
+                report
+            })
             .await
     }
 
-    async fn raise_concurrency_admitted(
+    /// Reads the reservation and the account's unreserved concurrency, plans, and raises (the
+    /// caller holds the function's lease and, for a live run, the account's).
+    async fn raise_within_account(
         &self,
         target: &ConcurrencyTarget,
         alarm_name: Option<&str>,
@@ -269,7 +322,7 @@ impl Scaler {
             applied: false,
             error: None,
         };
-        match self.safety.spend_budget(RUNBOOK, report.dry_run).await {
+        match self.safety.spend_budget(&report).await {
             Ok(Ok(())) => {}
             Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
             Err(err) => {
@@ -294,35 +347,15 @@ impl Scaler {
         }
         action.applied = true;
         report.actions.push(action);
-        let revert_at =
-            chrono::Utc::now() + chrono::Duration::minutes(self.config.concurrency_raise_minutes);
-        let original = match self.safety.audit.raises(RUNBOOK).await {
-            Ok(raises) => raises
-                .iter()
-                .find(|r| r.target == *function)
-                .map_or(json!({"reserved_concurrency": current}), |r| {
-                    r.original.clone()
-                }),
-            Err(_) => json!({"reserved_concurrency": current}),
-        };
-        let registered = self
-            .safety
-            .audit
-            .put_raise(
-                RUNBOOK,
-                function,
-                &original,
-                &json!({"reserved_concurrency": new}),
-                Some(revert_at),
-            )
-            .await;
-        report.details = Some(
-            json!({"original": original["reserved_concurrency"], "revert_at": runbook_shared::audit::timestamp(revert_at)}),
-        );
-        if let Err(err) = registered {
-            report.reason = format!(
-                "the raise could not be recorded for its revert ({err}): put it back by hand"
-            );
+        if current == 0 {
+            // A person lifted an emergency stop: putting it back later would stop the function
+            // again, which is theirs to decide.
+            report.notes.push(format!(
+                "{function} was stopped (reserved concurrency 0) and a person lifted the stop: it is not put back automatically"
+            ));
+        } else {
+            self.register_raise(function, current, new, &mut report)
+                .await;
         }
         let (ok, observed) = match self.reserved(function).await {
             Ok(now) => (
@@ -383,13 +416,49 @@ impl Scaler {
         }
     }
 
+    /// Remembers the raise (the original from the first raise still in force) so that the
+    /// schedule puts it back after CONCURRENCY_RAISE_MINUTES.
+    async fn register_raise(&self, function: &str, current: i32, new: i32, report: &mut Report) {
+        let key = self.config.safety.home.function(function).key();
+        let revert_at =
+            chrono::Utc::now() + chrono::Duration::minutes(self.config.concurrency_raise_minutes);
+        let original = match self.safety.audit.raises(RUNBOOK).await {
+            Ok(raises) => raises
+                .iter()
+                .find(|r| r.resource == key)
+                .map_or(json!({"reserved_concurrency": current}), |r| {
+                    r.original.clone()
+                }),
+            Err(_) => json!({"reserved_concurrency": current}),
+        };
+        let registered = self
+            .safety
+            .audit
+            .put_raise(
+                RUNBOOK,
+                &key,
+                &original,
+                &json!({"reserved_concurrency": new}),
+                Some(revert_at),
+            )
+            .await;
+        report.details = Some(
+            json!({"original": original["reserved_concurrency"], "revert_at": runbook_shared::audit::timestamp(revert_at)}),
+        );
+        if let Err(err) = registered {
+            report.reason = format!(
+                "the raise could not be recorded for its revert ({err}): put it back by hand"
+            );
+        }
+    }
+
     /// Puts a raised reservation back to its original once its time is up (the schedule's step).
     pub(crate) async fn revert_concurrency(
         &self,
         raise: &runbook_shared::audit::Raise,
+        function: &str,
         mut report: Report,
     ) -> Report {
-        let function = &raise.target;
         let (Some(original), Some(ours)) = (
             raise.original["reserved_concurrency"]
                 .as_i64()
@@ -413,17 +482,15 @@ impl Scaler {
             }
         };
         if now != Some(ours) {
-            let _ = self.safety.audit.end_raise(RUNBOOK, function).await;
-            return report.finish(Outcome::Skipped,
-                format!(
-                    "{function}'s reserved concurrency was changed by someone else since it was raised to {ours} (now {}): left as it is, and no longer tracked",
-                    now.map_or("none".to_string(), |n| n.to_string())
-                ),
+            let reason = format!(
+                "{function}'s reserved concurrency was changed by someone else since it was raised to {ours} (now {}): left as it is",
+                now.map_or("none".to_string(), |n| n.to_string())
             );
+            return self.stop_tracking(RUNBOOK, raise, report, reason).await;
         }
         let mut action = Action {
             api: "lambda:PutFunctionConcurrency".into(),
-            target: function.clone(),
+            target: function.to_string(),
             before: json!({"reserved_concurrency": ours}),
             after: json!({"reserved_concurrency": original}),
             applied: false,
@@ -459,15 +526,8 @@ impl Scaler {
         let summary = format!(
             "put {function}'s reserved concurrency back from {ours} to its original {original}"
         );
-        self.conclude_put_back(
-            report,
-            RUNBOOK,
-            function,
-            check,
-            summary,
-            "GetFunctionConcurrency",
-        )
-        .await
+        self.conclude_put_back(report, raise, check, summary, "GetFunctionConcurrency")
+            .await
     }
 }
 
@@ -480,6 +540,8 @@ mod tests {
     fn plans_within_the_cap_and_the_floor() {
         let config = ScalerConfig::from_env(&Env::from_pairs(&[
             ("AUDIT_TABLE", "a"),
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
             ("MAX_RESERVED_CONCURRENCY", "150"),
         ]))
         .unwrap();

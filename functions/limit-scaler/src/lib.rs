@@ -10,10 +10,13 @@ pub mod stored_limit;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use runbook_shared::audit::Raise;
 use runbook_shared::aws::AwsError;
+use runbook_shared::deadline::WRITE_RESERVE;
 use runbook_shared::report::{
     Check, Outcome, Output, Report, TriggerInfo, TriggerKind, Verification,
 };
+use runbook_shared::resource::{Resource, ResourceId};
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_shared::trigger::{
     AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual, recognise,
@@ -45,12 +48,25 @@ enum Job {
     StoredLimit(LimitTarget),
 }
 
+/// What a step of the schedule needs at least: its reads and its change, then the writes after
+/// any wait (which keep `WRITE_RESERVE`). A step that no longer fits is left for the next run.
+const STEP_NEEDS: Duration = Duration::from_secs(2).saturating_add(WRITE_RESERVE);
+
 impl Job {
-    fn runbook_and_target(&self) -> (&'static str, String) {
+    fn runbook(&self) -> &'static str {
         match self {
-            Job::Capacity(target) => (dynamodb_capacity::RUNBOOK, target.name()),
-            Job::Concurrency(target) => (lambda_concurrency::RUNBOOK, target.function.clone()),
-            Job::StoredLimit(target) => (stored_limit::RUNBOOK, target.name()),
+            Job::Capacity(_) => dynamodb_capacity::RUNBOOK,
+            Job::Concurrency(_) => lambda_concurrency::RUNBOOK,
+            Job::StoredLimit(_) => stored_limit::RUNBOOK,
+        }
+    }
+
+    fn resource(&self, config: &ScalerConfig) -> ResourceId {
+        let home = &config.safety.home;
+        match self {
+            Job::Capacity(target) => target.resource(home),
+            Job::Concurrency(target) => home.function(&target.function),
+            Job::StoredLimit(target) => target.resource(home),
         }
     }
 }
@@ -61,13 +77,16 @@ impl Scaler {
     async fn conclude_put_back(
         &self,
         mut report: Report,
-        runbook: &str,
-        target: &str,
+        raise: &Raise,
         check: Check,
         summary: String,
         read_by: &str,
     ) -> Report {
-        let ended = self.safety.audit.end_raise(runbook, target).await;
+        let ended = self
+            .safety
+            .audit
+            .end_raise(&raise.runbook, &raise.resource)
+            .await;
         let ok = check.ok;
         report.verification = Verification::settled(check);
         match ended {
@@ -79,6 +98,30 @@ impl Scaler {
             Ok(()) => report.finish(
                 Outcome::Failed,
                 format!("{summary}, but {read_by} does not show it"),
+            ),
+        }
+    }
+
+    /// A raise that is no longer ours to put back (the resource is gone, or someone else changed
+    /// it) stops being tracked; a dry run only says it would.
+    async fn stop_tracking(
+        &self,
+        runbook: &str,
+        raise: &Raise,
+        report: Report,
+        reason: String,
+    ) -> Report {
+        if report.dry_run {
+            return report.finish(
+                Outcome::Skipped,
+                format!("{reason}; dry run: would stop tracking it"),
+            );
+        }
+        match self.safety.audit.end_raise(runbook, &raise.resource).await {
+            Ok(()) => report.finish(Outcome::Skipped, format!("{reason}, and no longer tracked")),
+            Err(err) => report.finish(
+                Outcome::Failed,
+                format!("{reason}, but its raise record could not be closed: {err}"),
             ),
         }
     }
@@ -190,7 +233,14 @@ impl Scaler {
         invocation: &Invocation,
     ) -> Report {
         let job = if let Some(target) = CapacityTarget::from_alarm(alarm, &self.config) {
-            Job::Capacity(target)
+            match target {
+                Ok(target) => Job::Capacity(target),
+                Err(reason) => {
+                    let mut report = Report::new(FUNCTION, info, Outcome::NoAction, reason);
+                    report.runbook = Some(dynamodb_capacity::RUNBOOK.into());
+                    return invocation.timed(report);
+                }
+            }
         } else if let Some(target) = ConcurrencyTarget::from_alarm(alarm) {
             Job::Concurrency(target)
         } else {
@@ -227,10 +277,10 @@ impl Scaler {
             AlarmState::Ok => {
                 let mut report = Report::new(FUNCTION, info.clone(), Outcome::NoAction, "");
                 report.dry_run = dry_run;
-                let (runbook, target) = job.runbook_and_target();
-                report.runbook = Some(runbook.into());
-                report.target = Some(target.clone());
-                let close = self.safety.close_on_ok(runbook, &target, alarm, report);
+                let resource = job.resource(&self.config);
+                let close = self
+                    .safety
+                    .close_on_ok(job.runbook(), &resource, alarm, report);
                 self.safety
                     .once(FUNCTION, &info, dry_run, invocation, close)
                     .await
@@ -320,12 +370,10 @@ impl Scaler {
                 }
                 Job::StoredLimit(target) => {
                     report.runbook = Some(stored_limit::RUNBOOK.into());
-                    report.target = Some(target.name());
-                    tracing::Span::current().record("target", target.name());
-                    let lease = format!("{}/{}", stored_limit::RUNBOOK, target.name());
+                    let resource = target.resource(&self.config.safety.home);
                     self.safety
                         .guarded(
-                            &lease,
+                            &resource,
                             report,
                             invocation,
                             |_| true,
@@ -341,12 +389,18 @@ impl Scaler {
     }
 
     /// The schedule: every raised reservation and stored limit whose time is up goes back to
-    /// its original, each with its own report.
+    /// its original, and raised capacity steps down by utilisation, each with its own report.
+    /// A step that no longer fits before the deadline is left for the next run.
     async fn put_back_expired(&self, info: TriggerInfo, invocation: &Invocation) -> Output {
-        let mut reports = Vec::new();
         let now = chrono::Utc::now();
-        let dry_run = self.config.safety.dry_run;
-        for runbook in [lambda_concurrency::RUNBOOK, stored_limit::RUNBOOK] {
+        // Capacity raises step down by utilisation, at most once per SCALE_DOWN_AFTER_HOURS.
+        let after = chrono::Duration::minutes((self.config.scale_down_after_hours * 60.0) as i64);
+        let mut reports = Vec::new();
+        for runbook in [
+            lambda_concurrency::RUNBOOK,
+            stored_limit::RUNBOOK,
+            dynamodb_capacity::RUNBOOK,
+        ] {
             let raises = match self.safety.audit.raises(runbook).await {
                 Ok(raises) => raises,
                 Err(err) => {
@@ -361,93 +415,89 @@ impl Scaler {
                     continue;
                 }
             };
-            for raise in raises
-                .into_iter()
-                .filter(|raise| raise.revert_at.is_some_and(|at| at <= now))
-            {
-                let step = TriggerInfo {
-                    event_id: info
-                        .event_id
-                        .as_ref()
-                        .map(|id| format!("{id}/{runbook}/{}", raise.target)),
-                    ..info.clone()
-                };
-                let mut report = Report::new(FUNCTION, step.clone(), Outcome::NoAction, "");
-                report.runbook = Some(runbook.into());
-                report.target = Some(raise.target.clone());
-                report.dry_run = dry_run;
-                let lease = format!("{runbook}/{}", raise.target);
-                // Putting a limit back is not held up by the cooldown of the raise it undoes.
-                let work = Box::pin(self.safety.guarded(
-                    &lease,
-                    report,
-                    invocation,
-                    |_| false,
-                    |report| async {
-                        if runbook == stored_limit::RUNBOOK {
-                            self.revert_stored_limit(&raise, report).await
-                        } else {
-                            self.revert_concurrency(&raise, report).await
-                        }
-                    },
-                ));
-                reports.push(
-                    self.safety
-                        .once(FUNCTION, &step, dry_run, invocation, work)
-                        .await,
-                );
-            }
-        }
-        // Capacity raises step down by utilisation, at most once per SCALE_DOWN_AFTER_HOURS.
-        let after = chrono::Duration::minutes((self.config.scale_down_after_hours * 60.0) as i64);
-        match self.safety.audit.raises(dynamodb_capacity::RUNBOOK).await {
-            Err(err) => {
-                let mut report = Report::new(
-                    FUNCTION,
-                    info.clone(),
-                    Outcome::Failed,
-                    format!("could not list the capacity raises in force: {err}"),
-                );
-                report.runbook = Some(dynamodb_capacity::RUNBOOK.into());
-                reports.push(invocation.timed(report));
-            }
-            Ok(raises) => {
-                for raise in raises
-                    .into_iter()
-                    .filter(|raise| raise.raised_at + after <= now)
-                {
-                    let step = TriggerInfo {
-                        event_id: info.event_id.as_ref().map(|id| {
-                            format!("{id}/{}/{}", dynamodb_capacity::RUNBOOK, raise.target)
-                        }),
-                        ..info.clone()
-                    };
-                    let mut report = Report::new(FUNCTION, step.clone(), Outcome::NoAction, "");
-                    report.runbook = Some(dynamodb_capacity::RUNBOOK.into());
-                    report.target = Some(raise.target.clone());
-                    report.dry_run = dry_run;
-                    let table = raise
-                        .target
-                        .split("/index/")
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let lease = format!("dynamodb-table/{table}");
-                    let work = Box::pin(self.safety.guarded(
-                        &lease,
-                        report,
-                        invocation,
-                        |_| false,
-                        |report| self.scale_down(&raise, report, invocation),
-                    ));
-                    reports.push(
-                        self.safety
-                            .once(FUNCTION, &step, dry_run, invocation, work)
-                            .await,
-                    );
-                }
+            for raise in raises.into_iter().filter(|raise| match runbook {
+                dynamodb_capacity::RUNBOOK => raise.raised_at + after <= now,
+                _ => raise.revert_at.is_some_and(|at| at <= now),
+            }) {
+                let report = Box::pin(self.put_back(runbook, &raise, &info, invocation)).await;
+                reports.push(report);
             }
         }
         Output::Sweep { reports }
+    }
+
+    /// One step of the schedule on one raise in force, under the resource's lease (the same
+    /// one its raise takes) and once per schedule event.
+    async fn put_back(
+        &self,
+        runbook: &'static str,
+        raise: &Raise,
+        info: &TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        let step = TriggerInfo {
+            event_id: info
+                .event_id
+                .as_ref()
+                .map(|id| format!("{id}/{runbook}/{}", raise.resource)),
+            ..info.clone()
+        };
+        let dry_run = self.config.safety.dry_run;
+        let mut report = Report::new(FUNCTION, step.clone(), Outcome::NoAction, "");
+        report.runbook = Some(runbook.into());
+        report.dry_run = dry_run;
+        let Some(resource) = ResourceId::from_key(&raise.resource) else {
+            report.target = Some(raise.resource.clone());
+            return invocation.timed(report.finish(
+                Outcome::Failed,
+                format!(
+                    "the raise record {} of {runbook} names no resource: delete it from the audit table",
+                    raise.resource
+                ),
+            ));
+        };
+        report.target = Some(resource.name());
+        report.resource = Some(resource.key());
+        let remaining = invocation.deadline.remaining();
+        if remaining < STEP_NEEDS {
+            return invocation.timed(report.finish(
+                Outcome::Skipped,
+                format!(
+                    "deadline: left for the next run ({} ms left of the invocation, a step needs {} ms)",
+                    remaining.as_millis(),
+                    STEP_NEEDS.as_millis()
+                ),
+            ));
+        }
+        // Putting a limit back is not held up by the cooldown of the raise it undoes.
+        let work = Box::pin(self.safety.guarded(
+            &resource,
+            report,
+            invocation,
+            |_| false,
+            |report| async {
+                match (runbook, &resource.resource) {
+                    (stored_limit::RUNBOOK, Resource::StoredLimit { .. }) => {
+                        self.revert_stored_limit(raise, &resource, report).await
+                    }
+                    (lambda_concurrency::RUNBOOK, Resource::Function { function }) => {
+                        self.revert_concurrency(raise, function, report).await
+                    }
+                    (dynamodb_capacity::RUNBOOK, Resource::Table { .. } | Resource::Index { .. }) => {
+                        self.scale_down(raise, &resource, report, invocation).await
+                    }
+                    _ => report.finish(
+                        Outcome::Failed,
+                        format!(
+                            "the raise record {} does not name a resource {runbook} changes: delete it from the audit table",
+                            raise.resource
+                        ),
+                    ),
+                }
+            },
+        ));
+        self.safety
+            .once(FUNCTION, &step, dry_run, invocation, work)
+            .await
     }
 }

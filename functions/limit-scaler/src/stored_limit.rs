@@ -10,6 +10,7 @@ use chrono::{Duration, Utc};
 use runbook_shared::audit::Raise;
 use runbook_shared::aws::{AwsError, FaultKind, condition_held};
 use runbook_shared::report::{Action, Check, Outcome, Report, Verification};
+use runbook_shared::resource::{Home, Resource, ResourceId};
 use runbook_shared::trigger::Rejection;
 use serde::Deserialize;
 use serde_json::json;
@@ -52,9 +53,9 @@ pub struct LimitTarget {
 }
 
 impl LimitTarget {
-    /// `<table>/<key>/<attribute>`, the report's target.
-    pub fn name(&self) -> String {
-        format!("{}/{}/{}", self.table, self.key, self.attribute)
+    /// The limit, in the function's partition, region and account.
+    pub fn resource(&self, home: &Home) -> ResourceId {
+        home.stored_limit(&self.table, &self.key, &self.attribute)
     }
 
     pub fn from_spec(spec: &LimitSpec, config: &ScalerConfig) -> Result<Self, Rejection> {
@@ -97,16 +98,22 @@ impl LimitTarget {
         })
     }
 
-    /// The target of a raise in force (`<table>/<key>/<attribute>`), to put it back.
-    fn from_raise(raise: &Raise, config: &ScalerConfig) -> Option<Self> {
-        let table = config.limits_table.clone()?;
-        let rest = raise.target.strip_prefix(&format!("{table}/"))?;
-        let (key, attribute) = rest.rsplit_once('/')?;
-        Some(Self {
+    /// The target of a raise in force, to put it back: `None` when it is not a limit of
+    /// LIMITS_TABLE any more.
+    fn from_raise(resource: &ResourceId, config: &ScalerConfig) -> Option<Self> {
+        let Resource::StoredLimit {
             table,
+            key,
+            attribute,
+        } = &resource.resource
+        else {
+            return None;
+        };
+        (config.limits_table.as_ref() == Some(table)).then(|| Self {
+            table: table.clone(),
             key_attribute: config.limits_key_attribute.clone(),
-            key: key.to_string(),
-            attribute: attribute.to_string(),
+            key: key.clone(),
+            attribute: attribute.clone(),
             value: None,
             for_minutes: 0,
         })
@@ -175,7 +182,8 @@ impl Scaler {
         target: &LimitTarget,
         mut report: Report,
     ) -> Report {
-        let name = target.name();
+        let resource = target.resource(&self.config.safety.home);
+        let (name, key) = (resource.name(), resource.key());
         let current = match self.read_limit(target).await {
             Ok(Some(current)) => current,
             Ok(None) => {
@@ -207,7 +215,7 @@ impl Scaler {
         let original = match self.safety.audit.raises(RUNBOOK).await {
             Ok(raises) => raises
                 .iter()
-                .find(|raise| raise.target == name)
+                .find(|raise| raise.resource == key)
                 .and_then(|raise| raise.original["value"].as_f64())
                 .unwrap_or(current),
             Err(err) => {
@@ -256,7 +264,7 @@ impl Scaler {
             applied: false,
             error: None,
         };
-        match self.safety.spend_budget(RUNBOOK, report.dry_run).await {
+        match self.safety.spend_budget(&report).await {
             Ok(Ok(())) => {}
             Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
             Err(err) => {
@@ -303,7 +311,7 @@ impl Scaler {
             .audit
             .put_raise(
                 RUNBOOK,
-                &name,
+                &key,
                 &json!({"value": original}),
                 &json!({"value": new}),
                 Some(revert_at),
@@ -340,16 +348,16 @@ impl Scaler {
     }
 
     /// Puts a stored limit back to its original once its time is up (the schedule's step).
-    pub(crate) async fn revert_stored_limit(&self, raise: &Raise, mut report: Report) -> Report {
-        let Some(target) = LimitTarget::from_raise(raise, &self.config) else {
-            let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
-            return report.finish(
-                Outcome::Failed,
-                format!(
-                    "{} is not in LIMITS_TABLE any more: stopped tracking it",
-                    raise.target
-                ),
-            );
+    pub(crate) async fn revert_stored_limit(
+        &self,
+        raise: &Raise,
+        resource: &ResourceId,
+        mut report: Report,
+    ) -> Report {
+        let name = resource.name();
+        let Some(target) = LimitTarget::from_raise(resource, &self.config) else {
+            let reason = format!("{name} is not in LIMITS_TABLE any more");
+            return self.stop_tracking(RUNBOOK, raise, report, reason).await;
         };
         let (Some(original), Some(ours)) = (
             raise.original["value"].as_f64(),
@@ -357,31 +365,25 @@ impl Scaler {
         ) else {
             return report.finish(
                 Outcome::Failed,
-                format!("the raise record of {} is unreadable", raise.target),
+                format!("the raise record of {} is unreadable", name),
             );
         };
         let now = match self.read_limit(&target).await {
             Ok(now) => now,
             Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read {}: {err}", raise.target),
-                );
+                return report.finish(Outcome::Failed, format!("could not read {}: {err}", name));
             }
         };
         if now != Some(ours) {
-            let _ = self.safety.audit.end_raise(RUNBOOK, &raise.target).await;
-            return report.finish(Outcome::Skipped,
-                format!(
-                    "{} was changed by someone else since it was raised to {ours} (now {}): left as it is, and no longer tracked",
-                    raise.target,
-                    now.map_or("missing".to_string(), |v| v.to_string())
-                ),
+            let reason = format!(
+                "{name} was changed by someone else since it was raised to {ours} (now {}): left as it is",
+                now.map_or("missing".to_string(), |v| v.to_string())
             );
+            return self.stop_tracking(RUNBOOK, raise, report, reason).await;
         }
         let mut action = Action {
             api: "dynamodb:UpdateItem".into(),
-            target: raise.target.clone(),
+            target: name.clone(),
             before: json!({"value": ours}),
             after: json!({"value": original}),
             applied: false,
@@ -391,10 +393,7 @@ impl Scaler {
             report.actions.push(action);
             return report.finish(
                 Outcome::Planned,
-                format!(
-                    "dry run: would put {} back from {ours} to {original}",
-                    raise.target
-                ),
+                format!("dry run: would put {} back from {ours} to {original}", name),
             );
         }
         match self.swap_limit(&target, ours, original).await {
@@ -405,7 +404,7 @@ impl Scaler {
                     Outcome::Skipped,
                     format!(
                         "{} changed while it was being put back: left as it is",
-                        raise.target
+                        name
                     ),
                 );
             }
@@ -416,7 +415,7 @@ impl Scaler {
                     Outcome::Failed,
                     format!(
                         "could not put {} back: {err}; the next schedule tries again",
-                        raise.target
+                        name
                     ),
                 );
             }
@@ -430,11 +429,8 @@ impl Scaler {
             Err(err) => (false, format!("GetItem failed: {err}")),
         };
         let check = Check::new("stored_value", ok, original.to_string(), observed);
-        let summary = format!(
-            "put {} back from {ours} to its original {original}",
-            raise.target
-        );
-        self.conclude_put_back(report, RUNBOOK, &raise.target, check, summary, "the item")
+        let summary = format!("put {} back from {ours} to its original {original}", name);
+        self.conclude_put_back(report, raise, check, summary, "the item")
             .await
     }
 }

@@ -392,7 +392,7 @@ async fn main() -> Result<(), Error> {
     alarm_responder(&moto, &audit).await?;
     health_prober(&moto, &audit, &table, &dlq).await?;
     println!(
-        "\ndemo finished: every report above is also in the audit table {audit} (query pk = target#<resource>)"
+        "\ndemo finished: every report above is also in the audit table {audit} (query pk = target#<the resource's ARN>, the report's \"resource\")"
     );
     Ok(())
 }

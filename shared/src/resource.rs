@@ -1,0 +1,568 @@
+//! One identity per resource: the name a person reads, and the canonical key (partition,
+//! region, account and resource, in ARN form) behind every lease, cooldown, history and raise
+//! record. ARNs are parsed here and nowhere else, and an ARN outside the function's own
+//! partition, region and account is refused: acting on a same-named resource elsewhere would
+//! be acting on the wrong one.
+
+use crate::config::{ConfigError, Env};
+use crate::trigger::Rejection;
+
+/// Where this deployment runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Home {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl Home {
+    /// `AWS_REGION` (set by Lambda) and `ACCOUNT_ID` (set by template.yaml from
+    /// `AWS::AccountId`); the partition follows from the region.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let region = env.required("AWS_REGION", "the function's region (Lambda sets it)")?;
+        let account = env.required(
+            "ACCOUNT_ID",
+            "the 12-digit account the function runs in (template.yaml sets it from AWS::AccountId)",
+        )?;
+        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ConfigError::Invalid {
+                var: "ACCOUNT_ID",
+                value: account,
+                expected: "a 12-digit AWS account id".into(),
+            });
+        }
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ConfigError::Invalid {
+                var: "AWS_REGION",
+                value: region,
+                expected: "a region such as us-east-1".into(),
+            });
+        }
+        Ok(Self {
+            partition: partition_of(&region).to_string(),
+            region,
+            account,
+        })
+    }
+
+    fn id(&self, resource: Resource) -> ResourceId {
+        ResourceId {
+            partition: self.partition.clone(),
+            region: self.region.clone(),
+            account: self.account.clone(),
+            resource,
+        }
+    }
+
+    pub fn table(&self, table: &str) -> ResourceId {
+        self.id(Resource::Table {
+            table: table.into(),
+        })
+    }
+
+    pub fn index(&self, table: &str, index: &str) -> ResourceId {
+        self.id(Resource::Index {
+            table: table.into(),
+            index: index.into(),
+        })
+    }
+
+    pub fn function(&self, function: &str) -> ResourceId {
+        self.id(Resource::Function {
+            function: function.into(),
+        })
+    }
+
+    pub fn alias(&self, function: &str, alias: &str) -> ResourceId {
+        self.id(Resource::Alias {
+            function: function.into(),
+            alias: alias.into(),
+        })
+    }
+
+    pub fn stack(&self, stack: &str) -> ResourceId {
+        self.id(Resource::Stack {
+            stack: stack.into(),
+        })
+    }
+
+    pub fn queue(&self, queue: &str) -> ResourceId {
+        self.id(Resource::Queue {
+            queue: queue.into(),
+        })
+    }
+
+    pub fn stored_limit(&self, table: &str, key: &str, attribute: &str) -> ResourceId {
+        self.id(Resource::StoredLimit {
+            table: table.into(),
+            key: key.into(),
+            attribute: attribute.into(),
+        })
+    }
+
+    /// The account-wide resource behind every function's reserved concurrency: raises are
+    /// serialised on it so that the unreserved floor holds under concurrency.
+    pub fn account_concurrency(&self) -> ResourceId {
+        self.id(Resource::AccountConcurrency)
+    }
+
+    /// A DynamoDB table given by name or ARN (an index ARN names its index too).
+    pub fn parse_table(&self, text: &str) -> Result<ResourceId, Rejection> {
+        let text = text.trim();
+        if !text.starts_with("arn:") {
+            return Ok(self.table(&valid_name(text, "a DynamoDB table")?));
+        }
+        let arn = self.parse_arn(text, "dynamodb")?;
+        let rest = arn
+            .resource
+            .strip_prefix("table/")
+            .ok_or_else(|| wrong_kind(text, "a DynamoDB table ARN (…:table/<name>)"))?;
+        match rest.split_once("/index/") {
+            Some((table, index)) => Ok(self.index(
+                &valid_name(table, "a DynamoDB table")?,
+                &valid_name(index, "a global secondary index")?,
+            )),
+            None if !rest.contains('/') => Ok(self.table(&valid_name(rest, "a DynamoDB table")?)),
+            None => Err(wrong_kind(text, "a DynamoDB table ARN (…:table/<name>)")),
+        }
+    }
+
+    /// A Lambda function given by name, `name:qualifier` or ARN (qualified or not).
+    pub fn parse_function(&self, text: &str) -> Result<ResourceId, Rejection> {
+        let text = text.trim();
+        let (function, qualifier) = if text.starts_with("arn:") {
+            let arn = self.parse_arn(text, "lambda")?;
+            let rest = arn
+                .resource
+                .strip_prefix("function:")
+                .ok_or_else(|| wrong_kind(text, "a Lambda function ARN (…:function:<name>)"))?
+                .to_string();
+            split_qualifier(&rest)
+        } else {
+            split_qualifier(text)
+        };
+        let function = valid_name(&function, "a Lambda function")?;
+        match qualifier {
+            None => Ok(self.function(&function)),
+            Some(qualifier) => Ok(self.alias(
+                &function,
+                &valid_name(&qualifier, "a function alias or version")?,
+            )),
+        }
+    }
+
+    /// A CloudFormation stack given by name or stack id (ARN).
+    pub fn parse_stack(&self, text: &str) -> Result<ResourceId, Rejection> {
+        let text = text.trim();
+        if !text.starts_with("arn:") {
+            return Ok(self.stack(&valid_name(text, "a CloudFormation stack")?));
+        }
+        let arn = self.parse_arn(text, "cloudformation")?;
+        let name = arn
+            .resource
+            .strip_prefix("stack/")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| wrong_kind(text, "a stack id (…:stack/<name>/<id>)"))?;
+        Ok(self.stack(&valid_name(name, "a CloudFormation stack")?))
+    }
+
+    /// An ARN of `service` in this partition, region and account.
+    pub fn parse_arn(&self, text: &str, service: &str) -> Result<Arn, Rejection> {
+        let arn = Arn::parse(text)?;
+        if arn.service != service {
+            return Err(Rejection(format!(
+                "{text:?} is an ARN of {}, not of {service}",
+                arn.service
+            )));
+        }
+        self.require_home(&arn.partition, &arn.region, &arn.account, text)?;
+        Ok(arn)
+    }
+
+    /// Refuses a partition, region or account that is not this function's own.
+    pub fn require_home(
+        &self,
+        partition: &str,
+        region: &str,
+        account: &str,
+        what: &str,
+    ) -> Result<(), Rejection> {
+        for (part, given, own) in [
+            ("partition", partition, self.partition.as_str()),
+            ("region", region, self.region.as_str()),
+            ("account", account, self.account.as_str()),
+        ] {
+            if given != own {
+                return Err(Rejection(format!(
+                    "{what} is in {part} {given}, but this function acts only in its own {part} {own} (partition {}, region {}, account {}): nothing was done",
+                    self.partition, self.region, self.account
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `aws`, or the partition an isolated region belongs to.
+fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// `name:qualifier` → (name, qualifier).
+fn split_qualifier(text: &str) -> (String, Option<String>) {
+    match text.split_once(':') {
+        Some((name, qualifier)) => (name.to_string(), Some(qualifier.to_string())),
+        None => (text.to_string(), None),
+    }
+}
+
+fn valid_name(text: &str, what: &str) -> Result<String, Rejection> {
+    let name = text.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) || name.contains(['/', ':']) {
+        return Err(Rejection(format!("{text:?} is not the name of {what}")));
+    }
+    Ok(name.to_string())
+}
+
+fn wrong_kind(text: &str, expected: &str) -> Rejection {
+    Rejection(format!("{text:?} is not {expected}"))
+}
+
+/// `arn:<partition>:<service>:<region>:<account>:<resource>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arn {
+    pub partition: String,
+    pub service: String,
+    pub region: String,
+    pub account: String,
+    pub resource: String,
+}
+
+impl Arn {
+    pub fn parse(text: &str) -> Result<Self, Rejection> {
+        let mut parts = text.splitn(6, ':');
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (
+                Some("arn"),
+                Some(partition),
+                Some(service),
+                Some(region),
+                Some(account),
+                Some(resource),
+            ) if !partition.is_empty() && !service.is_empty() && !resource.is_empty() => Ok(Self {
+                partition: partition.into(),
+                service: service.into(),
+                region: region.into(),
+                account: account.into(),
+                resource: resource.into(),
+            }),
+            _ => Err(Rejection(format!(
+                "{text:?} is not an ARN (arn:<partition>:<service>:<region>:<account>:<resource>)"
+            ))),
+        }
+    }
+}
+
+/// What the resource is, inside its account and region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Table {
+        table: String,
+    },
+    Index {
+        table: String,
+        index: String,
+    },
+    Function {
+        function: String,
+    },
+    /// A qualified function: an alias or a version.
+    Alias {
+        function: String,
+        alias: String,
+    },
+    Stack {
+        stack: String,
+    },
+    Queue {
+        queue: String,
+    },
+    /// A number in an item of an application's limits table.
+    StoredLimit {
+        table: String,
+        key: String,
+        attribute: String,
+    },
+    /// The account's unreserved Lambda concurrency.
+    AccountConcurrency,
+}
+
+/// A resource in one partition, region and account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceId {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+    pub resource: Resource,
+}
+
+const ITEM: &str = "/item/";
+const ATTRIBUTE: &str = "/attribute/";
+
+impl ResourceId {
+    fn arn(&self, service: &str, resource: &str) -> String {
+        format!(
+            "arn:{}:{service}:{}:{}:{resource}",
+            self.partition, self.region, self.account
+        )
+    }
+
+    /// The canonical key: the resource's ARN (for a stack without its id; for a stored limit,
+    /// the table's ARN with the item and attribute). Audit records, cooldowns and raise records
+    /// are keyed by it, so every spelling of one resource meets the same history.
+    pub fn key(&self) -> String {
+        match &self.resource {
+            Resource::Table { table } => self.arn("dynamodb", &format!("table/{table}")),
+            Resource::Index { table, index } => {
+                self.arn("dynamodb", &format!("table/{table}/index/{index}"))
+            }
+            Resource::Function { function } => self.arn("lambda", &format!("function:{function}")),
+            Resource::Alias { function, alias } => {
+                self.arn("lambda", &format!("function:{function}:{alias}"))
+            }
+            Resource::Stack { stack } => self.arn("cloudformation", &format!("stack/{stack}")),
+            Resource::Queue { queue } => self.arn("sqs", queue),
+            Resource::StoredLimit {
+                table,
+                key,
+                attribute,
+            } => self.arn(
+                "dynamodb",
+                &format!("table/{table}{ITEM}{key}{ATTRIBUTE}{attribute}"),
+            ),
+            Resource::AccountConcurrency => self.arn("lambda", "account-concurrency"),
+        }
+    }
+
+    /// The key of the lease taken to change it: one lease per resource, whatever the runbook
+    /// or step. An index is changed through its table's UpdateTable, an alias and a function's
+    /// settings through the function.
+    pub fn lease_key(&self) -> String {
+        let owner = match &self.resource {
+            Resource::Index { table, .. } => Resource::Table {
+                table: table.clone(),
+            },
+            Resource::Alias { function, .. } => Resource::Function {
+                function: function.clone(),
+            },
+            other => other.clone(),
+        };
+        ResourceId {
+            resource: owner,
+            ..self.clone()
+        }
+        .key()
+    }
+
+    /// The name a person reads in the report: `orders`, `orders/index/by-customer`,
+    /// `orders-api:live`, `limits/tenant#42/requests_per_second`.
+    pub fn name(&self) -> String {
+        match &self.resource {
+            Resource::Table { table } => table.clone(),
+            Resource::Index { table, index } => format!("{table}/index/{index}"),
+            Resource::Function { function } => function.clone(),
+            Resource::Alias { function, alias } => format!("{function}:{alias}"),
+            Resource::Stack { stack } => stack.clone(),
+            Resource::Queue { queue } => queue.clone(),
+            Resource::StoredLimit {
+                table,
+                key,
+                attribute,
+            } => format!("{table}/{key}/{attribute}"),
+            Resource::AccountConcurrency => "the account's Lambda concurrency".into(),
+        }
+    }
+
+    /// The inverse of `key`, for records read back from the audit table.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let arn = Arn::parse(key).ok()?;
+        let resource = match arn.service.as_str() {
+            "dynamodb" => {
+                let rest = arn.resource.strip_prefix("table/")?;
+                if let Some((table, item)) = rest.split_once(ITEM) {
+                    let (key, attribute) = item.rsplit_once(ATTRIBUTE)?;
+                    Resource::StoredLimit {
+                        table: table.into(),
+                        key: key.into(),
+                        attribute: attribute.into(),
+                    }
+                } else if let Some((table, index)) = rest.split_once("/index/") {
+                    Resource::Index {
+                        table: table.into(),
+                        index: index.into(),
+                    }
+                } else {
+                    Resource::Table { table: rest.into() }
+                }
+            }
+            "lambda" if arn.resource == "account-concurrency" => Resource::AccountConcurrency,
+            "lambda" => {
+                let rest = arn.resource.strip_prefix("function:")?;
+                match split_qualifier(rest) {
+                    (function, None) => Resource::Function { function },
+                    (function, Some(alias)) => Resource::Alias { function, alias },
+                }
+            }
+            "cloudformation" => Resource::Stack {
+                stack: arn.resource.strip_prefix("stack/")?.into(),
+            },
+            "sqs" => Resource::Queue {
+                queue: arn.resource.clone(),
+            },
+            _ => return None,
+        };
+        Some(Self {
+            partition: arn.partition,
+            region: arn.region,
+            account: arn.account,
+            resource,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home() -> Home {
+        Home::from_env(&Env::from_pairs(&[
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_name_and_its_arn_are_one_resource() {
+        let home = home();
+        let by_name = home.parse_table("orders").unwrap();
+        let by_arn = home
+            .parse_table("arn:aws:dynamodb:us-east-1:123456789012:table/orders")
+            .unwrap();
+        assert_eq!(by_name, by_arn);
+        assert_eq!(
+            by_name.key(),
+            "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
+        );
+        assert_eq!(by_name.name(), "orders");
+        let function = home.parse_function("orders-api").unwrap();
+        assert_eq!(
+            function,
+            home.parse_function("arn:aws:lambda:us-east-1:123456789012:function:orders-api")
+                .unwrap()
+        );
+        let stack = home
+            .parse_stack("arn:aws:cloudformation:us-east-1:123456789012:stack/orders/4c2a1d70-8a0b")
+            .unwrap();
+        assert_eq!(stack, home.parse_stack("orders").unwrap());
+    }
+
+    #[test]
+    fn leases_are_taken_on_the_resource_that_changes() {
+        let home = home();
+        let index = home
+            .parse_table("arn:aws:dynamodb:us-east-1:123456789012:table/orders/index/by-day")
+            .unwrap();
+        assert_eq!(index.name(), "orders/index/by-day");
+        assert_eq!(index.lease_key(), home.table("orders").key());
+        let alias = home.parse_function("orders-api:live").unwrap();
+        assert_eq!(alias.name(), "orders-api:live");
+        assert_eq!(alias.lease_key(), home.function("orders-api").key());
+        assert_eq!(
+            home.parse_function("arn:aws:lambda:us-east-1:123456789012:function:orders-api:live")
+                .unwrap(),
+            alias
+        );
+    }
+
+    #[test]
+    fn keys_read_back_into_the_same_identity() {
+        let home = home();
+        for id in [
+            home.table("orders"),
+            home.index("orders", "by-day"),
+            home.function("f"),
+            home.alias("f", "live"),
+            home.stack("s"),
+            home.queue("q.fifo"),
+            home.stored_limit("limits", "tenant#42/eu", "requests_per_second"),
+            home.account_concurrency(),
+        ] {
+            assert_eq!(
+                ResourceId::from_key(&id.key()),
+                Some(id.clone()),
+                "{}",
+                id.key()
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_arns_are_refused_naming_both_sides() {
+        let home = home();
+        let err = home
+            .parse_table("arn:aws:dynamodb:eu-west-1:123456789012:table/orders")
+            .unwrap_err();
+        assert!(err.0.contains("region eu-west-1"), "{err}");
+        assert!(err.0.contains("own region us-east-1"), "{err}");
+        let err = home
+            .parse_function("arn:aws:lambda:us-east-1:999999999999:function:f")
+            .unwrap_err();
+        assert!(err.0.contains("account 999999999999"), "{err}");
+        let err = home
+            .parse_stack("arn:aws-cn:cloudformation:us-east-1:123456789012:stack/s/1")
+            .unwrap_err();
+        assert!(err.0.contains("partition aws-cn"), "{err}");
+        assert!(
+            home.parse_table("arn:aws:sqs:us-east-1:123456789012:q")
+                .is_err()
+        );
+        assert!(home.parse_table("").is_err());
+        assert!(home.parse_table("not a table").is_err());
+    }
+
+    #[test]
+    fn home_needs_a_region_and_an_account() {
+        let err = Home::from_env(&Env::from_pairs(&[("AWS_REGION", "us-east-1")])).unwrap_err();
+        assert!(err.to_string().contains("ACCOUNT_ID"));
+        let err = Home::from_env(&Env::from_pairs(&[
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "12345"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("12-digit"));
+        let cn = Home::from_env(&Env::from_pairs(&[
+            ("AWS_REGION", "cn-north-1"),
+            ("ACCOUNT_ID", "123456789012"),
+        ]))
+        .unwrap();
+        assert_eq!(cn.partition, "aws-cn");
+    }
+}
