@@ -810,3 +810,56 @@ async fn a_latency_alarm_does_not_raise_the_timeout() {
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert!(function_settings(&timing_out).await.0 > timeout);
 }
+
+// ---- dry runs ------------------------------------------------------------------------------------
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8))]
+
+    /// With dry run, whatever the table and the request, the plan is returned and nothing is
+    /// applied: not the table, not the audit table.
+    #[test]
+    fn a_dry_run_changes_nothing(
+        read in 1i64..400,
+        write in 1i64..400,
+        asked_read in proptest::option::of(1i64..1_000),
+        asked_write in proptest::option::of(1i64..1_000),
+    ) {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let setup = Setup::new().await;
+            let table = TableSpec::provisioned("managed-dry", read, write)
+                .create(&moto().dynamodb())
+                .await;
+            let mut payload = json!({"table": table, "dry_run": true});
+            if let Some(value) = asked_read {
+                payload["read"] = json!(value);
+            }
+            if let Some(value) = asked_write {
+                payload["write"] = json!(value);
+            }
+            let report = run_scaler(&setup.scaler(&[]), payload).await;
+            assert!(
+                matches!(report.outcome, Outcome::Planned | Outcome::NoAction | Outcome::Skipped),
+                "{report:?}"
+            );
+            assert!(report.actions.iter().all(|action| !action.applied && action.error.is_none()), "{report:?}");
+            assert_eq!(report.outcome == Outcome::Planned, !report.actions.is_empty(), "{report:?}");
+            assert!(report.audit_id.is_none(), "{report:?}");
+            assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (read, write));
+            let records = moto()
+                .dynamodb()
+                .query()
+                .table_name(&setup.audit)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(
+                    ":pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("target#{}", table_key(&table))),
+                )
+                .send()
+                .await
+                .expect("query the audit table");
+            assert_eq!(records.count(), 0);
+        });
+    }
+}

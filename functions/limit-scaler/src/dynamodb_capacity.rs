@@ -593,6 +593,19 @@ pub fn decide(
     ))
 }
 
+/// One side's next value on the way back down: unchanged while the consumed peak stays at or
+/// above SCALE_DOWN_UTILIZATION of it (or it is at its baseline), else down by the factor but
+/// never below the peak with headroom nor below the baseline; pure.
+pub fn step_down(current: i64, baseline: i64, peak: Option<f64>, config: &ScalerConfig) -> i64 {
+    let peak = peak.unwrap_or(0.0);
+    if current <= baseline || peak >= config.scale_down_utilization * current as f64 {
+        return current;
+    }
+    let by_factor = (current as f64 / config.scale_factor).ceil() as i64;
+    let by_peak = (peak * config.headroom).ceil() as i64;
+    by_factor.max(by_peak).max(baseline).min(current)
+}
+
 /// `" (read kept at …; …)"`, or nothing.
 pub fn kept_text(kept: &[String]) -> String {
     if kept.is_empty() {
@@ -699,14 +712,14 @@ impl Scaler {
         })
     }
 
-    async fn is_managed(&self, table: &TableDescription, name: &str) -> Result<bool, AwsError> {
+    /// Whether the table may be changed: its name matches, or its tags mark it managed.
+    pub(crate) async fn table_managed(&self, table: &str) -> Result<bool, AwsError> {
         let policy = &self.config.safety.managed;
-        if policy.matches_name(name) {
+        if policy.matches_name(table) {
             return Ok(true);
         }
-        let Some(arn) = table.table_arn() else {
-            return Ok(false);
-        };
+        let arn = self.config.safety.home.table(table).key();
+        let arn = arn.as_str();
         let tags = self
             .dynamodb
             .list_tags_of_resource()
@@ -873,7 +886,7 @@ impl Scaler {
         &self,
         target: &CapacityTarget,
         report: Report,
-    ) -> Result<(TableDescription, Observed, Report), Report> {
+    ) -> Result<(Observed, Report), Report> {
         let table = match self.describe(&target.table).await {
             Ok(table) => table,
             Err(err) if err.is(FaultKind::NotFound) => {
@@ -894,7 +907,7 @@ impl Scaler {
             }
         };
         match Observed::from_table(&table, target.index.as_deref()) {
-            Ok(observed) => Ok((table, observed, report)),
+            Ok(observed) => Ok((observed, report)),
             Err(message) => {
                 Err(report.finish(Outcome::Failed, format!("{message}; nothing was changed")))
             }
@@ -913,11 +926,11 @@ impl Scaler {
         report.target = Some(resource.name());
         report.resource = Some(resource.key());
         tracing::Span::current().record("target", resource.name());
-        let (table, _, report) = match self.diagnose(&target, report).await {
-            Ok(diagnosed) => diagnosed,
+        let report = match self.diagnose(&target, report).await {
+            Ok((_, report)) => report,
             Err(finished) => return finished,
         };
-        match self.is_managed(&table, &target.table).await {
+        match self.table_managed(&target.table).await {
             Ok(true) => {}
             Ok(false) => {
                 let reason = self.config.safety.managed.refusal("table", &target.table);
@@ -955,7 +968,7 @@ impl Scaler {
         report: Report,
     ) -> Report {
         let name = target.name();
-        let (_, observed, mut report) = match self.diagnose(target, report).await {
+        let (observed, mut report) = match self.diagnose(target, report).await {
             Ok(diagnosed) => diagnosed,
             Err(finished) => return finished,
         };
@@ -1166,18 +1179,9 @@ impl Scaler {
             }
         };
         let utilization = self.config.scale_down_utilization;
-        let step = |current: i64, base: i64, peak: Option<f64>| {
-            let peak = peak.unwrap_or(0.0);
-            if current <= base || peak >= utilization * current as f64 {
-                return current;
-            }
-            let by_factor = (current as f64 / self.config.scale_factor).ceil() as i64;
-            let by_peak = (peak * self.config.headroom).ceil() as i64;
-            by_factor.max(by_peak).max(base).min(current)
-        };
         let (read, write) = (
-            step(our_read, base_read, peaks.read_per_second),
-            step(our_write, base_write, peaks.write_per_second),
+            step_down(our_read, base_read, peaks.read_per_second, &self.config),
+            step_down(our_write, base_write, peaks.write_per_second, &self.config),
         );
         report.diagnosis = Some(
             json!({"observed": observed, "baseline": raise.original, "consumed_peak": peaks, "window_minutes": window_minutes}),

@@ -120,6 +120,48 @@ impl LimitTarget {
     }
 }
 
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Act(f64),
+    NoAction(String),
+    Skip(String),
+}
+
+/// Plans the raise of the limit `name` from `current`, at most MAX_LIMIT_FACTOR × `original`
+/// (the value before the first raise in force), to `requested` or by the factor; pure. It never
+/// lowers: a value at or above what a raise would set is left.
+pub fn plan(
+    name: &str,
+    current: f64,
+    original: f64,
+    requested: Option<f64>,
+    config: &ScalerConfig,
+) -> Decision {
+    let cap = original * config.max_limit_factor;
+    let new = match requested {
+        Some(value) if value > cap => {
+            return Decision::Skip(format!(
+                "at cap: {value} is above MAX_LIMIT_FACTOR={} × the original {original} = {cap}",
+                config.max_limit_factor
+            ));
+        }
+        Some(value) => value,
+        None => (current * config.scale_factor).ceil().min(cap),
+    };
+    if new > current {
+        return Decision::Act(new);
+    }
+    match requested {
+        Some(_) => Decision::NoAction(format!(
+            "{name} is already {current}, at least the requested {new}"
+        )),
+        None => Decision::Skip(format!(
+            "at cap: {name} is {current}, at MAX_LIMIT_FACTOR={} × the original {original}",
+            config.max_limit_factor
+        )),
+    }
+}
+
 /// A number as DynamoDB stores it: integers without a fraction.
 fn number(value: f64) -> AttributeValue {
     if value.fract() == 0.0 && value.abs() < 1e15 {
@@ -184,6 +226,22 @@ impl Scaler {
     ) -> Report {
         let resource = target.resource(&self.config.safety.home);
         let (name, key) = (resource.name(), resource.key());
+        match self.table_managed(&target.table).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let reason = self.config.safety.managed.refusal("table", &target.table);
+                return report.finish(Outcome::Skipped, reason);
+            }
+            Err(err) => {
+                return report.finish(
+                    Outcome::Failed,
+                    format!(
+                        "could not check that the limits table {} is managed, nothing was changed: {err}",
+                        target.table
+                    ),
+                );
+            }
+        }
         let current = match self.read_limit(target).await {
             Ok(Some(current)) => current,
             Ok(None) => {
@@ -227,34 +285,11 @@ impl Scaler {
         };
         let cap = original * self.config.max_limit_factor;
         report.diagnosis = Some(json!({"current": current, "original": original, "cap": cap}));
-        let new = match target.value {
-            Some(value) if value > cap => {
-                return report.finish(Outcome::Skipped,
-                    format!(
-                        "at cap: {value} is above MAX_LIMIT_FACTOR={} × the original {original} = {cap}",
-                        self.config.max_limit_factor
-                    ),
-                );
-            }
-            Some(value) => value,
-            None => (current * self.config.scale_factor).ceil().min(cap),
+        let new = match plan(&name, current, original, target.value, &self.config) {
+            Decision::Act(new) => new,
+            Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
+            Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
         };
-        if new <= current {
-            let reason = if target.value.is_some() {
-                format!("{name} is already {current}, at least the requested {new}")
-            } else {
-                format!(
-                    "at cap: {name} is {current}, at MAX_LIMIT_FACTOR={} × the original {original}",
-                    self.config.max_limit_factor
-                )
-            };
-            let outcome = if target.value.is_some() {
-                Outcome::NoAction
-            } else {
-                Outcome::Skipped
-            };
-            return report.finish(outcome, reason);
-        }
         let revert_at = Utc::now() + Duration::minutes(target.for_minutes);
         let mut action = Action {
             api: "dynamodb:UpdateItem".into(),
