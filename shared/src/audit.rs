@@ -144,8 +144,15 @@ pub enum EventClaim {
 }
 
 pub enum LeaseOutcome {
-    Acquired,
-    HeldBy { owner: String, until: DateTime<Utc> },
+    /// Taken; `intent` is the action an earlier attempt of the same owner (a crashed
+    /// invocation Lambda retries with its request id) recorded before its write, if it did.
+    Acquired {
+        intent: Option<Value>,
+    },
+    HeldBy {
+        owner: String,
+        until: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone)]
@@ -267,7 +274,9 @@ impl AuditStore {
         Ok(())
     }
 
-    /// Takes the lease on `key` until `until`, unless someone else holds an unexpired one.
+    /// Takes the lease on `key` until `until`, unless someone else holds an unexpired one. The
+    /// lease starts without an intent; one left by an earlier attempt of the same owner is
+    /// handed back.
     pub async fn acquire_lease(
         &self,
         key: &str,
@@ -293,10 +302,17 @@ impl AuditStore {
             .return_values_on_condition_check_failure(
                 aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
             )
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         match put {
-            Ok(_) => Ok(LeaseOutcome::Acquired),
+            Ok(output) => Ok(LeaseOutcome::Acquired {
+                intent: output
+                    .attributes()
+                    .filter(|old| get_s(old, "owner") == Some(owner))
+                    .and_then(|old| get_s(old, "intent"))
+                    .and_then(|text| serde_json::from_str(text).ok()),
+            }),
             Err(err) => match err.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed)) => {
                     let item = failed.item().cloned().unwrap_or_default();
@@ -309,6 +325,40 @@ impl AuditStore {
                 }
                 _ => Err(self.err("dynamodb:PutItem", &err)),
             },
+        }
+    }
+
+    /// Records on the lease, while `owner` holds it, the action about to be written: should
+    /// the invocation crash, its retry learns what may already have landed.
+    pub async fn record_intent(
+        &self,
+        key: &str,
+        owner: &str,
+        intent: &Value,
+    ) -> Result<(), AwsError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{key}")))
+            .key("sk", s("lease"))
+            .update_expression("SET intent = :intent")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":intent", s(intent.to_string()))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        if condition_held(update, "dynamodb:UpdateItem", &self.resource())? {
+            Ok(())
+        } else {
+            Err(AwsError {
+                api: "dynamodb:UpdateItem".into(),
+                resource: self.resource(),
+                code: Some("ConditionalCheckFailedException".into()),
+                message: format!("the lease {key} is no longer held by {owner}"),
+                kind: crate::aws::FaultKind::ConditionFailed,
+            })
         }
     }
 
@@ -385,6 +435,9 @@ impl AuditStore {
             if condition_held(put, "dynamodb:PutItem", &self.resource())? {
                 return Ok(Ok(()));
             }
+            // Another taker wrote first: back off a little (with jitter) and read again.
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
+            tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
         }
         Err(AwsError {
             api: "dynamodb:PutItem".into(),
@@ -563,6 +616,21 @@ impl AuditStore {
         Ok(())
     }
 
+    /// The raise of `runbook` on the resource (by its key), if it is still in force.
+    pub async fn raise(&self, runbook: &str, resource: &str) -> Result<Option<Raise>, AwsError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("raise#{runbook}")))
+            .key("sk", s(resource))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| self.err("dynamodb:GetItem", &err))?;
+        Ok(item.item().and_then(Raise::from_item))
+    }
+
     /// The raises of `runbook` still in force.
     pub async fn raises(&self, runbook: &str) -> Result<Vec<Raise>, AwsError> {
         let mut raises = Vec::new();
@@ -657,16 +725,16 @@ fn in_window(stamps: Vec<i64>, now: DateTime<Utc>) -> Vec<i64> {
     stamps.into_iter().filter(|at| *at > start).collect()
 }
 
-/// When the budget is spent, the time the oldest action leaves the window.
+/// When the budget is spent, the time enough actions have left the window for one more (more
+/// than `max` can be in it after MAX_ACTIONS_PER_HOUR was lowered).
 fn budget_spent(recent: &[i64], max: u32) -> Option<DateTime<Utc>> {
-    if recent.len() < usize::try_from(max).unwrap_or(usize::MAX) {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    if recent.len() < max {
         return None;
     }
-    recent
-        .iter()
-        .min()
-        .and_then(|oldest| DateTime::from_timestamp_millis(*oldest))
-        .map(|oldest| oldest + BUDGET_WINDOW)
+    let mut sorted = recent.to_vec();
+    sorted.sort_unstable();
+    DateTime::from_timestamp_millis(sorted[recent.len() - max]).map(|at| at + BUDGET_WINDOW)
 }
 
 fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {

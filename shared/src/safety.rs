@@ -4,6 +4,7 @@
 //! person's decision: it overrides the cooldown (and says so) and is not counted against the
 //! budget, but never the lease, the managed check or the caps.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
@@ -12,9 +13,10 @@ use crate::audit::{AuditRecord, AuditStore, EventClaim, LeaseOutcome};
 use crate::aws::AwsError;
 use crate::config::{ConfigError, Env};
 use crate::deadline::Deadline;
-use crate::report::{Outcome, Report, TriggerInfo, VerificationStatus};
+use crate::report::{Action, Outcome, Report, TriggerInfo, VerificationStatus};
 use crate::resource::{Home, ResourceId};
 use crate::trigger::AlarmTrigger;
+use serde_json::Value;
 
 /// The tag that marks a resource as managed by the automation.
 pub const MANAGED_TAG_KEY: &str = "runbook:managed";
@@ -151,6 +153,9 @@ pub struct Invocation {
     pub deadline: crate::deadline::Deadline,
     pub started: std::time::Instant,
     pub started_at: DateTime<Utc>,
+    /// The actions an earlier attempt of this request recorded on the leases it now took over,
+    /// by lease key.
+    resumed: std::sync::Arc<std::sync::Mutex<HashMap<String, Action>>>,
 }
 
 impl Invocation {
@@ -160,6 +165,31 @@ impl Invocation {
             deadline,
             started: std::time::Instant::now(),
             started_at: Utc::now(),
+            resumed: Default::default(),
+        }
+    }
+
+    /// The action an earlier attempt of this request (Lambda's retry after a crash) was about
+    /// to write on the resource, when the resource shows it applied: every field of its `after`
+    /// has that value in `observed`. The retry adopts it instead of planning again, which would
+    /// raise a second time and lose the baseline.
+    pub fn landed(&self, resource: &ResourceId, observed: &Value) -> Option<Action> {
+        let resumed = self.resumed.lock().ok()?;
+        let action = resumed.get(&resource.lease_key())?;
+        let after = action.after.as_object()?;
+        (!after.is_empty()
+            && after
+                .iter()
+                .all(|(key, value)| observed.get(key) == Some(value)))
+        .then(|| action.clone())
+    }
+
+    fn resume(&self, lease_key: &str, intent: Value) {
+        if let (Ok(action), Ok(mut resumed)) = (
+            serde_json::from_value::<Action>(intent),
+            self.resumed.lock(),
+        ) {
+            resumed.insert(lease_key.to_string(), action);
         }
     }
 
@@ -191,8 +221,15 @@ pub struct Safety {
     pub audit: AuditStore,
 }
 
-/// How often a run waiting for a shared lease asks again.
+/// The note of a retried invocation (same request id) that finds its first attempt's write in
+/// place (`Invocation::landed`) and finishes it instead of planning again.
+pub const RESUMED: &str = "resumed: an earlier attempt of this request made this change before it stopped; it was verified and recorded now";
+
+/// How often a run waiting for a lease asks again.
 const LEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a run waits for another run on the same resource to finish before it is skipped.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn held(lease_key: &str, owner: &str, until: DateTime<Utc>) -> Skip {
     Skip(format!(
@@ -293,16 +330,12 @@ impl Safety {
         invocation: &Invocation,
         counts: impl Fn(&AuditRecord) -> bool,
     ) -> Result<Result<Option<String>, Skip>, AwsError> {
-        let lease_key = resource.lease_key();
-        if !report.dry_run {
-            let until = invocation.deadline.wall() + LEASE_GRACE;
-            if let LeaseOutcome::HeldBy { owner, until } = self
-                .audit
-                .acquire_lease(&lease_key, &invocation.request_id, until)
+        if !report.dry_run
+            && let Err(skip) = self
+                .acquire_waiting(resource, invocation, LEASE_WAIT)
                 .await?
-            {
-                return Ok(Err(held(&lease_key, &owner, until)));
-            }
+        {
+            return Ok(Err(skip));
         }
         let runbook = report.runbook.clone().unwrap_or_default();
         let cooldown = self.cooldown(&runbook, resource, counts).await;
@@ -382,9 +415,11 @@ impl Safety {
         report
     }
 
-    /// Takes the lease on `resource` for a live run, waiting up to `wait` while another run
-    /// holds it: for short sections that runs on different resources share (reading and
-    /// changing the account's concurrency). Release it with `release`.
+    /// Takes the lease on `resource` for a live run, waiting up to `wait` (and never into the
+    /// time kept for the writes at the end) while another run holds it: an alarm fires once per
+    /// transition, so a run that can finish after a short wait should not be skipped for good.
+    /// An intent an earlier attempt of this request left on the lease is kept for `landed`.
+    /// Release it with `release`.
     pub async fn acquire_waiting(
         &self,
         resource: &ResourceId,
@@ -392,6 +427,7 @@ impl Safety {
         wait: std::time::Duration,
     ) -> Result<Result<(), Skip>, AwsError> {
         let key = resource.lease_key();
+        let wait = wait.min(invocation.wait_deadline().remaining());
         let started = std::time::Instant::now();
         loop {
             let until = invocation.deadline.wall() + LEASE_GRACE;
@@ -400,15 +436,32 @@ impl Safety {
                 .acquire_lease(&key, &invocation.request_id, until)
                 .await?
             {
-                LeaseOutcome::Acquired => return Ok(Ok(())),
-                LeaseOutcome::HeldBy { owner, until }
-                    if started.elapsed() >= wait || invocation.deadline.passed() =>
-                {
+                LeaseOutcome::Acquired { intent } => {
+                    if let Some(intent) = intent {
+                        invocation.resume(&key, intent);
+                    }
+                    return Ok(Ok(()));
+                }
+                LeaseOutcome::HeldBy { owner, until } if started.elapsed() >= wait => {
                     return Ok(Err(held(&key, &owner, until)));
                 }
                 LeaseOutcome::HeldBy { .. } => tokio::time::sleep(LEASE_RETRY).await,
             }
         }
+    }
+
+    /// Records the action about to be written on the resource's lease (a live run holding it):
+    /// Lambda's retry of this request, should it crash after the write, adopts it (`landed`).
+    pub async fn record_intent(
+        &self,
+        resource: &ResourceId,
+        invocation: &Invocation,
+        action: &Action,
+    ) -> Result<(), AwsError> {
+        let intent = serde_json::to_value(action).unwrap_or(Value::Null);
+        self.audit
+            .record_intent(&resource.lease_key(), &invocation.request_id, &intent)
+            .await
     }
 
     /// Releases a lease this invocation took; a failure only delays the next run until expiry.

@@ -464,23 +464,47 @@ class LambdaAccountSettings:
 
 # --- Test controls: slow operations, table status --------------------------------------------
 
-# Operation name -> the slow-downs waiting for it: {"resource", "ms"}.
+# Operation name -> the slow-downs waiting for it: {"resource", "ms", "answer"}; with "answer",
+# moto serves the request at once and the answer is held back (the call has taken effect when a
+# client that gives up, or dies, would think it had not).
 DELAYS: dict[str, list[dict]] = {}
 _delays_lock = threading.Lock()
 # Table name -> the TableStatus DescribeTable shows instead of moto's constant ACTIVE.
 TABLE_STATUS: dict[str, str] = {}
 
 
-def delay(action: str, request_text: str) -> None:
-    """Holds a request for the operation that names the rule's resource before moto serves it,
-    as a slow AWS call would; each rule slows one request."""
+def take_delay(action: str, request_text: str, answer: bool):
+    """The slow-down waiting for this request of the operation (one that names its resource), if
+    any; each slows one request."""
     with _delays_lock:
         rules = DELAYS.get(action, [])
-        rule = next((r for r in rules if r["resource"] in request_text), None)
-        if rule is None:
-            return
-        rules.remove(rule)
-    time.sleep(rule["ms"] / 1000)
+        rule = next((r for r in rules if r["resource"] in request_text and r["answer"] == answer), None)
+        if rule is not None:
+            rules.remove(rule)
+    return rule
+
+
+class DelayedAnswers:
+    """WSGI middleware: holds back moto's answer to a JSON-protocol request (X-Amz-Target) that a
+    `"answer": true` delay names, after moto has served it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not DELAYS or not target:
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        rule = take_delay(target.rsplit(".", 1)[-1], body.decode(errors="replace"), answer=True)
+        chunks = self.app(environ, start_response)
+        if rule is not None:
+            answer = b"".join(chunks)
+            time.sleep(rule["ms"] / 1000)
+            return [answer]
+        return chunks
 
 
 def patch_controls():
@@ -492,7 +516,9 @@ def patch_controls():
     def slowed_then_authorized(self, iam_request_cls, resource="*"):
         if DELAYS:
             body = self.body.decode(errors="replace") if isinstance(self.body, bytes) else str(self.body or "")
-            delay(self._get_action(), f"{unquote(self.path)} {body}")
+            rule = take_delay(self._get_action(), f"{unquote(self.path)} {body}", answer=False)
+            if rule is not None:
+                time.sleep(rule["ms"] / 1000)
         return authorize(self, iam_request_cls, resource)
 
     describe = Table.describe
@@ -515,7 +541,7 @@ CONTROL_PATHS = ("/_front/cloudformation/stack-status", "/_front/deploy", "/_fro
 
 class ControlEndpoint:
     """Test controls, not AWS APIs: POST /_front/cloudformation/stack-status, /_front/deploy,
-    /_front/delay ({"action", "resource", "ms"}) and /_front/dynamodb/table-status ({"table",
+    /_front/delay ({"action", "resource", "ms", "answer"}) and /_front/dynamodb/table-status ({"table",
     "status"}; ACTIVE restores moto's own)."""
 
     def __init__(self, app):
@@ -530,7 +556,8 @@ class ControlEndpoint:
         if path == "/_front/delay":
             with _delays_lock:
                 DELAYS.setdefault(request["action"], []).append(
-                    {"resource": request["resource"], "ms": int(request["ms"])})
+                    {"resource": request["resource"], "ms": int(request["ms"]),
+                     "answer": bool(request.get("answer", False))})
             status, answer = "200 OK", {"delayed": request["action"]}
         elif path == "/_front/dynamodb/table-status":
             if request["status"] == "ACTIVE":
@@ -634,7 +661,7 @@ def build_app():
     patch_events()
     iam.patch_moto()
     patch_controls()
-    return ControlEndpoint(LambdaAccountSettings(CborBridge(DomainDispatcherApplication(create_backend_app))))
+    return ControlEndpoint(DelayedAnswers(LambdaAccountSettings(CborBridge(DomainDispatcherApplication(create_backend_app)))))
 
 
 def exit_when_stdin_closes():

@@ -174,6 +174,16 @@ impl Moto {
         .await;
     }
 
+    /// Serves the next request for `action` that names `resource` at once and holds its answer
+    /// back for `ms`: the call has taken effect while its caller still waits.
+    pub async fn delay_answer(&self, action: &str, resource: &str, ms: u64) {
+        self.control(
+            "/_front/delay",
+            serde_json::json!({"action": action, "resource": resource, "ms": ms, "answer": true}),
+        )
+        .await;
+    }
+
     /// Makes DescribeTable show `status` for the table (`ACTIVE` restores moto's own).
     pub async fn set_table_status(&self, table: &str, status: &str) {
         self.control(

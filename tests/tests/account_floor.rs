@@ -61,6 +61,11 @@ async fn concurrent_raises_never_take_the_account_below_its_floor() {
         moto().lambda(),
         moto().dynamodb(),
     );
+    // The first raise's PutFunctionConcurrency is slow: without serialisation every other raise
+    // reads the account's room before it lands.
+    moto()
+        .delay("PutFunctionConcurrency", &functions[0], 1_000)
+        .await;
     let raises = functions.iter().map(|function| {
         let scaler = &scaler;
         async move {

@@ -49,8 +49,11 @@ async fn lambda_runbooks_through_the_binary() {
         .await;
     assert_eq!(closed["verification"]["status"], "verified", "{closed}");
 
-    // Runs reach 2.95 s of the 3 s timeout: evidence for a longer one.
-    runbook_tests::fixtures::put_durations(&function, &[2_950.0]).await;
+    // A worker (no aliases: its traffic runs on $LATEST) whose runs reach 2.95 s of its 3 s
+    // timeout: evidence for a longer one.
+    let worker = format!("{base}-worker");
+    runbook_tests::fixtures::create_function(moto(), &worker).await;
+    runbook_tests::fixtures::put_durations(&worker, &[2_950.0]).await;
     let raised = responder
         .report(&event_file("lambda-duration-alarm-action.json", &names))
         .await;

@@ -258,11 +258,15 @@ async fn stored_limit_through_the_binary() {
     scaler.stop().await;
 }
 
-#[tokio::test]
-async fn a_crashed_invocation_retried_with_its_request_id_acts_once() {
-    // Its own emulator: the slowed operation must not slow another test's calls.
+/// A deployment on an emulator of its own (a slowed operation must not slow another test's
+/// calls), a managed table at 5/5, the function's environment, and the throttle alarm event.
+async fn crash_setup() -> (
+    runbook_tests::moto::Moto,
+    String,
+    Vec<(String, String)>,
+    Value,
+) {
     let moto = runbook_tests::moto::start(&[]).expect("moto front");
-    let dynamodb = moto.dynamodb();
     let deployment = moto
         .deploy(runbook_tests::deploy::DeployRequest {
             parameters: vec![("ManagedResources", "managed-*")],
@@ -271,38 +275,128 @@ async fn a_crashed_invocation_retried_with_its_request_id_acts_once() {
         .await;
     let spec = TableSpec::provisioned("managed-crash", 5, 5);
     let table = spec.name.clone();
-    spec.create(&dynamodb).await;
+    spec.create(&moto.dynamodb()).await;
     let mut env = deployment.function_env(&moto, LIMIT_SCALER);
     env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
     let event = event_file("dynamodb-throttle-alarm.json", &[("orders", &table)]);
-    let request_id = uuid::Uuid::new_v4().to_string();
+    (moto, table, env, event)
+}
 
-    // The first attempt dies in the middle of its diagnosis, holding the event and the lease.
-    moto.delay("GetMetricData", &table, 4_000).await;
-    let mut first = LambdaProcess::start(&binary("limit-scaler"), &env).await;
+/// Invokes the binary with `event` as request `request_id` and kills it after `after`.
+async fn crash(
+    env: &[(String, String)],
+    event: &Value,
+    request_id: &str,
+    after: std::time::Duration,
+) {
+    let mut first = LambdaProcess::start(&binary("limit-scaler"), env).await;
     let pid = first.process_id().expect("running");
     tokio::select! {
-        answer = first.invoke_as(&event, &request_id) => panic!("answered before the crash: {answer:?}"),
-        () = tokio::time::sleep(std::time::Duration::from_millis(1_500)) => {
+        answer = first.invoke_as(event, request_id) => panic!("answered before the crash: {answer:?}"),
+        () = tokio::time::sleep(after) => {
             let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
             assert!(killed.success());
         }
     }
     first.stop().await;
+}
+
+/// Lambda's retry of the crashed invocation: the same event with the same request id.
+async fn retry(
+    env: &[(String, String)],
+    event: &Value,
+    request_id: &str,
+) -> (LambdaProcess, Value) {
+    let mut retry = LambdaProcess::start(&binary("limit-scaler"), env).await;
+    let report = match retry.invoke_as(event, request_id).await {
+        Invoked::Response(report) => report,
+        other => panic!("expected a report, got {other:?}"),
+    };
+    (retry, report)
+}
+
+fn notes(report: &Value) -> String {
+    report["notes"].to_string()
+}
+
+#[tokio::test]
+async fn a_crashed_invocation_retried_with_its_request_id_acts_once() {
+    let (moto, table, env, event) = crash_setup().await;
+    let dynamodb = moto.dynamodb();
+    let request_id = uuid::Uuid::new_v4().to_string();
+
+    // The first attempt dies in the middle of its diagnosis, holding the event and the lease.
+    moto.delay("GetMetricData", &table, 4_000).await;
+    crash(
+        &env,
+        &event,
+        &request_id,
+        std::time::Duration::from_millis(1_500),
+    )
+    .await;
     assert_eq!(capacity(&dynamodb, &table, None).await, (5, 5));
 
     // Lambda retries the asynchronous invocation with the same request id: it takes over its own
     // claim and lease, and acts once.
-    let mut retry = LambdaProcess::start(&binary("limit-scaler"), &env).await;
-    let report = match retry.invoke_as(&event, &request_id).await {
-        Invoked::Response(report) => report,
-        other => panic!("expected a report, got {other:?}"),
-    };
+    let (mut retry, report) = retry(&env, &event, &request_id).await;
     assert_eq!(report["outcome"], "remediated", "{report}");
+    assert!(notes(&report).contains("resumed event"), "{report}");
     assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
     // Any later delivery of the event gets that report back and changes nothing.
     let again = retry.report(&event).await;
     assert_eq!(again["audit_id"], report["audit_id"], "{again}");
     assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+    retry.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_past_the_write_finishes_it_without_raising_again() {
+    let (moto, table, env, event) = crash_setup().await;
+    let dynamodb = moto.dynamodb();
+    let request_id = uuid::Uuid::new_v4().to_string();
+
+    // The first attempt's UpdateTable takes effect, and the process dies waiting for the answer.
+    moto.delay_answer("UpdateTable", &table, 4_000).await;
+    crash(
+        &env,
+        &event,
+        &request_id,
+        std::time::Duration::from_millis(1_500),
+    )
+    .await;
+    assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+
+    // The retry finds its own change in place: it verifies and records it, and raises nothing
+    // more (planning again would take 10 to 20 and record 10 as the baseline).
+    let (retry, report) = retry(&env, &event, &request_id).await;
+    assert_eq!(report["outcome"], "remediated", "{report}");
+    assert!(
+        notes(&report).contains("resumed: an earlier attempt"),
+        "{report}"
+    );
+    assert_eq!(report["actions"][0]["before"]["read"], 5, "{report}");
+    assert_eq!(report["actions"][0]["after"]["read"], 10, "{report}");
+    assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+    let audit = runbook_shared::audit::AuditStore::new(
+        dynamodb.clone(),
+        env.iter()
+            .find(|(k, _)| k == "AUDIT_TABLE")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        1,
+    );
+    let raise = audit
+        .raise(
+            "dynamodb-capacity",
+            &runbook_tests::fixtures::table_key(&table),
+        )
+        .await
+        .unwrap()
+        .expect("the raise is recorded for its scale-down");
+    assert_eq!(
+        raise.original,
+        json!({"read": 5, "write": 5}),
+        "the baseline is the capacity before the raise"
+    );
     retry.stop().await;
 }

@@ -381,10 +381,11 @@ async fn put_back_and_raise_of_one_function_share_one_lease() {
     };
     let (raise, reports) = tokio::join!(raise, put_back);
     assert_eq!(raise.outcome, Outcome::Remediated, "{raise:?}");
+    // The put-back waited for the raise's lease, then found the raise it came for replaced.
     let put_back = report_for(&reports, &function);
-    assert_eq!(put_back.outcome, Outcome::Skipped, "{put_back:?}");
+    assert_eq!(put_back.outcome, Outcome::NoAction, "{put_back:?}");
     assert!(
-        put_back.reason.starts_with("lock held"),
+        put_back.reason.starts_with("raised again"),
         "{}",
         put_back.reason
     );
@@ -412,16 +413,12 @@ async fn a_table_named_by_its_arn_is_the_same_table() {
     };
     let (by_name, by_arn) = tokio::join!(by_name, by_arn);
     assert_eq!(by_name.outcome, Outcome::Remediated, "{by_name:?}");
-    assert_eq!(by_arn.outcome, Outcome::Skipped, "{by_arn:?}");
-    assert!(by_arn.reason.starts_with("lock held"), "{}", by_arn.reason);
+    // One lease: the run by ARN waited for the run by name and planned from its result.
+    assert_eq!(by_arn.outcome, Outcome::Remediated, "{by_arn:?}");
+    assert_eq!(by_arn.actions[0].before["read"], json!(10), "{by_arn:?}");
     assert_eq!(by_arn.target.as_deref(), Some(table.as_str()));
-    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (10, 5));
-
-    // Once the lease is free, the ARN acts on the same table.
-    let again = run_scaler(&scaler, json!({"table": table_key(&table), "read": 50})).await;
-    assert_eq!(again.outcome, Outcome::Remediated, "{again:?}");
+    assert_eq!(by_arn.resource.as_deref(), Some(table_key(&table).as_str()));
     assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (50, 5));
-    assert_eq!(again.resource.as_deref(), Some(table_key(&table).as_str()));
 
     // An ARN in another region or account is refused before any call.
     let foreign = run_scaler(
@@ -434,6 +431,73 @@ async fn a_table_named_by_its_arn_is_the_same_table() {
         foreign.reason.contains("region eu-west-1") && foreign.reason.contains("us-east-1"),
         "{}",
         foreign.reason
+    );
+}
+
+#[tokio::test]
+async fn a_metric_math_alarm_over_two_functions_acts_on_neither() {
+    let setup = Setup::new().await;
+    let (first, second) = (unique("managed-fa"), unique("managed-fb"));
+    for function in [&first, &second] {
+        create_function(moto(), function).await;
+        reserve(function, 10).await;
+    }
+    let metrics = |metric: &str| {
+        json!([
+            {"id": "m1", "returnData": false, "metricStat": {"period": 60, "stat": "Sum",
+                "metric": {"namespace": "AWS/Lambda", "name": metric, "dimensions": {"FunctionName": first}}}},
+            {"id": "m2", "returnData": false, "metricStat": {"period": 60, "stat": "Sum",
+                "metric": {"namespace": "AWS/Lambda", "name": metric, "dimensions": {"FunctionName": second}}}},
+            {"id": "e1", "expression": "m1 + m2", "returnData": true}
+        ])
+    };
+    let mut throttles = lambda_alarm_event("pair-throttles", "ALARM", "Throttles", &first, None);
+    throttles["detail"]["configuration"]["metrics"] = metrics("Throttles");
+    let report = run_scaler(&setup.scaler(&[]), throttles).await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(report.reason.contains(&first) && report.reason.contains(&second));
+    let mut durations = lambda_alarm_event("pair-duration", "ALARM", "Duration", &first, None);
+    durations["detail"]["configuration"]["metrics"] = metrics("Duration");
+    let report = setup.responder(&[]).handle(durations, &invocation()).await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(report.reason.contains(&first) && report.reason.contains(&second));
+    for function in [&first, &second] {
+        assert_eq!(reserved(function).await, Some(10));
+    }
+}
+
+#[tokio::test]
+async fn raises_recorded_before_resource_identities_are_still_put_back() {
+    let setup = Setup::new().await;
+    let function = unique("managed-legacy");
+    create_function(moto(), &function).await;
+    reserve(&function, 14).await;
+    // A record as the previous version wrote it: keyed by the function's name alone.
+    setup
+        .audit_store()
+        .put_raise(
+            "lambda-concurrency",
+            &function,
+            &json!({"reserved_concurrency": 7}),
+            &json!({"reserved_concurrency": 14}),
+            Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+        )
+        .await
+        .unwrap();
+    let reports = sweep(&setup.scaler(&[]), &invocation()).await;
+    let back = report_for(&reports, &function);
+    assert_eq!(back.outcome, Outcome::Remediated, "{back:?}");
+    assert_eq!(reserved(&function).await, Some(7));
+    let raises = setup
+        .audit_store()
+        .raises("lambda-concurrency")
+        .await
+        .unwrap();
+    assert!(
+        raises
+            .iter()
+            .all(|r| r.resource != function && r.resource != function_key(&function)),
+        "{raises:?}"
     );
 }
 
@@ -722,10 +786,13 @@ async fn lambda_resources_never_undoes_a_concurrent_deploy() {
                 UpdateFunctionConfigurationOutput::builder().build()
             }
         });
+    let no_aliases = mock!(aws_sdk_lambda::Client::list_aliases).then_output(|| {
+        aws_sdk_lambda::operation::list_aliases::ListAliasesOutput::builder().build()
+    });
     let lambda = mock_client!(
         aws_sdk_lambda,
         RuleMode::MatchAny,
-        [&get, &conflict, &replanned]
+        [&get, &conflict, &replanned, &no_aliases]
     );
     let responder = setup.responder_with(&[], lambda);
     let report = responder
@@ -773,6 +840,45 @@ async fn a_duration_alarm_on_an_alias_changes_nothing_under_it() {
         report.reason
     );
     assert_eq!(function_settings(&function).await, before);
+}
+
+#[tokio::test]
+async fn a_duration_alarm_on_a_function_behind_aliases_changes_nothing() {
+    let setup = Setup::new().await;
+    let function = unique("managed-behind");
+    create_deployed_function(moto(), &function, "2").await;
+    put_durations(&function, &[2_950.0]).await;
+    let before = function_settings(&function).await;
+    let responder = setup.responder(&[("COOLDOWN_SECONDS", "0")]);
+    // The alarm names the function alone, but its traffic runs through `live` on version 2.
+    let report = responder
+        .handle(
+            lambda_alarm_event(
+                &format!("{function}-duration"),
+                "ALARM",
+                "Duration",
+                &function,
+                None,
+            ),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report.reason.contains("alias live on version 2"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(function_settings(&function).await, before);
+    // A person who names $LATEST gets it changed.
+    let report = responder
+        .handle(
+            json!({"runbook": "lambda-resources", "function": format!("{function}:$LATEST")}),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert!(function_settings(&function).await.0 > before.0);
 }
 
 #[tokio::test]
@@ -860,6 +966,79 @@ proptest::proptest! {
                 .await
                 .expect("query the audit table");
             assert_eq!(records.count(), 0);
+        });
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+
+    /// The same for the other runbooks that take a manual payload: a reservation, a stored
+    /// limit, a function's timeout and memory — planned or declined, never applied.
+    #[test]
+    fn a_dry_run_of_any_raise_changes_nothing(
+        reservation in 1i32..200,
+        asked in proptest::option::of(1i32..400),
+        limit in 1i64..1_000,
+        asked_limit in proptest::option::of(1.0f64..5_000.0),
+        longest_share in 0.0f64..1.0,
+    ) {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let setup = Setup::new().await;
+            let function = unique("managed-dry");
+            create_function(moto(), &function).await;
+            reserve(&function, reservation).await;
+            let limits = unique("managed-dry-limits");
+            runbook_tests::fixtures::create_limits_table(&moto().dynamodb(), &limits, limit).await;
+            let (timeout, _) = function_settings(&function).await;
+            put_durations(&function, &[f64::from(timeout) * 1000.0 * longest_share]).await;
+            let before = (reserved(&function).await, function_settings(&function).await);
+            let scaler = setup.scaler(&[
+                ("LIMITS_TABLE", limits.as_str()),
+                ("LIMITS_VALUE_ATTRS", "requests_per_second"),
+            ]);
+            let mut concurrency = json!({"function": function, "dry_run": true});
+            if let Some(value) = asked {
+                concurrency["reserved_concurrency"] = json!(value);
+            }
+            let mut stored = json!({"limit": {"key": "tenant#42", "attribute": "requests_per_second"}, "dry_run": true});
+            if let Some(value) = asked_limit {
+                stored["limit"]["value"] = json!(value);
+            }
+            let reports = vec![
+                run_scaler(&scaler, concurrency).await,
+                run_scaler(&scaler, stored).await,
+                setup
+                    .responder(&[])
+                    .handle(
+                        json!({"runbook": "lambda-resources", "function": function, "raise": "both", "dry_run": true}),
+                        &invocation(),
+                    )
+                    .await,
+            ];
+            for report in &reports {
+                assert!(
+                    matches!(report.outcome, Outcome::Planned | Outcome::NoAction | Outcome::Skipped),
+                    "{report:?}"
+                );
+                assert!(report.actions.iter().all(|a| !a.applied && a.error.is_none()), "{report:?}");
+                assert_eq!(report.outcome == Outcome::Planned, !report.actions.is_empty(), "{report:?}");
+                assert!(report.audit_id.is_none(), "{report:?}");
+            }
+            assert_eq!((reserved(&function).await, function_settings(&function).await), before);
+            let item = moto()
+                .dynamodb()
+                .get_item()
+                .table_name(&limits)
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("tenant#42".into()))
+                .send()
+                .await
+                .expect("limit");
+            assert_eq!(
+                item.item().and_then(|i| i.get("requests_per_second")).and_then(|v| v.as_n().ok()),
+                Some(&limit.to_string())
+            );
         });
     }
 }

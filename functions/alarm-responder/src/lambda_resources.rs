@@ -76,6 +76,8 @@ pub struct Settings {
 pub struct Change {
     pub timeout: Option<(i32, i32)>,
     pub memory: Option<(i32, i32)>,
+    /// Why the timeout was asked for and left as it is (the evidence says latency).
+    pub timeout_kept: Option<String>,
 }
 
 impl Change {
@@ -174,6 +176,7 @@ pub fn plan(
         memory: memory
             .filter(|to| *to > settings.memory)
             .map(|to| (settings.memory, to)),
+        timeout_kept: latency.clone(),
     };
     if change.timeout.is_some() || change.memory.is_some() {
         return Decision::Act(change);
@@ -322,6 +325,47 @@ impl Responder {
         })
     }
 
+    /// `Some(reason)` when the function's aliases send traffic to published versions: an alarm
+    /// on the function alone counts every version's runs, and a configuration change (it
+    /// applies to $LATEST) would not reach those.
+    async fn aliased_traffic(&self, function: &str) -> Result<Option<String>, AwsError> {
+        let mut published = Vec::new();
+        let mut pages = self
+            .lambda
+            .list_aliases()
+            .function_name(function)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| {
+                AwsError::from_sdk("lambda:ListAliases", &format!("function {function}"), &err)
+            })?;
+            for alias in page.aliases() {
+                let mut versions: Vec<&str> = alias.function_version().into_iter().collect();
+                if let Some(weights) = alias
+                    .routing_config()
+                    .and_then(|routing| routing.additional_version_weights())
+                {
+                    versions.extend(weights.keys().map(String::as_str));
+                }
+                versions.retain(|version| *version != "$LATEST");
+                if !versions.is_empty() {
+                    published.push(format!(
+                        "alias {} on version {}",
+                        alias.name().unwrap_or_default(),
+                        versions.join(" and ")
+                    ));
+                }
+            }
+        }
+        Ok((!published.is_empty()).then(|| {
+            format!(
+                "{function}'s traffic runs through published versions ({}), which a configuration change cannot reach (it applies to $LATEST): publish a version with the new settings and move the aliases to it, or name \"{function}:$LATEST\" to change $LATEST anyway",
+                published.join(", ")
+            )
+        }))
+    }
+
     /// `Some(reason)` when the traffic the alarm watches runs on a published version, which a
     /// configuration change (it applies to $LATEST) would not reach.
     async fn published_traffic(
@@ -429,21 +473,24 @@ impl Responder {
         mut report: Report,
         invocation: &Invocation,
     ) -> Report {
-        if let Some(qualifier) = qualifier {
-            match self.published_traffic(function, qualifier).await {
-                Ok(None) => {}
-                Ok(Some(reason)) => return report.finish(Outcome::NoAction, reason),
-                Err(err) => {
-                    return report.finish(
-                        Outcome::Failed,
-                        format!("could not read what {function}:{qualifier} runs, nothing was changed: {err}"),
-                    );
-                }
+        let traffic = match qualifier {
+            Some(qualifier) => self.published_traffic(function, qualifier).await,
+            None => self.aliased_traffic(function).await,
+        };
+        match traffic {
+            Ok(None) => {}
+            Ok(Some(reason)) => return report.finish(Outcome::NoAction, reason),
+            Err(err) => {
+                return report.finish(
+                    Outcome::Failed,
+                    format!("could not read which versions of {function} run, nothing was changed: {err}"),
+                );
             }
         }
         let evidence = if raise.timeout() {
             let mut dimensions = vec![("FunctionName".to_string(), function.to_string())];
-            if let Some(qualifier) = qualifier {
+            // An alias's or a version's runs have their own series; $LATEST's are the function's.
+            if let Some(qualifier) = qualifier.filter(|q| *q != "$LATEST") {
                 dimensions.push(("Resource".to_string(), format!("{function}:{qualifier}")));
             }
             let window = evidence_window(alarm, &self.config, Utc::now());
@@ -470,6 +517,7 @@ impl Responder {
             })
         });
 
+        let resource = self.config.safety.home.function(function);
         let mut budget_spent = false;
         let mut attempts = Vec::new();
         for _ in 0..REPLANS {
@@ -498,15 +546,44 @@ impl Responder {
                 "evidence": evidence_json,
                 "earlier_attempts": attempts,
             }));
+            // Lambda's retry of this request after a crash: its first attempt's write landed.
+            let observed =
+                json!({"timeout_seconds": settings.timeout, "memory_mb": settings.memory});
+            if let Some(action) = invocation.landed(&resource, &observed) {
+                let field = |state: &Value, key: &str| {
+                    state[key].as_i64().and_then(|n| i32::try_from(n).ok())
+                };
+                let pair =
+                    |key: &str| Some((field(&action.before, key)?, field(&action.after, key)?));
+                let change = Change {
+                    timeout: pair("timeout_seconds"),
+                    memory: pair("memory_mb"),
+                    timeout_kept: None,
+                };
+                let summary = format!(
+                    "raised {function} from {} to {}",
+                    change.text(|(from, _)| from),
+                    change.text(|(_, to)| to)
+                );
+                report.notes.push(runbook_shared::safety::RESUMED.into());
+                return self
+                    .verify_resources(function, change, action, summary, alarm, report, invocation)
+                    .await;
+            }
             let change = match plan(&settings, raise, evidence.as_ref(), &self.config) {
                 Decision::Act(change) => change,
                 Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
                 Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
             };
             let summary = format!(
-                "raised {function} from {} to {}",
+                "raised {function} from {} to {}{}",
                 change.text(|(from, _)| from),
-                change.text(|(_, to)| to)
+                change.text(|(_, to)| to),
+                change
+                    .timeout_kept
+                    .as_ref()
+                    .map(|why| format!("; the timeout was kept: {why}"))
+                    .unwrap_or_default()
             );
             let action = Action {
                 api: "lambda:UpdateFunctionConfiguration".into(),
@@ -526,6 +603,16 @@ impl Responder {
             if report.dry_run {
                 report.actions.push(action);
                 return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
+            }
+            if let Err(err) = self
+                .safety
+                .record_intent(&resource, invocation, &action)
+                .await
+            {
+                return report.finish(
+                    Outcome::Failed,
+                    format!("could not record the change about to be made, so nothing was changed: {err}"),
+                );
             }
             let updated = self
                 .lambda

@@ -291,7 +291,7 @@ impl Responder {
         };
         let resource = self.config.safety.home.alias(function, alias);
         self.guarded(&resource, report, invocation, |report| {
-            self.rollback_admitted(function, alias, state, alarm_name, report, invocation)
+            self.rollback_admitted(function, alias, alarm_name, report, invocation)
         })
         .await
     }
@@ -300,12 +300,41 @@ impl Responder {
         &self,
         function: &str,
         alias: &str,
-        state: AliasState,
         alarm_name: Option<&str>,
         mut report: Report,
         invocation: &Invocation,
     ) -> Report {
         let target = format!("{function}:{alias}");
+        // Read again under the lease: another run may have moved the alias while this one waited.
+        let state = match self.alias(function, alias).await {
+            Ok(state) => state,
+            Err(err) => {
+                return report.finish(
+                    Outcome::Failed,
+                    format!("could not read alias {target}, nothing was changed: {err}"),
+                );
+            }
+        };
+        // Lambda's retry of this request after a crash: its first attempt's write landed.
+        let resource = self.config.safety.home.alias(function, alias);
+        let observed = json!({"version": state.version, "routing_weights": state.weights});
+        if let Some(mut action) = invocation.landed(&resource, &observed) {
+            action.applied = true;
+            report.notes.push(runbook_shared::safety::RESUMED.into());
+            let summary = format!("rolled {target} back to version {}", state.version);
+            report.actions.push(action);
+            return self
+                .verify_rollback(
+                    function,
+                    alias,
+                    state.version,
+                    summary,
+                    alarm_name,
+                    report,
+                    invocation,
+                )
+                .await;
+        }
         let now = Utc::now();
         let window = Duration::minutes(self.config.rollback_window_minutes);
         let versions = match self.versions(function).await {
@@ -373,6 +402,18 @@ impl Responder {
             report.actions.push(action);
             return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
+        if let Err(err) = self
+            .safety
+            .record_intent(&resource, invocation, &action)
+            .await
+        {
+            return report.finish(
+                Outcome::Failed,
+                format!(
+                    "could not record the change about to be made, so nothing was changed: {err}"
+                ),
+            );
+        }
         let updated = self
             .lambda
             .update_alias()
@@ -397,7 +438,32 @@ impl Responder {
         }
         action.applied = true;
         report.actions.push(action);
+        self.verify_rollback(
+            function,
+            alias,
+            expected_version,
+            summary,
+            alarm_name,
+            report,
+            invocation,
+        )
+        .await
+    }
 
+    /// The alias read back on the expected version without weights; the alarm's OK (or the
+    /// sweep) closes the errors check.
+    #[allow(clippy::too_many_arguments)]
+    async fn verify_rollback(
+        &self,
+        function: &str,
+        alias: &str,
+        expected_version: String,
+        summary: String,
+        alarm_name: Option<&str>,
+        mut report: Report,
+        invocation: &Invocation,
+    ) -> Report {
+        let target = format!("{function}:{alias}");
         let observed = poll_until(invocation.wait_deadline(), self.poll_interval, || async {
             match self.alias(function, alias).await {
                 Ok(now) if now.version == expected_version && now.weights.is_empty() => {

@@ -373,7 +373,35 @@ impl Responder {
         invocation: &Invocation,
     ) -> Report {
         let (tagged, tags) = self.chosen_runbook(alarm).await;
-        let lambda_metric = alarm.metrics.iter().find(|m| m.namespace == "AWS/Lambda");
+        let lambda_metrics: Vec<&MetricRef> = alarm
+            .metrics
+            .iter()
+            .filter(|m| m.namespace == "AWS/Lambda")
+            .collect();
+        let mut watched: Vec<String> = lambda_metrics
+            .iter()
+            .filter_map(|m| {
+                let function = m.dimension("FunctionName")?;
+                Some(m.dimension("Resource").unwrap_or(function).to_string())
+            })
+            .collect();
+        watched.sort_unstable();
+        watched.dedup();
+        if watched.len() > 1 {
+            let mut report = Report::new(
+                FUNCTION,
+                info,
+                Outcome::NoAction,
+                format!(
+                    "alarm {} watches several functions ({}), so the one to act on cannot be told from the alarm: nothing was changed; alarm on each function, or run the runbook by hand on the one to change",
+                    alarm.alarm_name,
+                    watched.join(", ")
+                ),
+            );
+            report.dry_run = dry_run;
+            return invocation.timed(report);
+        }
+        let lambda_metric = lambda_metrics.first().copied();
         let runbook = tagged
             .clone()
             .or_else(|| match lambda_metric.map(|m| m.name.as_str()) {

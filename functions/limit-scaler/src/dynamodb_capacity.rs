@@ -20,7 +20,7 @@ use runbook_shared::resource::{Home, Resource, ResourceId};
 use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::Scaler;
 use crate::config::ScalerConfig;
@@ -640,6 +640,43 @@ fn action_states(
     }
 }
 
+impl Change {
+    /// The change whose result is `after` (an action's `after`, as `action_states` makes it).
+    fn from_state(after: &Value) -> Option<Self> {
+        match after["billing_mode"].as_str()? {
+            "PROVISIONED" => Some(Change::Provisioned {
+                read: after["read"].as_i64()?,
+                write: after["write"].as_i64()?,
+            }),
+            "PAY_PER_REQUEST" if after.get("max_read_request_units").is_some() => {
+                Some(Change::OnDemandMaximum {
+                    read: after["max_read_request_units"].as_i64(),
+                    write: after["max_write_request_units"].as_i64(),
+                })
+            }
+            "PAY_PER_REQUEST" => Some(Change::SwitchToOnDemand),
+            _ => None,
+        }
+    }
+}
+
+/// A state as `action_states` makes it, as text.
+fn state_text(state: &Value) -> String {
+    let number = |key: &str| state[key].as_i64().map_or("none".into(), |n| n.to_string());
+    match state["billing_mode"].as_str() {
+        Some("PROVISIONED") => format!(
+            "PROVISIONED read {}, write {}",
+            number("read"),
+            number("write")
+        ),
+        _ => format!(
+            "PAY_PER_REQUEST max read {}, max write {}",
+            number("max_read_request_units"),
+            number("max_write_request_units")
+        ),
+    }
+}
+
 /// Whether DescribeTable shows the change in force.
 fn in_force(observed: &Observed, change: &Change) -> bool {
     match change {
@@ -988,6 +1025,31 @@ impl Scaler {
             "metrics_error": metrics_error,
         }));
 
+        // Lambda's retry of this request after a crash: its first attempt's write landed.
+        let landed = invocation
+            .landed(
+                resource,
+                &serde_json::to_value(observed).unwrap_or_default(),
+            )
+            .and_then(|action| Some((Change::from_state(&action.after)?, action)));
+        if let Some((change, mut action)) = landed {
+            action.applied = true;
+            report.notes.push(runbook_shared::safety::RESUMED.into());
+            let from = state_text(&action.before);
+            report.actions.push(action);
+            return self
+                .verify_raise(
+                    target,
+                    resource,
+                    change,
+                    from,
+                    String::new(),
+                    alarm_name,
+                    invocation,
+                    report,
+                )
+                .await;
+        }
         let Plan { change, kept } = match decide(target, observed, &peaks, &self.config) {
             Decision::Act(plan) => plan,
             Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
@@ -1026,7 +1088,19 @@ impl Scaler {
             return report.finish(Outcome::Planned, reason);
         }
 
-        // Act.
+        // Act, once what is about to be written is on the lease.
+        if let Err(err) = self
+            .safety
+            .record_intent(resource, invocation, &action)
+            .await
+        {
+            return report.finish(
+                Outcome::Failed,
+                format!(
+                    "could not record the change about to be made, so nothing was changed: {err}"
+                ),
+            );
+        }
         if let Err(err) = self
             .apply_waiting_if_busy(target, observed, &change, invocation.wait_deadline())
             .await
@@ -1050,8 +1124,29 @@ impl Scaler {
         }
         action.applied = true;
         report.actions.push(action);
+        let from = observed_text(observed);
+        self.verify_raise(
+            target, resource, change, from, kept, alarm_name, invocation, report,
+        )
+        .await
+    }
 
-        // Verify the resource now; the metric check stays open until the alarm is OK again.
+    /// Verifies an applied raise (the resource now; the metric check stays open until the alarm
+    /// is OK again) and records a provisioned one for the scale-down, with the baseline from
+    /// the action's `before`.
+    #[allow(clippy::too_many_arguments)]
+    async fn verify_raise(
+        &self,
+        target: &CapacityTarget,
+        resource: &ResourceId,
+        change: Change,
+        from: String,
+        kept: String,
+        alarm_name: Option<&str>,
+        invocation: &Invocation,
+        mut report: Report,
+    ) -> Report {
+        let name = target.name();
         report.verification = self
             .verify(target, &change, alarm_name, invocation.wait_deadline())
             .await;
@@ -1066,18 +1161,22 @@ impl Scaler {
             _ => (
                 Outcome::Remediated,
                 format!(
-                    "raised {name} from {} to {}{kept}",
-                    observed_text(observed),
+                    "raised {name} from {from} to {}{kept}",
                     expected_text(&change)
                 ),
             ),
         };
+        let before = report
+            .actions
+            .last()
+            .map(|action| action.before.clone())
+            .unwrap_or_default();
         let mut report = report.finish(outcome, reason);
         // Provisioned raises are stepped back down by the schedule once the load is gone.
         if let (Change::Provisioned { read, write }, true) =
             (&change, outcome == Outcome::Remediated)
         {
-            let original = json!({"read": observed.read, "write": observed.write});
+            let original = json!({"read": before["read"], "write": before["write"]});
             if let Err(err) = self
                 .safety
                 .audit
@@ -1158,6 +1257,31 @@ impl Scaler {
                 );
             }
         };
+        // Lambda's retry of this request after a crash: its first attempt's step down landed.
+        if let Some(mut action) = invocation.landed(
+            resource,
+            &serde_json::to_value(&observed).unwrap_or_default(),
+        ) && let Some(change @ Change::Provisioned { read, write }) =
+            Change::from_state(&action.after)
+        {
+            action.applied = true;
+            report.notes.push(runbook_shared::safety::RESUMED.into());
+            report.actions.push(action);
+            let summary = format!(
+                "scaled {name} down from read {our_read}, write {our_write} to read {read}, write {write} (baseline read {base_read}, write {base_write})"
+            );
+            return self
+                .after_scale_down(
+                    &target,
+                    raise,
+                    change,
+                    (base_read, base_write),
+                    summary,
+                    invocation,
+                    report,
+                )
+                .await;
+        }
         if observed.billing_mode != Billing::Provisioned
             || observed.read != our_read
             || observed.write != our_write
@@ -1212,6 +1336,18 @@ impl Scaler {
             report.actions.push(action);
             return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
+        if let Err(err) = self
+            .safety
+            .record_intent(resource, invocation, &action)
+            .await
+        {
+            return report.finish(
+                Outcome::Failed,
+                format!(
+                    "could not record the change about to be made, so nothing was changed: {err}"
+                ),
+            );
+        }
         if let Err(err) = self.apply(&target, &change).await {
             action.error = Some(err.to_string());
             report.actions.push(action);
@@ -1230,8 +1366,39 @@ impl Scaler {
         }
         action.applied = true;
         report.actions.push(action);
+        self.after_scale_down(
+            &target,
+            raise,
+            change,
+            (base_read, base_write),
+            summary,
+            invocation,
+            report,
+        )
+        .await
+    }
+
+    /// After a step down: waits for the table to show it (leaving time for the writes after),
+    /// then moves the raise record to the new value, or ends it at the baseline.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_scale_down(
+        &self,
+        target: &CapacityTarget,
+        raise: &runbook_shared::audit::Raise,
+        change: Change,
+        (base_read, base_write): (i64, i64),
+        summary: String,
+        invocation: &Invocation,
+        mut report: Report,
+    ) -> Report {
+        let Change::Provisioned { read, write } = change else {
+            return report.finish(
+                Outcome::Failed,
+                format!("{summary}: not a provisioned step"),
+            );
+        };
         let settled = self
-            .watch(&target, invocation.wait_deadline(), |o| {
+            .watch(target, invocation.wait_deadline(), |o| {
                 o.active() && in_force(o, &change)
             })
             .await;

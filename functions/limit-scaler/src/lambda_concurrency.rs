@@ -11,7 +11,7 @@ use runbook_shared::resource::Resource;
 use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::{AlarmTrigger, Rejection};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::Scaler;
 use crate::config::ScalerConfig;
@@ -80,17 +80,30 @@ impl ConcurrencyTarget {
         })
     }
 
-    /// The throttled function of an `AWS/Lambda` `Throttles` alarm.
-    pub fn from_alarm(alarm: &AlarmTrigger) -> Option<Self> {
-        alarm
+    /// The throttled function of an `AWS/Lambda` `Throttles` alarm: `None` if it watches
+    /// none, `Some(Err(reason))` when its metric math watches several functions, so the one
+    /// that throttles cannot be told from the alarm.
+    pub fn from_alarm(alarm: &AlarmTrigger) -> Option<Result<Self, String>> {
+        let mut functions: Vec<&str> = alarm
             .metrics
             .iter()
-            .find(|m| m.namespace == NAMESPACE && m.name == THROTTLE_METRIC)
-            .and_then(|m| m.dimension("FunctionName"))
-            .map(|function| Self {
+            .filter(|m| m.namespace == NAMESPACE && m.name == THROTTLE_METRIC)
+            .filter_map(|m| m.dimension("FunctionName"))
+            .collect();
+        functions.sort_unstable();
+        functions.dedup();
+        match functions.as_slice() {
+            [] => None,
+            [function] => Some(Ok(Self {
                 function: function.to_string(),
                 to: None,
-            })
+            })),
+            many => Some(Err(format!(
+                "alarm {} watches the throttles of several functions ({}), so the one that throttles cannot be told from the alarm: nothing was changed; alarm on each function, or run the runbook by hand on the one to raise",
+                alarm.alarm_name,
+                many.join(", ")
+            ))),
+        }
     }
 }
 
@@ -243,7 +256,7 @@ impl Scaler {
         self.safety
             .guarded(&resource, report, invocation, |_| true, |report| async {
                 if report.dry_run {
-                    return self.raise_within_account(&target, alarm_name, report).await;
+                    return self.raise_within_account(&target, alarm_name, invocation, report).await;
                 }
                 // Raises of any function are serialised on the account's concurrency, so that
                 // two of them cannot both spend the same room above the floor.
@@ -262,7 +275,7 @@ impl Scaler {
                         );
                     }
                 }
-                let report = self.raise_within_account(&target, alarm_name, report).await;
+                let report = self.raise_within_account(&target, alarm_name, invocation, report).await;
                 self.safety.release(&account, false, invocation).await;
                 report
             })
@@ -275,6 +288,7 @@ impl Scaler {
         &self,
         target: &ConcurrencyTarget,
         alarm_name: Option<&str>,
+        invocation: &Invocation,
         mut report: Report,
     ) -> Report {
         let function = &target.function;
@@ -308,6 +322,26 @@ impl Scaler {
             "account_unreserved": unreserved,
             "unreserved_floor": self.config.unreserved_concurrency_floor,
         }));
+        let resource = self.config.safety.home.function(function);
+        // Lambda's retry of this request after a crash: its first attempt's write landed.
+        let observed = json!({"reserved_concurrency": reserved});
+        if let Some(mut action) = invocation.landed(&resource, &observed) {
+            let number = |state: &Value| {
+                state["reserved_concurrency"]
+                    .as_i64()
+                    .and_then(|n| i32::try_from(n).ok())
+            };
+            if let (Some(current), Some(new)) = (number(&action.before), number(&action.after)) {
+                action.applied = true;
+                report.notes.push(runbook_shared::safety::RESUMED.into());
+                report.actions.push(action);
+                let summary =
+                    format!("raised {function}'s reserved concurrency from {current} to {new}");
+                return self
+                    .after_raise(function, current, new, summary, alarm_name, report)
+                    .await;
+            }
+        }
         let new = match decide(target, reserved, unreserved, account_limit, &self.config) {
             Decision::Act(new) => new,
             Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
@@ -337,6 +371,18 @@ impl Scaler {
             report.actions.push(action);
             return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
         }
+        if let Err(err) = self
+            .safety
+            .record_intent(&resource, invocation, &action)
+            .await
+        {
+            return report.finish(
+                Outcome::Failed,
+                format!(
+                    "could not record the change about to be made, so nothing was changed: {err}"
+                ),
+            );
+        }
         if let Err(err) = self.reserve(function, new).await {
             action.error = Some(err.to_string());
             report.actions.push(action);
@@ -347,6 +393,21 @@ impl Scaler {
         }
         action.applied = true;
         report.actions.push(action);
+        self.after_raise(function, current, new, summary, alarm_name, report)
+            .await
+    }
+
+    /// After the reservation was raised from `current` to `new`: remembers it for its put-back
+    /// (not an emergency stop a person lifted) and verifies it.
+    async fn after_raise(
+        &self,
+        function: &str,
+        current: i32,
+        new: i32,
+        summary: String,
+        alarm_name: Option<&str>,
+        mut report: Report,
+    ) -> Report {
         if current == 0 {
             // A person lifted an emergency stop: putting it back later would stop the function
             // again, which is theirs to decide.
@@ -384,7 +445,7 @@ impl Scaler {
                 None => SettleBy::Metric {
                     namespace: NAMESPACE.into(),
                     metrics: vec![THROTTLE_METRIC.into()],
-                    dimensions: [("FunctionName".to_string(), function.clone())].into(),
+                    dimensions: [("FunctionName".to_string(), function.to_string())].into(),
                     max_sum: 0.0,
                 },
             });

@@ -242,7 +242,14 @@ impl Scaler {
                 }
             }
         } else if let Some(target) = ConcurrencyTarget::from_alarm(alarm) {
-            Job::Concurrency(target)
+            match target {
+                Ok(target) => Job::Concurrency(target),
+                Err(reason) => {
+                    let mut report = Report::new(FUNCTION, info, Outcome::NoAction, reason);
+                    report.runbook = Some(lambda_concurrency::RUNBOOK.into());
+                    return invocation.timed(report);
+                }
+            }
         } else {
             match self.stored_limit_of(alarm).await {
                 Some(Ok(target)) => Job::StoredLimit(target),
@@ -377,7 +384,7 @@ impl Scaler {
                             report,
                             invocation,
                             |_| true,
-                            |report| self.raise_stored_limit(&target, report),
+                            |report| self.raise_stored_limit(&target, invocation, report),
                         )
                         .await
                 }
@@ -393,8 +400,6 @@ impl Scaler {
     /// A step that no longer fits before the deadline is left for the next run.
     async fn put_back_expired(&self, info: TriggerInfo, invocation: &Invocation) -> Output {
         let now = chrono::Utc::now();
-        // Capacity raises step down by utilisation, at most once per SCALE_DOWN_AFTER_HOURS.
-        let after = chrono::Duration::minutes((self.config.scale_down_after_hours * 60.0) as i64);
         let mut reports = Vec::new();
         for runbook in [
             lambda_concurrency::RUNBOOK,
@@ -415,15 +420,75 @@ impl Scaler {
                     continue;
                 }
             };
-            for raise in raises.into_iter().filter(|raise| match runbook {
-                dynamodb_capacity::RUNBOOK => raise.raised_at + after <= now,
-                _ => raise.revert_at.is_some_and(|at| at <= now),
-            }) {
-                let report = Box::pin(self.put_back(runbook, &raise, &info, invocation)).await;
+            for raise in raises.into_iter().filter(|raise| self.due(raise, now)) {
+                let report = Box::pin(self.put_back(runbook, raise, &info, invocation)).await;
                 reports.push(report);
             }
         }
         Output::Sweep { reports }
+    }
+
+    /// Whether the schedule should look at the raise now: a stored limit or a reservation once
+    /// its time is up; capacity at most once per SCALE_DOWN_AFTER_HOURS.
+    fn due(&self, raise: &Raise, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let after = chrono::Duration::minutes((self.config.scale_down_after_hours * 60.0) as i64);
+        if raise.runbook == dynamodb_capacity::RUNBOOK {
+            raise.raised_at + after <= now
+        } else {
+            raise.revert_at.is_some_and(|at| at <= now)
+        }
+    }
+
+    /// A raise recorded before resources had one identity named its resource by name alone
+    /// (`orders`, `orders/index/by-day`, `f`, `limits/tenant#42/rps`): read it as this
+    /// function's own resource, and move the record under its key, so that what was raised
+    /// then is still put back.
+    async fn migrated(&self, raise: Raise) -> Result<(Raise, ResourceId), String> {
+        if let Some(resource) = ResourceId::from_key(&raise.resource) {
+            return Ok((raise, resource));
+        }
+        let home = &self.config.safety.home;
+        let old = raise.resource.as_str();
+        let resource = match raise.runbook.as_str() {
+            lambda_concurrency::RUNBOOK => home.parse_function(old).ok(),
+            dynamodb_capacity::RUNBOOK => Some(match old.split_once("/index/") {
+                Some((table, index)) => home.index(table, index),
+                None => home.table(old),
+            }),
+            stored_limit::RUNBOOK => old.split_once('/').and_then(|(table, rest)| {
+                let (key, attribute) = rest.rsplit_once('/')?;
+                Some(home.stored_limit(table, key, attribute))
+            }),
+            _ => None,
+        }
+        .filter(|resource| !resource.name().is_empty())
+        .ok_or_else(|| {
+            format!(
+                "the raise record {old} of {} names no resource: delete it from the audit table",
+                raise.runbook
+            )
+        })?;
+        let audit = &self.safety.audit;
+        let moved = audit
+            .put_raise(
+                &raise.runbook,
+                &resource.key(),
+                &raise.original,
+                &raise.current,
+                raise.revert_at,
+            )
+            .await;
+        if let Err(err) = moved.and(audit.end_raise(&raise.runbook, old).await) {
+            return Err(format!(
+                "the raise record {old} could not be moved under {}: {err}",
+                resource.key()
+            ));
+        }
+        let raise = Raise {
+            resource: resource.key(),
+            ..raise
+        };
+        Ok((raise, resource))
     }
 
     /// One step of the schedule on one raise in force, under the resource's lease (the same
@@ -431,7 +496,7 @@ impl Scaler {
     async fn put_back(
         &self,
         runbook: &'static str,
-        raise: &Raise,
+        raise: Raise,
         info: &TriggerInfo,
         invocation: &Invocation,
     ) -> Report {
@@ -446,15 +511,9 @@ impl Scaler {
         let mut report = Report::new(FUNCTION, step.clone(), Outcome::NoAction, "");
         report.runbook = Some(runbook.into());
         report.dry_run = dry_run;
-        let Some(resource) = ResourceId::from_key(&raise.resource) else {
-            report.target = Some(raise.resource.clone());
-            return invocation.timed(report.finish(
-                Outcome::Failed,
-                format!(
-                    "the raise record {} of {runbook} names no resource: delete it from the audit table",
-                    raise.resource
-                ),
-            ));
+        let (raise, resource) = match self.migrated(raise).await {
+            Ok(migrated) => migrated,
+            Err(reason) => return invocation.timed(report.finish(Outcome::Failed, reason)),
         };
         report.target = Some(resource.name());
         report.resource = Some(resource.key());
@@ -476,6 +535,32 @@ impl Scaler {
             invocation,
             |_| false,
             |report| async {
+                // Under the lease, the record as it is now: a raise that ran meanwhile moved it.
+                let raise = match self.safety.audit.raise(runbook, &raise.resource).await {
+                    Ok(Some(raise)) if self.due(&raise, chrono::Utc::now()) => raise,
+                    Ok(Some(raise)) => {
+                        return report.finish(
+                            Outcome::NoAction,
+                            format!(
+                                "raised again at {} while this run waited: it is put back later",
+                                runbook_shared::audit::timestamp(raise.raised_at)
+                            ),
+                        );
+                    }
+                    Ok(None) => {
+                        return report.finish(
+                            Outcome::NoAction,
+                            "already put back by another run",
+                        );
+                    }
+                    Err(err) => {
+                        return report.finish(
+                            Outcome::Failed,
+                            format!("could not read the raise record, nothing was changed: {err}"),
+                        );
+                    }
+                };
+                let raise = &raise;
                 match (runbook, &resource.resource) {
                     (stored_limit::RUNBOOK, Resource::StoredLimit { .. }) => {
                         self.revert_stored_limit(raise, &resource, report).await

@@ -11,6 +11,7 @@ use runbook_shared::audit::Raise;
 use runbook_shared::aws::{AwsError, FaultKind, condition_held};
 use runbook_shared::report::{Action, Check, Outcome, Report, Verification};
 use runbook_shared::resource::{Home, Resource, ResourceId};
+use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::Rejection;
 use serde::Deserialize;
 use serde_json::json;
@@ -222,6 +223,7 @@ impl Scaler {
     pub(crate) async fn raise_stored_limit(
         &self,
         target: &LimitTarget,
+        invocation: &Invocation,
         mut report: Report,
     ) -> Report {
         let resource = target.resource(&self.config.safety.home);
@@ -269,13 +271,17 @@ impl Scaler {
                 );
             }
         };
+        // Lambda's retry of this request after a crash: its first attempt's write landed.
+        let landed = invocation
+            .landed(&resource, &json!({"value": current}))
+            .and_then(|action| Some((action.before["value"].as_f64()?, action)));
         // A raise already in force keeps its original: the cap is a multiple of that.
         let original = match self.safety.audit.raises(RUNBOOK).await {
             Ok(raises) => raises
                 .iter()
                 .find(|raise| raise.resource == key)
                 .and_then(|raise| raise.original["value"].as_f64())
-                .unwrap_or(current),
+                .unwrap_or(landed.as_ref().map_or(current, |(before, _)| *before)),
             Err(err) => {
                 return report.finish(
                     Outcome::Failed,
@@ -285,17 +291,29 @@ impl Scaler {
         };
         let cap = original * self.config.max_limit_factor;
         report.diagnosis = Some(json!({"current": current, "original": original, "cap": cap}));
+        let revert_at = Utc::now() + Duration::minutes(target.for_minutes);
+        if let Some((before, mut action)) = landed {
+            action.applied = true;
+            report.notes.push(runbook_shared::safety::RESUMED.into());
+            report.actions.push(action);
+            let summary = format!(
+                "raised {name} from {before} to {current} for {} min",
+                target.for_minutes
+            );
+            return self
+                .after_limit_raise(target, &key, original, current, revert_at, summary, report)
+                .await;
+        }
         let new = match plan(&name, current, original, target.value, &self.config) {
             Decision::Act(new) => new,
             Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
             Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
         };
-        let revert_at = Utc::now() + Duration::minutes(target.for_minutes);
         let mut action = Action {
             api: "dynamodb:UpdateItem".into(),
             target: name.clone(),
             before: json!({"value": current}),
-            after: json!({"value": new, "until": runbook_shared::audit::timestamp(revert_at)}),
+            after: json!({"value": new}),
             applied: false,
             error: None,
         };
@@ -316,6 +334,18 @@ impl Scaler {
         if report.dry_run {
             report.actions.push(action);
             return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
+        }
+        if let Err(err) = self
+            .safety
+            .record_intent(&resource, invocation, &action)
+            .await
+        {
+            return report.finish(
+                Outcome::Failed,
+                format!(
+                    "could not record the change about to be made, so nothing was changed: {err}"
+                ),
+            );
         }
         match self.swap_limit(target, current, new).await {
             Ok(true) => {}
@@ -341,12 +371,29 @@ impl Scaler {
         }
         action.applied = true;
         report.actions.push(action);
+        self.after_limit_raise(target, &key, original, new, revert_at, summary, report)
+            .await
+    }
+
+    /// After the limit was raised to `new`: remembers the raise for its put-back at
+    /// `revert_at` and reads the value back.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_limit_raise(
+        &self,
+        target: &LimitTarget,
+        key: &str,
+        original: f64,
+        new: f64,
+        revert_at: chrono::DateTime<Utc>,
+        summary: String,
+        mut report: Report,
+    ) -> Report {
         let registered = self
             .safety
             .audit
             .put_raise(
                 RUNBOOK,
-                &key,
+                key,
                 &json!({"value": original}),
                 &json!({"value": new}),
                 Some(revert_at),
