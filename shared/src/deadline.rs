@@ -36,6 +36,14 @@ impl Deadline {
         }
     }
 
+    /// `wait` from now, with nothing kept back: for a wait inside an invocation's deadline.
+    pub fn within(wait: Duration) -> Self {
+        Self {
+            at: Instant::now() + wait,
+            wall: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+        }
+    }
+
     /// This deadline brought forward by `by`.
     pub fn less(&self, by: Duration) -> Self {
         Self {

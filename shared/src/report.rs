@@ -118,6 +118,39 @@ pub enum SettleBy {
     /// The CloudFormation stack is in a stable state (verified when it completed, failed when
     /// it failed again).
     Stack { name: String },
+    /// The queue holds fewer messages than `below` (a purge removed what was there; failures
+    /// arriving faster than that mean the cause is still there).
+    QueueDepth {
+        name: String,
+        url: String,
+        below: i64,
+    },
+}
+
+/// Most items a report lists (its lists name the first ones and say how many there were), so
+/// that a report, its audit item and its event stay within DynamoDB's and EventBridge's limits.
+pub const LIST_CAP: usize = 100;
+
+/// `{"first": [up to LIST_CAP items], "total": n}`.
+pub fn capped<T: Serialize>(items: &[T]) -> Value {
+    serde_json::json!({
+        "first": items.iter().take(LIST_CAP).collect::<Vec<_>>(),
+        "total": items.len(),
+    })
+}
+
+/// The first `shown` items joined with ", ", and how many more there were.
+pub fn some_of(items: &[String], shown: usize) -> String {
+    let listed = items
+        .iter()
+        .take(shown)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match items.len().saturating_sub(shown) {
+        0 => listed,
+        more => format!("{listed} and {more} more"),
+    }
 }
 
 impl Verification {

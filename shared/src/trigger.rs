@@ -89,6 +89,13 @@ pub struct ScheduleTrigger {
     pub time: DateTime<Utc>,
 }
 
+/// Where an event comes from: the account and region it names, when it names them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub account: Option<String>,
+    pub region: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Trigger {
     Alarm(AlarmTrigger),
@@ -138,6 +145,30 @@ impl Trigger {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{0}")]
 pub struct Rejection(pub String);
+
+/// Recognises the trigger from the input's shape, and refuses an event from another account or
+/// region than `home`'s: the resources it names by name are not the ones this function would
+/// find under those names.
+pub fn recognise_from(event: &Value, home: &crate::resource::Home) -> Result<Trigger, Rejection> {
+    let trigger = recognise(event)?;
+    let origin = origin_of(event);
+    if let Some(account) = &origin.account {
+        home.require_home(&home.partition, &home.region, account, "the event")?;
+    }
+    if let Some(region) = &origin.region {
+        home.require_home(&home.partition, region, &home.account, "the event")?;
+    }
+    Ok(trigger)
+}
+
+/// The `account` and `region` an EventBridge event or an alarm action names.
+fn origin_of(event: &Value) -> Origin {
+    let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_string);
+    Origin {
+        account: text("account").or_else(|| text("accountId")),
+        region: text("region"),
+    }
+}
 
 /// Recognises the trigger from the input's shape.
 pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
@@ -364,6 +395,32 @@ mod tests {
         assert!(alarm.event_id.starts_with(
             "arn:aws:cloudwatch:us-east-1:123456789012:alarm:orders-read@2026-11-23T08:00:00"
         ));
+    }
+
+    #[test]
+    fn events_from_another_account_or_region_are_refused() {
+        let home = crate::resource::Home::from_env(&crate::config::Env::from_pairs(&[
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
+        ]))
+        .unwrap();
+        assert!(recognise_from(&state_change("ALARM"), &home).is_ok());
+        let mut elsewhere = state_change("ALARM");
+        elsewhere["region"] = json!("eu-west-1");
+        let err = recognise_from(&elsewhere, &home).unwrap_err();
+        assert!(
+            err.0.contains("eu-west-1") && err.0.contains("us-east-1"),
+            "{err}"
+        );
+        let mut other = state_change("ALARM");
+        other["account"] = json!("999999999999");
+        assert!(
+            recognise_from(&other, &home)
+                .unwrap_err()
+                .0
+                .contains("999999999999")
+        );
+        assert!(recognise_from(&json!({"table": "t"}), &home).is_ok());
     }
 
     #[test]

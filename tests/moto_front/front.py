@@ -3,7 +3,8 @@
 It runs moto's own WSGI application in this process and adds what the Rust SDK needs and moto
 lacks (each addition is documented in tests/moto_front/README.md):
 
-* SQS: the DeadLetterQueueSourceArn message system attribute, which SQS sets when it moves a
+* SQS: a message's size counted as SQS counts it (body and attributes) against the queue's
+  MaximumMessageSize; the DeadLetterQueueSourceArn message system attribute, which SQS sets when it moves a
   message to a dead-letter queue after maxReceiveCount receives and moto does not; deletes made
   atomic (moto rebuilds a queue's message list without its lock, so two concurrent
   DeleteMessageBatch calls can bring a deleted message back, or drop one being added); and
@@ -199,6 +200,23 @@ def patch_sqs():
         retention = int(getattr(queue, "message_retention_period", 345600))
         return retention + message.sent_timestamp / 1000 > unix_time()
 
+    send = backend_cls.send_message
+
+    def send_message_within_size(self, queue_name, message_body, message_attributes=None, *args, **kwargs):
+        # SQS counts the body and every attribute's name, type and value against the queue's
+        # MaximumMessageSize; moto counts the body alone.
+        queue = self.get_queue(queue_name)
+        size = len(message_body.encode())
+        for name, value in (message_attributes or {}).items():
+            data = value.get("StringValue") or value.get("string_value") or value.get("BinaryValue") \
+                or value.get("binary_value") or ""
+            size += len(name) + len(value.get("DataType") or value.get("data_type") or "") + len(data)
+        if size > int(queue.maximum_message_size):
+            raise sqs_exceptions.InvalidParameterValue(
+                f"One or more parameters are invalid. Reason: Message must be shorter than {queue.maximum_message_size} bytes.")
+        return send(self, queue_name, message_body, message_attributes, *args, **kwargs)
+
+    backend_cls.send_message = send_message_within_size
     backend_cls.receive_message = receive_message
     queue_cls.add_message = add_message_recording_source
     sqs_responses.SQSResponse.receive_message = receive_message_response

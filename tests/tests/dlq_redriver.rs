@@ -334,7 +334,13 @@ async fn filters_poison_and_attribute_limit_stay_in_the_dlq() {
     assert_eq!(ledger["filtered_out"], 2);
     assert_eq!(ledger["poison"], 2);
     assert_eq!(ledger["attribute_limit"], 1);
-    assert_eq!(details(&report)["poison_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        details(&report)["poison_ids"]["first"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(
         report.reason.contains("2 poison messages"),
         "{}",
@@ -948,7 +954,7 @@ mod replayed {
             (Some(2), Some(1))
         );
         assert_eq!(
-            details(&report)["refused"][0]["code"],
+            details(&report)["refused"]["first"][0]["code"],
             "InvalidParameterValue"
         );
         assert_eq!(

@@ -977,8 +977,8 @@ proptest::proptest! {
     /// limit, a function's timeout and memory — planned or declined, never applied.
     #[test]
     fn a_dry_run_of_any_raise_changes_nothing(
-        reservation in 1i32..200,
-        asked in proptest::option::of(1i32..400),
+        reservation in 1i32..20,
+        asked in proptest::option::of(1i32..40),
         limit in 1i64..1_000,
         asked_limit in proptest::option::of(1.0f64..5_000.0),
         longest_share in 0.0f64..1.0,
@@ -1039,6 +1039,14 @@ proptest::proptest! {
                 item.item().and_then(|i| i.get("requests_per_second")).and_then(|v| v.as_n().ok()),
                 Some(&limit.to_string())
             );
+            // The account's pool is shared by every test of this binary.
+            moto()
+                .lambda()
+                .delete_function_concurrency()
+                .function_name(&function)
+                .send()
+                .await
+                .expect("delete concurrency");
         });
     }
 }

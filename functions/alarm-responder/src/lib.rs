@@ -16,7 +16,7 @@ use runbook_shared::report::{Outcome, Report, TriggerInfo, TriggerKind};
 use runbook_shared::resource::{Home, Resource, ResourceId};
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_shared::trigger::{
-    AlarmState, AlarmTrigger, MetricRef, Rejection, Trigger, parse_manual, recognise,
+    AlarmState, AlarmTrigger, MetricRef, Rejection, Trigger, parse_manual, recognise_from,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -230,7 +230,7 @@ impl Responder {
     }
 
     async fn route(&self, event: Value, invocation: &Invocation) -> Report {
-        let trigger = match recognise(&event) {
+        let trigger = match recognise_from(&event, &self.config.safety.home) {
             Ok(trigger) => trigger,
             Err(rejection) => {
                 let info = TriggerInfo {

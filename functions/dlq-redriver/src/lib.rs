@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use runbook_shared::aws::{AwsError, FaultKind};
-use runbook_shared::deadline::poll_until;
+use runbook_shared::deadline::{Deadline, poll_until};
 use runbook_shared::report::{
-    Action, Check, Outcome, Output, Report, TriggerInfo, TriggerKind, Verification,
-    VerificationStatus,
+    Action, Check, Outcome, Output, Report, SettleBy, TriggerInfo, TriggerKind, Verification,
+    VerificationStatus, capped, some_of,
 };
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_shared::trigger::{
-    AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual, recognise,
+    AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual, recognise_from,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -80,8 +80,13 @@ pub struct Job {
 impl Job {
     pub fn from_request(request: &DlqRequest, config: &RedriverConfig) -> Result<Self, Rejection> {
         let reject = |message: String| Err(Rejection(message));
-        let dlq = QueueRef::parse(&request.dlq)?;
-        let target = request.target.as_deref().map(QueueRef::parse).transpose()?;
+        let home = &config.safety.home;
+        let dlq = QueueRef::parse(&request.dlq, home)?;
+        let target = request
+            .target
+            .as_deref()
+            .map(|target| QueueRef::parse(target, home))
+            .transpose()?;
         if request.action != DlqAction::Purge && request.confirm.is_some() {
             return reject("\"confirm\" is only used with \"action\": \"purge\"".into());
         }
@@ -183,6 +188,9 @@ pub struct Redriver {
     pub safety: Safety,
     /// How often queue depths are read while waiting for them to settle.
     pub poll_interval: Duration,
+    /// How long a purge waits for the queue to read empty before the health-prober's sweep
+    /// settles it instead.
+    pub purge_wait: Duration,
 }
 
 impl Redriver {
@@ -208,12 +216,13 @@ impl Redriver {
             cloudwatch,
             safety,
             poll_interval: Duration::from_secs(2),
+            purge_wait: Duration::from_secs(60),
         }
     }
 
     /// Handles one invocation: one report, or one per DLQ for a scheduled sweep. Never fails.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
-        let trigger = match recognise(&event) {
+        let trigger = match recognise_from(&event, &self.config.safety.home) {
             Ok(trigger) => trigger,
             Err(rejection) => {
                 let info = TriggerInfo {
@@ -268,7 +277,7 @@ impl Redriver {
             ));
         };
         match alarm.state {
-            AlarmState::Alarm => match QueueRef::parse(queue) {
+            AlarmState::Alarm => match QueueRef::parse(queue, &self.config.safety.home) {
                 Ok(dlq) => {
                     self.once(Job::automatic(dlq, &self.config), info, invocation)
                         .await
@@ -311,7 +320,7 @@ impl Redriver {
                 event_id: info.event_id.as_ref().map(|id| format!("{id}/{queue}")),
                 ..info.clone()
             };
-            reports.push(match QueueRef::parse(queue) {
+            reports.push(match QueueRef::parse(queue, &self.config.safety.home) {
                 Ok(dlq) => {
                     self.once(Job::automatic(dlq, &self.config), info, invocation)
                         .await
@@ -369,13 +378,25 @@ impl Redriver {
                 );
             }
         };
-        if sources.is_empty() {
-            return report.finish(Outcome::Rejected,
-                format!(
-                    "{} is not a dead-letter queue: no queue's RedrivePolicy points to it; nothing was changed",
-                    dlq.name
-                ),
+        // A queue no source fails into (a Lambda OnFailure destination, say) can be inspected
+        // and purged; its messages name no source to go back to, so a redrive needs a target.
+        let mut job = job;
+        if sources.is_empty() && job.action == DlqAction::Redrive && job.target.is_none() {
+            let why = format!(
+                "{} is not a dead-letter queue of any source (no queue's RedrivePolicy points to it), so its messages have nowhere to go back to",
+                dlq.name
             );
+            if report.trigger.kind.is_manual() {
+                return report.finish(
+                    Outcome::Rejected,
+                    format!("{why}: give a \"target\" to redrive them; nothing was changed"),
+                );
+            }
+            report
+                .notes
+                .push(format!("{why}: inspected instead of redriven"));
+            job.action = DlqAction::Inspect;
+            job.max_messages = self.config.inspect_sample_size;
         }
         match queues::is_managed(&self.sqs, &self.config.safety.managed, &dlq).await {
             Ok(true) => {}
@@ -400,7 +421,10 @@ impl Redriver {
             "sources": sources.iter().map(|source| source.name.as_str()).collect::<Vec<_>>(),
         }));
         match job.action {
-            DlqAction::Inspect => self.inspect(&dlq, &sources, job.max_messages, report).await,
+            DlqAction::Inspect => {
+                self.inspect(&dlq, &sources, job.max_messages, report, invocation)
+                    .await
+            }
             DlqAction::Purge => {
                 self.guarded(&dlq, job, report, invocation, |report| {
                     self.purge(&dlq, report, invocation)
@@ -494,6 +518,7 @@ impl Redriver {
         sources: &[Queue],
         sample_size: u32,
         mut report: Report,
+        invocation: &Invocation,
     ) -> Report {
         let mut sampled: Vec<messages::Received> = Vec::new();
         let mut error = None;
@@ -522,13 +547,12 @@ impl Redriver {
             .iter()
             .map(|m| (m.id.clone(), m.receipt.clone()))
             .collect();
-        let not_released = match messages::release(&self.sqs, dlq, &receipts).await {
-            Ok(failed) => failed,
-            Err(err) => {
-                error.get_or_insert(err);
-                receipts.iter().map(|(id, _)| id.clone()).collect()
-            }
-        };
+        let released =
+            messages::release(&self.sqs, dlq, &receipts, invocation.wait_deadline()).await;
+        if let Some(err) = released.error {
+            error.get_or_insert(err);
+        }
+        let not_released = released.not_released;
         let now = Utc::now();
         let oldest_sampled = sampled.iter().filter_map(|m| m.age_seconds(now)).max();
         let (oldest, oldest_from) = match self.oldest_age(dlq).await {
@@ -538,20 +562,16 @@ impl Redriver {
         let mut by_source: std::collections::BTreeMap<String, Vec<Value>> =
             std::collections::BTreeMap::new();
         for message in &sampled {
-            let source = message
-                .source_arn
-                .as_deref()
-                .and_then(|arn| sources.iter().find(|s| s.arn == arn))
-                .map_or_else(
-                    || {
-                        if sources.len() == 1 {
-                            sources[0].name.clone()
-                        } else {
-                            "unknown".into()
-                        }
-                    },
-                    |s| s.name.clone(),
-                );
+            let named = message.source_arn.as_deref();
+            let source = match named.and_then(|arn| sources.iter().find(|s| s.arn == arn)) {
+                Some(source) => source.name.clone(),
+                None => match (named, message.lambda_failure()) {
+                    (Some(arn), _) => format!("{arn} (no longer a source)"),
+                    (None, Some(failure)) => failure,
+                    (None, None) if sources.len() == 1 => sources[0].name.clone(),
+                    (None, None) => "unknown".into(),
+                },
+            };
             by_source.entry(source).or_default().push(message.summary());
         }
         let after = queues::describe(&self.sqs, &dlq.name, &dlq.url).await;
@@ -569,7 +589,10 @@ impl Redriver {
             if not_released.is_empty() {
                 "all released".to_string()
             } else {
-                format!("not released: {}", not_released.join(", "))
+                format!(
+                    "not released (they reappear when their visibility timeout ends): {}",
+                    runbook_shared::report::some_of(&not_released, 10)
+                )
             },
         )];
         if let Ok(after) = &after {
@@ -744,6 +767,7 @@ impl Redriver {
         Ok(RedrivePlan {
             dlq: dlq.clone(),
             sources: sources.to_vec(),
+            retarget: job.target.is_some(),
             fallback,
             max_messages: job.max_messages,
             rate_per_second: job.rate_per_second,
@@ -818,8 +842,11 @@ impl Redriver {
         let result = redrive::run(&self.sqs, &plan, invocation.deadline).await;
         let expected = dlq.depth() - i64::try_from(result.ledger.moved).unwrap_or(i64::MAX);
         // SQS counts are approximate and lag: wait (within the deadline) for them to settle.
-        let settle = runbook_shared::deadline::Deadline::after(
-            invocation.deadline.remaining().min(Duration::from_secs(20)),
+        let settle = Deadline::within(
+            invocation
+                .wait_deadline()
+                .remaining()
+                .min(Duration::from_secs(20)),
         );
         let dlq_after = poll_until(settle, self.poll_interval, || async {
             match queues::describe(&self.sqs, &dlq.name, &dlq.url).await {
@@ -844,11 +871,11 @@ impl Redriver {
                 checks.push(Check::new(
                     "ledger",
                     ledger.total() == ledger.found,
-                    format!("moved + poison + refused + filtered out + attribute limit + unroutable + not deleted + remaining = {} found", ledger.found),
+                    format!("moved + poison + refused + filtered out + attribute limit + too large + unroutable + held behind + not deleted + remaining = {} found", ledger.found),
                     format!(
-                        "{} + {} + {} + {} + {} + {} + {} + {} = {}",
+                        "{} + {} + {} + {} + {} + {} + {} + {} + {} + {} = {}",
                         ledger.moved, ledger.poison, ledger.refused, ledger.filtered_out, ledger.attribute_limit,
-                        ledger.unroutable, ledger.not_deleted, ledger.remaining, ledger.total()
+                        ledger.too_large, ledger.unroutable, ledger.held_behind, ledger.not_deleted, ledger.remaining, ledger.total()
                     ),
                 ));
                 checks.push(Check::new(
@@ -930,11 +957,15 @@ impl Redriver {
             "complete": complete,
             "stopped_early": result.stopped_early,
             "moved_to": result.moved_to,
-            "poison_ids": result.poison_ids,
-            "refused": result.refused,
-            "unroutable_ids": result.unroutable_ids,
-            "attribute_limit_ids": result.attribute_limit_ids,
-            "not_deleted_ids": result.not_deleted_ids,
+            "poison_ids": capped(&result.poison_ids),
+            "refused": capped(&result.refused),
+            "unroutable": capped(&result.unroutable),
+            "attribute_limit_ids": capped(&result.attribute_limit_ids),
+            "too_large_ids": capped(&result.too_large_ids),
+            "held_behind_ids": capped(&result.held_behind_ids),
+            "retargeted": capped(&result.retargeted),
+            "not_deleted_ids": capped(&result.not_deleted_ids),
+            "not_released_ids": capped(&result.not_released_ids),
             "api_calls": result.api_calls,
             "api_calls_per_message": if ledger.moved > 0 { result.api_calls as f64 / ledger.moved as f64 } else { 0.0 },
             "messages_per_second": ledger.moved as f64 / seconds,
@@ -946,15 +977,58 @@ impl Redriver {
                 "{} poison messages (redriven {} times already) left in the DLQ: {}; inspect them, then purge once resolved",
                 ledger.poison,
                 plan.max_redrives,
-                result.poison_ids.join(", ")
+                some_of(&result.poison_ids, 10)
             ));
         }
-        if ledger.unroutable > 0 {
+        let (former, nameless): (Vec<&Value>, Vec<&Value>) = result
+            .unroutable
+            .iter()
+            .partition(|entry| entry["named_source"].is_string());
+        if !nameless.is_empty() {
             notes.push(format!(
                 "{} messages name no source queue and {} has several sources ({}): redrive them with \"target\"",
-                ledger.unroutable,
+                nameless.len(),
                 dlq.name,
                 plan.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !former.is_empty() {
+            let mut named: Vec<String> = former
+                .iter()
+                .filter_map(|entry| entry["named_source"].as_str().map(str::to_string))
+                .collect();
+            named.sort();
+            named.dedup();
+            notes.push(format!(
+                "{} messages come from queues that are no longer sources of {} ({}): they stay in the DLQ (another team's consumer is no place for them); redrive them with \"target\" to send them elsewhere",
+                former.len(),
+                dlq.name,
+                some_of(&named, 5)
+            ));
+        }
+        if !result.retargeted.is_empty() {
+            notes.push(format!(
+                "{} messages that name another queue were sent to the target you named (details.retargeted)",
+                result.retargeted.len()
+            ));
+        }
+        if ledger.too_large > 0 {
+            notes.push(format!(
+                "{} messages would exceed the target's MaximumMessageSize with the redrive-count attribute: left in the DLQ ({})",
+                ledger.too_large,
+                some_of(&result.too_large_ids, 10)
+            ));
+        }
+        if ledger.held_behind > 0 {
+            notes.push(format!(
+                "{} FIFO messages held behind an earlier message of their group that stayed, so that none overtakes it",
+                ledger.held_behind
+            ));
+        }
+        if !result.not_released_ids.is_empty() {
+            notes.push(format!(
+                "{} held messages were not made visible again before the deadline: they reappear when their visibility timeout ends",
+                result.not_released_ids.len()
             ));
         }
         if ledger.refused > 0 {
@@ -967,7 +1041,7 @@ impl Redriver {
             notes.push(format!(
                 "{} already carry 10 message attributes, so redrive-count cannot be added: left in the DLQ ({})",
                 ledger.attribute_limit,
-                result.attribute_limit_ids.join(", ")
+                some_of(&result.attribute_limit_ids, 10)
             ));
         }
         if ledger.filtered_out > 0 {
@@ -1062,7 +1136,9 @@ impl Redriver {
         action.applied = true;
         report.actions.push(action);
         let removed = dlq.depth() + dlq.delayed;
-        let emptied = poll_until(invocation.deadline, self.poll_interval, || async {
+        // SQS takes up to 60 s to purge; past that (or the deadline) the sweep settles it.
+        let wait = invocation.wait_deadline().remaining().min(self.purge_wait);
+        let emptied = poll_until(Deadline::within(wait), self.poll_interval, || async {
             match queues::describe(&self.sqs, &dlq.name, &dlq.url).await {
                 Ok(after) if after.depth() + after.delayed == 0 => Some(Ok(after)),
                 Ok(_) => None,
@@ -1073,19 +1149,19 @@ impl Redriver {
         let (status, observed) = match emptied {
             Some(Ok(_)) => (VerificationStatus::Verified, "0".to_string()),
             Some(Err(err)) => (VerificationStatus::Failed, format!("could not read: {err}")),
-            // SQS takes up to 60 seconds to purge; the sweep settles it.
-            None => (
-                VerificationStatus::Pending,
-                "still purging at the deadline".into(),
-            ),
+            None => (VerificationStatus::Pending, "pending".into()),
         };
         report.verification = Verification {
-            settle_by: None,
+            settle_by: (status == VerificationStatus::Pending).then(|| SettleBy::QueueDepth {
+                name: dlq.name.clone(),
+                url: dlq.url.clone(),
+                below: removed,
+            }),
             status,
             checks: vec![Check::new(
                 "dlq_empty",
                 status == VerificationStatus::Verified,
-                "0",
+                format!("fewer than the {removed} messages purged"),
                 observed,
             )],
         };

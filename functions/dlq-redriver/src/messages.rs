@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    SendMessageBatchRequestEntry,
 };
 use chrono::{DateTime, Utc};
 use runbook_shared::aws::AwsError;
+use runbook_shared::deadline::Deadline;
 use serde_json::{Value, json};
 
 use crate::queues::Queue;
@@ -64,6 +66,26 @@ impl Received {
         self.sent_at.map(|sent| (now - sent).num_seconds().max(0))
     }
 
+    /// What a Lambda OnFailure destination record is about (`requestContext`): the function,
+    /// the condition and the attempts; `None` for any other message.
+    pub fn lambda_failure(&self) -> Option<String> {
+        let body: Value = serde_json::from_str(&self.body).ok()?;
+        let context = body.get("requestContext")?;
+        body.get("requestPayload")?;
+        Some(format!(
+            "Lambda failure records of {} ({}, {} attempts): each holds the original event in requestPayload",
+            context.get("functionArn")?.as_str()?,
+            context
+                .get("condition")
+                .and_then(Value::as_str)
+                .unwrap_or("failed"),
+            context
+                .get("approximateInvokeCount")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        ))
+    }
+
     /// The message as an inspection shows it: the body is cut to 256 bytes.
     pub fn summary(&self) -> Value {
         let mut cut = self.body.len().min(256);
@@ -115,56 +137,121 @@ pub async fn receive(
         .collect())
 }
 
-/// Makes messages visible again at once (ChangeMessageVisibilityBatch, 10 at a time); returns
-/// the ids SQS did not release (they reappear when their visibility timeout ends).
+/// How many ChangeMessageVisibilityBatch calls a release keeps in flight.
+const RELEASE_CONCURRENCY: usize = 8;
+
+/// What a release did: the ids it did not make visible again (they reappear when their
+/// visibility timeout ends), and the fault that stopped a batch, if one did.
+#[derive(Debug, Default)]
+pub struct Released {
+    pub not_released: Vec<String>,
+    pub error: Option<AwsError>,
+}
+
+/// Makes messages visible again at once (ChangeMessageVisibilityBatch, 10 at a time, a few
+/// batches in flight); batches that would start after `deadline` are left to their visibility
+/// timeout, so releasing never keeps the invocation past its deadline.
 pub async fn release(
     sqs: &Client,
     queue: &Queue,
     messages: &[(String, String)],
-) -> Result<Vec<String>, AwsError> {
-    let mut failed = Vec::new();
-    for chunk in messages.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(index, (_, receipt))| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .receipt_handle(receipt)
-                    .visibility_timeout(0)
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| {
-                AwsError::invalid(
-                    "sqs:ChangeMessageVisibilityBatch",
-                    &queue.name,
-                    &err.to_string(),
-                )
-            })?;
-        let output = sqs
-            .change_message_visibility_batch()
-            .queue_url(&queue.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|err| {
-                AwsError::from_sdk(
-                    "sqs:ChangeMessageVisibilityBatch",
-                    &format!("queue {}", queue.name),
-                    &err,
-                )
-            })?;
-        for entry in output.failed() {
-            if let Some((id, _)) = entry
-                .id()
-                .parse::<usize>()
-                .ok()
-                .and_then(|index| chunk.get(index))
-            {
-                failed.push(id.clone());
+    deadline: Deadline,
+) -> Released {
+    use futures_util::StreamExt;
+    let parts: Vec<Released> = futures_util::stream::iter(messages.chunks(10))
+        .map(|chunk| async move {
+            let ids = || chunk.iter().map(|(id, _)| id.clone()).collect();
+            if deadline.passed() {
+                return Released {
+                    not_released: ids(),
+                    error: None,
+                };
             }
-        }
-    }
-    Ok(failed)
+            match release_batch(sqs, queue, chunk).await {
+                Ok(failed) => Released {
+                    not_released: failed,
+                    error: None,
+                },
+                Err(err) => Released {
+                    not_released: ids(),
+                    error: Some(err),
+                },
+            }
+        })
+        .buffer_unordered(RELEASE_CONCURRENCY)
+        .collect()
+        .await;
+    parts
+        .into_iter()
+        .fold(Released::default(), |mut all, part| {
+            all.not_released.extend(part.not_released);
+            all.error = all.error.or(part.error);
+            all
+        })
+}
+
+/// One ChangeMessageVisibilityBatch of up to 10: the ids SQS did not release.
+async fn release_batch(
+    sqs: &Client,
+    queue: &Queue,
+    chunk: &[(String, String)],
+) -> Result<Vec<String>, AwsError> {
+    let entries = chunk
+        .iter()
+        .enumerate()
+        .map(|(index, (_, receipt))| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| {
+            AwsError::invalid(
+                "sqs:ChangeMessageVisibilityBatch",
+                &queue.name,
+                &err.to_string(),
+            )
+        })?;
+    let output = sqs
+        .change_message_visibility_batch()
+        .queue_url(&queue.url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|err| {
+            AwsError::from_sdk(
+                "sqs:ChangeMessageVisibilityBatch",
+                &format!("queue {}", queue.name),
+                &err,
+            )
+        })?;
+    Ok(output
+        .failed()
+        .iter()
+        .filter_map(|entry| entry.id().parse::<usize>().ok())
+        .filter_map(|index| chunk.get(index))
+        .map(|(id, _)| id.clone())
+        .collect())
+}
+
+/// A message's size as SQS counts it against MaximumMessageSize: the body and every message
+/// attribute's name, type and value.
+pub fn entry_size(entry: &SendMessageBatchRequestEntry) -> i64 {
+    let attributes: usize = entry
+        .message_attributes()
+        .map(|attributes| {
+            attributes
+                .iter()
+                .map(|(name, value)| {
+                    name.len()
+                        + value.data_type().len()
+                        + value.string_value().map_or(0, str::len)
+                        + value.binary_value().map_or(0, |blob| blob.as_ref().len())
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    i64::try_from(entry.message_body().len() + attributes).unwrap_or(i64::MAX)
 }

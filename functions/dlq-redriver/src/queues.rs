@@ -3,6 +3,7 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::resource::Home;
 use runbook_shared::safety::ManagedPolicy;
 use runbook_shared::trigger::Rejection;
 use serde::Serialize;
@@ -12,43 +13,43 @@ use serde::Serialize;
 pub struct QueueRef {
     pub name: String,
     pub url: Option<String>,
-    pub account: Option<String>,
 }
 
 impl QueueRef {
-    /// Accepts a queue name, a queue URL or a queue ARN.
-    pub fn parse(text: &str) -> Result<Self, Rejection> {
+    /// Accepts a queue name, a queue URL or a queue ARN of the function's own region and
+    /// account: a queue elsewhere with the same name is another queue.
+    pub fn parse(text: &str, home: &Home) -> Result<Self, Rejection> {
         let text = text.trim();
         let reference = if text.starts_with("https://") || text.starts_with("http://") {
-            let name = text
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .unwrap_or_default();
+            let mut segments = text.trim_end_matches('/').rsplit('/');
+            let name = segments.next().unwrap_or_default();
+            // https://sqs.<region>.amazonaws.com/<account>/<name>
+            if let Some(account) = segments.next().filter(|account| {
+                account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())
+            }) {
+                home.require_home(&home.partition, &home.region, account, text)?;
+            }
+            let host = text.split('/').nth(2).unwrap_or_default();
+            if let Some(region) = host
+                .strip_prefix("sqs.")
+                .and_then(|rest| rest.split('.').next())
+            {
+                home.require_home(&home.partition, region, &home.account, text)?;
+            }
             Self {
                 name: name.to_string(),
                 url: Some(text.to_string()),
-                account: None,
             }
-        } else if let Some(rest) = text.strip_prefix("arn:") {
-            let parts: Vec<&str> = rest.split(':').collect();
-            match parts.as_slice() {
-                [_partition, "sqs", _region, account, name] => Self {
-                    name: (*name).to_string(),
-                    url: None,
-                    account: Some((*account).to_string()),
-                },
-                _ => {
-                    return Err(Rejection(format!(
-                        "{text:?} is not an SQS queue ARN (arn:aws:sqs:<region>:<account>:<name>)"
-                    )));
-                }
+        } else if text.starts_with("arn:") {
+            let arn = home.parse_arn(text, "sqs")?;
+            Self {
+                name: arn.resource,
+                url: None,
             }
         } else {
             Self {
                 name: text.to_string(),
                 url: None,
-                account: None,
             }
         };
         let base = reference
@@ -80,6 +81,9 @@ pub struct Queue {
     pub visible: i64,
     pub in_flight: i64,
     pub delayed: i64,
+    /// The largest message it accepts (bytes of body and attributes).
+    #[serde(skip)]
+    pub max_message_size: i64,
 }
 
 impl Queue {
@@ -88,6 +92,9 @@ impl Queue {
         self.visible + self.in_flight
     }
 }
+
+/// SQS's MaximumMessageSize when a queue does not say (256 KiB, the long-standing default).
+const DEFAULT_MAX_MESSAGE_SIZE: i64 = 262_144;
 
 pub fn not_found(name: &str) -> String {
     format!("queue {name} does not exist (or is not visible to this function) in this region")
@@ -100,7 +107,6 @@ pub async fn resolve(sqs: &Client, reference: &QueueRef) -> Result<Queue, AwsErr
         None => sqs
             .get_queue_url()
             .queue_name(&reference.name)
-            .set_queue_owner_aws_account_id(reference.account.clone())
             .send()
             .await
             .map_err(|err| {
@@ -147,6 +153,10 @@ pub async fn describe(sqs: &Client, name: &str, url: &str) -> Result<Queue, AwsE
         visible: number(QueueAttributeName::ApproximateNumberOfMessages),
         in_flight: number(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
         delayed: number(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        max_message_size: attributes
+            .get(&QueueAttributeName::MaximumMessageSize)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
     })
 }
 
@@ -220,20 +230,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_names_urls_and_arns() {
-        assert_eq!(QueueRef::parse("orders-dlq").unwrap().name, "orders-dlq");
+    fn parses_names_urls_and_arns_of_this_region_and_account_only() {
+        let home = Home::from_env(&runbook_shared::config::Env::from_pairs(&[
+            ("AWS_REGION", "us-east-1"),
+            ("ACCOUNT_ID", "123456789012"),
+        ]))
+        .unwrap();
+        let parse = |text: &str| QueueRef::parse(text, &home);
+        assert_eq!(parse("orders-dlq").unwrap().name, "orders-dlq");
         let url =
-            QueueRef::parse("https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq.fifo")
-                .unwrap();
+            parse("https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq.fifo").unwrap();
         assert_eq!(url.name, "orders-dlq.fifo");
         assert!(url.url.is_some());
-        let arn = QueueRef::parse("arn:aws:sqs:us-east-1:123456789012:orders-dlq").unwrap();
-        assert_eq!(
-            (arn.name.as_str(), arn.account.as_deref()),
-            ("orders-dlq", Some("123456789012"))
-        );
-        assert!(QueueRef::parse("arn:aws:sns:us-east-1:1:topic").is_err());
-        assert!(QueueRef::parse("bad name!").is_err());
-        assert!(QueueRef::parse("").is_err());
+        let arn = parse("arn:aws:sqs:us-east-1:123456789012:orders-dlq").unwrap();
+        assert_eq!(arn.name, "orders-dlq");
+        for elsewhere in [
+            "arn:aws:sqs:eu-west-1:123456789012:orders-dlq",
+            "arn:aws:sqs:us-east-1:999999999999:orders-dlq",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-dlq",
+            "https://sqs.us-east-1.amazonaws.com/999999999999/orders-dlq",
+        ] {
+            assert!(
+                parse(elsewhere).unwrap_err().0.contains("us-east-1"),
+                "{elsewhere}"
+            );
+        }
+        assert!(parse("arn:aws:sns:us-east-1:123456789012:topic").is_err());
+        assert!(parse("bad name!").is_err());
+        assert!(parse("").is_err());
     }
 }

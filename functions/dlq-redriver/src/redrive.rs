@@ -111,8 +111,11 @@ pub struct RedrivePlan {
     pub dlq: Queue,
     /// The queues whose RedrivePolicy points at the DLQ.
     pub sources: Vec<Queue>,
-    /// Where messages that do not name their source go: the single source, or the payload's target.
+    /// Where messages that name no source go: the payload's target, else the single source.
     pub fallback: Option<Queue>,
+    /// Whether the fallback is a person's explicit target, which also takes the messages that
+    /// name a queue that is no longer a source (each reported as re-targeted).
+    pub retarget: bool,
     pub max_messages: u32,
     pub rate_per_second: u32,
     pub filter: MessageFilter,
@@ -130,7 +133,11 @@ pub struct Ledger {
     pub refused: u64,
     pub filtered_out: u64,
     pub attribute_limit: u64,
+    /// Over the target's MaximumMessageSize once the redrive-count attribute is added.
+    pub too_large: u64,
     pub unroutable: u64,
+    /// FIFO messages kept because an earlier message of their group was held (order first).
+    pub held_behind: u64,
     pub not_deleted: u64,
     pub remaining: i64,
 }
@@ -142,7 +149,9 @@ impl Ledger {
             + self.refused
             + self.filtered_out
             + self.attribute_limit
+            + self.too_large
             + self.unroutable
+            + self.held_behind
             + self.not_deleted
     }
 
@@ -159,9 +168,18 @@ pub struct RedriveResult {
     pub moved_to: BTreeMap<String, u64>,
     pub poison_ids: Vec<String>,
     pub refused: Vec<Value>,
-    pub unroutable_ids: Vec<String>,
+    /// Messages left in the DLQ because the queue they name is not a source (or none is named
+    /// and there is no single source): id and the queue named.
+    pub unroutable: Vec<Value>,
     pub attribute_limit_ids: Vec<String>,
+    pub too_large_ids: Vec<String>,
+    pub held_behind_ids: Vec<String>,
+    /// Messages a person's target took although they name another queue: (id, named queue).
+    pub retargeted: Vec<Value>,
     pub not_deleted_ids: Vec<String>,
+    /// Held messages whose release did not happen before the deadline (or failed): they
+    /// reappear when their visibility timeout ends.
+    pub not_released_ids: Vec<String>,
     /// Why the run stopped before the DLQ was empty (deadline, max_messages), if it did.
     pub stopped_early: Option<String>,
     /// A fault that stopped the run.
@@ -199,6 +217,8 @@ struct State {
     seen: HashSet<String>,
     /// Messages kept invisible until the end of the run, then released: id -> latest receipt.
     held: HashMap<String, String>,
+    /// FIFO groups with a held message: every later message of theirs is held too.
+    held_groups: HashSet<String>,
     result: RedriveResult,
 }
 
@@ -268,16 +288,23 @@ pub async fn run(
     let held: Vec<(String, String)> = held.into_iter().collect();
     run.calls
         .fetch_add(held.len().div_ceil(10) as u64, Ordering::Relaxed);
-    match messages::release(sqs, &plan.dlq, &held).await {
-        Ok(failed) if !failed.is_empty() => tracing::warn!(
-            count = failed.len(),
-            "some held messages could not be released; they reappear when their visibility timeout ends"
-        ),
-        Ok(_) => {}
-        Err(err) => {
-            tracing::warn!(error = %err, "held messages could not be released; they reappear when their visibility timeout ends");
-            result.error.get_or_insert(err);
-        }
+    // Released while the time for the writes after the run is left.
+    let released = messages::release(
+        sqs,
+        &plan.dlq,
+        &held,
+        deadline.less(runbook_shared::deadline::WRITE_RESERVE),
+    )
+    .await;
+    if !released.not_released.is_empty() {
+        tracing::warn!(
+            count = released.not_released.len(),
+            "some held messages were not released; they reappear when their visibility timeout ends"
+        );
+    }
+    result.not_released_ids = released.not_released;
+    if let Some(err) = released.error {
+        result.error.get_or_insert(err);
     }
     result.stopped_early = run
         .stop
@@ -387,12 +414,32 @@ impl Run<'_> {
         fresh
     }
 
+    /// Keeps the message in the DLQ (released at the end of the run); a FIFO message's group
+    /// is held from here on, so nothing of it overtakes this one.
     fn hold(&self, message: &Received, record: impl FnOnce(&mut RedriveResult)) {
         let mut state = self.state();
         state
             .held
             .insert(message.id.clone(), message.receipt.clone());
+        if let Some(group) = &message.group_id {
+            state.held_groups.insert(group.clone());
+        }
         record(&mut state.result);
+    }
+
+    /// Holds the message when an earlier message of its FIFO group was held; true if it did.
+    fn held_behind(&self, message: &Received) -> bool {
+        let behind = message
+            .group_id
+            .as_ref()
+            .is_some_and(|group| self.state().held_groups.contains(group));
+        if behind {
+            self.hold(message, |result| {
+                result.ledger.held_behind += 1;
+                result.held_behind_ids.push(message.id.clone());
+            });
+        }
+        behind
     }
 
     /// Decides which target (by index) the message goes to and its entry, or holds it back
@@ -403,6 +450,9 @@ impl Run<'_> {
         message: &Received,
         now: DateTime<Utc>,
     ) -> Option<(usize, SendMessageBatchRequestEntry)> {
+        if self.held_behind(message) {
+            return None;
+        }
         if !self.plan.filter.matches(message, now) {
             self.hold(message, |result| result.ledger.filtered_out += 1);
             return None;
@@ -424,22 +474,7 @@ impl Run<'_> {
             });
             return None;
         }
-        let own_source = message
-            .source_arn
-            .as_deref()
-            .and_then(|arn| self.targets.iter().position(|queue| queue.arn == arn));
-        let fallback = self.plan.fallback.as_ref().and_then(|fallback| {
-            self.targets
-                .iter()
-                .position(|queue| queue.url == fallback.url)
-        });
-        let Some(target) = own_source.or(fallback) else {
-            self.hold(message, |result| {
-                result.ledger.unroutable += 1;
-                result.unroutable_ids.push(message.id.clone());
-            });
-            return None;
-        };
+        let target = self.destination(message)?;
         let mut attributes = message.attributes.clone();
         let counter = MessageAttributeValue::builder()
             .data_type("Number")
@@ -485,12 +520,58 @@ impl Run<'_> {
                 .message_group_id(group)
                 .message_deduplication_id(format!("redrive-{}-{}", count + 1, message.id));
         }
-        match entry.build() {
-            Ok(entry) => Some((target, entry)),
+        let entry = match entry.build() {
+            Ok(entry) => entry,
             Err(err) => {
                 self.refuse(message, "InvalidEntry", &err.to_string());
-                None
+                return None;
             }
+        };
+        let limit = self.targets[target].max_message_size;
+        if messages::entry_size(&entry) > limit {
+            self.hold(message, |result| {
+                result.ledger.too_large += 1;
+                result.too_large_ids.push(message.id.clone());
+            });
+            return None;
+        }
+        Some((target, entry))
+    }
+
+    /// Where the message goes (an index into `targets`): the source it names, if that is still
+    /// a source of the DLQ; a person's target when it names another queue (re-targeted) or
+    /// none; the single source when it names none. Otherwise it stays (unroutable).
+    fn destination(&self, message: &Received) -> Option<usize> {
+        let fallback = self.plan.fallback.as_ref().and_then(|fallback| {
+            self.targets
+                .iter()
+                .position(|queue| queue.url == fallback.url)
+        });
+        let unroutable = |named: Option<&str>| {
+            self.hold(message, |result| {
+                result.ledger.unroutable += 1;
+                result
+                    .unroutable
+                    .push(json!({"id": message.id, "named_source": named}));
+            });
+            None
+        };
+        match message.source_arn.as_deref() {
+            Some(arn) => {
+                if let Some(source) = self.plan.sources.iter().position(|queue| queue.arn == arn) {
+                    return Some(source);
+                }
+                match fallback.filter(|_| self.plan.retarget) {
+                    Some(target) => {
+                        self.state().result.retargeted.push(
+                            json!({"id": message.id, "named": arn, "sent_to": self.targets[target].name}),
+                        );
+                        Some(target)
+                    }
+                    None => unroutable(Some(arn)),
+                }
+            }
+            None => fallback.or_else(|| unroutable(None)),
         }
     }
 
@@ -513,7 +594,22 @@ impl Run<'_> {
             }
         }
         for (target, entries) in per_target {
-            self.send(self.targets[target], entries).await;
+            let queue = self.targets[target];
+            if !queue.fifo {
+                self.send(queue, entries).await;
+                continue;
+            }
+            // One message per group per request, in order: a message refused by the target
+            // holds the rest of its group before they are sent.
+            for layer in fifo_layers(entries) {
+                let layer: Vec<_> = layer
+                    .into_iter()
+                    .filter(|(_, message)| !self.held_behind(message))
+                    .collect();
+                if !layer.is_empty() {
+                    self.send(queue, layer).await;
+                }
+            }
         }
     }
 
@@ -545,8 +641,17 @@ impl Run<'_> {
                     .code
                     .as_deref()
                     .is_some_and(|code| code.ends_with("BatchRequestTooLong"))
-                    && entries.len() > 1
                 {
+                    if entries.len() == 1 {
+                        // One message over the limit: it stays, and the run goes on.
+                        for message in by_id.values() {
+                            self.hold(message, |result| {
+                                result.ledger.too_large += 1;
+                                result.too_large_ids.push(message.id.clone());
+                            });
+                        }
+                        return;
+                    }
                     // Over the batch size limit: send the halves.
                     let mut entries = entries;
                     let second = entries.split_off(entries.len() / 2);
@@ -644,9 +749,53 @@ impl Run<'_> {
     }
 }
 
+/// Entries in layers holding at most one message of each FIFO group, in their order.
+fn fifo_layers<T>(
+    entries: Vec<(SendMessageBatchRequestEntry, T)>,
+) -> Vec<Vec<(SendMessageBatchRequestEntry, T)>> {
+    let mut layers: Vec<Vec<(SendMessageBatchRequestEntry, T)>> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        let group = entry.0.message_group_id().unwrap_or_default().to_string();
+        let depth = seen.entry(group).or_insert(0);
+        if layers.len() <= *depth {
+            layers.push(Vec::new());
+        }
+        layers[*depth].push(entry);
+        *depth += 1;
+    }
+    layers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fifo_entries_go_out_one_per_group_per_layer_in_order() {
+        let entry = |id: &str, group: &str| {
+            (
+                SendMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .message_body("{}")
+                    .message_group_id(group)
+                    .build()
+                    .unwrap(),
+                (),
+            )
+        };
+        let layers = fifo_layers(vec![
+            entry("1", "G"),
+            entry("2", "G"),
+            entry("3", "H"),
+            entry("4", "G"),
+        ]);
+        let ids: Vec<Vec<&str>> = layers
+            .iter()
+            .map(|layer| layer.iter().map(|(e, _)| e.id()).collect())
+            .collect();
+        assert_eq!(ids, vec![vec!["1", "3"], vec!["2"], vec!["4"]]);
+    }
 
     fn message(body: &str, attributes: &[(&str, &str)], age_seconds: i64) -> Received {
         Received {

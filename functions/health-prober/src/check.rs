@@ -8,6 +8,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use futures_util::StreamExt;
 use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::deadline::Deadline;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -38,36 +39,56 @@ pub struct Clients {
 }
 
 /// Runs every probe, at most `concurrency` at once, each stopped at its own timeout (or
-/// `default_timeout`), so a stuck probe never holds up the others; results keep the probes' order.
+/// `default_timeout`) and never after `stop_by`, so a stuck probe never holds up the others nor
+/// the report; results keep the probes' order.
 pub async fn run_all(
     clients: &Clients,
     probes: &[Probe],
     concurrency: usize,
     default_timeout: Duration,
+    stop_by: Deadline,
 ) -> Vec<ProbeResult> {
     // Unordered, so a slow probe never keeps a free slot from the next one; sorted back after.
-    let mut results: Vec<(usize, ProbeResult)> = futures_util::stream::iter(
-        probes.iter().enumerate(),
-    )
-    .map(|(index, probe)| async move { (index, run_one(clients, probe, default_timeout).await) })
-    .buffer_unordered(concurrency.max(1))
-    .collect()
-    .await;
+    let mut results: Vec<(usize, ProbeResult)> =
+        futures_util::stream::iter(probes.iter().enumerate())
+            .map(|(index, probe)| async move {
+                (
+                    index,
+                    run_one(clients, probe, default_timeout, stop_by).await,
+                )
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, result)| result).collect()
 }
 
-async fn run_one(clients: &Clients, probe: &Probe, default_timeout: Duration) -> ProbeResult {
-    let timeout = probe
+async fn run_one(
+    clients: &Clients,
+    probe: &Probe,
+    default_timeout: Duration,
+    stop_by: Deadline,
+) -> ProbeResult {
+    let asked = probe
         .timeout_ms()
         .map_or(default_timeout, Duration::from_millis);
+    let timeout = asked.min(stop_by.remaining());
     let started = Instant::now();
     let verdict = tokio::time::timeout(timeout, check(clients, probe)).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (healthy, detail) = verdict.unwrap_or_else(|_| {
+        let capped = if timeout < asked {
+            format!(
+                " (its timeout of {} ms was capped so that the report, the metrics and the sweep fit in the invocation)",
+                asked.as_millis()
+            )
+        } else {
+            String::new()
+        };
         (
             false,
-            format!("timeout: no answer within {} ms", timeout.as_millis()),
+            format!("timeout: no answer within {} ms{capped}", timeout.as_millis()),
         )
     });
     ProbeResult {

@@ -24,6 +24,11 @@ use crate::metrics::Published;
 use crate::probes::{Probe, parse_probes};
 use crate::sweep::Settled;
 
+/// Kept back from the probes for the verification sweep, the metrics and the report.
+const AFTER_THE_PROBES: Duration = Duration::from_secs(5);
+/// Kept back from the sweep for the metrics and the report.
+const AFTER_THE_SWEEP: Duration = Duration::from_secs(2);
+
 pub const FUNCTION: &str = "health-prober";
 pub const RUNBOOK: &str = "health-check";
 
@@ -148,35 +153,33 @@ impl Prober {
         trigger: TriggerInfo,
         invocation: &Invocation,
     ) -> ProberOutput {
-        // Every probe stops at its own timeout, and none runs past the Lambda deadline.
-        let ceiling = invocation
-            .deadline
-            .remaining()
-            .saturating_sub(Duration::from_secs(3));
-        let default_timeout = Duration::from_millis(self.config.default_timeout_ms).min(ceiling);
+        // Every probe stops at its own timeout, and none runs into the time the sweep, the
+        // metrics and the report need.
         let results = check::run_all(
             &self.clients,
             &probes,
             self.config.concurrency,
-            default_timeout,
+            Duration::from_millis(self.config.default_timeout_ms),
+            invocation.deadline.less(AFTER_THE_PROBES),
         )
         .await;
         let mut errors = Vec::new();
         let window = chrono::Duration::minutes(self.config.verification_window_minutes);
-        let settled = match sweep::settle_pending(
-            &self.audit,
-            &self.clients.cloudwatch,
-            &self.clients.cloudformation,
-            window,
-        )
-        .await
-        {
-            Ok(settled) => Some(settled),
-            Err(err) => {
-                errors.push(format!("verification sweep: {err}"));
-                None
-            }
+        let clients = sweep::SweepClients {
+            cloudwatch: &self.clients.cloudwatch,
+            cloudformation: &self.clients.cloudformation,
+            sqs: &self.clients.sqs,
         };
+        // The sweep stops in time for the metrics and the report.
+        let sweep_deadline = invocation.deadline.less(AFTER_THE_SWEEP);
+        let settled =
+            match sweep::settle_pending(&self.audit, &clients, window, sweep_deadline).await {
+                Ok(settled) => Some(settled),
+                Err(err) => {
+                    errors.push(format!("verification sweep: {err}"));
+                    None
+                }
+            };
         let failed_verifications = settled.as_ref().map(|settled| {
             settled
                 .iter()

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
 use chrono::{DateTime, Duration, Utc};
 use runbook_shared::audit::{AuditRecord, AuditStore};
-use runbook_shared::aws::AwsError;
+use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::deadline::Deadline;
 use runbook_shared::report::{Check, SettleBy, Verification, VerificationStatus};
 use serde::Serialize;
 
@@ -21,46 +22,52 @@ pub struct Settled {
     pub observed: String,
 }
 
+/// What the sweep reads the checks with.
+pub struct SweepClients<'a> {
+    pub cloudwatch: &'a aws_sdk_cloudwatch::Client,
+    pub cloudformation: &'a aws_sdk_cloudformation::Client,
+    pub sqs: &'a aws_sdk_sqs::Client,
+}
+
+/// Settles every verification still pending after `window`, oldest first, until `deadline`
+/// (the rest wait for the next sweep). Each record stands alone: one that cannot be checked
+/// now stays pending with the reason, and one whose resource is gone is settled as failed, so
+/// no record blocks the others.
 pub async fn settle_pending(
     audit: &AuditStore,
-    cloudwatch: &aws_sdk_cloudwatch::Client,
-    cloudformation: &aws_sdk_cloudformation::Client,
+    clients: &SweepClients<'_>,
     window: Duration,
+    deadline: Deadline,
 ) -> Result<Vec<Settled>, AwsError> {
     let now = Utc::now();
     let mut settled = Vec::new();
     for record in audit.pending_before(now - window).await? {
-        let (status, observed) = match &record.report.verification.settle_by {
-            Some(SettleBy::Alarm { name }) => alarm_state(cloudwatch, name).await?,
-            Some(SettleBy::Stack { name }) => stack_state(cloudformation, name).await?,
-            Some(SettleBy::Metric {
-                namespace,
-                metrics,
-                dimensions,
-                max_sum,
-            }) => {
-                metric_sum(
-                    cloudwatch,
-                    namespace,
-                    metrics,
-                    dimensions,
-                    *max_sum,
-                    record.started_at,
-                    now,
-                )
-                .await?
-            }
-            None => (
+        if deadline.passed() {
+            break;
+        }
+        let (status, observed) = match check(clients, &record, now).await {
+            Ok(checked) => checked,
+            Err(err) if err.is(FaultKind::NotFound) => (
+                VerificationStatus::Failed,
+                format!(
+                    "the check's resource no longer exists, so the remediation cannot be verified: {err}"
+                ),
+            ),
+            Err(err) => (
                 VerificationStatus::Pending,
-                "the report names no check to settle it by".to_string(),
+                format!("could not be checked now, the next sweep tries again: {err}"),
             ),
         };
-        if status != VerificationStatus::Pending {
+        let observed = if status == VerificationStatus::Pending {
+            observed
+        } else {
             let verification = settle(&record, status, &observed);
-            if !audit.settle(&record, &verification).await? {
-                continue; // settled meanwhile by the alarm's OK transition
+            match audit.settle(&record, &verification).await {
+                Ok(true) => observed,
+                Ok(false) => continue, // settled meanwhile by the alarm's OK transition
+                Err(err) => format!("{observed}; but the record could not be settled now: {err}"),
             }
-        }
+        };
         settled.push(Settled {
             audit_id: record.audit_id.clone(),
             target: record.target.clone(),
@@ -70,6 +77,88 @@ pub async fn settle_pending(
         });
     }
     Ok(settled)
+}
+
+/// The state of the check the record names.
+async fn check(
+    clients: &SweepClients<'_>,
+    record: &AuditRecord,
+    now: DateTime<Utc>,
+) -> Result<(VerificationStatus, String), AwsError> {
+    match &record.report.verification.settle_by {
+        Some(SettleBy::Alarm { name }) => alarm_state(clients.cloudwatch, name).await,
+        Some(SettleBy::Stack { name }) => stack_state(clients.cloudformation, name).await,
+        Some(SettleBy::QueueDepth { name, url, below }) => {
+            queue_depth(clients.sqs, name, url, *below).await
+        }
+        Some(SettleBy::Metric {
+            namespace,
+            metrics,
+            dimensions,
+            max_sum,
+        }) => {
+            metric_sum(
+                clients.cloudwatch,
+                namespace,
+                metrics,
+                dimensions,
+                *max_sum,
+                record.started_at,
+                now,
+            )
+            .await
+        }
+        None => Ok((
+            VerificationStatus::Failed,
+            "the report names no check to settle it by, so it cannot be verified".to_string(),
+        )),
+    }
+}
+
+/// A purge is verified when the queue holds fewer messages than it removed; as many or more
+/// means failures keep arriving (the cause is still there).
+async fn queue_depth(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    url: &str,
+    below: i64,
+) -> Result<(VerificationStatus, String), AwsError> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let output = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|err| {
+            AwsError::from_sdk("sqs:GetQueueAttributes", &format!("queue {name}"), &err)
+        })?;
+    let attributes = output.attributes.unwrap_or_default();
+    let depth: i64 = [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+    ]
+    .iter()
+    .filter_map(|key| attributes.get(key)?.parse::<i64>().ok())
+    .sum();
+    Ok(if depth < below {
+        (
+            VerificationStatus::Verified,
+            format!(
+                "queue {name} holds {depth} messages, fewer than the {below} the purge removed"
+            ),
+        )
+    } else {
+        (
+            VerificationStatus::Failed,
+            format!(
+                "queue {name} holds {depth} messages again, as many as the {below} the purge removed: failures keep arriving"
+            ),
+        )
+    })
 }
 
 /// The record's verification with its open metric-level check closed.

@@ -19,7 +19,7 @@ use runbook_shared::report::{
 use runbook_shared::resource::{Resource, ResourceId};
 use runbook_shared::safety::{Invocation, Safety};
 use runbook_shared::trigger::{
-    AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual, recognise,
+    AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual, recognise_from,
 };
 use serde_json::{Map, Value};
 
@@ -165,7 +165,7 @@ impl Scaler {
     }
 
     async fn route(&self, event: Value, invocation: &Invocation) -> Output {
-        let trigger = match recognise(&event) {
+        let trigger = match recognise_from(&event, &self.config.safety.home) {
             Ok(trigger) => trigger,
             Err(rejection) => {
                 let info = TriggerInfo {
