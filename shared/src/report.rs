@@ -167,6 +167,21 @@ impl Verification {
         }
     }
 
+    /// What the checks that did not pass expected and saw, for a reason that says what failed.
+    pub fn failures(&self) -> String {
+        self.checks
+            .iter()
+            .filter(|check| !check.ok && check.observed != "pending")
+            .map(|check| {
+                format!(
+                    "{}: expected {}, observed {}",
+                    check.name, check.expected, check.observed
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     pub fn not_applicable() -> Self {
         Self {
             status: VerificationStatus::NotApplicable,

@@ -140,8 +140,9 @@ impl Moto {
         aws_sdk_cloudwatch::Client::new(&self.sdk_config())
     }
 
-    /// POSTs to one of the front's test controls (not AWS APIs; see tests/moto_front/README.md).
-    pub async fn control(&self, path: &str, body: serde_json::Value) {
+    /// POSTs to one of the front's test controls (not AWS APIs; see tests/moto_front/README.md)
+    /// and returns its JSON answer.
+    pub async fn control(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
         let body = body.to_string();
         let address = self.endpoint.trim_start_matches("http://").to_string();
         let mut stream = tokio::net::TcpStream::connect(&address)
@@ -162,6 +163,16 @@ impl Moto {
             answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
             "{path}: {answer}"
         );
+        answer
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or_default()
+    }
+
+    /// The faults the front's fault mode answered so far: access key -> kind -> count.
+    pub async fn faults(&self) -> serde_json::Value {
+        let mut answer = self.control("/_front/faults", serde_json::json!({})).await;
+        answer["counts"].take()
     }
 
     /// Holds the next request for `action` (an operation name) that names `resource` (in its

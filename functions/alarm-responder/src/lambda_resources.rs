@@ -732,10 +732,14 @@ impl Responder {
             checks,
             settle_by,
         };
+        let failures = report.verification.failures();
         if status == VerificationStatus::Failed {
             report.finish(
                 Outcome::Failed,
-                format!("{summary}, but the configuration does not show it"),
+                format!(
+                    "{summary}, but the configuration does not show it ({})",
+                    failures
+                ),
             )
         } else {
             report.finish(Outcome::Remediated, summary)

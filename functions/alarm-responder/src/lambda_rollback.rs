@@ -521,12 +521,13 @@ impl Responder {
             checks,
             settle_by,
         };
+        let failures = report.verification.failures();
         if ok {
             report.finish(Outcome::Remediated, summary)
         } else {
             report.finish(
                 Outcome::Failed,
-                format!("{summary}, but the alias does not show it"),
+                format!("{summary}, but the alias does not show it ({})", failures),
             )
         }
     }

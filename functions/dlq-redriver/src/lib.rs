@@ -1077,12 +1077,14 @@ impl Redriver {
             .chain(notes)
             .collect::<Vec<_>>()
             .join("; ");
+        let failures = report.verification.failures();
         let outcome = if let Some(err) = &result.error {
             return report.finish(Outcome::Failed, format!("{reason}; stopped by {err}"));
         } else if !verified {
             return report.finish(Outcome::Failed,
                 format!(
-                    "{reason}; the counts do not reconcile (see verification): the DLQ changed during the run, or the consumer is still failing"
+                    "{reason}; the counts do not reconcile ({}): the DLQ changed during the run, or the consumer is still failing",
+                    failures
                 ),
             );
         } else if ledger.moved > 0 {

@@ -1150,12 +1150,14 @@ impl Scaler {
         report.verification = self
             .verify(target, &change, alarm_name, invocation.wait_deadline())
             .await;
+        let failures = report.verification.failures();
         let (outcome, reason) = match report.verification.status {
             VerificationStatus::Failed => (
                 Outcome::Failed,
                 format!(
-                    "changed {name} to {}, but the verification failed",
-                    expected_text(&change)
+                    "changed {name} to {}, but the verification failed ({})",
+                    expected_text(&change),
+                    failures
                 ),
             ),
             _ => (
@@ -1424,6 +1426,7 @@ impl Scaler {
                 )
                 .await
         };
+        let failures = report.verification.failures();
         match recorded {
             Err(err) => report.finish(
                 Outcome::Failed,
@@ -1432,7 +1435,10 @@ impl Scaler {
             Ok(()) if ok => report.finish(Outcome::Remediated, summary),
             Ok(()) => report.finish(
                 Outcome::Failed,
-                format!("{summary}, but DescribeTable does not show it"),
+                format!(
+                    "{summary}, but DescribeTable does not show it ({})",
+                    failures
+                ),
             ),
         }
     }

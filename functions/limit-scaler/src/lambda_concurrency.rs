@@ -459,6 +459,7 @@ impl Scaler {
             checks,
             settle_by,
         };
+        let failures = report.verification.failures();
         let note = std::mem::take(&mut report.reason);
         if ok {
             report.finish(
@@ -472,7 +473,10 @@ impl Scaler {
         } else {
             report.finish(
                 Outcome::Failed,
-                format!("{summary}, but GetFunctionConcurrency does not show it"),
+                format!(
+                    "{summary}, but GetFunctionConcurrency does not show it ({})",
+                    failures
+                ),
             )
         }
     }

@@ -89,6 +89,7 @@ impl Scaler {
             .await;
         let ok = check.ok;
         report.verification = Verification::settled(check);
+        let failures = report.verification.failures();
         match ended {
             Err(err) => report.finish(
                 Outcome::Failed,
@@ -97,7 +98,7 @@ impl Scaler {
             Ok(()) if ok => report.finish(Outcome::Remediated, summary),
             Ok(()) => report.finish(
                 Outcome::Failed,
-                format!("{summary}, but {read_by} does not show it"),
+                format!("{summary}, but {read_by} does not show it ({})", failures),
             ),
         }
     }

@@ -419,12 +419,13 @@ impl Scaler {
                 ),
             );
         }
+        let failures = report.verification.failures();
         if ok {
             report.finish(Outcome::Remediated, summary)
         } else {
             report.finish(
                 Outcome::Failed,
-                format!("{summary}, but the item does not show it"),
+                format!("{summary}, but the item does not show it ({})", failures),
             )
         }
     }
