@@ -663,10 +663,12 @@ impl AuditStore {
         Ok(())
     }
 
-    /// Every record whose verification is still open and that started before `before`.
+    /// The oldest `at_most` records whose verification is still open and that started before
+    /// `before`.
     pub async fn pending_before(
         &self,
         before: DateTime<Utc>,
+        at_most: usize,
     ) -> Result<Vec<AuditRecord>, AwsError> {
         let mut records = Vec::new();
         let mut pages = self
@@ -677,11 +679,16 @@ impl AuditStore {
             .key_condition_expression("verify_status = :pending AND sk < :before")
             .expression_attribute_values(":pending", s(PENDING))
             .expression_attribute_values(":before", s(timestamp(before)))
+            .limit(i32::try_from(at_most).unwrap_or(i32::MAX))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| self.err("dynamodb:Query", &err))?;
             records.extend(page.items().iter().filter_map(AuditRecord::from_item));
+            if records.len() >= at_most {
+                records.truncate(at_most);
+                break;
+            }
         }
         Ok(records)
     }

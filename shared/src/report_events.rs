@@ -13,8 +13,10 @@ use crate::report::TriggerKind;
 
 pub const SOURCE: &str = "runbook.automation";
 pub const DETAIL_TYPE: &str = "Runbook Report";
-/// PutEvents takes at most 10 entries per call.
+/// PutEvents takes at most 10 entries per call...
 const ENTRIES_PER_CALL: usize = 10;
+/// ...and 256 KiB per request (entries are packed under this, leaving room for the envelope).
+const BYTES_PER_CALL: usize = 240 * 1024;
 /// An entry may be 256 KiB; a bigger report (a large DLQ sample) is sent as its summary.
 const MAX_DETAIL_BYTES: usize = 200 * 1024;
 
@@ -52,8 +54,11 @@ impl ReportEvents {
 
     /// Publishes the reports in `output` that are worth an event; returns how many were sent.
     pub async fn publish(&self, output: &Value) -> Result<usize, AwsError> {
-        let details = worth_publishing(output);
-        for chunk in details.chunks(ENTRIES_PER_CALL) {
+        let details: Vec<String> = worth_publishing(output)
+            .into_iter()
+            .map(detail_text)
+            .collect();
+        for chunk in requests(&details) {
             let entries = chunk
                 .iter()
                 .map(|detail| {
@@ -61,7 +66,7 @@ impl ReportEvents {
                         .event_bus_name(&self.bus)
                         .source(SOURCE)
                         .detail_type(DETAIL_TYPE)
-                        .detail(detail_text(detail))
+                        .detail(*detail)
                         .build()
                 })
                 .collect();
@@ -98,6 +103,27 @@ impl ReportEvents {
     }
 }
 
+/// The details packed into PutEvents requests: at most 10 each, and under the request size limit
+/// (a detail is at most MAX_DETAIL_BYTES, so one always fits).
+fn requests(details: &[String]) -> Vec<Vec<&str>> {
+    let mut requests: Vec<Vec<&str>> = Vec::new();
+    let mut bytes = 0;
+    for detail in details {
+        let full = requests.last().is_none_or(|request| {
+            request.len() == ENTRIES_PER_CALL || bytes + detail.len() > BYTES_PER_CALL
+        });
+        if full {
+            requests.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += detail.len();
+        if let Some(request) = requests.last_mut() {
+            request.push(detail);
+        }
+    }
+    requests
+}
+
 /// The reports in a function's output that deserve an event: each report of a sweep, or the one
 /// report, unless it is a schedule's `no_action` (or a scheduled health check that found all
 /// healthy and settled nothing).
@@ -115,8 +141,12 @@ fn worth_one(report: &Value) -> bool {
         return true;
     }
     if report.get("healthy").is_some() {
+        // Verifications still pending are not news; settled ones are.
+        let settled_any = report["settled"]
+            .as_array()
+            .is_some_and(|settled| settled.iter().any(|s| s["status"] != "pending"));
         let quiet = report["healthy"] == true
-            && report["settled"].as_array().is_none_or(Vec::is_empty)
+            && !settled_any
             && report["errors"].as_array().is_none_or(Vec::is_empty);
         return !quiet;
     }
@@ -152,6 +182,22 @@ fn detail_text(report: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_stay_under_the_count_and_the_size_limits() {
+        let big = "x".repeat(90 * 1024);
+        let details: Vec<String> = (0..5).map(|_| big.clone()).collect();
+        let packed = requests(&details);
+        assert_eq!(
+            packed.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        let small: Vec<String> = (0..23).map(|i| i.to_string()).collect();
+        assert_eq!(
+            requests(&small).iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10, 10, 3]
+        );
+    }
 
     #[test]
     fn schedules_that_did_nothing_are_not_published() {

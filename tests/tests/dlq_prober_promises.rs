@@ -376,13 +376,20 @@ async fn any_managed_queue_can_be_inspected_and_lambda_failure_records_are_named
     assert!(groups.contains("function:orders-api"), "{groups}");
     assert!(groups.contains("RetriesExhausted"), "{groups}");
     assert_eq!(depth(&setup.sqs, &queue).await, 1);
-    // Its alarm inspects it too.
+    // Its alarm inspects it too, even where alarms redrive: its messages have no source to go to.
     let report = run(
-        &setup.redriver(&[]),
+        &setup.redriver(&[("REDRIVE_ON_ALARM", "true")]),
         queue_alarm_event("failed-invocations", "ALARM", &queue.name),
     )
     .await;
     assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|note| note.contains("inspected instead of redriven")),
+        "{report:?}"
+    );
     // A redrive of a queue no queue fails into needs a target.
     let report = run(
         &setup.redriver(&[]),
@@ -472,7 +479,10 @@ async fn a_purge_waits_a_minute_at_most_and_the_sweep_settles_it() {
     let settled = health_prober::sweep::settle_pending(
         &setup.audit_store(),
         &clients,
-        chrono::Duration::zero(),
+        &health_prober::sweep::Window {
+            after: chrono::Duration::zero(),
+            give_up: chrono::Duration::hours(24),
+        },
         Deadline::after(Duration::from_secs(30)),
     )
     .await
@@ -489,8 +499,12 @@ async fn held_messages_are_released_within_the_deadline() {
     let setup = Setup::new().await;
     let pair = QueuePair::create(&setup.sqs, "managed-release", false).await;
     send_messages(&setup.sqs, &pair.dlq, &bodies("held", 100), None, &[]).await;
-    // Every release is slow; ten of them one after another would end past the deadline.
-    for _ in 0..10 {
+    // Every release is slow (ten of them one after another would end past the deadline), and
+    // one never answers in time at all.
+    moto()
+        .delay("ChangeMessageVisibilityBatch", &pair.dlq.name, 30_000)
+        .await;
+    for _ in 0..9 {
         moto()
             .delay("ChangeMessageVisibilityBatch", &pair.dlq.name, 2_000)
             .await;
@@ -512,6 +526,11 @@ async fn held_messages_are_released_within_the_deadline() {
         details(&report)["ledger"]["filtered_out"],
         json!(100),
         "{report:?}"
+    );
+    assert_eq!(
+        details(&report)["not_released_ids"]["total"],
+        json!(10),
+        "the batch still waiting at the deadline is left to its visibility timeout: {report:?}"
     );
     assert_eq!(depth(&setup.sqs, &pair.dlq).await, 100, "nothing lost");
 }
@@ -540,8 +559,18 @@ async fn a_probe_never_outlives_the_invocation() {
     assert!(hangs.detail.contains("capped"), "{}", hangs.detail);
 }
 
-/// A remediation recorded `minutes_ago`, pending on `settle_by`.
+/// A remediation recorded half an hour ago, pending on `settle_by`.
 async fn pending_record(audit: &AuditStore, target: &str, settle_by: SettleBy) -> String {
+    pending_record_at(audit, target, settle_by, chrono::Duration::minutes(30)).await
+}
+
+/// A remediation recorded `ago`, pending on `settle_by`.
+async fn pending_record_at(
+    audit: &AuditStore,
+    target: &str,
+    settle_by: SettleBy,
+    ago: chrono::Duration,
+) -> String {
     let trigger = TriggerInfo {
         kind: TriggerKind::Alarm,
         name: None,
@@ -564,10 +593,7 @@ async fn pending_record(audit: &AuditStore, target: &str, settle_by: SettleBy) -
         settle_by: Some(settle_by),
     };
     audit
-        .record(
-            &mut report,
-            chrono::Utc::now() - chrono::Duration::minutes(30),
-        )
+        .record(&mut report, chrono::Utc::now() - ago)
         .await
         .unwrap();
     report.audit_id.unwrap()
@@ -611,6 +637,41 @@ async fn one_record_that_cannot_be_checked_never_blocks_the_sweep() {
         .await
         .unwrap();
     let recovered = pending_record(&audit, "recovered", SettleBy::Alarm { name: alarm }).await;
+    // One that no check will ever decide (its alarm never leaves INSUFFICIENT_DATA), older than
+    // the give-up age: settled as failed instead of staying pending for ever.
+    let undecided_alarm = unique("undecided");
+    moto()
+        .cloudwatch()
+        .put_metric_alarm()
+        .alarm_name(&undecided_alarm)
+        .namespace("AWS/Lambda")
+        .metric_name("Errors")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .unwrap();
+    moto()
+        .cloudwatch()
+        .set_alarm_state()
+        .alarm_name(&undecided_alarm)
+        .state_value(aws_sdk_cloudwatch::types::StateValue::InsufficientData)
+        .state_reason("no data")
+        .send()
+        .await
+        .unwrap();
+    let undecided = pending_record_at(
+        &audit,
+        "undecided",
+        SettleBy::Alarm {
+            name: undecided_alarm,
+        },
+        chrono::Duration::hours(30),
+    )
+    .await;
     let report = probe(
         &setup.prober(),
         json!({"probes": []}),
@@ -632,6 +693,11 @@ async fn one_record_that_cannot_be_checked_never_blocks_the_sweep() {
     assert_eq!(
         status(&recovered),
         Some(VerificationStatus::Verified),
+        "{report:?}"
+    );
+    assert_eq!(
+        status(&undecided),
+        Some(VerificationStatus::Failed),
         "{report:?}"
     );
 }

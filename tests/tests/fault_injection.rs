@@ -14,7 +14,7 @@ use runbook_tests::deploy::{
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, capacity, create_deployed_function, create_function, create_limits_table,
-    create_stack, event_file, fail_all, send_messages,
+    create_stack, event_file, fail_all, peek_all, send_messages,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{Invoked, LambdaProcess, binary};
@@ -108,6 +108,20 @@ impl Round {
         format!("{}-limits", self.base)
     }
 
+    /// Fails 10 more messages (ids `batch`-0…9) into the DLQ when it holds fewer than 10, so
+    /// that every DLQ event has something to inspect, redrive or purge.
+    async fn refill(&self, moto: &Moto, batch: usize) {
+        let sqs = moto.sqs();
+        if all_messages(&sqs, &self.pair.dlq.url).await >= 10 {
+            return;
+        }
+        let bodies: Vec<String> = (0..10)
+            .map(|i| json!({"id": format!("{batch}-{i}"), "type": "order.created"}).to_string())
+            .collect();
+        send_messages(&sqs, &self.pair.source, &bodies, None, &[("tenant", "42")]).await;
+        fail_all(&sqs, &self.pair.source).await;
+    }
+
     async fn create(moto: &Moto, index: usize) -> Self {
         let sqs = moto.sqs();
         let pair = QueuePair::create_with(&sqs, &format!("managed-fault{index}"), false, 1).await;
@@ -133,11 +147,7 @@ impl Round {
             .send()
             .await
             .expect("reserve");
-        let bodies: Vec<String> = (0..20)
-            .map(|i| json!({"id": i, "type": "order.created"}).to_string())
-            .collect();
-        send_messages(&sqs, &round.pair.source, &bodies, None, &[("tenant", "42")]).await;
-        fail_all(&sqs, &round.pair.source).await;
+        round.refill(moto, 0).await;
         create_stack(
             &moto.cloudformation(),
             &round.base,
@@ -241,6 +251,19 @@ impl Round {
             .send()
             .await
             .expect("stack");
+        let api_reserved = lambda
+            .get_function_concurrency()
+            .function_name(self.api())
+            .send()
+            .await
+            .expect("concurrency")
+            .reserved_concurrent_executions();
+        let dlq_ids: Vec<String> = peek_all(&sqs, &self.pair.dlq)
+            .await
+            .iter()
+            .filter_map(|m| serde_json::from_str::<Value>(m.body()?).ok())
+            .filter_map(|body| body["id"].as_str().map(str::to_string))
+            .collect();
         let table = capacity(&dynamodb, &self.base, None).await;
         let index = capacity(&dynamodb, &self.base, Some("by-customer")).await;
         BTreeMap::from([
@@ -266,7 +289,13 @@ impl Round {
             ("api", config(self.api()).await),
             ("worker", config(self.worker()).await),
             ("worker_reserved", json!(reserved)),
+            ("api_reserved", json!(api_reserved)),
             ("dlq", json!(all_messages(&sqs, &self.pair.dlq.url).await)),
+            ("dlq_ids", json!(dlq_ids)),
+            (
+                "dlq_in_flight",
+                json!(in_flight(&sqs, &self.pair.dlq.url).await),
+            ),
             (
                 "source",
                 json!(all_messages(&sqs, &self.pair.source.url).await),
@@ -281,6 +310,24 @@ impl Round {
             ),
         ])
     }
+}
+
+/// In flight (received and not yet deleted or made visible again).
+async fn in_flight(sqs: &aws_sdk_sqs::Client, url: &str) -> i64 {
+    use aws_sdk_sqs::types::QueueAttributeName as Name;
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| {
+            a.get(&Name::ApproximateNumberOfMessagesNotVisible)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Visible, in flight and delayed.
@@ -320,7 +367,12 @@ fn expected_change(round: &Round, action: &Value, changed: &mut BTreeMap<&'stati
             changed.insert("limit", after["value"].clone());
         }
         "lambda:PutFunctionConcurrency" => {
-            changed.insert("worker_reserved", after["reserved_concurrency"].clone());
+            let key = if target == round.api() {
+                "api_reserved"
+            } else {
+                "worker_reserved"
+            };
+            changed.insert(key, after["reserved_concurrency"].clone());
         }
         "lambda:UpdateAlias" => {
             changed.insert("alias", after["version"].clone());
@@ -334,11 +386,18 @@ fn expected_change(round: &Round, action: &Value, changed: &mut BTreeMap<&'stati
             changed.insert(key, after.clone());
         }
         api if api.starts_with("cloudformation:") => {
-            changed.insert("stack", Value::Null);
+            // Recovered: out of the failed state it was in.
+            changed.insert("stack", json!({"recovered": true}));
+        }
+        "sqs:PurgeQueue" => {
+            changed.insert("dlq", json!(0));
+            changed.insert("dlq_ids", json!([]));
+            changed.insert("dlq_in_flight", Value::Null);
         }
         api if api.starts_with("sqs:") => {
-            changed.insert("dlq", Value::Null);
-            changed.insert("source", Value::Null);
+            for part in ["dlq", "dlq_ids", "dlq_in_flight", "source"] {
+                changed.insert(part, Value::Null);
+            }
         }
         other => panic!("the test does not know what {other} changes"),
     }
@@ -368,9 +427,20 @@ fn mismatches(
     for (part, was) in before {
         let now = &after[part];
         match changed.get(part) {
+            // A sample or an inspection leaves messages in flight for a moment: no change.
+            None if *part == "dlq_in_flight"
+                || (*part == "dlq_ids" && after["dlq_in_flight"] != json!(0)) => {}
             None if now != was => found.push(format!(
                 "{part} changed from {was} to {now}, and no report says so"
             )),
+            Some(expected)
+                if *part == "stack" && expected["recovered"] == json!(true) && now == was =>
+            {
+                found.push(format!(
+                    "the stack is still {now} but the report says it acted"
+                ));
+            }
+            Some(_) if *part == "stack" => {}
             Some(Value::Object(fields)) => {
                 for (field, value) in fields {
                     if !value.is_null() && &now[field] != value {
@@ -402,6 +472,22 @@ fn mismatches(
     if into_source != moved {
         found.push(format!(
             "{into_source} messages reached the source, the reports say {moved}"
+        ));
+    }
+    // Every message that left the DLQ reached the source (or is still in flight in the DLQ).
+    let ids = |state: &BTreeMap<&'static str, Value>| -> std::collections::BTreeSet<String> {
+        state["dlq_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_str().map(str::to_string))
+            .collect()
+    };
+    let left = ids(before).difference(&ids(after)).count() as i64;
+    let in_flight = after["dlq_in_flight"].as_i64().unwrap_or(0);
+    if !purged && left > moved + in_flight {
+        found.push(format!(
+            "{left} messages left the DLQ, {moved} reached the source, {in_flight} are in flight: some were lost"
         ));
     }
     found
@@ -488,7 +574,10 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize) -> Figure {
             endpoints.url("/health").leak(),
         ),
     ];
-    for (file, function) in files() {
+    for (batch, (file, function)) in files().into_iter().enumerate() {
+        if function == "dlq-redriver" {
+            round.refill(moto, batch + 1).await;
+        }
         let event = event_file(file, &names);
         let before = round.state(moto).await;
         let faults_before = faults_of(&moto.faults().await, &keys[function]);

@@ -418,7 +418,7 @@ impl Redriver {
         }
         report.diagnosis = Some(json!({
             "dlq": dlq,
-            "sources": sources.iter().map(|source| source.name.as_str()).collect::<Vec<_>>(),
+            "sources": capped(&sources.iter().map(|source| source.name.as_str()).collect::<Vec<_>>()),
         }));
         match job.action {
             DlqAction::Inspect => {
@@ -801,8 +801,10 @@ impl Redriver {
             }
         }));
         if report.dry_run {
+            let names: Vec<String> = candidates.iter().map(|q| q.name.clone()).collect();
             report.actions = candidates
                 .iter()
+                .take(runbook_shared::report::LIST_CAP)
                 .map(|target| Action {
                     api: "sqs:SendMessageBatch".into(),
                     target: target.name.clone(),
@@ -818,20 +820,9 @@ impl Redriver {
                 dlq.depth(),
                 dlq.name,
                 if plan.fallback.is_some() || plan.sources.len() == 1 {
-                    candidates
-                        .iter()
-                        .map(|q| q.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    some_of(&names, 10)
                 } else {
-                    format!(
-                        "their own sources among {}",
-                        candidates
-                            .iter()
-                            .map(|q| q.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
+                    format!("their own sources among {}", some_of(&names, 10))
                 },
                 plan.rate_per_second,
                 plan.max_redrives
@@ -900,9 +891,10 @@ impl Redriver {
                 format!("could not read: {err}"),
             )),
         }
+        // What each target accepted (a copy left in the DLQ included), and what left the DLQ.
         for target in &candidates {
-            let moved = result.moved_to.get(&target.name).copied().unwrap_or(0);
-            if moved == 0 {
+            let accepted = result.accepted_by.get(&target.name).copied().unwrap_or(0);
+            if accepted == 0 {
                 continue;
             }
             let after = queues::describe(&self.sqs, &target.name, &target.url)
@@ -912,7 +904,7 @@ impl Redriver {
                 api: "sqs:SendMessageBatch".into(),
                 target: target.name.clone(),
                 before: json!({"depth": target.depth()}),
-                after: json!({"depth": after.as_ref().map(Queue::depth), "accepted": moved}),
+                after: json!({"depth": after.as_ref().map(Queue::depth), "accepted": accepted}),
                 applied: true,
                 error: None,
             });
@@ -923,7 +915,7 @@ impl Redriver {
                 target: dlq.name.clone(),
                 before: json!({"depth": dlq.depth()}),
                 after: json!({"depth": dlq_after.as_ref().ok().map(Queue::depth), "deleted": result.ledger.moved}),
-                applied: true,
+                applied: result.ledger.moved > 0,
                 error: (result.ledger.not_deleted > 0).then(|| format!("{} messages were sent but not deleted (duplicates, never losses)", result.ledger.not_deleted)),
             });
         }
@@ -989,7 +981,7 @@ impl Redriver {
                 "{} messages name no source queue and {} has several sources ({}): redrive them with \"target\"",
                 nameless.len(),
                 dlq.name,
-                plan.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                some_of(&plan.sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), 10)
             ));
         }
         if !former.is_empty() {
@@ -1004,6 +996,12 @@ impl Redriver {
                 former.len(),
                 dlq.name,
                 some_of(&named, 5)
+            ));
+        }
+        if result.lambda_records > 0 {
+            notes.push(format!(
+                "{} of the messages sent were Lambda failure records (OnFailure destination), sent as they are: each holds the original event in requestPayload",
+                result.lambda_records
             ));
         }
         if !result.retargeted.is_empty() {
@@ -1140,18 +1138,26 @@ impl Redriver {
         let removed = dlq.depth() + dlq.delayed;
         // SQS takes up to 60 s to purge; past that (or the deadline) the sweep settles it.
         let wait = invocation.wait_deadline().remaining().min(self.purge_wait);
+        // A read that fails is tried again until the wait ends; then the sweep decides.
+        let last_error = std::cell::RefCell::new(None);
         let emptied = poll_until(Deadline::within(wait), self.poll_interval, || async {
             match queues::describe(&self.sqs, &dlq.name, &dlq.url).await {
-                Ok(after) if after.depth() + after.delayed == 0 => Some(Ok(after)),
+                Ok(after) if after.depth() + after.delayed == 0 => Some(()),
                 Ok(_) => None,
-                Err(err) => Some(Err(err)),
+                Err(err) => {
+                    last_error.replace(Some(err));
+                    None
+                }
             }
         })
         .await;
-        let (status, observed) = match emptied {
-            Some(Ok(_)) => (VerificationStatus::Verified, "0".to_string()),
-            Some(Err(err)) => (VerificationStatus::Failed, format!("could not read: {err}")),
-            None => (VerificationStatus::Pending, "pending".into()),
+        let (status, observed) = match (emptied, last_error.into_inner()) {
+            (Some(()), _) => (VerificationStatus::Verified, "0".to_string()),
+            (None, Some(err)) => (
+                VerificationStatus::Pending,
+                format!("could not read: {err}"),
+            ),
+            (None, None) => (VerificationStatus::Pending, "pending".into()),
         };
         report.verification = Verification {
             settle_by: (status == VerificationStatus::Pending).then(|| SettleBy::QueueDepth {
@@ -1168,14 +1174,14 @@ impl Redriver {
             )],
         };
         report.details = Some(json!({"removed": removed}));
-        let outcome = if status == VerificationStatus::Failed {
-            Outcome::Failed
+        let settling = if status == VerificationStatus::Pending {
+            " (the queue did not read empty yet: the health-prober's sweep settles it by its depth)"
         } else {
-            Outcome::Remediated
+            ""
         };
         report.finish(
-            outcome,
-            format!("purged {}: removed {removed} messages", dlq.name),
+            Outcome::Remediated,
+            format!("purged {}: removed {removed} messages{settling}", dlq.name),
         )
     }
 }

@@ -72,13 +72,17 @@ impl Received {
         let body: Value = serde_json::from_str(&self.body).ok()?;
         let context = body.get("requestContext")?;
         body.get("requestPayload")?;
+        // Bodies are anyone's: what is quoted from them is cut short.
         Some(format!(
             "Lambda failure records of {} ({}, {} attempts): each holds the original event in requestPayload",
-            context.get("functionArn")?.as_str()?,
-            context
-                .get("condition")
-                .and_then(Value::as_str)
-                .unwrap_or("failed"),
+            cut(context.get("functionArn")?.as_str()?, 256),
+            cut(
+                context
+                    .get("condition")
+                    .and_then(Value::as_str)
+                    .unwrap_or("failed"),
+                64
+            ),
             context
                 .get("approximateInvokeCount")
                 .and_then(Value::as_u64)
@@ -88,23 +92,29 @@ impl Received {
 
     /// The message as an inspection shows it: the body is cut to 256 bytes.
     pub fn summary(&self) -> Value {
-        let mut cut = self.body.len().min(256);
-        while !self.body.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let mut attributes: Vec<&str> = self.attributes.keys().map(String::as_str).collect();
+        let body = cut(&self.body, 256);
+        let mut attributes: Vec<&str> = self.attributes.keys().map(|name| cut(name, 64)).collect();
         attributes.sort_unstable();
         json!({
             "id": self.id,
             "sent_at": self.sent_at.map(runbook_shared::audit::timestamp),
             "receive_count": self.receive_count,
             "redrive_count": self.redrive_count(),
-            "group_id": self.group_id,
+            "group_id": self.group_id.as_deref().map(|group| cut(group, 128)),
             "attributes": attributes,
-            "body": &self.body[..cut],
-            "body_truncated": cut < self.body.len(),
+            "body": body,
+            "body_truncated": body.len() < self.body.len(),
         })
     }
+}
+
+/// The first `max` bytes of `text` (at a character boundary).
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Receives up to `max` (≤ 10) messages with every system and message attribute, hiding them
@@ -167,14 +177,20 @@ pub async fn release(
                     error: None,
                 };
             }
-            match release_batch(sqs, queue, chunk).await {
-                Ok(failed) => Released {
+            // A slow or retried call may not outlast the deadline either.
+            match tokio::time::timeout(deadline.remaining(), release_batch(sqs, queue, chunk)).await
+            {
+                Ok(Ok(failed)) => Released {
                     not_released: failed,
                     error: None,
                 },
-                Err(err) => Released {
+                Ok(Err(err)) => Released {
                     not_released: ids(),
                     error: Some(err),
+                },
+                Err(_) => Released {
+                    not_released: ids(),
+                    error: None,
                 },
             }
         })

@@ -8,11 +8,12 @@ use runbook_shared::safety::ManagedPolicy;
 use runbook_shared::trigger::Rejection;
 use serde::Serialize;
 
-/// A queue as the caller named it, parsed without any AWS call.
+/// A queue of the function's own region and account, by name, parsed without any AWS call;
+/// its URL is always looked up there (a URL given is only read for the name, the account and
+/// the region it names, never called).
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueRef {
     pub name: String,
-    pub url: Option<String>,
 }
 
 impl QueueRef {
@@ -20,36 +21,43 @@ impl QueueRef {
     /// account: a queue elsewhere with the same name is another queue.
     pub fn parse(text: &str, home: &Home) -> Result<Self, Rejection> {
         let text = text.trim();
-        let reference = if text.starts_with("https://") || text.starts_with("http://") {
-            let mut segments = text.trim_end_matches('/').rsplit('/');
-            let name = segments.next().unwrap_or_default();
-            // https://sqs.<region>.amazonaws.com/<account>/<name>
-            if let Some(account) = segments.next().filter(|account| {
-                account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())
-            }) {
-                home.require_home(&home.partition, &home.region, account, text)?;
+        let reference = if let Some(rest) = text
+            .strip_prefix("https://")
+            .or_else(|| text.strip_prefix("http://"))
+        {
+            // <host>/<account>/<name>
+            let mut parts = rest.trim_end_matches('/').split('/');
+            let (host, account, name) = (parts.next(), parts.next(), parts.next());
+            let (Some(host), Some(account), Some(name), None) = (host, account, name, parts.next())
+            else {
+                return Err(Rejection(format!(
+                    "{text:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
+                )));
+            };
+            if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+                return Err(Rejection(format!(
+                    "{text:?} names no account (its path must be /<12-digit account>/<name>)"
+                )));
             }
-            let host = text.split('/').nth(2).unwrap_or_default();
-            if let Some(region) = host
-                .strip_prefix("sqs.")
-                .and_then(|rest| rest.split('.').next())
-            {
-                home.require_home(&home.partition, region, &home.account, text)?;
+            home.require_home(&home.partition, &home.region, account, text)?;
+            match region_of_host(host) {
+                Ok(Some(region)) => home.require_home(&home.partition, &region, account, text)?,
+                Ok(None) => {}
+                Err(()) => {
+                    return Err(Rejection(format!(
+                        "{text:?}: the region of the host {host} cannot be read; give the queue's name or ARN"
+                    )));
+                }
             }
             Self {
                 name: name.to_string(),
-                url: Some(text.to_string()),
             }
         } else if text.starts_with("arn:") {
             let arn = home.parse_arn(text, "sqs")?;
-            Self {
-                name: arn.resource,
-                url: None,
-            }
+            Self { name: arn.resource }
         } else {
             Self {
                 name: text.to_string(),
-                url: None,
             }
         };
         let base = reference
@@ -100,25 +108,51 @@ pub fn not_found(name: &str) -> String {
     format!("queue {name} does not exist (or is not visible to this function) in this region")
 }
 
-/// Finds the queue's URL.
-pub async fn resolve(sqs: &Client, reference: &QueueRef) -> Result<Queue, AwsError> {
-    let url = match &reference.url {
-        Some(url) => url.clone(),
-        None => sqs
-            .get_queue_url()
-            .queue_name(&reference.name)
-            .send()
-            .await
-            .map_err(|err| {
-                AwsError::from_sdk(
-                    "sqs:GetQueueUrl",
-                    &format!("queue {}", reference.name),
-                    &err,
-                )
-            })?
-            .queue_url
-            .unwrap_or_default(),
+/// The region an AWS SQS endpoint host names: `Ok(None)` for a host that is not AWS's (a local
+/// endpoint), `Err` for an AWS host whose region cannot be read.
+fn region_of_host(host: &str) -> Result<Option<String>, ()> {
+    let host = host
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !(host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")) {
+        return Ok(None);
+    }
+    if host == "queue.amazonaws.com" {
+        return Ok(Some("us-east-1".into()));
+    }
+    // sqs.<region>.…, <region>.queue.…, vpce-….sqs.<region>.vpce.…, sqs-fips.<region>.…
+    let looks_like_region = |label: &&str| {
+        let parts: Vec<&str> = label.split('-').collect();
+        parts.len() >= 3
+            && parts[0].len() == 2
+            && parts
+                .last()
+                .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
     };
+    host.split('.')
+        .find(looks_like_region)
+        .map(|region| Some(region.to_string()))
+        .ok_or(())
+}
+
+/// Finds the queue's URL in this function's region and account.
+pub async fn resolve(sqs: &Client, reference: &QueueRef) -> Result<Queue, AwsError> {
+    let url = sqs
+        .get_queue_url()
+        .queue_name(&reference.name)
+        .send()
+        .await
+        .map_err(|err| {
+            AwsError::from_sdk(
+                "sqs:GetQueueUrl",
+                &format!("queue {}", reference.name),
+                &err,
+            )
+        })?
+        .queue_url
+        .unwrap_or_default();
     describe(sqs, &reference.name, &url).await
 }
 
@@ -238,16 +272,23 @@ mod tests {
         .unwrap();
         let parse = |text: &str| QueueRef::parse(text, &home);
         assert_eq!(parse("orders-dlq").unwrap().name, "orders-dlq");
-        let url =
-            parse("https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq.fifo").unwrap();
-        assert_eq!(url.name, "orders-dlq.fifo");
-        assert!(url.url.is_some());
+        for url in [
+            "https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq.fifo",
+            "https://us-east-1.queue.amazonaws.com/123456789012/orders-dlq.fifo",
+            "https://queue.amazonaws.com/123456789012/orders-dlq.fifo",
+            "https://vpce-0a1b-2c3d.sqs.us-east-1.vpce.amazonaws.com/123456789012/orders-dlq.fifo",
+            "http://127.0.0.1:4566/123456789012/orders-dlq.fifo",
+        ] {
+            assert_eq!(parse(url).unwrap().name, "orders-dlq.fifo", "{url}");
+        }
         let arn = parse("arn:aws:sqs:us-east-1:123456789012:orders-dlq").unwrap();
         assert_eq!(arn.name, "orders-dlq");
         for elsewhere in [
             "arn:aws:sqs:eu-west-1:123456789012:orders-dlq",
             "arn:aws:sqs:us-east-1:999999999999:orders-dlq",
             "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-dlq",
+            "https://eu-west-1.queue.amazonaws.com/123456789012/orders-dlq",
+            "https://vpce-0a1b.sqs.eu-west-1.vpce.amazonaws.com/123456789012/orders-dlq",
             "https://sqs.us-east-1.amazonaws.com/999999999999/orders-dlq",
         ] {
             assert!(
@@ -256,6 +297,8 @@ mod tests {
             );
         }
         assert!(parse("arn:aws:sns:us-east-1:123456789012:topic").is_err());
+        assert!(parse("https://sqs.amazonaws.com/123456789012/orders-dlq").is_err());
+        assert!(parse("https://sqs.us-east-1.amazonaws.com/orders-dlq").is_err());
         assert!(parse("bad name!").is_err());
         assert!(parse("").is_err());
     }

@@ -164,8 +164,10 @@ impl Ledger {
 #[derive(Debug, Default)]
 pub struct RedriveResult {
     pub ledger: Ledger,
-    /// Messages moved per target queue name.
+    /// Messages moved (accepted by the target and deleted from the DLQ) per target queue name.
     pub moved_to: BTreeMap<String, u64>,
+    /// Messages each target accepted, deleted from the DLQ or not (a copy left behind).
+    pub accepted_by: BTreeMap<String, u64>,
     pub poison_ids: Vec<String>,
     pub refused: Vec<Value>,
     /// Messages left in the DLQ because the queue they name is not a source (or none is named
@@ -177,6 +179,9 @@ pub struct RedriveResult {
     /// Messages a person's target took although they name another queue: (id, named queue).
     pub retargeted: Vec<Value>,
     pub not_deleted_ids: Vec<String>,
+    /// Lambda OnFailure destination records among the messages sent (the envelope, not the
+    /// original event, is what the target receives).
+    pub lambda_records: u64,
     /// Held messages whose release did not happen before the deadline (or failed): they
     /// reappear when their visibility timeout ends.
     pub not_released_ids: Vec<String>,
@@ -217,7 +222,8 @@ struct State {
     seen: HashSet<String>,
     /// Messages kept invisible until the end of the run, then released: id -> latest receipt.
     held: HashMap<String, String>,
-    /// FIFO groups with a held message: every later message of theirs is held too.
+    /// FIFO groups (of a source queue) with a held message: every later message of theirs is
+    /// held too.
     held_groups: HashSet<String>,
     result: RedriveResult,
 }
@@ -421,18 +427,16 @@ impl Run<'_> {
         state
             .held
             .insert(message.id.clone(), message.receipt.clone());
-        if let Some(group) = &message.group_id {
-            state.held_groups.insert(group.clone());
+        if let Some(group) = fifo_group(message) {
+            state.held_groups.insert(group);
         }
         record(&mut state.result);
     }
 
     /// Holds the message when an earlier message of its FIFO group was held; true if it did.
     fn held_behind(&self, message: &Received) -> bool {
-        let behind = message
-            .group_id
-            .as_ref()
-            .is_some_and(|group| self.state().held_groups.contains(group));
+        let behind =
+            fifo_group(message).is_some_and(|group| self.state().held_groups.contains(&group));
         if behind {
             self.hold(message, |result| {
                 result.ledger.held_behind += 1;
@@ -725,6 +729,15 @@ impl Run<'_> {
         };
         {
             let mut state = self.state();
+            *state
+                .result
+                .accepted_by
+                .entry(target.name.clone())
+                .or_default() += accepted.len() as u64;
+            state.result.lambda_records += accepted
+                .iter()
+                .filter(|message| message.lambda_failure().is_some())
+                .count() as u64;
             for (index, message) in accepted.iter().enumerate() {
                 if not_deleted.contains(&index) {
                     // In the target and still in the DLQ: a duplicate, never a loss.
@@ -747,6 +760,16 @@ impl Run<'_> {
             self.fail(err);
         }
     }
+}
+
+/// A FIFO message's group as ordering knows it: a group id orders messages within the queue
+/// they were sent to, so two sources' groups of one id are two groups.
+fn fifo_group(message: &Received) -> Option<String> {
+    let group = message.group_id.as_ref()?;
+    Some(format!(
+        "{}\n{group}",
+        message.source_arn.as_deref().unwrap_or_default()
+    ))
 }
 
 /// Entries in layers holding at most one message of each FIFO group, in their order.

@@ -17,6 +17,8 @@ pub struct ProberConfig {
     pub audit_retention_days: i64,
     /// How long after a remediation its metric-level check is settled by the sweep.
     pub verification_window_minutes: i64,
+    /// A verification still undecided this long after its remediation is settled as failed.
+    pub verification_give_up_hours: i64,
 }
 
 impl ProberConfig {
@@ -51,6 +53,7 @@ impl ProberConfig {
                 1,
                 1_440,
             )?,
+            verification_give_up_hours: env.number("VERIFICATION_GIVE_UP_HOURS", 24i64, 1, 720)?,
         })
     }
 }

@@ -164,7 +164,10 @@ impl Prober {
         )
         .await;
         let mut errors = Vec::new();
-        let window = chrono::Duration::minutes(self.config.verification_window_minutes);
+        let window = sweep::Window {
+            after: chrono::Duration::minutes(self.config.verification_window_minutes),
+            give_up: chrono::Duration::hours(self.config.verification_give_up_hours),
+        };
         let clients = sweep::SweepClients {
             cloudwatch: &self.clients.cloudwatch,
             cloudformation: &self.clients.cloudformation,
@@ -173,7 +176,7 @@ impl Prober {
         // The sweep stops in time for the metrics and the report.
         let sweep_deadline = invocation.deadline.less(AFTER_THE_SWEEP);
         let settled =
-            match sweep::settle_pending(&self.audit, &clients, window, sweep_deadline).await {
+            match sweep::settle_pending(&self.audit, &clients, &window, sweep_deadline).await {
                 Ok(settled) => Some(settled),
                 Err(err) => {
                     errors.push(format!("verification sweep: {err}"));

@@ -29,43 +29,85 @@ pub struct SweepClients<'a> {
     pub sqs: &'a aws_sdk_sqs::Client,
 }
 
-/// Settles every verification still pending after `window`, oldest first, until `deadline`
-/// (the rest wait for the next sweep). Each record stands alone: one that cannot be checked
-/// now stays pending with the reason, and one whose resource is gone is settled as failed, so
-/// no record blocks the others.
+/// Most records one sweep looks at (the oldest first; the rest wait for the next sweep).
+const RECORDS_PER_SWEEP: usize = 200;
+
+/// When the sweep looks at a verification, and when it gives up on one it cannot decide.
+pub struct Window {
+    /// A record is looked at once it is this old...
+    pub after: Duration,
+    /// ...and settled as failed when still undecided at this age.
+    pub give_up: Duration,
+}
+
+/// Settles the verifications still pending after `window.after`, oldest first, until
+/// `deadline` (the rest wait for the next sweep; every AWS call is bounded by it too). Each
+/// record stands alone: one that cannot be checked now stays pending with the reason, one whose
+/// resource is gone — or still undecided at `window.give_up` — is settled as failed, so no
+/// record blocks the others and none stays pending for ever.
 pub async fn settle_pending(
     audit: &AuditStore,
     clients: &SweepClients<'_>,
-    window: Duration,
+    window: &Window,
     deadline: Deadline,
 ) -> Result<Vec<Settled>, AwsError> {
     let now = Utc::now();
     let mut settled = Vec::new();
-    for record in audit.pending_before(now - window).await? {
+    let records = within(
+        deadline,
+        audit.pending_before(now - window.after, RECORDS_PER_SWEEP),
+    )
+    .await
+    .unwrap_or(Ok(Vec::new()))?;
+    for record in records {
         if deadline.passed() {
             break;
         }
-        let (status, observed) = match check(clients, &record, now).await {
-            Ok(checked) => checked,
-            Err(err) if err.is(FaultKind::NotFound) => (
+        let (status, observed) = match within(deadline, check(clients, &record, now)).await {
+            Some(Ok(checked)) => checked,
+            Some(Err(err)) if err.is(FaultKind::NotFound) => (
                 VerificationStatus::Failed,
                 format!(
                     "the check's resource no longer exists, so the remediation cannot be verified: {err}"
                 ),
             ),
-            Err(err) => (
+            Some(Err(err)) => (
                 VerificationStatus::Pending,
-                format!("could not be checked now, the next sweep tries again: {err}"),
+                format!("could not be checked now: {err}"),
+            ),
+            None => (
+                VerificationStatus::Pending,
+                "could not be checked before the deadline".to_string(),
             ),
         };
-        let observed = if status == VerificationStatus::Pending {
-            observed
+        let (status, observed) = if status == VerificationStatus::Pending
+            && record.started_at < now - window.give_up
+        {
+            (
+                VerificationStatus::Failed,
+                format!(
+                    "still undecided {} h after the remediation ({observed}): given up, a person should look",
+                    window.give_up.num_hours()
+                ),
+            )
+        } else {
+            (status, observed)
+        };
+        let (status, observed) = if status == VerificationStatus::Pending {
+            (status, observed)
         } else {
             let verification = settle(&record, status, &observed);
-            match audit.settle(&record, &verification).await {
-                Ok(true) => observed,
-                Ok(false) => continue, // settled meanwhile by the alarm's OK transition
-                Err(err) => format!("{observed}; but the record could not be settled now: {err}"),
+            match within(deadline, audit.settle(&record, &verification)).await {
+                Some(Ok(true)) => (status, observed),
+                Some(Ok(false)) => continue, // settled meanwhile by the alarm's OK transition
+                Some(Err(err)) => (
+                    VerificationStatus::Pending,
+                    format!("{observed}; but the record could not be settled now: {err}"),
+                ),
+                None => (
+                    VerificationStatus::Pending,
+                    format!("{observed}; but the record could not be settled before the deadline"),
+                ),
             }
         };
         settled.push(Settled {
@@ -77,6 +119,13 @@ pub async fn settle_pending(
         });
     }
     Ok(settled)
+}
+
+/// `future`'s output, unless the deadline comes first.
+async fn within<T>(deadline: Deadline, future: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(deadline.remaining(), future)
+        .await
+        .ok()
 }
 
 /// The state of the check the record names.
