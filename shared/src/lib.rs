@@ -11,5 +11,6 @@ pub mod logging;
 pub mod report;
 pub mod report_events;
 pub mod resource;
+pub mod runbook;
 pub mod safety;
 pub mod trigger;

@@ -76,7 +76,20 @@ pub struct Check {
     pub observed: String,
 }
 
+/// What an open check observes until it is settled.
+pub const AWAITED: &str = "pending";
+
 impl Check {
+    /// A metric-level check left open: the alarm's OK transition or the sweep settles it.
+    pub fn awaited(name: &str, expected: impl Into<String>) -> Self {
+        Self::new(name, false, expected, AWAITED)
+    }
+
+    /// Whether it is still open.
+    pub fn is_awaited(&self) -> bool {
+        !self.ok && self.observed == AWAITED
+    }
+
     pub fn new(
         name: &str,
         ok: bool,
@@ -127,6 +140,19 @@ pub enum SettleBy {
     },
 }
 
+/// The metric-level check a change leaves open, for a run without an alarm: the sweep reads
+/// `metrics` with `dimensions` (their sum must be 0 over the check window).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AwaitedMetric {
+    /// The check's name (`throttling_stopped`).
+    pub check: &'static str,
+    /// What it expects, in words (`no throttles on orders`).
+    pub expected: String,
+    pub namespace: String,
+    pub metrics: Vec<String>,
+    pub dimensions: std::collections::BTreeMap<String, String>,
+}
+
 /// Most items a report lists (its lists name the first ones and say how many there were), so
 /// that a report, its audit item and its event stay within DynamoDB's and EventBridge's limits.
 pub const LIST_CAP: usize = 100;
@@ -167,11 +193,53 @@ impl Verification {
         }
     }
 
+    /// After a change: the resource-level `checks` read now, and the metric-level check left
+    /// open for the alarm's OK transition (or, without an alarm, the sweep's read of `metric`).
+    /// Failed at once when a resource-level check failed, unless the resource had not `settled`
+    /// by the deadline: then it stays open too, and the sweep or the alarm decides.
+    pub fn awaiting(
+        mut checks: Vec<Check>,
+        settled: bool,
+        alarm: Option<&str>,
+        metric: AwaitedMetric,
+    ) -> Self {
+        if settled && checks.iter().any(|check| !check.ok) {
+            return Self {
+                status: VerificationStatus::Failed,
+                checks,
+                settle_by: None,
+            };
+        }
+        let (expected, settle_by) = match alarm {
+            Some(alarm) => (
+                format!("alarm {alarm} back to OK"),
+                SettleBy::Alarm {
+                    name: alarm.to_string(),
+                },
+            ),
+            None => (
+                metric.expected,
+                SettleBy::Metric {
+                    namespace: metric.namespace,
+                    metrics: metric.metrics,
+                    dimensions: metric.dimensions,
+                    max_sum: 0.0,
+                },
+            ),
+        };
+        checks.push(Check::awaited(metric.check, expected));
+        Self {
+            status: VerificationStatus::Pending,
+            checks,
+            settle_by: Some(settle_by),
+        }
+    }
+
     /// What the checks that did not pass expected and saw, for a reason that says what failed.
     pub fn failures(&self) -> String {
         self.checks
             .iter()
-            .filter(|check| !check.ok && check.observed != "pending")
+            .filter(|check| !check.ok && !check.is_awaited())
             .map(|check| {
                 format!(
                     "{}: expected {}, observed {}",

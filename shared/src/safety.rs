@@ -15,6 +15,7 @@ use crate::config::{ConfigError, Env};
 use crate::deadline::Deadline;
 use crate::report::{Action, Outcome, Report, TriggerInfo, VerificationStatus};
 use crate::resource::{Home, ResourceId};
+use crate::runbook::{Ending, Step};
 use crate::trigger::AlarmTrigger;
 use serde_json::Value;
 
@@ -71,38 +72,80 @@ impl ManagedPolicy {
         tags.any(|(key, value)| key == MANAGED_TAG_KEY && value.eq_ignore_ascii_case("true"))
     }
 
-    /// `Ok(report)` when the Lambda function may be changed (its name matches, or its tags
-    /// read with `lambda:ListTags` mark it managed); else the finished report: skipped, or
-    /// failed when the tags could not be read.
-    pub async fn require_managed_function(
+    /// Whether the Lambda function may be changed: its name matches, or its tags (read with
+    /// `lambda:ListTags` on `arn`) mark it managed; else the run ends, skipped, or failed when
+    /// the tags could not be read.
+    pub async fn require_function(
         &self,
         lambda: &aws_sdk_lambda::Client,
         function: &str,
         arn: &str,
-        report: Report,
-    ) -> Result<Report, Report> {
+    ) -> Step<()> {
         if self.matches_name(function) {
-            return Ok(report);
+            return Ok(());
         }
-        match lambda.list_tags().resource(arn).send().await {
-            Ok(tags) => {
-                let tags = tags.tags().into_iter().flatten();
-                if self.tags_allow(tags.map(|(k, v)| (k.as_str(), v.as_str()))) {
-                    Ok(report)
-                } else {
-                    Err(report.finish(Outcome::Skipped, self.refusal("function", function)))
-                }
-            }
-            Err(err) => {
+        let tags = lambda
+            .list_tags()
+            .resource(arn)
+            .send()
+            .await
+            .map_err(|err| {
                 let err =
                     AwsError::from_sdk("lambda:ListTags", &format!("function {function}"), &err);
-                Err(report.finish(
-                    Outcome::Failed,
-                    format!(
-                        "could not check that {function} is managed, nothing was changed: {err}"
-                    ),
+                Ending::failed(format!(
+                    "could not check that {function} is managed, nothing was changed: {err}"
                 ))
-            }
+            })?;
+        let tags = tags.tags().into_iter().flatten();
+        self.require_tagged(
+            "function",
+            function,
+            tags.map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+
+    /// Whether the DynamoDB table may be changed: its name matches, or its tags (read with
+    /// `dynamodb:ListTagsOfResource`) mark it managed; else the run ends, skipped, or failed
+    /// when the tags could not be read.
+    pub async fn require_table(
+        &self,
+        dynamodb: &aws_sdk_dynamodb::Client,
+        home: &Home,
+        table: &str,
+    ) -> Step<()> {
+        if self.matches_name(table) {
+            return Ok(());
+        }
+        let arn = home.table(table).key();
+        let tags = dynamodb
+            .list_tags_of_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map_err(|err| {
+                let err = AwsError::from_sdk("dynamodb:ListTagsOfResource", &arn, &err);
+                Ending::failed(format!(
+                    "could not check that table {table} is managed, nothing was changed: {err}"
+                ))
+            })?;
+        self.require_tagged(
+            "table",
+            table,
+            tags.tags().iter().map(|tag| (tag.key(), tag.value())),
+        )
+    }
+
+    /// A resource that did not match by name: managed if its tags say so, else skipped.
+    pub fn require_tagged<'a>(
+        &self,
+        kind: &str,
+        name: &str,
+        tags: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Step<()> {
+        if self.matches_name(name) || self.tags_allow(tags) {
+            Ok(())
+        } else {
+            Err(Ending::skipped(self.refusal(kind, name)))
         }
     }
 
@@ -318,42 +361,6 @@ impl Safety {
         report
     }
 
-    /// Takes the lease on the resource (a live run only), then checks the cooldown of the
-    /// report's runbook on it: `Ok(Ok(note))`, where the note says that a manual run overrode a
-    /// cooldown. The lease comes first so that two runs cannot both pass the cooldown check;
-    /// `counts` chooses which earlier remediations start a cooldown (a redrive cut short by the
-    /// deadline does not: the next run continues it).
-    pub async fn admit(
-        &self,
-        resource: &ResourceId,
-        report: &Report,
-        invocation: &Invocation,
-        counts: impl Fn(&AuditRecord) -> bool,
-    ) -> Result<Result<Option<String>, Skip>, AwsError> {
-        if !report.dry_run
-            && let Err(skip) = self
-                .acquire_waiting(resource, invocation, LEASE_WAIT)
-                .await?
-        {
-            return Ok(Err(skip));
-        }
-        let runbook = report.runbook.clone().unwrap_or_default();
-        let cooldown = self.cooldown(&runbook, resource, counts).await;
-        let admitted = match cooldown {
-            Ok(None) => Ok(Ok(None)),
-            Ok(Some(skip)) if report.trigger.kind.is_manual() => Ok(Ok(Some(format!(
-                "manual run: overrode the cooldown ({})",
-                skip.0
-            )))),
-            Ok(Some(skip)) => Ok(Err(skip)),
-            Err(err) => Err(err),
-        };
-        if !matches!(admitted, Ok(Ok(_))) {
-            self.release(resource, report.dry_run, invocation).await;
-        }
-        admitted
-    }
-
     async fn cooldown(
         &self,
         runbook: &str,
@@ -380,36 +387,54 @@ impl Safety {
         }))
     }
 
-    /// Runs `work` on the resource under its lease and the cooldown (`counts` choosing which
-    /// earlier records start one); the report names the resource, and its audit record is
-    /// written before the lease is released.
-    pub async fn guarded<F, Fut>(
+    /// Runs `work` on the resource under its lease and the cooldown of the report's runbook
+    /// (`counts` choosing which earlier records start one; a manual run overrides it and the
+    /// report says so), then writes the audit record before the lease is released. The lease
+    /// comes first, so that two runs cannot both pass the cooldown check.
+    pub async fn guarded(
         &self,
         resource: &ResourceId,
         mut report: Report,
         invocation: &Invocation,
         counts: impl Fn(&AuditRecord) -> bool,
-        work: F,
-    ) -> Report
-    where
-        F: FnOnce(Report) -> Fut,
-        Fut: Future<Output = Report>,
-    {
-        report.target = Some(resource.name());
-        report.resource = Some(resource.key());
-        tracing::Span::current().record("target", resource.name());
-        match self.admit(resource, &report, invocation, counts).await {
-            Ok(Ok(note)) => report.notes.extend(note),
-            Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("the safety checks could not run, nothing was changed: {err}"),
-                );
-            }
-        }
+        work: impl AsyncFnOnce(&mut Report) -> Ending,
+    ) -> Report {
         let dry_run = report.dry_run;
-        let mut report = work(report).await;
+        let leased = if dry_run {
+            Ok(Ok(()))
+        } else {
+            self.acquire_waiting(resource, invocation, LEASE_WAIT).await
+        };
+        let admitted = match leased {
+            Ok(Ok(())) => {
+                let runbook = report.runbook.clone().unwrap_or_default();
+                let cooldown = self.cooldown(&runbook, resource, counts).await;
+                match cooldown {
+                    Ok(None) => Ok(()),
+                    Ok(Some(skip)) if report.trigger.kind.is_manual() => {
+                        report
+                            .notes
+                            .push(format!("manual run: overrode the cooldown ({})", skip.0));
+                        Ok(())
+                    }
+                    Ok(Some(skip)) => Err(Ending::skipped(skip.0)),
+                    Err(err) => Err(Ending::failed(format!(
+                        "the safety checks could not run, nothing was changed: {err}"
+                    ))),
+                }
+            }
+            Ok(Err(skip)) => return report.ended(Ending::skipped(skip.0)),
+            Err(err) => {
+                return report.ended(Ending::failed(format!(
+                    "the safety checks could not run, nothing was changed: {err}"
+                )));
+            }
+        };
+        let ending = match admitted {
+            Ok(()) => work(&mut report).await,
+            Err(ending) => ending,
+        };
+        let mut report = report.ended(ending);
         self.finish(&mut report, invocation).await;
         self.release(resource, dry_run, invocation).await;
         report
@@ -546,7 +571,7 @@ impl Safety {
         for check in verification
             .checks
             .iter_mut()
-            .filter(|check| !check.ok && check.observed == "pending")
+            .filter(|check| check.is_awaited())
         {
             check.ok = true;
             check.observed = format!(

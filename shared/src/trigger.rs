@@ -317,6 +317,27 @@ pub fn parse_manual<T: DeserializeOwned>(payload: &Map<String, Value>) -> Result
         .map_err(|err| Rejection(format!("invalid manual payload: {err}")))
 }
 
+/// Parses the manual payload of one runbook, its `runbook` key taken out: a field it does not
+/// use, or one it needs and lacks, is named with the runbook.
+pub fn parse_runbook_request<T: DeserializeOwned>(
+    payload: &Map<String, Value>,
+    runbook: &str,
+) -> Result<T, Rejection> {
+    let mut fields = payload.clone();
+    fields.remove("runbook");
+    serde_json::from_value(Value::Object(fields)).map_err(|err| {
+        let text = err.to_string();
+        let field = |prefix: &str| text.strip_prefix(prefix)?.split('`').next();
+        Rejection(if let Some(field) = field("unknown field `") {
+            format!("\"{field}\" is not used by \"runbook\": \"{runbook}\" ({text})")
+        } else if let Some(field) = field("missing field `") {
+            format!("\"{field}\" is required with \"runbook\": \"{runbook}\"")
+        } else {
+            format!("invalid manual payload for \"runbook\": \"{runbook}\": {text}")
+        })
+    })
+}
+
 fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",

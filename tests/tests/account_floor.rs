@@ -56,10 +56,12 @@ async fn concurrent_raises_never_take_the_account_below_its_floor() {
     .expect("config");
     let scaler = Scaler::with_clients(
         config,
-        moto().dynamodb(),
-        moto().cloudwatch(),
-        moto().lambda(),
-        moto().dynamodb(),
+        limit_scaler::Clients {
+            dynamodb: moto().dynamodb(),
+            cloudwatch: moto().cloudwatch(),
+            lambda: moto().lambda(),
+            audit: moto().dynamodb(),
+        },
     );
     // The first raise's PutFunctionConcurrency is slow: without serialisation every other raise
     // reads the account's room before it lands.

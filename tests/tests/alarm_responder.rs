@@ -9,7 +9,7 @@ use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
 use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
-use runbook_shared::safety::{Invocation, Safety};
+use runbook_shared::safety::Invocation;
 use runbook_tests::fixtures::{
     create_audit_table, create_deployed_function, create_function, create_stack, event_file,
     lambda_alarm_event, publish_version, put_durations, set_stack_status,
@@ -27,15 +27,10 @@ async fn responder(audit: &str, extra: &[(&str, &str)]) -> Responder {
     ];
     pairs.extend_from_slice(extra);
     let config = ResponderConfig::from_env(&Env::from_pairs(&pairs)).expect("config");
-    let safety = Safety::new(config.safety.clone(), moto().dynamodb());
-    Responder {
-        config,
-        lambda: moto().lambda(),
-        cloudformation: moto().cloudformation(),
-        cloudwatch: moto().cloudwatch(),
-        safety,
-        poll_interval: Duration::from_millis(50),
-    }
+    let mut responder =
+        Responder::with_clients(config, alarm_responder::Clients::new(&moto().sdk_config()));
+    responder.poll_interval = Duration::from_millis(50);
+    responder
 }
 
 async fn run(responder: &Responder, event: Value) -> Report {
@@ -598,7 +593,7 @@ async fn access_denied_on_update_alias_is_reported() {
                 .build(),
         )
     });
-    responder.lambda = mock_client!(
+    responder.clients.lambda = mock_client!(
         aws_sdk_lambda,
         RuleMode::MatchAny,
         [&get_alias, &versions, &update]

@@ -53,12 +53,11 @@ impl Setup {
     }
 
     fn redriver_with(&self, extra: &[(&str, &str)], sqs: aws_sdk_sqs::Client) -> Redriver {
-        let mut redriver = Redriver::with_clients(
-            self.config(extra),
+        let clients = dlq_redriver::Clients {
             sqs,
-            moto().cloudwatch(),
-            moto().dynamodb(),
-        );
+            ..dlq_redriver::Clients::new(&moto().sdk_config())
+        };
+        let mut redriver = Redriver::with_clients(self.config(extra), clients);
         redriver.poll_interval = Duration::from_millis(50);
         redriver
     }

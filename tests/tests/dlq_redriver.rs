@@ -38,12 +38,11 @@ impl Setup {
         ];
         pairs.extend_from_slice(extra);
         let config = RedriverConfig::from_env(&Env::from_pairs(&pairs)).expect("config");
-        let mut redriver = Redriver::with_clients(
-            config,
-            self.sqs.clone(),
-            moto().cloudwatch(),
-            moto().dynamodb(),
-        );
+        let clients = dlq_redriver::Clients {
+            sqs: self.sqs.clone(),
+            ..dlq_redriver::Clients::new(&moto().sdk_config())
+        };
+        let mut redriver = Redriver::with_clients(config, clients);
         redriver.poll_interval = Duration::from_millis(50);
         redriver
     }
@@ -856,8 +855,13 @@ mod replayed {
             ("ACCOUNT_ID", runbook_tests::moto::ACCOUNT),
         ]))
         .unwrap();
-        let mut redriver =
-            Redriver::with_clients(config, sqs, moto().cloudwatch(), moto().dynamodb());
+        let mut redriver = Redriver::with_clients(
+            config,
+            dlq_redriver::Clients {
+                sqs,
+                ..dlq_redriver::Clients::new(&moto().sdk_config())
+            },
+        );
         redriver.poll_interval = Duration::from_millis(10);
         redriver
     }

@@ -210,7 +210,8 @@ fn iam_action(prefix: &str, operation: &str) -> String {
 /// The IAM actions a function's code can call: every `.<operation>()` of an SDK client in its
 /// crate and in shared/ (the audit table, the report events), for the SDK crates the function
 /// depends on. An operation two services share (ListTagsForResource) counts for the service the
-/// file names (`aws_sdk_…`) when it names one of them, else for both.
+/// file names (its crate `aws_sdk_…`, or a client field `.cloudwatch`) when it names one of
+/// them, else for both.
 fn actions_called(crate_dir: &str) -> BTreeSet<String> {
     let root = workspace_root();
     // Every function depends on shared/, so its SDK crates count too.
@@ -239,7 +240,10 @@ fn actions_called(crate_dir: &str) -> BTreeSet<String> {
                 .collect();
             let named: Vec<_> = owners
                 .iter()
-                .filter(|(krate, _, _)| file.contains(&krate.replace('-', "_")))
+                .filter(|(krate, prefix, _)| {
+                    file.contains(&krate.replace('-', "_"))
+                        || file.contains(&format!(".{prefix}\n"))
+                })
                 .collect();
             let owners: Vec<_> = if owners.len() > 1 && !named.is_empty() {
                 named.into_iter().copied().collect()
@@ -305,6 +309,10 @@ const NEVER_CALLED: &[(&str, &str)] = &[
     // functions; these two change none.
     (HEALTH_PROBER, "lambda:ListTags"),
     (DLQ_REDRIVER, "lambda:ListTags"),
+    // The managed-table check in shared/src/safety.rs, for the functions that change tables.
+    (HEALTH_PROBER, "dynamodb:ListTagsOfResource"),
+    (DLQ_REDRIVER, "dynamodb:ListTagsOfResource"),
+    (ALARM_RESPONDER, "dynamodb:ListTagsOfResource"),
 ];
 
 /// Per function: (actions called but not allowed, actions allowed but never called).

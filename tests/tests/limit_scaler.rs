@@ -56,10 +56,12 @@ impl Setup {
     fn scaler(&self, extra: &[(&str, &str)]) -> Scaler {
         let mut scaler = Scaler::with_clients(
             self.config(extra),
-            self.dynamodb.clone(),
-            self.cloudwatch.clone(),
-            moto().lambda(),
-            self.dynamodb.clone(),
+            limit_scaler::Clients {
+                dynamodb: self.dynamodb.clone(),
+                cloudwatch: self.cloudwatch.clone(),
+                lambda: moto().lambda(),
+                audit: self.dynamodb.clone(),
+            },
         );
         scaler.poll_interval = Duration::from_millis(50);
         scaler
@@ -74,10 +76,12 @@ impl Setup {
     ) -> Scaler {
         let mut scaler = Scaler::with_clients(
             self.config(&[]),
-            dynamodb,
-            cloudwatch,
-            moto().lambda(),
-            self.dynamodb.clone(),
+            limit_scaler::Clients {
+                dynamodb,
+                cloudwatch,
+                lambda: moto().lambda(),
+                audit: self.dynamodb.clone(),
+            },
         );
         scaler.poll_interval = Duration::from_millis(10);
         scaler
@@ -604,10 +608,12 @@ async fn bad_inputs_are_rejected_without_any_aws_call() {
     let lambda = mock_client!(aws_sdk_lambda, RuleMode::MatchAny, [&concurrency]);
     let mut scaler = Scaler::with_clients(
         setup.config(&[("MAX_READ_CAPACITY", "500")]),
-        dynamodb,
-        cloudwatch,
-        lambda,
-        audit,
+        limit_scaler::Clients {
+            dynamodb,
+            cloudwatch,
+            lambda,
+            audit,
+        },
     );
     scaler.poll_interval = Duration::from_millis(10);
 
@@ -1311,10 +1317,12 @@ async fn stored_limit_bad_inputs_and_a_lost_race() {
             ("LIMITS_TABLE", "managed-limits"),
             ("LIMITS_VALUE_ATTRS", "requests_per_second"),
         ]),
-        dynamodb,
-        moto().cloudwatch(),
-        moto().lambda(),
-        moto().dynamodb(),
+        limit_scaler::Clients {
+            dynamodb,
+            cloudwatch: moto().cloudwatch(),
+            lambda: moto().lambda(),
+            audit: moto().dynamodb(),
+        },
     );
     raced.poll_interval = Duration::from_millis(10);
     let report = run(

@@ -25,7 +25,7 @@ use runbook_shared::audit::AuditStore;
 use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
 use runbook_shared::report::{Outcome, Output, Report};
-use runbook_shared::safety::{Invocation, Safety};
+use runbook_shared::safety::Invocation;
 use runbook_tests::fixtures::{
     TableSpec, capacity, create_audit_table, create_deployed_function, create_function,
     function_key, lambda_alarm_event, put_durations, table_key, throttle_alarm_event,
@@ -65,10 +65,12 @@ impl Setup {
         let config = ScalerConfig::from_env(&Env::from_pairs(&self.pairs(extra))).expect("config");
         let mut scaler = Scaler::with_clients(
             config,
-            dynamodb,
-            moto().cloudwatch(),
-            lambda,
-            moto().dynamodb(),
+            limit_scaler::Clients {
+                dynamodb,
+                cloudwatch: moto().cloudwatch(),
+                lambda,
+                audit: moto().dynamodb(),
+            },
         );
         scaler.poll_interval = Duration::from_millis(50);
         scaler
@@ -81,15 +83,13 @@ impl Setup {
     fn responder_with(&self, extra: &[(&str, &str)], lambda: aws_sdk_lambda::Client) -> Responder {
         let config =
             ResponderConfig::from_env(&Env::from_pairs(&self.pairs(extra))).expect("config");
-        let safety = Safety::new(config.safety.clone(), moto().dynamodb());
-        Responder {
-            config,
+        let clients = alarm_responder::Clients {
             lambda,
-            cloudformation: moto().cloudformation(),
-            cloudwatch: moto().cloudwatch(),
-            safety,
-            poll_interval: Duration::from_millis(50),
-        }
+            ..alarm_responder::Clients::new(&moto().sdk_config())
+        };
+        let mut responder = Responder::with_clients(config, clients);
+        responder.poll_interval = Duration::from_millis(50);
+        responder
     }
 
     fn responder(&self, extra: &[(&str, &str)]) -> Responder {

@@ -16,6 +16,7 @@ use limit_scaler::lambda_concurrency::{self, ConcurrencyTarget};
 use limit_scaler::stored_limit;
 use proptest::prelude::*;
 use runbook_shared::config::Env;
+use runbook_shared::runbook::Decision;
 
 fn env(pairs: &[(String, String)]) -> Env<'_> {
     Env::new(move |name| {
@@ -134,9 +135,9 @@ proptest! {
             factor,
             switch_to_on_demand: switch && read == Side::Raise && write == Side::Raise,
         };
-        let decision = dynamodb_capacity::decide(&target, &observed, &peaks, &config);
-        prop_assert_eq!(&decision, &dynamodb_capacity::decide(&target, &observed, &peaks, &config));
-        if let dynamodb_capacity::Decision::Act(Plan { change, .. }) = decision {
+        let decision = dynamodb_capacity::plan(&target, &observed, &peaks, &config);
+        prop_assert_eq!(&decision, &dynamodb_capacity::plan(&target, &observed, &peaks, &config));
+        if let Decision::Act(Plan { change, .. }) = decision {
             match change {
                 Change::Provisioned { read, write } => {
                     prop_assert_eq!(observed.billing_mode, Billing::Provisioned);
@@ -192,9 +193,9 @@ proptest! {
             function: "f".into(),
             to: to.map(|to| to.min(config.max_reserved_concurrency)),
         };
-        let decision = lambda_concurrency::decide(&target, reserved, unreserved, 10_000, &config);
-        prop_assert_eq!(&decision, &lambda_concurrency::decide(&target, reserved, unreserved, 10_000, &config));
-        if let lambda_concurrency::Decision::Act(new) = decision {
+        let decision = lambda_concurrency::plan(&target, reserved, unreserved, 10_000, &config);
+        prop_assert_eq!(&decision, &lambda_concurrency::plan(&target, reserved, unreserved, 10_000, &config));
+        if let Decision::Act(new) = decision {
             let current = reserved.expect("only a reservation is raised");
             prop_assert!(new > current);
             prop_assert!(new <= config.max_reserved_concurrency);
@@ -212,7 +213,7 @@ proptest! {
     ) {
         let decision = stored_limit::plan("limit", current, original, requested, &config);
         prop_assert_eq!(&decision, &stored_limit::plan("limit", current, original, requested, &config));
-        if let stored_limit::Decision::Act(new) = decision {
+        if let Decision::Act(new) = decision {
             prop_assert!(new > current);
             prop_assert!(new <= original * config.max_limit_factor);
         }
@@ -243,7 +244,7 @@ proptest! {
         let evidence = Evidence { longest_ms: longest, from: now, to: now };
         let decision = lambda_resources::plan(&settings, raise, Some(&evidence), &config);
         prop_assert_eq!(&decision, &lambda_resources::plan(&settings, raise, Some(&evidence), &config));
-        if let lambda_resources::Decision::Act(change) = decision {
+        if let Decision::Act(change) = decision {
             if let Some((from, to)) = change.timeout {
                 prop_assert_eq!(from, timeout);
                 prop_assert!(to > from && to <= max_timeout);

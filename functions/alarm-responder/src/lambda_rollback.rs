@@ -1,6 +1,10 @@
 //! Runbook `lambda-rollback`: errors after a deploy. Drop a canary's extra weight, or point the
 //! alias back at the version before a fresh deploy; never flip-flop between the same two
 //! versions without a new deploy in between.
+//!
+//! Diagnose (the alias, the versions, this alias's last rollback, the owning stack's recent
+//! events) → plan → act (UpdateAlias) → verify (the alias on the expected version without
+//! weights; the alarm's OK closes the errors check).
 
 use std::collections::HashMap;
 
@@ -8,15 +12,90 @@ use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use chrono::{DateTime, Duration, Utc};
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::poll_until;
-use runbook_shared::report::{
-    Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus,
+use runbook_shared::report::{Action, AwaitedMetric, Check, Report, Verification};
+use runbook_shared::resource::{Home, ResourceId};
+use runbook_shared::runbook::{
+    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
 };
-use runbook_shared::safety::Invocation;
+use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Responder;
+use crate::{Responder, function_of};
 
 pub const RUNBOOK: &str = "lambda-rollback";
+
+/// The manual payload: `{"runbook": "lambda-rollback", "function": "orders-api", "alias":
+/// "live", "dry_run": true}`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub function: String,
+    pub alias: String,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// The alias to roll back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollback {
+    pub function: String,
+    pub alias: String,
+}
+
+impl Rollback {
+    /// Validates a manual request; the function may be named by name, `name:alias` or ARN.
+    pub fn from_request(request: &Request, home: &Home) -> Result<Self, Rejection> {
+        let alias = request.alias.trim();
+        if alias.is_empty() {
+            return Err(Rejection(format!(
+                "\"alias\" is required with \"runbook\": \"{RUNBOOK}\""
+            )));
+        }
+        let function = match function_of(&request.function, home)? {
+            (function, None) => function,
+            (function, Some(qualifier)) if qualifier == alias => function,
+            (_, Some(qualifier)) => {
+                return Err(Rejection(format!(
+                    "\"function\" names {qualifier} and \"alias\" names {alias}: give the alias once"
+                )));
+            }
+        };
+        Ok(Self {
+            function,
+            alias: alias.to_string(),
+        })
+    }
+
+    /// The alias of an `AWS/Lambda` `Errors` alarm (its `Resource` dimension is
+    /// `function:alias`); `Err` says why there is none to roll back.
+    pub fn from_alarm(alarm: &AlarmTrigger, metric: Option<&MetricRef>) -> Result<Self, String> {
+        let Some(function) = metric.and_then(|m| m.dimension("FunctionName")) else {
+            return Err(format!(
+                "alarm {} has no FunctionName dimension: nothing to roll back",
+                alarm.alarm_name
+            ));
+        };
+        let alias = metric
+            .and_then(|m| m.dimension("Resource"))
+            .and_then(|resource| resource.strip_prefix(&format!("{function}:")))
+            .filter(|alias| !alias.is_empty() && *alias != "$LATEST");
+        match alias {
+            Some(alias) => Ok(Self {
+                function: function.to_string(),
+                alias: alias.to_string(),
+            }),
+            None => Err(format!(
+                "alarm {} watches {function} without an alias: $LATEST cannot be rolled back; publish versions behind an alias",
+                alarm.alarm_name
+            )),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{}:{}", self.function, self.alias)
+    }
+}
 
 /// A published version and when it was published.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,24 +125,17 @@ pub enum Change {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
-    Act(Change),
-    NoAction(String),
-    Skip(String),
-}
-
 /// The previous rollback of this alias: (from, to, when).
 pub type LastRollback = Option<(String, String, DateTime<Utc>)>;
 
 /// Plans the rollback from what was observed; pure, so dry runs and tests see the same plan.
-pub fn decide(
+pub fn plan(
     alias: &AliasState,
     versions: &[Version],
     last: &LastRollback,
     window: Duration,
     now: DateTime<Utc>,
-) -> Decision {
+) -> Decision<Change> {
     if !alias.weights.is_empty() {
         return Decision::Act(Change::DropCanary {
             version: alias.version.clone(),
@@ -131,6 +203,7 @@ fn lambda_time(text: &str) -> Option<DateTime<Utc>> {
 impl Responder {
     async fn alias(&self, function: &str, alias: &str) -> Result<AliasState, AwsError> {
         let output = self
+            .clients
             .lambda
             .get_alias()
             .function_name(function)
@@ -158,6 +231,7 @@ impl Responder {
     async fn versions(&self, function: &str) -> Result<Vec<Version>, AwsError> {
         let mut versions = Vec::new();
         let mut pages = self
+            .clients
             .lambda
             .list_versions_by_function()
             .function_name(function)
@@ -185,6 +259,7 @@ impl Responder {
     /// The stack that owns the function, and its events within the window.
     async fn owning_stack(&self, function: &str, since: DateTime<Utc>) -> Value {
         let resources = match self
+            .clients
             .cloudformation
             .describe_stack_resources()
             .physical_resource_id(function)
@@ -212,7 +287,7 @@ impl Responder {
         else {
             return json!({"stack": null});
         };
-        let events = match self.cloudformation.describe_stack_events().stack_name(&stack).send().await {
+        let events = match self.clients.cloudformation.describe_stack_events().stack_name(&stack).send().await {
             Ok(output) => output
                 .stack_events()
                 .iter()
@@ -248,131 +323,107 @@ impl Responder {
                 ))
             }))
     }
+}
 
-    pub async fn rollback(
-        &self,
-        function: &str,
-        alias: &str,
-        alarm_name: Option<&str>,
-        report: Report,
-        invocation: &Invocation,
-    ) -> Report {
-        let target = format!("{function}:{alias}");
-        let state = match self.alias(function, alias).await {
-            Ok(state) => state,
-            Err(err) if err.is(FaultKind::NotFound) => {
-                return report.finish(Outcome::Failed,
-                    format!(
-                        "alias {target} does not exist (check the alarm's Resource dimension or the payload); nothing was changed"
-                    ),
-                );
-            }
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read alias {target}, nothing was changed: {err}"),
-                );
-            }
-        };
+impl Change {
+    /// The version the alias is on once the change is in force.
+    fn version(&self) -> &str {
+        match self {
+            Change::DropCanary { version, .. } => version,
+            Change::Repoint { to, .. } => to,
+        }
+    }
+}
+
+/// What a rollback reads.
+pub struct Diagnosis {
+    alias: AliasState,
+    versions: Vec<Version>,
+    last: LastRollback,
+    at: DateTime<Utc>,
+}
+
+impl Runbook<Responder> for Rollback {
+    const ID: &'static str = RUNBOOK;
+    type Diagnosis = Diagnosis;
+    type Change = Change;
+
+    fn resource(&self, home: &Home) -> ResourceId {
+        home.alias(&self.function, &self.alias)
+    }
+
+    async fn managed(&self, ctx: &RunContext<'_, Responder>) -> Step<()> {
+        let target = self.name();
+        let state = ctx.alias(&self.function, &self.alias).await.map_err(|err| {
+            Ending::failed(if err.is(FaultKind::NotFound) {
+                format!(
+                    "alias {target} does not exist (check the alarm's Resource dimension or the payload); nothing was changed"
+                )
+            } else {
+                format!("could not read alias {target}, nothing was changed: {err}")
+            })
+        })?;
         let function_arn = state
             .arn
             .rsplit_once(':')
-            .map_or(state.arn.as_str(), |(arn, _)| arn)
-            .to_string();
-        let report = match self
-            .config
+            .map_or(state.arn.as_str(), |(arn, _)| arn);
+        ctx.config
             .safety
             .managed
-            .require_managed_function(&self.lambda, function, &function_arn, report)
+            .require_function(&ctx.clients.lambda, &self.function, function_arn)
             .await
-        {
-            Ok(report) => report,
-            Err(finished) => return finished,
-        };
-        let resource = self.config.safety.home.alias(function, alias);
-        self.guarded(&resource, report, invocation, |report| {
-            self.rollback_admitted(function, alias, alarm_name, report, invocation)
-        })
-        .await
     }
 
-    async fn rollback_admitted(
+    /// Afresh under the lease: another run may have moved the alias while this one waited.
+    async fn diagnose(
         &self,
-        function: &str,
-        alias: &str,
-        alarm_name: Option<&str>,
-        mut report: Report,
-        invocation: &Invocation,
-    ) -> Report {
-        let target = format!("{function}:{alias}");
-        // Read again under the lease: another run may have moved the alias while this one waited.
-        let state = match self.alias(function, alias).await {
-            Ok(state) => state,
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read alias {target}, nothing was changed: {err}"),
-                );
-            }
-        };
-        // Lambda's retry of this request after a crash: its first attempt's write landed.
-        let resource = self.config.safety.home.alias(function, alias);
-        let observed = json!({"version": state.version, "routing_weights": state.weights});
-        if let Some(mut action) = invocation.landed(&resource, &observed) {
-            action.applied = true;
-            report.notes.push(runbook_shared::safety::RESUMED.into());
-            let summary = format!("rolled {target} back to version {}", state.version);
-            report.actions.push(action);
-            return self
-                .verify_rollback(
-                    function,
-                    alias,
-                    state.version,
-                    summary,
-                    alarm_name,
-                    report,
-                    invocation,
-                )
-                .await;
-        }
-        let now = Utc::now();
-        let window = Duration::minutes(self.config.rollback_window_minutes);
-        let versions = match self.versions(function).await {
-            Ok(versions) => versions,
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!(
-                        "could not list the versions of {function}, nothing was changed: {err}"
-                    ),
-                );
-            }
-        };
-        let last = match self.last_rollback(function, alias).await {
-            Ok(last) => last,
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!(
-                        "could not read the audit history of {target}, nothing was changed: {err}"
-                    ),
-                );
-            }
-        };
+        ctx: &RunContext<'_, Responder>,
+        report: &mut Report,
+    ) -> Step<Diagnosis> {
+        let (function, target) = (&self.function, self.name());
+        let alias = ctx.alias(function, &self.alias).await.map_err(|err| {
+            Ending::failed(format!(
+                "could not read alias {target}, nothing was changed: {err}"
+            ))
+        })?;
+        let versions = ctx.versions(function).await.map_err(|err| {
+            Ending::failed(format!(
+                "could not list the versions of {function}, nothing was changed: {err}"
+            ))
+        })?;
+        let last = ctx
+            .last_rollback(function, &self.alias)
+            .await
+            .map_err(|err| {
+                Ending::failed(format!(
+                    "could not read the audit history of {target}, nothing was changed: {err}"
+                ))
+            })?;
+        let at = Utc::now();
+        let window = Duration::minutes(ctx.config.rollback_window_minutes);
         report.diagnosis = Some(json!({
-            "alias": {"version": state.version, "routing_weights": state.weights},
+            "alias": {"version": alias.version, "routing_weights": alias.weights},
             "versions": versions.iter().map(|v| json!({"version": v.number, "published_at": v.published_at.map(runbook_shared::audit::timestamp)})).collect::<Vec<_>>(),
-            "owning_stack": self.owning_stack(function, now - window).await,
+            "owning_stack": ctx.owning_stack(function, at - window).await,
             "last_rollback": last.as_ref().map(|(from, to, at)| json!({"from": from, "to": to, "at": runbook_shared::audit::timestamp(*at)})),
         }));
-        let change = match decide(&state, &versions, &last, window, now) {
-            Decision::Act(change) => change,
-            Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
-            Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
-        };
-        let (expected_version, before, after, summary) = match &change {
+        Ok(Diagnosis {
+            alias,
+            versions,
+            last,
+            at,
+        })
+    }
+
+    fn plan(&self, ctx: &RunContext<'_, Responder>, d: &Diagnosis) -> Decision<Change> {
+        let window = Duration::minutes(ctx.config.rollback_window_minutes);
+        plan(&d.alias, &d.versions, &d.last, window, d.at)
+    }
+
+    fn describe(&self, _: &RunContext<'_, Responder>, change: &Change) -> Planned {
+        let target = self.name();
+        let (before, after, summary) = match change {
             Change::DropCanary { version, weights } => (
-                version.clone(),
                 json!({"version": version, "routing_weights": weights}),
                 json!({"version": version, "routing_weights": {}}),
                 format!(
@@ -380,99 +431,89 @@ impl Responder {
                 ),
             ),
             Change::Repoint { from, to } => (
-                to.clone(),
                 json!({"version": from}),
                 json!({"version": to}),
                 format!("rolled {target} back from version {from} to {to}"),
             ),
         };
-        let mut action = Action {
-            api: "lambda:UpdateAlias".into(),
-            target: target.clone(),
-            before,
-            after,
-            applied: false,
-            error: None,
-        };
-        let mut report = match self.budget(report).await {
-            Ok(report) => report,
-            Err(report) => return report,
-        };
-        if report.dry_run {
-            report.actions.push(action);
-            return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
-        }
-        if let Err(err) = self
-            .safety
-            .record_intent(&resource, invocation, &action)
-            .await
-        {
-            return report.finish(
-                Outcome::Failed,
-                format!(
-                    "could not record the change about to be made, so nothing was changed: {err}"
-                ),
-            );
-        }
-        let updated = self
+        Planned::one("lambda:UpdateAlias", &target, before, after, summary)
+    }
+
+    fn observed(&self, d: &Diagnosis) -> Option<Value> {
+        Some(json!({"version": d.alias.version, "routing_weights": d.alias.weights}))
+    }
+
+    fn resumed(&self, action: &Action) -> Option<Change> {
+        let version = |state: &Value| state["version"].as_str().map(str::to_string);
+        let weights: HashMap<String, f64> =
+            serde_json::from_value(action.before["routing_weights"].clone()).unwrap_or_default();
+        Some(if weights.is_empty() {
+            Change::Repoint {
+                from: version(&action.before)?,
+                to: version(&action.after)?,
+            }
+        } else {
+            Change::DropCanary {
+                version: version(&action.after)?,
+                weights,
+            }
+        })
+    }
+
+    async fn apply(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        _: &Diagnosis,
+        change: Change,
+    ) -> Result<Change, NotApplied> {
+        let target = self.name();
+        ctx.clients
             .lambda
             .update_alias()
-            .function_name(function)
-            .name(alias)
-            .function_version(&expected_version)
+            .function_name(&self.function)
+            .name(&self.alias)
+            .function_version(change.version())
             .routing_config(
                 AliasRoutingConfiguration::builder()
                     .set_additional_version_weights(Some(HashMap::new()))
                     .build(),
             )
             .send()
-            .await;
-        if let Err(err) = updated {
-            let err = AwsError::from_sdk("lambda:UpdateAlias", &format!("alias {target}"), &err);
-            action.error = Some(err.to_string());
-            report.actions.push(action);
-            return report.finish(
-                Outcome::Failed,
-                format!("the rollback of {target} failed; nothing was changed: {err}"),
-            );
-        }
-        action.applied = true;
-        report.actions.push(action);
-        self.verify_rollback(
-            function,
-            alias,
-            expected_version,
-            summary,
-            alarm_name,
-            report,
-            invocation,
-        )
-        .await
+            .await
+            .map_err(|err| {
+                let err =
+                    AwsError::from_sdk("lambda:UpdateAlias", &format!("alias {target}"), &err);
+                NotApplied::explained(
+                    &err,
+                    format!("the rollback of {target} failed; nothing was changed: {err}"),
+                )
+            })?;
+        Ok(change)
     }
 
     /// The alias read back on the expected version without weights; the alarm's OK (or the
     /// sweep) closes the errors check.
-    #[allow(clippy::too_many_arguments)]
-    async fn verify_rollback(
+    async fn verify(
         &self,
-        function: &str,
-        alias: &str,
-        expected_version: String,
-        summary: String,
-        alarm_name: Option<&str>,
-        mut report: Report,
-        invocation: &Invocation,
-    ) -> Report {
-        let target = format!("{function}:{alias}");
-        let observed = poll_until(invocation.wait_deadline(), self.poll_interval, || async {
-            match self.alias(function, alias).await {
-                Ok(now) if now.version == expected_version && now.weights.is_empty() => {
-                    Some(Ok(now))
+        ctx: &RunContext<'_, Responder>,
+        _: &Diagnosis,
+        change: Change,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending {
+        let (function, target) = (&self.function, self.name());
+        let expected = change.version();
+        let observed = poll_until(
+            ctx.invocation.wait_deadline(),
+            ctx.poll_interval,
+            || async {
+                match ctx.alias(function, &self.alias).await {
+                    Ok(now) if now.version == expected && now.weights.is_empty() => Some(Ok(now)),
+                    Ok(_) => None,
+                    Err(err) => Some(Err(err)),
                 }
-                Ok(_) => None,
-                Err(err) => Some(Err(err)),
-            }
-        })
+            },
+        )
         .await;
         let (ok, seen) = match observed {
             Some(Ok(now)) => (true, format!("version {}, no routing weights", now.version)),
@@ -482,54 +523,25 @@ impl Responder {
                 "not on the expected version at the deadline".to_string(),
             ),
         };
-        let mut checks = vec![Check::new(
+        let checks = vec![Check::new(
             "alias_version",
             ok,
-            format!("version {expected_version}, no routing weights"),
+            format!("version {expected}, no routing weights"),
             seen,
         )];
-        let status = if ok {
-            VerificationStatus::Pending
-        } else {
-            VerificationStatus::Failed
+        let errors = AwaitedMetric {
+            check: "errors_stopped",
+            expected: format!("no errors on {target}"),
+            namespace: "AWS/Lambda".into(),
+            metrics: vec!["Errors".into()],
+            dimensions: [
+                ("FunctionName".to_string(), function.clone()),
+                ("Resource".to_string(), target.clone()),
+            ]
+            .into(),
         };
-        let mut settle_by = None;
-        if ok {
-            let expected = alarm_name.map_or_else(
-                || format!("no errors on {target}"),
-                |alarm| format!("alarm {alarm} back to OK"),
-            );
-            checks.push(Check::new("errors_stopped", false, expected, "pending"));
-            settle_by = Some(match alarm_name {
-                Some(alarm) => SettleBy::Alarm {
-                    name: alarm.to_string(),
-                },
-                None => SettleBy::Metric {
-                    namespace: "AWS/Lambda".into(),
-                    metrics: vec!["Errors".into()],
-                    dimensions: [
-                        ("FunctionName".to_string(), function.to_string()),
-                        ("Resource".to_string(), target.clone()),
-                    ]
-                    .into(),
-                    max_sum: 0.0,
-                },
-            });
-        }
-        report.verification = Verification {
-            status,
-            checks,
-            settle_by,
-        };
-        let failures = report.verification.failures();
-        if ok {
-            report.finish(Outcome::Remediated, summary)
-        } else {
-            report.finish(
-                Outcome::Failed,
-                format!("{summary}, but the alias does not show it ({})", failures),
-            )
-        }
+        report.verification = Verification::awaiting(checks, true, ctx.alarm_name(), errors);
+        concluded(&report.verification, summary)
     }
 }
 
@@ -562,7 +574,7 @@ mod tests {
         let window = Duration::minutes(60);
         let fresh = versions(now, &[600, 300, 5]);
         assert_eq!(
-            decide(&alias("3"), &fresh, &None, window, now),
+            plan(&alias("3"), &fresh, &None, window, now),
             Decision::Act(Change::Repoint {
                 from: "3".into(),
                 to: "2".into()
@@ -570,27 +582,27 @@ mod tests {
         );
         let old = versions(now, &[600, 300, 120]);
         assert!(
-            matches!(decide(&alias("3"), &old, &None, window, now), Decision::NoAction(r) if r.contains("outside ROLLBACK_WINDOW_MINUTES=60"))
+            matches!(plan(&alias("3"), &old, &None, window, now), Decision::NoAction(r) if r.contains("outside ROLLBACK_WINDOW_MINUTES=60"))
         );
         assert!(
-            matches!(decide(&alias("1"), &versions(now, &[5]), &None, window, now), Decision::NoAction(r) if r.contains("first published version"))
+            matches!(plan(&alias("1"), &versions(now, &[5]), &None, window, now), Decision::NoAction(r) if r.contains("first published version"))
         );
         assert!(
-            matches!(decide(&alias("$LATEST"), &fresh, &None, window, now), Decision::NoAction(r) if r.contains("$LATEST"))
+            matches!(plan(&alias("$LATEST"), &fresh, &None, window, now), Decision::NoAction(r) if r.contains("$LATEST"))
         );
         let mut canary = alias("2");
         canary.weights.insert("3".into(), 0.1);
         assert!(matches!(
-            decide(&canary, &fresh, &None, window, now),
+            plan(&canary, &fresh, &None, window, now),
             Decision::Act(Change::DropCanary { .. })
         ));
         let last = Some(("3".to_string(), "2".to_string(), now - Duration::minutes(2)));
         assert!(
-            matches!(decide(&alias("3"), &fresh, &last, window, now), Decision::Skip(r) if r.starts_with("flip-flop refused"))
+            matches!(plan(&alias("3"), &fresh, &last, window, now), Decision::Skip(r) if r.starts_with("flip-flop refused"))
         );
         let redeployed = versions(now, &[600, 300, 5, 1]);
         assert_eq!(
-            decide(&alias("4"), &redeployed, &last, window, now),
+            plan(&alias("4"), &redeployed, &last, window, now),
             Decision::Act(Change::Repoint {
                 from: "4".into(),
                 to: "3".into()

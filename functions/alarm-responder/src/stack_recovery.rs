@@ -1,41 +1,149 @@
 //! Runbook `stack-recovery`: a CloudFormation stack stuck in UPDATE_ROLLBACK_FAILED
 //! (ContinueUpdateRollback), in an update that never ends (CancelUpdateStack), or failed with
 //! rollback disabled (RollbackStack); a failed create is reported, not touched.
+//!
+//! Diagnose (the stack's status and how long it has been in it, the failing resources' reasons)
+//! → plan (which recovery, if any) → act → verify (the stack in a stable state; one still in
+//! progress at the deadline is settled by the health-prober's sweep).
 
 use aws_sdk_cloudformation::types::Stack;
 use chrono::Utc;
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::poll_until;
-use runbook_shared::report::{
-    Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus,
-};
-use runbook_shared::safety::Invocation;
+use runbook_shared::report::{Check, Report, SettleBy, Verification, VerificationStatus};
+use runbook_shared::resource::{Home, Resource, ResourceId};
+use runbook_shared::runbook::{Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step};
+use runbook_shared::trigger::Rejection;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Responder;
+use crate::config::ResponderConfig;
 
 pub const RUNBOOK: &str = "stack-recovery";
 
+/// The manual payload: `{"stack": "orders", "resources_to_skip": ["OrdersTable"], "dry_run":
+/// true}` (`"runbook": "stack-recovery"` may be given too).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub stack: String,
+    #[serde(default)]
+    pub resources_to_skip: Vec<String>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// The stack to recover, and the resources a person chose to skip.
 #[derive(Clone, Debug, PartialEq)]
-enum Recovery {
+pub struct StackRecovery {
+    pub stack: String,
+    pub resources_to_skip: Vec<String>,
+}
+
+impl StackRecovery {
+    pub fn from_request(request: &Request, home: &Home) -> Result<Self, Rejection> {
+        Ok(Self {
+            stack: stack_of(&request.stack, home)?,
+            resources_to_skip: request.resources_to_skip.clone(),
+        })
+    }
+
+    /// A stack named by an alarm's tag `stack`, or by a stack status change event.
+    pub fn named(stack: &str, home: &Home) -> Result<Self, Rejection> {
+        Ok(Self {
+            stack: stack_of(stack, home)?,
+            resources_to_skip: Vec::new(),
+        })
+    }
+}
+
+/// A stack named by name or stack id.
+fn stack_of(text: &str, home: &Home) -> Result<String, Rejection> {
+    match home.parse_stack(text)?.resource {
+        Resource::Stack { stack } => Ok(stack),
+        _ => Err(Rejection(format!("{text:?} is not a CloudFormation stack"))),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RecoveryKind {
     ContinueRollback,
     CancelUpdate,
     Rollback,
 }
 
-impl Recovery {
-    fn api(&self) -> &'static str {
+impl RecoveryKind {
+    fn api(self) -> &'static str {
         match self {
-            Recovery::ContinueRollback => "cloudformation:ContinueUpdateRollback",
-            Recovery::CancelUpdate => "cloudformation:CancelUpdateStack",
-            Recovery::Rollback => "cloudformation:RollbackStack",
+            RecoveryKind::ContinueRollback => "cloudformation:ContinueUpdateRollback",
+            RecoveryKind::CancelUpdate => "cloudformation:CancelUpdateStack",
+            RecoveryKind::Rollback => "cloudformation:RollbackStack",
         }
     }
+}
+
+/// What a recovery reads.
+pub struct Diagnosis {
+    status: String,
+    minutes: i64,
+    /// The failing resources' reasons, as the report quotes them.
+    quoted: String,
+}
+
+/// The recovery of a stack in `status` for `minutes`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recovery {
+    pub kind: RecoveryKind,
+    pub status: String,
+    pub minutes: i64,
+}
+
+/// Plans the recovery of stack `name` in `status` for `minutes` (`quoted`: its failing
+/// resources, as a report quotes them); pure.
+pub fn plan(
+    name: &str,
+    status: &str,
+    minutes: i64,
+    quoted: &str,
+    resources_to_skip: &[String],
+    config: &ResponderConfig,
+) -> Decision<Recovery> {
+    let kind = match status {
+        "UPDATE_ROLLBACK_FAILED" => RecoveryKind::ContinueRollback,
+        "UPDATE_FAILED" => RecoveryKind::Rollback,
+        "UPDATE_IN_PROGRESS" if minutes > config.stack_stuck_minutes => RecoveryKind::CancelUpdate,
+        "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "CREATE_FAILED" => {
+            return Decision::NoAction(format!(
+                "stack {name} is {status}: its creation failed, and a failed create cannot be recovered in place; fix the cause, delete the stack and create it again{quoted}"
+            ));
+        }
+        in_progress if in_progress.ends_with("_IN_PROGRESS") => {
+            return Decision::NoAction(format!(
+                "stack {name} has been {status} for {minutes} min, within STACK_STUCK_MINUTES={}: let it finish",
+                config.stack_stuck_minutes
+            ));
+        }
+        _ => {
+            return Decision::NoAction(format!("stack {name} is {status}: nothing to recover"));
+        }
+    };
+    if !resources_to_skip.is_empty() && kind != RecoveryKind::ContinueRollback {
+        return Decision::Skip(format!(
+            "\"resources_to_skip\" only applies to a stack in UPDATE_ROLLBACK_FAILED, and {name} is {status}: nothing was changed"
+        ));
+    }
+    Decision::Act(Recovery {
+        kind,
+        status: status.to_string(),
+        minutes,
+    })
 }
 
 impl Responder {
     async fn stack(&self, name: &str) -> Result<Option<Stack>, AwsError> {
         match self
+            .clients
             .cloudformation
             .describe_stacks()
             .stack_name(name)
@@ -58,9 +166,23 @@ impl Responder {
         }
     }
 
+    /// The stack as it is; one that does not exist ends the run.
+    async fn existing_stack(&self, name: &str) -> Step<Stack> {
+        match self.stack(name).await {
+            Ok(Some(stack)) => Ok(stack),
+            Ok(None) => Err(Ending::failed(format!(
+                "stack {name} does not exist in this region; nothing was changed"
+            ))),
+            Err(err) => Err(Ending::failed(format!(
+                "could not read stack {name}, nothing was changed: {err}"
+            ))),
+        }
+    }
+
     /// The failing resources' status reasons, newest first.
     async fn failures(&self, name: &str) -> Result<Vec<Value>, AwsError> {
         let events = self
+            .clients
             .cloudformation
             .describe_stack_events()
             .stack_name(name)
@@ -83,63 +205,82 @@ impl Responder {
             .collect())
     }
 
-    pub async fn recover_stack(
+    async fn recover(
         &self,
         name: &str,
-        resources_to_skip: &[String],
-        report: Report,
-        invocation: &Invocation,
-    ) -> Report {
-        let stack = match self.stack(name).await {
-            Ok(Some(stack)) => stack,
-            Ok(None) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("stack {name} does not exist in this region; nothing was changed"),
-                );
-            }
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read stack {name}, nothing was changed: {err}"),
-                );
-            }
-        };
-        let policy = &self.config.safety.managed;
-        let tagged = policy.tags_allow(
-            stack
-                .tags()
-                .iter()
-                .filter_map(|tag| Some((tag.key()?, tag.value()?))),
-        );
-        if !policy.matches_name(name) && !tagged {
-            return report.finish(Outcome::Skipped, policy.refusal("stack", name));
+        kind: RecoveryKind,
+        skip: &[String],
+    ) -> Result<(), AwsError> {
+        let stacks = &self.clients.cloudformation;
+        match kind {
+            RecoveryKind::ContinueRollback => stacks
+                .continue_update_rollback()
+                .stack_name(name)
+                .set_resources_to_skip((!skip.is_empty()).then(|| skip.to_vec()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|err| AwsError::from_sdk(kind.api(), &format!("stack {name}"), &err)),
+            RecoveryKind::CancelUpdate => stacks
+                .cancel_update_stack()
+                .stack_name(name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|err| AwsError::from_sdk(kind.api(), &format!("stack {name}"), &err)),
+            RecoveryKind::Rollback => stacks
+                .rollback_stack()
+                .stack_name(name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|err| AwsError::from_sdk(kind.api(), &format!("stack {name}"), &err)),
         }
-        let resource = self.config.safety.home.stack(name);
-        self.guarded(&resource, report, invocation, |report| {
-            self.recover_admitted(name, stack, resources_to_skip, report, invocation)
-        })
-        .await
+    }
+}
+
+fn status_of(stack: &Stack) -> String {
+    stack
+        .stack_status()
+        .map_or("UNKNOWN", |s| s.as_str())
+        .to_string()
+}
+
+impl Runbook<Responder> for StackRecovery {
+    const ID: &'static str = RUNBOOK;
+    type Diagnosis = Diagnosis;
+    type Change = Recovery;
+
+    fn resource(&self, home: &Home) -> ResourceId {
+        home.stack(&self.stack)
     }
 
-    async fn recover_admitted(
+    async fn managed(&self, ctx: &RunContext<'_, Responder>) -> Step<()> {
+        let stack = ctx.existing_stack(&self.stack).await?;
+        let tags = stack
+            .tags()
+            .iter()
+            .filter_map(|tag| Some((tag.key()?, tag.value()?)));
+        ctx.config
+            .safety
+            .managed
+            .require_tagged("stack", &self.stack, tags)
+    }
+
+    async fn diagnose(
         &self,
-        name: &str,
-        stack: Stack,
-        resources_to_skip: &[String],
-        mut report: Report,
-        invocation: &Invocation,
-    ) -> Report {
-        let status = stack
-            .stack_status()
-            .map_or("UNKNOWN", |s| s.as_str())
-            .to_string();
+        ctx: &RunContext<'_, Responder>,
+        report: &mut Report,
+    ) -> Step<Diagnosis> {
+        let name = &self.stack;
+        let stack = ctx.existing_stack(name).await?;
+        let status = status_of(&stack);
         let since = stack
             .last_updated_time()
             .or(stack.creation_time())
             .map_or_else(|| Utc::now().timestamp(), |t| t.secs());
         let minutes = (Utc::now().timestamp() - since) / 60;
-        let failures = match self.failures(name).await {
+        let failures = match ctx.failures(name).await {
             Ok(failures) => failures,
             Err(err) => vec![json!({"error": err.to_string()})],
         };
@@ -163,125 +304,95 @@ impl Responder {
         } else {
             format!(" (failing resources: {reasons})")
         };
-        let recovery = match status.as_str() {
-            "UPDATE_ROLLBACK_FAILED" => Recovery::ContinueRollback,
-            "UPDATE_FAILED" => Recovery::Rollback,
-            "UPDATE_IN_PROGRESS" if minutes > self.config.stack_stuck_minutes => {
-                Recovery::CancelUpdate
-            }
-            "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "CREATE_FAILED" => {
-                return report.finish(Outcome::NoAction,
-                    format!(
-                        "stack {name} is {status}: its creation failed, and a failed create cannot be recovered in place; fix the cause, delete the stack and create it again{quoted}"
-                    ),
-                );
-            }
-            in_progress if in_progress.ends_with("_IN_PROGRESS") => {
-                return report.finish(Outcome::NoAction,
-                    format!(
-                        "stack {name} has been {status} for {minutes} min, within STACK_STUCK_MINUTES={}: let it finish",
-                        self.config.stack_stuck_minutes
-                    ),
-                );
-            }
-            _ => {
-                return report.finish(
-                    Outcome::NoAction,
-                    format!("stack {name} is {status}: nothing to recover"),
-                );
-            }
-        };
-        if !resources_to_skip.is_empty() && recovery != Recovery::ContinueRollback {
-            return report.finish(
-                Outcome::Rejected,
-                "\"resources_to_skip\" only applies to a stack in UPDATE_ROLLBACK_FAILED"
-                    .to_string(),
-            );
-        }
-        let summary = match recovery {
-            Recovery::ContinueRollback if resources_to_skip.is_empty() => {
+        Ok(Diagnosis {
+            status,
+            minutes,
+            quoted,
+        })
+    }
+
+    fn plan(&self, ctx: &RunContext<'_, Responder>, d: &Diagnosis) -> Decision<Recovery> {
+        let name = &self.stack;
+        plan(
+            name,
+            &d.status,
+            d.minutes,
+            &d.quoted,
+            &self.resources_to_skip,
+            &ctx.config,
+        )
+    }
+
+    fn describe(&self, _: &RunContext<'_, Responder>, recovery: &Recovery) -> Planned {
+        let name = &self.stack;
+        let summary = match recovery.kind {
+            RecoveryKind::ContinueRollback if self.resources_to_skip.is_empty() => {
                 format!("continued the update rollback of {name}")
             }
-            Recovery::ContinueRollback => format!(
+            RecoveryKind::ContinueRollback => format!(
                 "continued the update rollback of {name}, skipping {}",
-                resources_to_skip.join(", ")
+                self.resources_to_skip.join(", ")
             ),
-            Recovery::CancelUpdate => {
-                format!("cancelled the update of {name}, stuck for {minutes} min")
-            }
-            Recovery::Rollback => format!("rolled back the failed update of {name}"),
+            RecoveryKind::CancelUpdate => format!(
+                "cancelled the update of {name}, stuck for {} min",
+                recovery.minutes
+            ),
+            RecoveryKind::Rollback => format!("rolled back the failed update of {name}"),
         };
-        let mut action = Action {
-            api: recovery.api().into(),
-            target: name.into(),
-            before: json!({"status": status}),
-            after: json!({"status": "a stable state"}),
-            applied: false,
-            error: None,
-        };
-        let mut report = match self.budget(report).await {
-            Ok(report) => report,
-            Err(report) => return report,
-        };
-        if report.dry_run {
-            report.actions.push(action);
-            return report.finish(
-                Outcome::Planned,
-                format!("dry run: would have {summary}{quoted}"),
-            );
-        }
-        let acted = match recovery {
-            Recovery::ContinueRollback => self
-                .cloudformation
-                .continue_update_rollback()
-                .stack_name(name)
-                .set_resources_to_skip(
-                    (!resources_to_skip.is_empty()).then(|| resources_to_skip.to_vec()),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|err| AwsError::from_sdk(recovery.api(), &format!("stack {name}"), &err)),
-            Recovery::CancelUpdate => self
-                .cloudformation
-                .cancel_update_stack()
-                .stack_name(name)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|err| AwsError::from_sdk(recovery.api(), &format!("stack {name}"), &err)),
-            Recovery::Rollback => self
-                .cloudformation
-                .rollback_stack()
-                .stack_name(name)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|err| AwsError::from_sdk(recovery.api(), &format!("stack {name}"), &err)),
-        };
-        if let Err(err) = acted {
-            action.error = Some(err.to_string());
-            report.actions.push(action);
-            return report.finish(
-                Outcome::Failed,
-                format!("could not recover {name}; nothing was changed: {err}{quoted}"),
-            );
-        }
-        action.applied = true;
+        Planned::one(
+            recovery.kind.api(),
+            name,
+            json!({"status": recovery.status}),
+            json!({"status": "a stable state"}),
+            summary,
+        )
+    }
 
-        let settled = poll_until(invocation.wait_deadline(), self.poll_interval, || async {
-            match self.stack(name).await {
-                Ok(Some(stack)) => {
-                    let now = stack
-                        .stack_status()
-                        .map_or("UNKNOWN", |s| s.as_str())
-                        .to_string();
-                    (!now.ends_with("_IN_PROGRESS")).then_some(Ok(now))
+    async fn apply(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        d: &Diagnosis,
+        recovery: Recovery,
+    ) -> Result<Recovery, NotApplied> {
+        let name = &self.stack;
+        ctx.recover(name, recovery.kind, &self.resources_to_skip)
+            .await
+            .map_err(|err| {
+                NotApplied::explained(
+                    &err,
+                    format!(
+                        "could not recover {name}; nothing was changed: {err}{}",
+                        d.quoted
+                    ),
+                )
+            })?;
+        Ok(recovery)
+    }
+
+    /// Waits for a stable state; one still in progress at the deadline is left for the sweep.
+    async fn verify(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        d: &Diagnosis,
+        _: Recovery,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending {
+        let name = &self.stack;
+        let settled = poll_until(
+            ctx.invocation.wait_deadline(),
+            ctx.poll_interval,
+            || async {
+                match ctx.stack(name).await {
+                    Ok(Some(stack)) => {
+                        let now = status_of(&stack);
+                        (!now.ends_with("_IN_PROGRESS")).then_some(Ok(now))
+                    }
+                    Ok(None) => Some(Ok("DELETED".to_string())),
+                    Err(err) => Some(Err(err)),
                 }
-                Ok(None) => Some(Ok("DELETED".to_string())),
-                Err(err) => Some(Err(err)),
-            }
-        })
+            },
+        )
         .await;
         let (status, observed) = match settled {
             Some(Ok(now)) if now.ends_with("_COMPLETE") && now != "ROLLBACK_COMPLETE" => {
@@ -297,34 +408,31 @@ impl Responder {
                 "still in progress at the deadline".to_string(),
             ),
         };
-        action.after = json!({"status": observed});
-        report.actions.push(action);
-        let check = Check::new(
-            "stack_stable",
-            status == VerificationStatus::Verified,
-            "a stable *_COMPLETE state",
-            if status == VerificationStatus::Pending {
-                "pending".to_string()
-            } else {
-                observed.clone()
-            },
-        );
+        if let Some(action) = report.actions.last_mut() {
+            action.after = json!({"status": observed});
+        }
+        let expected = "a stable *_COMPLETE state";
+        let check = match status {
+            VerificationStatus::Pending => Check::awaited("stack_stable", expected),
+            _ => Check::new(
+                "stack_stable",
+                status == VerificationStatus::Verified,
+                expected,
+                observed.clone(),
+            ),
+        };
         report.verification = Verification {
             status,
             checks: vec![check],
-            settle_by: (status == VerificationStatus::Pending).then(|| SettleBy::Stack {
-                name: name.to_string(),
-            }),
+            settle_by: (status == VerificationStatus::Pending)
+                .then(|| SettleBy::Stack { name: name.clone() }),
         };
+        let quoted = &d.quoted;
         match status {
-            VerificationStatus::Failed => report.finish(
-                Outcome::Failed,
-                format!("{summary}, but the stack is {observed}{quoted}"),
-            ),
-            _ => report.finish(
-                Outcome::Remediated,
-                format!("{summary}: now {observed}{quoted}"),
-            ),
+            VerificationStatus::Failed => {
+                Ending::failed(format!("{summary}, but the stack is {observed}{quoted}"))
+            }
+            _ => Ending::remediated(format!("{summary}: now {observed}{quoted}")),
         }
     }
 }

@@ -4,6 +4,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::resource::Home;
+use runbook_shared::runbook::{Ending, Step};
 use runbook_shared::safety::ManagedPolicy;
 use runbook_shared::trigger::Rejection;
 use serde::Serialize;
@@ -248,6 +249,30 @@ pub async fn is_managed(
             .flatten()
             .map(|(k, v)| (k.as_str(), v.as_str())),
     ))
+}
+
+/// Whether the queue may be changed; else the run ends, skipped (`because` says how the queue
+/// comes into it) or failed when its tags could not be read.
+pub async fn require_managed(
+    sqs: &Client,
+    policy: &ManagedPolicy,
+    queue: &Queue,
+    because: Option<String>,
+) -> Step<()> {
+    match is_managed(sqs, policy, queue).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let refusal = policy.refusal("queue", &queue.name);
+            Err(Ending::skipped(match because {
+                Some(because) => format!("{because}, and {refusal}"),
+                None => refusal,
+            }))
+        }
+        Err(err) => Err(Ending::failed(format!(
+            "could not check that {} is managed, nothing was changed: {err}",
+            queue.name
+        ))),
+    }
 }
 
 /// Turns a lookup failure into the reason given to the caller.

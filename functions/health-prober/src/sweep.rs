@@ -217,7 +217,7 @@ fn settle(record: &AuditRecord, status: VerificationStatus, observed: &str) -> V
     let open: Vec<&mut Check> = verification
         .checks
         .iter_mut()
-        .filter(|check| !check.ok && check.observed == "pending")
+        .filter(|check| check.is_awaited())
         .collect();
     if open.is_empty() {
         verification.checks.push(Check::new(

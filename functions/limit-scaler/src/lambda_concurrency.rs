@@ -1,20 +1,23 @@
 //! Runbook `lambda-concurrency`: a function is throttled by its own reserved concurrency.
 //! Raise the reservation by the factor within the cap, never taking the account's unreserved
 //! concurrency below its floor; a function without a reservation is throttled by the account,
-//! which is a diagnosis, not something to change.
+//! which is a diagnosis, not something to change. The schedule puts the original back after
+//! CONCURRENCY_RAISE_MINUTES (`PutBack`).
 
+use runbook_shared::audit::Raise;
 use runbook_shared::aws::{AwsError, FaultKind};
-use runbook_shared::report::{
-    Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus,
+use runbook_shared::report::{Action, AwaitedMetric, Check, Report, Verification};
+use runbook_shared::resource::{Home, Resource, ResourceId};
+use runbook_shared::runbook::{
+    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
 };
-use runbook_shared::resource::Resource;
-use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::{AlarmTrigger, Rejection};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Scaler;
 use crate::config::ScalerConfig;
+use crate::schedule::{current_raise, put_back_verified, stop_tracking};
 
 pub const RUNBOOK: &str = "lambda-concurrency";
 pub const NAMESPACE: &str = "AWS/Lambda";
@@ -23,7 +26,7 @@ pub const THROTTLE_METRIC: &str = "Throttles";
 /// The manual payload: `{"function": "f", "reserved_concurrency": 50, "dry_run": true}`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ConcurrencyRequest {
+pub struct Request {
     pub function: String,
     #[serde(default)]
     pub reserved_concurrency: Option<i32>,
@@ -40,10 +43,7 @@ pub struct ConcurrencyTarget {
 
 impl ConcurrencyTarget {
     /// Validates a manual request; the function may be named by its name or its ARN.
-    pub fn from_request(
-        request: &ConcurrencyRequest,
-        config: &ScalerConfig,
-    ) -> Result<Self, Rejection> {
+    pub fn from_request(request: &Request, config: &ScalerConfig) -> Result<Self, Rejection> {
         if request.function.trim().is_empty() {
             return Err(Rejection("\"function\" must name a Lambda function".into()));
         }
@@ -107,27 +107,16 @@ impl ConcurrencyTarget {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
-    Act(i32),
-    NoAction(String),
-    Skip(String),
-}
-
-/// How long a raise waits for another function's raise to finish with the account's
-/// concurrency (raises are serialised on it so that the unreserved floor holds).
-const ACCOUNT_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Plans the new reservation; pure, so dry runs and tests see the same plan. A reservation of 0
 /// is an emergency stop a person set (the console's Throttle button): only a person naming the
 /// new reservation may lift it.
-pub fn decide(
+pub fn plan(
     target: &ConcurrencyTarget,
     reserved: Option<i32>,
     unreserved: i32,
     account_limit: i32,
     config: &ScalerConfig,
-) -> Decision {
+) -> Decision<i32> {
     let function = &target.function;
     let Some(current) = reserved else {
         return Decision::NoAction(format!(
@@ -167,9 +156,47 @@ pub fn decide(
     Decision::Act(new)
 }
 
+/// What a raise reads: the reservation and the account's concurrency.
+pub struct Diagnosis {
+    reserved: Option<i32>,
+    unreserved: i32,
+    account_limit: i32,
+}
+
+/// A reservation from one value to another.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reservation {
+    from: i32,
+    to: i32,
+}
+
+fn state(reservation: Option<i32>) -> Value {
+    json!({"reserved_concurrency": reservation})
+}
+
+fn reservation(state: &Value) -> Option<i32> {
+    state["reserved_concurrency"]
+        .as_i64()
+        .and_then(|n| i32::try_from(n).ok())
+}
+
+fn text(reservation: Option<i32>) -> String {
+    reservation.map_or("none".to_string(), |n| n.to_string())
+}
+
+impl Reservation {
+    fn resumed(action: &Action) -> Option<Self> {
+        Some(Self {
+            from: reservation(&action.before)?,
+            to: reservation(&action.after)?,
+        })
+    }
+}
+
 impl Scaler {
     async fn reserved(&self, function: &str) -> Result<Option<i32>, AwsError> {
-        self.lambda
+        self.clients
+            .lambda
             .get_function_concurrency()
             .function_name(function)
             .send()
@@ -185,7 +212,8 @@ impl Scaler {
     }
 
     async fn reserve(&self, function: &str, reservation: i32) -> Result<(), AwsError> {
-        self.lambda
+        self.clients
+            .lambda
             .put_function_concurrency()
             .function_name(function)
             .reserved_concurrent_executions(reservation)
@@ -201,398 +229,357 @@ impl Scaler {
             })
     }
 
-    pub async fn raise_concurrency(
-        &self,
-        target: ConcurrencyTarget,
-        alarm_name: Option<&str>,
-        mut report: Report,
-        invocation: &Invocation,
-    ) -> Report {
-        let function = target.function.clone();
-        let resource = self.config.safety.home.function(&function);
-        report.runbook = Some(RUNBOOK.into());
-        report.target = Some(resource.name());
-        report.resource = Some(resource.key());
-        tracing::Span::current().record("target", function.as_str());
-        let configuration =
-            match self
-                .lambda
-                .get_function_configuration()
-                .function_name(&function)
-                .send()
-                .await
-            {
-                Ok(configuration) => configuration,
-                Err(err) => {
-                    let err = AwsError::from_sdk(
-                        "lambda:GetFunctionConfiguration",
-                        &format!("function {function}"),
-                        &err,
-                    );
-                    return if err.is(FaultKind::NotFound) {
-                        report.finish(Outcome::Failed, format!(
-                            "function {function} does not exist in this region; nothing was changed"
-                        ),
-                    )
-                    } else {
-                        report.finish(
-                            Outcome::Failed,
-                            format!("could not read {function}, nothing was changed: {err}"),
-                        )
-                    };
-                }
-            };
-        let arn = configuration.function_arn().unwrap_or_default();
-        let report = match self
-            .config
-            .safety
-            .managed
-            .require_managed_function(&self.lambda, &function, arn, report)
-            .await
-        {
-            Ok(report) => report,
-            Err(finished) => return finished,
-        };
-        self.safety
-            .guarded(&resource, report, invocation, |_| true, |report| async {
-                if report.dry_run {
-                    return self.raise_within_account(&target, alarm_name, invocation, report).await;
-                }
-                // Raises of any function are serialised on the account's concurrency, so that
-                // two of them cannot both spend the same room above the floor.
-                let account = self.config.safety.home.account_concurrency();
-                match self
-                    .safety
-                    .acquire_waiting(&account, invocation, ACCOUNT_LEASE_WAIT)
-                    .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
-                    Err(err) => {
-                        return report.finish(
-                            Outcome::Failed,
-                            format!("could not take the account's concurrency lease, nothing was changed: {err}"),
-                        );
-                    }
-                }
-                let report = self.raise_within_account(&target, alarm_name, invocation, report).await;
-                self.safety.release(&account, false, invocation).await;
-                report
-            })
-            .await
-    }
-
-    /// Reads the reservation and the account's unreserved concurrency, plans, and raises (the
-    /// caller holds the function's lease and, for a live run, the account's).
-    async fn raise_within_account(
-        &self,
-        target: &ConcurrencyTarget,
-        alarm_name: Option<&str>,
-        invocation: &Invocation,
-        mut report: Report,
-    ) -> Report {
-        let function = &target.function;
-        let reserved = match self.reserved(function).await {
-            Ok(reserved) => reserved,
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read {function}'s concurrency, nothing was changed: {err}"),
-                );
-            }
-        };
-        let account = match self.lambda.get_account_settings().send().await {
-            Ok(account) => account,
-            Err(err) => {
-                let err = AwsError::from_sdk("lambda:GetAccountSettings", "the account", &err);
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read the account's concurrency, nothing was changed: {err}"),
-                );
-            }
-        };
-        let limit = account.account_limit();
-        let unreserved = limit
-            .and_then(|l| l.unreserved_concurrent_executions())
-            .unwrap_or(0);
-        let account_limit = limit.map_or(0, |l| l.concurrent_executions());
-        report.diagnosis = Some(json!({
-            "reserved_concurrency": reserved,
-            "account_concurrency": account_limit,
-            "account_unreserved": unreserved,
-            "unreserved_floor": self.config.unreserved_concurrency_floor,
-        }));
-        let resource = self.config.safety.home.function(function);
-        // Lambda's retry of this request after a crash: its first attempt's write landed.
-        let observed = json!({"reserved_concurrency": reserved});
-        if let Some(mut action) = invocation.landed(&resource, &observed) {
-            let number = |state: &Value| {
-                state["reserved_concurrency"]
-                    .as_i64()
-                    .and_then(|n| i32::try_from(n).ok())
-            };
-            if let (Some(current), Some(new)) = (number(&action.before), number(&action.after)) {
-                action.applied = true;
-                report.notes.push(runbook_shared::safety::RESUMED.into());
-                report.actions.push(action);
-                let summary =
-                    format!("raised {function}'s reserved concurrency from {current} to {new}");
-                return self
-                    .after_raise(function, current, new, summary, alarm_name, report)
-                    .await;
-            }
-        }
-        let new = match decide(target, reserved, unreserved, account_limit, &self.config) {
-            Decision::Act(new) => new,
-            Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
-            Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
-        };
-        let current = reserved.unwrap_or(0);
-        let mut action = Action {
-            api: "lambda:PutFunctionConcurrency".into(),
-            target: function.clone(),
-            before: json!({"reserved_concurrency": current}),
-            after: json!({"reserved_concurrency": new}),
-            applied: false,
-            error: None,
-        };
-        match self.safety.spend_budget(&report).await {
-            Ok(Ok(())) => {}
-            Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not check the action budget, nothing was changed: {err}"),
-                );
-            }
-        }
-        let summary = format!("raised {function}'s reserved concurrency from {current} to {new}");
-        if report.dry_run {
-            report.actions.push(action);
-            return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
-        }
-        if let Err(err) = self
-            .safety
-            .record_intent(&resource, invocation, &action)
-            .await
-        {
-            return report.finish(
-                Outcome::Failed,
-                format!(
-                    "could not record the change about to be made, so nothing was changed: {err}"
-                ),
-            );
-        }
-        if let Err(err) = self.reserve(function, new).await {
-            action.error = Some(err.to_string());
-            report.actions.push(action);
-            return report.finish(
-                Outcome::Failed,
-                format!("the raise of {function}'s concurrency failed; nothing was changed: {err}"),
-            );
-        }
-        action.applied = true;
-        report.actions.push(action);
-        self.after_raise(function, current, new, summary, alarm_name, report)
-            .await
-    }
-
-    /// After the reservation was raised from `current` to `new`: remembers it for its put-back
-    /// (not an emergency stop a person lifted) and verifies it.
-    async fn after_raise(
-        &self,
-        function: &str,
-        current: i32,
-        new: i32,
-        summary: String,
-        alarm_name: Option<&str>,
-        mut report: Report,
-    ) -> Report {
-        if current == 0 {
-            // A person lifted an emergency stop: putting it back later would stop the function
-            // again, which is theirs to decide.
-            report.notes.push(format!(
-                "{function} was stopped (reserved concurrency 0) and a person lifted the stop: it is not put back automatically"
-            ));
-        } else {
-            self.register_raise(function, current, new, &mut report)
-                .await;
-        }
-        let (ok, observed) = match self.reserved(function).await {
-            Ok(now) => (
-                now == Some(new),
-                now.map_or("none".to_string(), |n| n.to_string()),
-            ),
+    /// The reservation read back: (whether it is `expected`, what was seen).
+    async fn read_back(&self, function: &str, expected: i32) -> (bool, String) {
+        match self.reserved(function).await {
+            Ok(now) => (now == Some(expected), text(now)),
             Err(err) => (false, format!("GetFunctionConcurrency failed: {err}")),
-        };
-        let mut checks = vec![Check::new(
-            "reserved_concurrency",
-            ok,
-            new.to_string(),
-            observed,
-        )];
-        let mut settle_by = None;
-        if ok {
-            let expected = alarm_name.map_or_else(
-                || format!("no throttles on {function}"),
-                |alarm| format!("alarm {alarm} back to OK"),
-            );
-            checks.push(Check::new("throttling_stopped", false, expected, "pending"));
-            settle_by = Some(match alarm_name {
-                Some(alarm) => SettleBy::Alarm {
-                    name: alarm.to_string(),
-                },
-                None => SettleBy::Metric {
-                    namespace: NAMESPACE.into(),
-                    metrics: vec![THROTTLE_METRIC.into()],
-                    dimensions: [("FunctionName".to_string(), function.to_string())].into(),
-                    max_sum: 0.0,
-                },
-            });
-        }
-        report.verification = Verification {
-            status: if ok {
-                VerificationStatus::Pending
-            } else {
-                VerificationStatus::Failed
-            },
-            checks,
-            settle_by,
-        };
-        let failures = report.verification.failures();
-        let note = std::mem::take(&mut report.reason);
-        if ok {
-            report.finish(
-                Outcome::Remediated,
-                if note.is_empty() {
-                    summary
-                } else {
-                    format!("{summary}; {note}")
-                },
-            )
-        } else {
-            report.finish(
-                Outcome::Failed,
-                format!(
-                    "{summary}, but GetFunctionConcurrency does not show it ({})",
-                    failures
-                ),
-            )
         }
     }
 
     /// Remembers the raise (the original from the first raise still in force) so that the
-    /// schedule puts it back after CONCURRENCY_RAISE_MINUTES.
-    async fn register_raise(&self, function: &str, current: i32, new: i32, report: &mut Report) {
+    /// schedule puts it back after CONCURRENCY_RAISE_MINUTES; `Err` says why it could not.
+    async fn register_raise(
+        &self,
+        function: &str,
+        raised: Reservation,
+        report: &mut Report,
+    ) -> Result<(), String> {
         let key = self.config.safety.home.function(function).key();
         let revert_at =
             chrono::Utc::now() + chrono::Duration::minutes(self.config.concurrency_raise_minutes);
-        let original = match self.safety.audit.raises(RUNBOOK).await {
-            Ok(raises) => raises
-                .iter()
-                .find(|r| r.resource == key)
-                .map_or(json!({"reserved_concurrency": current}), |r| {
-                    r.original.clone()
-                }),
-            Err(_) => json!({"reserved_concurrency": current}),
+        let first = state(Some(raised.from));
+        let original = match self.safety.audit.raise(RUNBOOK, &key).await {
+            Ok(Some(raise)) => raise.original,
+            _ => first,
         };
-        let registered = self
-            .safety
+        report.details = Some(json!({
+            "original": original["reserved_concurrency"],
+            "revert_at": runbook_shared::audit::timestamp(revert_at),
+        }));
+        self.safety
             .audit
             .put_raise(
                 RUNBOOK,
                 &key,
                 &original,
-                &json!({"reserved_concurrency": new}),
+                &state(Some(raised.to)),
                 Some(revert_at),
             )
-            .await;
-        report.details = Some(
-            json!({"original": original["reserved_concurrency"], "revert_at": runbook_shared::audit::timestamp(revert_at)}),
-        );
-        if let Err(err) = registered {
-            report.reason = format!(
-                "the raise could not be recorded for its revert ({err}): put it back by hand"
-            );
-        }
+            .await
+            .map_err(|err| {
+                format!(
+                    "the raise could not be recorded for its revert ({err}): put it back by hand"
+                )
+            })
+    }
+}
+
+impl Runbook<Scaler> for ConcurrencyTarget {
+    const ID: &'static str = RUNBOOK;
+    type Diagnosis = Diagnosis;
+    type Change = Reservation;
+
+    fn resource(&self, home: &Home) -> ResourceId {
+        home.function(&self.function)
     }
 
-    /// Puts a raised reservation back to its original once its time is up (the schedule's step).
-    pub(crate) async fn revert_concurrency(
-        &self,
-        raise: &runbook_shared::audit::Raise,
-        function: &str,
-        mut report: Report,
-    ) -> Report {
-        let (Some(original), Some(ours)) = (
-            raise.original["reserved_concurrency"]
-                .as_i64()
-                .and_then(|v| i32::try_from(v).ok()),
-            raise.current["reserved_concurrency"]
-                .as_i64()
-                .and_then(|v| i32::try_from(v).ok()),
-        ) else {
-            return report.finish(
-                Outcome::Failed,
-                format!("the raise record of {function} is unreadable"),
-            );
-        };
-        let now = match self.reserved(function).await {
-            Ok(now) => now,
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read {function}'s concurrency: {err}"),
+    async fn managed(&self, ctx: &RunContext<'_, Scaler>) -> Step<()> {
+        let function = &self.function;
+        let configuration = ctx
+            .clients
+            .lambda
+            .get_function_configuration()
+            .function_name(function)
+            .send()
+            .await
+            .map_err(|err| {
+                let err = AwsError::from_sdk(
+                    "lambda:GetFunctionConfiguration",
+                    &format!("function {function}"),
+                    &err,
                 );
-            }
+                Ending::failed(if err.is(FaultKind::NotFound) {
+                    format!(
+                        "function {function} does not exist in this region; nothing was changed"
+                    )
+                } else {
+                    format!("could not read {function}, nothing was changed: {err}")
+                })
+            })?;
+        let arn = configuration.function_arn().unwrap_or_default();
+        ctx.config
+            .safety
+            .managed
+            .require_function(&ctx.clients.lambda, function, arn)
+            .await
+    }
+
+    /// Raises of any function are serialised on the account's concurrency, so that two of
+    /// them cannot both spend the same room above the floor.
+    fn serialised_on(&self, home: &Home) -> Option<ResourceId> {
+        Some(home.account_concurrency())
+    }
+
+    async fn diagnose(&self, ctx: &RunContext<'_, Scaler>, report: &mut Report) -> Step<Diagnosis> {
+        let function = &self.function;
+        let reserved = ctx.reserved(function).await.map_err(|err| {
+            Ending::failed(format!(
+                "could not read {function}'s concurrency, nothing was changed: {err}"
+            ))
+        })?;
+        let account = ctx
+            .clients
+            .lambda
+            .get_account_settings()
+            .send()
+            .await
+            .map_err(|err| {
+                let err = AwsError::from_sdk("lambda:GetAccountSettings", "the account", &err);
+                Ending::failed(format!(
+                    "could not read the account's concurrency, nothing was changed: {err}"
+                ))
+            })?;
+        let limit = account.account_limit();
+        let diagnosis = Diagnosis {
+            reserved,
+            unreserved: limit
+                .and_then(|l| l.unreserved_concurrent_executions())
+                .unwrap_or(0),
+            account_limit: limit.map_or(0, |l| l.concurrent_executions()),
         };
-        if now != Some(ours) {
+        report.diagnosis = Some(json!({
+            "reserved_concurrency": reserved,
+            "account_concurrency": diagnosis.account_limit,
+            "account_unreserved": diagnosis.unreserved,
+            "unreserved_floor": ctx.config.unreserved_concurrency_floor,
+        }));
+        Ok(diagnosis)
+    }
+
+    fn plan(&self, ctx: &RunContext<'_, Scaler>, d: &Diagnosis) -> Decision<Reservation> {
+        plan(self, d.reserved, d.unreserved, d.account_limit, &ctx.config).map(|to| Reservation {
+            from: d.reserved.unwrap_or(0),
+            to,
+        })
+    }
+
+    fn describe(&self, _: &RunContext<'_, Scaler>, raise: &Reservation) -> Planned {
+        Planned::one(
+            "lambda:PutFunctionConcurrency",
+            &self.function,
+            state(Some(raise.from)),
+            state(Some(raise.to)),
+            format!(
+                "raised {}'s reserved concurrency from {} to {}",
+                self.function, raise.from, raise.to
+            ),
+        )
+    }
+
+    fn observed(&self, diagnosis: &Diagnosis) -> Option<Value> {
+        Some(state(diagnosis.reserved))
+    }
+
+    fn resumed(&self, action: &Action) -> Option<Reservation> {
+        Reservation::resumed(action)
+    }
+
+    async fn apply(
+        &self,
+        ctx: &RunContext<'_, Scaler>,
+        _: &Diagnosis,
+        raise: Reservation,
+    ) -> Result<Reservation, NotApplied> {
+        let function = &self.function;
+        ctx.reserve(function, raise.to).await.map_err(|err| {
+            NotApplied::explained(
+                &err,
+                format!("the raise of {function}'s concurrency failed; nothing was changed: {err}"),
+            )
+        })?;
+        Ok(raise)
+    }
+
+    /// Remembers the raise for its put-back (not an emergency stop a person lifted: putting
+    /// that back would stop the function again, which is theirs to decide) and reads it back;
+    /// the alarm's OK (or the sweep) closes the throttling check.
+    async fn verify(
+        &self,
+        ctx: &RunContext<'_, Scaler>,
+        _: &Diagnosis,
+        raise: Reservation,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending {
+        let function = &self.function;
+        let registered = if raise.from == 0 {
+            report.notes.push(format!(
+                "{function} was stopped (reserved concurrency 0) and a person lifted the stop: it is not put back automatically"
+            ));
+            Ok(())
+        } else {
+            ctx.register_raise(function, raise, report).await
+        };
+        let (ok, observed) = ctx.read_back(function, raise.to).await;
+        let checks = vec![Check::new(
+            "reserved_concurrency",
+            ok,
+            raise.to.to_string(),
+            observed,
+        )];
+        let throttles = AwaitedMetric {
+            check: "throttling_stopped",
+            expected: format!("no throttles on {function}"),
+            namespace: NAMESPACE.into(),
+            metrics: vec![THROTTLE_METRIC.into()],
+            dimensions: [("FunctionName".to_string(), function.clone())].into(),
+        };
+        report.verification = Verification::awaiting(checks, true, ctx.alarm_name(), throttles);
+        let ending = concluded(&report.verification, summary);
+        match registered {
+            Err(why) => Ending::new(ending.outcome, format!("{}; {why}", ending.reason)),
+            Ok(()) => ending,
+        }
+    }
+}
+
+/// The schedule's step for a raised reservation whose time is up: back to its original,
+/// unless someone else changed it since.
+pub struct PutBack {
+    pub raise: Raise,
+    pub function: String,
+}
+
+pub struct PutBackDiagnosis {
+    raise: Raise,
+    now: Option<i32>,
+    back: Reservation,
+}
+
+impl Runbook<Scaler> for PutBack {
+    const ID: &'static str = RUNBOOK;
+    /// It finishes a raise that already spent its action.
+    const BUDGETED: bool = false;
+    type Diagnosis = PutBackDiagnosis;
+    type Change = Reservation;
+
+    fn resource(&self, home: &Home) -> ResourceId {
+        home.function(&self.function)
+    }
+
+    /// The raise it finishes was made on a managed function.
+    async fn managed(&self, _: &RunContext<'_, Scaler>) -> Step<()> {
+        Ok(())
+    }
+
+    /// Not held up by the cooldown of the raise it undoes.
+    fn cooldown(&self, _: &runbook_shared::audit::AuditRecord) -> bool {
+        false
+    }
+
+    async fn diagnose(
+        &self,
+        ctx: &RunContext<'_, Scaler>,
+        report: &mut Report,
+    ) -> Step<PutBackDiagnosis> {
+        let raise = current_raise(ctx, &self.raise).await?;
+        let function = &self.function;
+        let (Some(original), Some(ours)) =
+            (reservation(&raise.original), reservation(&raise.current))
+        else {
+            return Err(Ending::failed(format!(
+                "the raise record of {function} is unreadable"
+            )));
+        };
+        let now = ctx.reserved(function).await.map_err(|err| {
+            Ending::failed(format!("could not read {function}'s concurrency: {err}"))
+        })?;
+        report.diagnosis =
+            Some(json!({"reserved_concurrency": now, "raised_to": ours, "original": original}));
+        let resource = self.resource(&ctx.config.safety.home);
+        if now != Some(ours) && ctx.invocation.landed(&resource, &state(now)).is_none() {
             let reason = format!(
                 "{function}'s reserved concurrency was changed by someone else since it was raised to {ours} (now {}): left as it is",
-                now.map_or("none".to_string(), |n| n.to_string())
+                text(now)
             );
-            return self.stop_tracking(RUNBOOK, raise, report, reason).await;
+            return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
         }
-        let mut action = Action {
-            api: "lambda:PutFunctionConcurrency".into(),
-            target: function.to_string(),
-            before: json!({"reserved_concurrency": ours}),
-            after: json!({"reserved_concurrency": original}),
-            applied: false,
-            error: None,
-        };
-        if report.dry_run {
-            report.actions.push(action);
-            return report.finish(Outcome::Planned,
-                format!(
-                    "dry run: would put {function}'s reserved concurrency back from {ours} to {original}"
-                ),
-            );
-        }
-        if let Err(err) = self.reserve(function, original).await {
-            action.error = Some(err.to_string());
-            report.actions.push(action);
-            return report.finish(Outcome::Failed,
+        Ok(PutBackDiagnosis {
+            raise,
+            now,
+            back: Reservation {
+                from: ours,
+                to: original,
+            },
+        })
+    }
+
+    fn plan(&self, _: &RunContext<'_, Scaler>, d: &PutBackDiagnosis) -> Decision<Reservation> {
+        Decision::Act(d.back)
+    }
+
+    fn describe(&self, _: &RunContext<'_, Scaler>, back: &Reservation) -> Planned {
+        Planned::one(
+            "lambda:PutFunctionConcurrency",
+            &self.function,
+            state(Some(back.from)),
+            state(Some(back.to)),
+            format!(
+                "put {}'s reserved concurrency back from {} to its original {}",
+                self.function, back.from, back.to
+            ),
+        )
+    }
+
+    fn observed(&self, diagnosis: &PutBackDiagnosis) -> Option<Value> {
+        Some(state(diagnosis.now))
+    }
+
+    fn resumed(&self, action: &Action) -> Option<Reservation> {
+        Reservation::resumed(action)
+    }
+
+    async fn apply(
+        &self,
+        ctx: &RunContext<'_, Scaler>,
+        _: &PutBackDiagnosis,
+        back: Reservation,
+    ) -> Result<Reservation, NotApplied> {
+        let function = &self.function;
+        ctx.reserve(function, back.to).await.map_err(|err| {
+            NotApplied::explained(
+                &err,
                 format!(
                     "could not put {function}'s concurrency back: {err}; the next schedule tries again"
                 ),
-            );
-        }
-        action.applied = true;
-        report.actions.push(action);
-        let (ok, observed) = match self.reserved(function).await {
-            Ok(now) => (
-                now == Some(original),
-                now.map_or("none".to_string(), |n| n.to_string()),
-            ),
-            Err(err) => (false, format!("GetFunctionConcurrency failed: {err}")),
-        };
-        let check = Check::new("reserved_concurrency", ok, original.to_string(), observed);
-        let summary = format!(
-            "put {function}'s reserved concurrency back from {ours} to its original {original}"
-        );
-        self.conclude_put_back(report, raise, check, summary, "GetFunctionConcurrency")
-            .await
+            )
+        })?;
+        Ok(back)
+    }
+
+    async fn verify(
+        &self,
+        ctx: &RunContext<'_, Scaler>,
+        diagnosis: &PutBackDiagnosis,
+        back: Reservation,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending {
+        let (ok, observed) = ctx.read_back(&self.function, back.to).await;
+        let check = Check::new("reserved_concurrency", ok, back.to.to_string(), observed);
+        put_back_verified(ctx, &diagnosis.raise, check, summary, report).await
+    }
+}
+
+/// The function a raise record names, if it names one.
+pub fn put_back(raise: Raise, resource: &ResourceId) -> Option<PutBack> {
+    match &resource.resource {
+        Resource::Function { function } => Some(PutBack {
+            raise,
+            function: function.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -615,26 +602,26 @@ mod tests {
             to: None,
         };
         assert_eq!(
-            decide(&target, Some(50), 900, 1000, &config),
+            plan(&target, Some(50), 900, 1000, &config),
             Decision::Act(100)
         );
         assert_eq!(
-            decide(&target, Some(100), 900, 1000, &config),
+            plan(&target, Some(100), 900, 1000, &config),
             Decision::Act(150)
         );
         assert!(
-            matches!(decide(&target, Some(150), 900, 1000, &config), Decision::Skip(r) if r.starts_with("at cap"))
+            matches!(plan(&target, Some(150), 900, 1000, &config), Decision::Skip(r) if r.starts_with("at cap"))
         );
         // 130 unreserved, floor 100: only 30 more.
         assert_eq!(
-            decide(&target, Some(50), 130, 1000, &config),
+            plan(&target, Some(50), 130, 1000, &config),
             Decision::Act(80)
         );
         assert!(
-            matches!(decide(&target, Some(50), 100, 1000, &config), Decision::Skip(r) if r.starts_with("floor"))
+            matches!(plan(&target, Some(50), 100, 1000, &config), Decision::Skip(r) if r.starts_with("floor"))
         );
         assert!(
-            matches!(decide(&target, None, 900, 1000, &config), Decision::NoAction(r) if r.contains("no reserved concurrency"))
+            matches!(plan(&target, None, 900, 1000, &config), Decision::NoAction(r) if r.contains("no reserved concurrency"))
         );
     }
 }

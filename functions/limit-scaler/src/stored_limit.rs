@@ -1,7 +1,7 @@
 //! Runbook `stored-limit`: an application's rate limit, stored as a number in a DynamoDB item
 //! (read by the app at run time), is too low. Raise it for a while with a conditional update
 //! (no lost update), remember the original and the expiry, and put it back when the expiry has
-//! passed — unless someone changed it meanwhile.
+//! passed — unless someone changed it meanwhile (`PutBack`).
 
 use std::collections::HashMap;
 
@@ -9,15 +9,18 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use runbook_shared::audit::Raise;
 use runbook_shared::aws::{AwsError, FaultKind, condition_held};
-use runbook_shared::report::{Action, Check, Outcome, Report, Verification};
+use runbook_shared::report::{Action, Check, Report, Verification};
 use runbook_shared::resource::{Home, Resource, ResourceId};
-use runbook_shared::safety::Invocation;
-use runbook_shared::trigger::Rejection;
+use runbook_shared::runbook::{
+    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
+};
+use runbook_shared::trigger::{AlarmTrigger, Rejection};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::Scaler;
 use crate::config::ScalerConfig;
+use crate::schedule::{current_raise, put_back_verified, stop_tracking};
 
 pub const RUNBOOK: &str = "stored-limit";
 
@@ -25,7 +28,7 @@ pub const RUNBOOK: &str = "stored-limit";
 /// "value": 200, "for_minutes": 60}, "dry_run": true}`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct StoredLimitRequest {
+pub struct Request {
     pub limit: LimitSpec,
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -59,7 +62,58 @@ impl LimitTarget {
         home.stored_limit(&self.table, &self.key, &self.attribute)
     }
 
-    pub fn from_spec(spec: &LimitSpec, config: &ScalerConfig) -> Result<Self, Rejection> {
+    pub fn from_request(request: &Request, config: &ScalerConfig) -> Result<Self, Rejection> {
+        Self::from_spec(&request.limit, config)
+    }
+
+    /// The limit an alarm tagged `runbook=stored-limit` names in its tags `limit-key` and
+    /// `limit-attribute`: `None` when it is not tagged so.
+    pub async fn from_alarm(
+        cloudwatch: &aws_sdk_cloudwatch::Client,
+        alarm: &AlarmTrigger,
+        config: &ScalerConfig,
+    ) -> Option<Result<Self, Rejection>> {
+        let arn = alarm.alarm_arn.as_ref()?;
+        let tags: HashMap<String, String> = match cloudwatch
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+        {
+            Ok(output) => output
+                .tags()
+                .iter()
+                .filter_map(|tag| Some((tag.key()?.to_string(), tag.value()?.to_string())))
+                .collect(),
+            Err(err) => {
+                let err = AwsError::from_sdk("cloudwatch:ListTagsForResource", arn, &err);
+                return Some(Err(Rejection(format!(
+                    "alarm {}'s tags could not be read, so no runbook was chosen: {err}",
+                    alarm.alarm_name
+                ))));
+            }
+        };
+        if tags.get("runbook").map(String::as_str) != Some(RUNBOOK) {
+            return None;
+        }
+        let spec = (|| {
+            Some(LimitSpec {
+                key: tags.get("limit-key")?.clone(),
+                attribute: tags.get("limit-attribute")?.clone(),
+                value: None,
+                for_minutes: None,
+            })
+        })();
+        Some(match spec {
+            Some(spec) => Self::from_spec(&spec, config),
+            None => Err(Rejection(format!(
+                "alarm {} chooses stored-limit but lacks the tags limit-key and limit-attribute",
+                alarm.alarm_name
+            ))),
+        })
+    }
+
+    fn from_spec(spec: &LimitSpec, config: &ScalerConfig) -> Result<Self, Rejection> {
         let Some(table) = &config.limits_table else {
             return Err(Rejection(
                 "stored limits are not configured: set LIMITS_TABLE and LIMITS_VALUE_ATTRS".into(),
@@ -121,13 +175,6 @@ impl LimitTarget {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
-    Act(f64),
-    NoAction(String),
-    Skip(String),
-}
-
 /// Plans the raise of the limit `name` from `current`, at most MAX_LIMIT_FACTOR × `original`
 /// (the value before the first raise in force), to `requested` or by the factor; pure. It never
 /// lowers: a value at or above what a raise would set is left.
@@ -137,7 +184,7 @@ pub fn plan(
     original: f64,
     requested: Option<f64>,
     config: &ScalerConfig,
-) -> Decision {
+) -> Decision<f64> {
     let cap = original * config.max_limit_factor;
     let new = match requested {
         Some(value) if value > cap => {
@@ -172,9 +219,36 @@ fn number(value: f64) -> AttributeValue {
     }
 }
 
+/// A stored limit from one value to another.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LimitChange {
+    from: f64,
+    to: f64,
+}
+
+impl LimitChange {
+    fn resumed(action: &Action) -> Option<Self> {
+        Some(Self {
+            from: action.before["value"].as_f64()?,
+            to: action.after["value"].as_f64()?,
+        })
+    }
+
+    fn action(&self, name: &str, summary: String) -> Planned {
+        Planned::one(
+            "dynamodb:UpdateItem",
+            name,
+            json!({"value": self.from}),
+            json!({"value": self.to}),
+            summary,
+        )
+    }
+}
+
 impl Scaler {
     async fn read_limit(&self, target: &LimitTarget) -> Result<Option<f64>, AwsError> {
         let item = self
+            .clients
             .dynamodb
             .get_item()
             .table_name(&target.table)
@@ -201,6 +275,7 @@ impl Scaler {
         new: f64,
     ) -> Result<bool, AwsError> {
         let update = self
+            .clients
             .dynamodb
             .update_item()
             .table_name(&target.table)
@@ -219,311 +294,324 @@ impl Scaler {
         )
     }
 
-    /// Raises a stored limit (the lease and cooldown are the caller's).
-    pub(crate) async fn raise_stored_limit(
-        &self,
-        target: &LimitTarget,
-        invocation: &Invocation,
-        mut report: Report,
-    ) -> Report {
-        let resource = target.resource(&self.config.safety.home);
-        let (name, key) = (resource.name(), resource.key());
-        match self.table_managed(&target.table).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let reason = self.config.safety.managed.refusal("table", &target.table);
-                return report.finish(Outcome::Skipped, reason);
-            }
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!(
-                        "could not check that the limits table {} is managed, nothing was changed: {err}",
-                        target.table
-                    ),
-                );
-            }
+    /// The limit read back: (whether it is `expected`, what was seen).
+    async fn limit_read_back(&self, target: &LimitTarget, expected: f64) -> (bool, String) {
+        match self.read_limit(target).await {
+            Ok(value) => (
+                value == Some(expected),
+                value.map_or("missing".to_string(), |v| v.to_string()),
+            ),
+            Err(err) => (false, format!("GetItem failed: {err}")),
         }
-        let current = match self.read_limit(target).await {
-            Ok(Some(current)) => current,
-            Ok(None) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!(
-                        "{name}: no item with {} = {:?}, or no number in {}; nothing was changed",
-                        target.key_attribute, target.key, target.attribute
-                    ),
-                );
-            }
-            Err(err) if err.is(FaultKind::NotFound) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!(
-                        "the limits table {} does not exist; nothing was changed",
-                        target.table
-                    ),
-                );
-            }
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read {name}, nothing was changed: {err}"),
-                );
-            }
-        };
-        // Lambda's retry of this request after a crash: its first attempt's write landed.
-        let landed = invocation
-            .landed(&resource, &json!({"value": current}))
-            .and_then(|action| Some((action.before["value"].as_f64()?, action)));
-        // A raise already in force keeps its original: the cap is a multiple of that.
-        let original = match self.safety.audit.raises(RUNBOOK).await {
-            Ok(raises) => raises
-                .iter()
-                .find(|raise| raise.resource == key)
-                .and_then(|raise| raise.original["value"].as_f64())
-                .unwrap_or(landed.as_ref().map_or(current, |(before, _)| *before)),
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not read the raises in force, nothing was changed: {err}"),
-                );
-            }
-        };
-        let cap = original * self.config.max_limit_factor;
-        report.diagnosis = Some(json!({"current": current, "original": original, "cap": cap}));
-        let revert_at = Utc::now() + Duration::minutes(target.for_minutes);
-        if let Some((before, mut action)) = landed {
-            action.applied = true;
-            report.notes.push(runbook_shared::safety::RESUMED.into());
-            report.actions.push(action);
-            let summary = format!(
-                "raised {name} from {before} to {current} for {} min",
-                target.for_minutes
-            );
-            return self
-                .after_limit_raise(target, &key, original, current, revert_at, summary, report)
-                .await;
-        }
-        let new = match plan(&name, current, original, target.value, &self.config) {
-            Decision::Act(new) => new,
-            Decision::NoAction(reason) => return report.finish(Outcome::NoAction, reason),
-            Decision::Skip(reason) => return report.finish(Outcome::Skipped, reason),
-        };
-        let mut action = Action {
-            api: "dynamodb:UpdateItem".into(),
-            target: name.clone(),
-            before: json!({"value": current}),
-            after: json!({"value": new}),
-            applied: false,
-            error: None,
-        };
-        match self.safety.spend_budget(&report).await {
-            Ok(Ok(())) => {}
-            Ok(Err(skip)) => return report.finish(Outcome::Skipped, skip.0),
-            Err(err) => {
-                return report.finish(
-                    Outcome::Failed,
-                    format!("could not check the action budget, nothing was changed: {err}"),
-                );
-            }
-        }
-        let summary = format!(
-            "raised {name} from {current} to {new} for {} min",
-            target.for_minutes
-        );
-        if report.dry_run {
-            report.actions.push(action);
-            return report.finish(Outcome::Planned, format!("dry run: would have {summary}"));
-        }
-        if let Err(err) = self
-            .safety
-            .record_intent(&resource, invocation, &action)
-            .await
-        {
-            return report.finish(
-                Outcome::Failed,
-                format!(
-                    "could not record the change about to be made, so nothing was changed: {err}"
-                ),
-            );
-        }
-        match self.swap_limit(target, current, new).await {
-            Ok(true) => {}
-            Ok(false) => {
-                action.error = Some(
-                    "ConditionalCheckFailedException: the value changed after it was read".into(),
-                );
-                report.actions.push(action);
-                return report.finish(Outcome::Failed,
-                    format!(
-                        "{name} changed between reading {current} and raising it (lost race with another writer); nothing was changed: run again"
-                    ),
-                );
-            }
-            Err(err) => {
-                action.error = Some(err.to_string());
-                report.actions.push(action);
-                return report.finish(
-                    Outcome::Failed,
-                    format!("the raise of {name} failed; nothing was changed: {err}"),
-                );
-            }
-        }
-        action.applied = true;
-        report.actions.push(action);
-        self.after_limit_raise(target, &key, original, new, revert_at, summary, report)
+    }
+}
+
+/// What a raise reads: the value now, and the original before the first raise in force.
+pub struct Diagnosis {
+    current: f64,
+    original: f64,
+}
+
+impl Runbook<Scaler> for LimitTarget {
+    const ID: &'static str = RUNBOOK;
+    type Diagnosis = Diagnosis;
+    type Change = LimitChange;
+
+    fn resource(&self, home: &Home) -> ResourceId {
+        self.resource(home)
+    }
+
+    async fn managed(&self, ctx: &RunContext<'_, Scaler>) -> Step<()> {
+        let safety = &ctx.config.safety;
+        safety
+            .managed
+            .require_table(&ctx.clients.dynamodb, &safety.home, &self.table)
             .await
     }
 
-    /// After the limit was raised to `new`: remembers the raise for its put-back at
-    /// `revert_at` and reads the value back.
-    #[allow(clippy::too_many_arguments)]
-    async fn after_limit_raise(
+    async fn diagnose(&self, ctx: &RunContext<'_, Scaler>, report: &mut Report) -> Step<Diagnosis> {
+        let resource = self.resource(&ctx.config.safety.home);
+        let name = resource.name();
+        let current = match ctx.read_limit(self).await {
+            Ok(Some(current)) => current,
+            Ok(None) => {
+                return Err(Ending::failed(format!(
+                    "{name}: no item with {} = {:?}, or no number in {}; nothing was changed",
+                    self.key_attribute, self.key, self.attribute
+                )));
+            }
+            Err(err) if err.is(FaultKind::NotFound) => {
+                return Err(Ending::failed(format!(
+                    "the limits table {} does not exist; nothing was changed",
+                    self.table
+                )));
+            }
+            Err(err) => {
+                return Err(Ending::failed(format!(
+                    "could not read {name}, nothing was changed: {err}"
+                )));
+            }
+        };
+        // A raise already in force keeps its original: the cap is a multiple of that. Lambda's
+        // retry of a request that crashed after its write finds its own raise with no record.
+        let recorded = ctx
+            .safety
+            .audit
+            .raise(RUNBOOK, &resource.key())
+            .await
+            .map_err(|err| {
+                Ending::failed(format!(
+                    "could not read the raises in force, nothing was changed: {err}"
+                ))
+            })?;
+        let landed = ctx
+            .invocation
+            .landed(&resource, &json!({"value": current}))
+            .and_then(|action| action.before["value"].as_f64());
+        let original = recorded
+            .and_then(|raise| raise.original["value"].as_f64())
+            .or(landed)
+            .unwrap_or(current);
+        let cap = original * ctx.config.max_limit_factor;
+        report.diagnosis = Some(json!({"current": current, "original": original, "cap": cap}));
+        Ok(Diagnosis { current, original })
+    }
+
+    fn plan(&self, ctx: &RunContext<'_, Scaler>, d: &Diagnosis) -> Decision<LimitChange> {
+        let name = self.resource(&ctx.config.safety.home).name();
+        plan(&name, d.current, d.original, self.value, &ctx.config).map(|to| LimitChange {
+            from: d.current,
+            to,
+        })
+    }
+
+    fn describe(&self, ctx: &RunContext<'_, Scaler>, change: &LimitChange) -> Planned {
+        let name = self.resource(&ctx.config.safety.home).name();
+        let summary = format!(
+            "raised {name} from {} to {} for {} min",
+            change.from, change.to, self.for_minutes
+        );
+        change.action(&name, summary)
+    }
+
+    fn observed(&self, diagnosis: &Diagnosis) -> Option<Value> {
+        Some(json!({"value": diagnosis.current}))
+    }
+
+    fn resumed(&self, action: &Action) -> Option<LimitChange> {
+        LimitChange::resumed(action)
+    }
+
+    /// A conditional update: only if the value is still the one read.
+    async fn apply(
         &self,
-        target: &LimitTarget,
-        key: &str,
-        original: f64,
-        new: f64,
-        revert_at: chrono::DateTime<Utc>,
-        summary: String,
-        mut report: Report,
-    ) -> Report {
-        let registered = self
+        ctx: &RunContext<'_, Scaler>,
+        _: &Diagnosis,
+        change: LimitChange,
+    ) -> Result<LimitChange, NotApplied> {
+        let name = self.resource(&ctx.config.safety.home).name();
+        match ctx.swap_limit(self, change.from, change.to).await {
+            Ok(true) => Ok(change),
+            Ok(false) => Err(NotApplied::Failed {
+                error: "ConditionalCheckFailedException: the value changed after it was read"
+                    .into(),
+                reason: format!(
+                    "{name} changed between reading {} and raising it (lost race with another writer); nothing was changed: run again",
+                    change.from
+                ),
+            }),
+            Err(err) => Err(NotApplied::explained(
+                &err,
+                format!("the raise of {name} failed; nothing was changed: {err}"),
+            )),
+        }
+    }
+
+    /// Remembers the raise for its put-back at the expiry and reads the value back.
+    async fn verify(
+        &self,
+        ctx: &RunContext<'_, Scaler>,
+        diagnosis: &Diagnosis,
+        change: LimitChange,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending {
+        let original = diagnosis.original;
+        let revert_at = Utc::now() + Duration::minutes(self.for_minutes);
+        let key = self.resource(&ctx.config.safety.home).key();
+        let registered = ctx
             .safety
             .audit
             .put_raise(
                 RUNBOOK,
-                key,
+                &key,
                 &json!({"value": original}),
-                &json!({"value": new}),
+                &json!({"value": change.to}),
                 Some(revert_at),
             )
             .await;
-        let (ok, observed) = match self.read_limit(target).await {
-            Ok(value) => (
-                value == Some(new),
-                value.map_or("missing".to_string(), |v| v.to_string()),
-            ),
-            Err(err) => (false, format!("GetItem failed: {err}")),
-        };
-        report.verification =
-            Verification::settled(Check::new("stored_value", ok, new.to_string(), observed));
-        report.details = Some(
-            json!({"original": original, "revert_at": runbook_shared::audit::timestamp(revert_at)}),
-        );
-        if let Err(err) = registered {
-            return report.finish(Outcome::Failed,
-                format!(
-                    "{summary}, but the raise could not be recorded for its revert ({err}): put it back to {original} by hand at {}",
-                    runbook_shared::audit::timestamp(revert_at)
-                ),
-            );
-        }
-        let failures = report.verification.failures();
-        if ok {
-            report.finish(Outcome::Remediated, summary)
-        } else {
-            report.finish(
-                Outcome::Failed,
-                format!("{summary}, but the item does not show it ({})", failures),
-            )
+        let (ok, observed) = ctx.limit_read_back(self, change.to).await;
+        report.verification = Verification::settled(Check::new(
+            "stored_value",
+            ok,
+            change.to.to_string(),
+            observed,
+        ));
+        let revert_at = runbook_shared::audit::timestamp(revert_at);
+        report.details = Some(json!({"original": original, "revert_at": revert_at}));
+        match registered {
+            Err(err) => Ending::failed(format!(
+                "{summary}, but the raise could not be recorded for its revert ({err}): put it back to {original} by hand at {revert_at}"
+            )),
+            Ok(()) => concluded(&report.verification, summary),
         }
     }
+}
 
-    /// Puts a stored limit back to its original once its time is up (the schedule's step).
-    pub(crate) async fn revert_stored_limit(
+/// The schedule's step for a raised limit whose time is up: back to its original, unless
+/// someone else changed it since.
+pub struct PutBack {
+    pub raise: Raise,
+    pub resource: ResourceId,
+    /// The limit, while it is one of LIMITS_TABLE's.
+    pub target: Option<LimitTarget>,
+}
+
+pub struct PutBackDiagnosis {
+    raise: Raise,
+    target: LimitTarget,
+    now: Option<f64>,
+    back: LimitChange,
+}
+
+impl PutBack {
+    pub fn new(raise: Raise, resource: ResourceId, config: &ScalerConfig) -> Self {
+        let target = LimitTarget::from_raise(&resource, config);
+        Self {
+            raise,
+            resource,
+            target,
+        }
+    }
+}
+
+impl Runbook<Scaler> for PutBack {
+    const ID: &'static str = RUNBOOK;
+    /// It finishes a raise that already spent its action.
+    const BUDGETED: bool = false;
+    type Diagnosis = PutBackDiagnosis;
+    type Change = LimitChange;
+
+    fn resource(&self, _: &Home) -> ResourceId {
+        self.resource.clone()
+    }
+
+    /// The raise it finishes was made on a managed table.
+    async fn managed(&self, _: &RunContext<'_, Scaler>) -> Step<()> {
+        Ok(())
+    }
+
+    /// Not held up by the cooldown of the raise it undoes.
+    fn cooldown(&self, _: &runbook_shared::audit::AuditRecord) -> bool {
+        false
+    }
+
+    async fn diagnose(
         &self,
-        raise: &Raise,
-        resource: &ResourceId,
-        mut report: Report,
-    ) -> Report {
-        let name = resource.name();
-        let Some(target) = LimitTarget::from_raise(resource, &self.config) else {
+        ctx: &RunContext<'_, Scaler>,
+        report: &mut Report,
+    ) -> Step<PutBackDiagnosis> {
+        let raise = current_raise(ctx, &self.raise).await?;
+        let name = self.resource.name();
+        let Some(target) = self.target.clone() else {
             let reason = format!("{name} is not in LIMITS_TABLE any more");
-            return self.stop_tracking(RUNBOOK, raise, report, reason).await;
+            return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
         };
         let (Some(original), Some(ours)) = (
             raise.original["value"].as_f64(),
             raise.current["value"].as_f64(),
         ) else {
-            return report.finish(
-                Outcome::Failed,
-                format!("the raise record of {} is unreadable", name),
-            );
+            return Err(Ending::failed(format!(
+                "the raise record of {name} is unreadable"
+            )));
         };
-        let now = match self.read_limit(&target).await {
-            Ok(now) => now,
-            Err(err) => {
-                return report.finish(Outcome::Failed, format!("could not read {}: {err}", name));
-            }
-        };
-        if now != Some(ours) {
+        let now = ctx
+            .read_limit(&target)
+            .await
+            .map_err(|err| Ending::failed(format!("could not read {name}: {err}")))?;
+        report.diagnosis = Some(json!({"value": now, "raised_to": ours, "original": original}));
+        let landed = ctx
+            .invocation
+            .landed(&self.resource, &json!({"value": now}));
+        if now != Some(ours) && landed.is_none() {
             let reason = format!(
                 "{name} was changed by someone else since it was raised to {ours} (now {}): left as it is",
                 now.map_or("missing".to_string(), |v| v.to_string())
             );
-            return self.stop_tracking(RUNBOOK, raise, report, reason).await;
+            return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
         }
-        let mut action = Action {
-            api: "dynamodb:UpdateItem".into(),
-            target: name.clone(),
-            before: json!({"value": ours}),
-            after: json!({"value": original}),
-            applied: false,
-            error: None,
-        };
-        if report.dry_run {
-            report.actions.push(action);
-            return report.finish(
-                Outcome::Planned,
-                format!("dry run: would put {} back from {ours} to {original}", name),
-            );
-        }
-        match self.swap_limit(&target, ours, original).await {
-            Ok(true) => action.applied = true,
-            Ok(false) => {
-                report.actions.push(action);
-                return report.finish(
-                    Outcome::Skipped,
-                    format!(
-                        "{} changed while it was being put back: left as it is",
-                        name
-                    ),
-                );
-            }
-            Err(err) => {
-                action.error = Some(err.to_string());
-                report.actions.push(action);
-                return report.finish(
-                    Outcome::Failed,
-                    format!(
-                        "could not put {} back: {err}; the next schedule tries again",
-                        name
-                    ),
-                );
-            }
-        }
-        report.actions.push(action);
-        let (ok, observed) = match self.read_limit(&target).await {
-            Ok(value) => (
-                value == Some(original),
-                value.map_or("missing".to_string(), |v| v.to_string()),
-            ),
-            Err(err) => (false, format!("GetItem failed: {err}")),
-        };
-        let check = Check::new("stored_value", ok, original.to_string(), observed);
-        let summary = format!("put {} back from {ours} to its original {original}", name);
-        self.conclude_put_back(report, raise, check, summary, "the item")
-            .await
+        Ok(PutBackDiagnosis {
+            raise,
+            target,
+            now,
+            back: LimitChange {
+                from: ours,
+                to: original,
+            },
+        })
     }
-}
 
-/// The key and attribute an alarm names in its tags `limit-key` and `limit-attribute`.
-pub fn spec_from_tags(tags: &HashMap<String, String>) -> Option<LimitSpec> {
-    Some(LimitSpec {
-        key: tags.get("limit-key")?.clone(),
-        attribute: tags.get("limit-attribute")?.clone(),
-        value: None,
-        for_minutes: None,
-    })
+    fn plan(&self, _: &RunContext<'_, Scaler>, d: &PutBackDiagnosis) -> Decision<LimitChange> {
+        Decision::Act(d.back)
+    }
+
+    fn describe(&self, _: &RunContext<'_, Scaler>, back: &LimitChange) -> Planned {
+        let name = self.resource.name();
+        let summary = format!(
+            "put {name} back from {} to its original {}",
+            back.from, back.to
+        );
+        back.action(&name, summary)
+    }
+
+    fn observed(&self, diagnosis: &PutBackDiagnosis) -> Option<Value> {
+        Some(json!({"value": diagnosis.now}))
+    }
+
+    fn resumed(&self, action: &Action) -> Option<LimitChange> {
+        LimitChange::resumed(action)
+    }
+
+    /// A conditional update: a value someone changed meanwhile is read again (and left).
+    async fn apply(
+        &self,
+        ctx: &RunContext<'_, Scaler>,
+        d: &PutBackDiagnosis,
+        back: LimitChange,
+    ) -> Result<LimitChange, NotApplied> {
+        let name = self.resource.name();
+        match ctx.swap_limit(&d.target, back.from, back.to).await {
+            Ok(true) => Ok(back),
+            Ok(false) => Err(NotApplied::ChangedUnder {
+                error: format!("{name} changed while it was being put back"),
+            }),
+            Err(err) => Err(NotApplied::explained(
+                &err,
+                format!("could not put {name} back: {err}; the next schedule tries again"),
+            )),
+        }
+    }
+
+    async fn verify(
+        &self,
+        ctx: &RunContext<'_, Scaler>,
+        d: &PutBackDiagnosis,
+        back: LimitChange,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending {
+        let (ok, observed) = ctx.limit_read_back(&d.target, back.to).await;
+        let check = Check::new("stored_value", ok, back.to.to_string(), observed);
+        put_back_verified(ctx, &d.raise, check, summary, report).await
+    }
 }

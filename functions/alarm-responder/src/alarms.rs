@@ -1,0 +1,165 @@
+//! The alarms alarm-responder acts on: which runbook and target an alarm chooses, and an
+//! alarm's current state replayed by hand.
+
+use std::collections::BTreeMap;
+
+use runbook_shared::aws::AwsError;
+use runbook_shared::report::TriggerKind;
+use runbook_shared::trigger::{AlarmState, AlarmTrigger, MetricRef, Rejection};
+
+use crate::lambda_resources::Resources;
+use crate::lambda_rollback::Rollback;
+use crate::stack_recovery::StackRecovery;
+use crate::{Job, RUNBOOK_TAG, Responder, ResponderRunbook};
+
+impl Responder {
+    /// The alarm as it is now, shaped like the alarm event it would send.
+    pub(crate) async fn replay(&self, alarm_name: &str) -> Result<Option<AlarmTrigger>, AwsError> {
+        let alarms = self
+            .clients
+            .cloudwatch
+            .describe_alarms()
+            .alarm_names(alarm_name)
+            .send()
+            .await
+            .map_err(|err| {
+                AwsError::from_sdk(
+                    "cloudwatch:DescribeAlarms",
+                    &format!("alarm {alarm_name}"),
+                    &err,
+                )
+            })?;
+        let Some(alarm) = alarms.metric_alarms().first() else {
+            return Ok(None);
+        };
+        let dimensions: BTreeMap<String, String> = alarm
+            .dimensions()
+            .iter()
+            .filter_map(|d| Some((d.name()?.to_string(), d.value()?.to_string())))
+            .collect();
+        let state = match alarm.state_value().map(|state| state.as_str()) {
+            Some("ALARM") => AlarmState::Alarm,
+            Some("OK") => AlarmState::Ok,
+            _ => AlarmState::InsufficientData,
+        };
+        let changed_at = alarm
+            .state_updated_timestamp()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
+            .unwrap_or_else(chrono::Utc::now);
+        Ok(Some(AlarmTrigger {
+            kind: TriggerKind::Manual,
+            event_id: format!("replay:{alarm_name}"),
+            alarm_name: alarm_name.to_string(),
+            alarm_arn: alarm.alarm_arn().map(str::to_string),
+            state,
+            previous_state: None,
+            reason: alarm.state_reason().unwrap_or_default().to_string(),
+            changed_at,
+            metrics: vec![MetricRef {
+                namespace: alarm.namespace().unwrap_or_default().to_string(),
+                name: alarm.metric_name().unwrap_or_default().to_string(),
+                dimensions,
+            }],
+            window: None,
+        }))
+    }
+
+    /// The alarm's tags (none when they cannot be read: the metric chooses the runbook then).
+    async fn tags(&self, alarm: &AlarmTrigger) -> BTreeMap<String, String> {
+        let Some(arn) = &alarm.alarm_arn else {
+            return BTreeMap::new();
+        };
+        match self
+            .clients
+            .cloudwatch
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+        {
+            Ok(output) => output
+                .tags()
+                .iter()
+                .filter_map(|tag| Some((tag.key()?.to_string(), tag.value()?.to_string())))
+                .collect(),
+            Err(err) => {
+                let err = AwsError::from_sdk("cloudwatch:ListTagsForResource", arn, &err);
+                tracing::warn!(error = %err, "alarm tags unreadable: the runbook is inferred from the metric");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// The runbook and target an alarm chooses: its tag `runbook`, else its `AWS/Lambda`
+    /// metric (`Errors` rolls back, `Duration` raises resources); `Err` says why none.
+    pub(crate) async fn job_of(&self, alarm: &AlarmTrigger) -> Result<Job, String> {
+        let tags = self.tags(alarm).await;
+        let lambda_metrics: Vec<&MetricRef> = alarm
+            .metrics
+            .iter()
+            .filter(|m| m.namespace == "AWS/Lambda")
+            .collect();
+        let mut watched: Vec<String> = lambda_metrics
+            .iter()
+            .filter_map(|m| {
+                let function = m.dimension("FunctionName")?;
+                Some(m.dimension("Resource").unwrap_or(function).to_string())
+            })
+            .collect();
+        watched.sort_unstable();
+        watched.dedup();
+        if watched.len() > 1 {
+            return Err(format!(
+                "alarm {} watches several functions ({}), so the one to act on cannot be told from the alarm: nothing was changed; alarm on each function, or run the runbook by hand on the one to change",
+                alarm.alarm_name,
+                watched.join(", ")
+            ));
+        }
+        let metric = lambda_metrics.first().copied();
+        let runbook = match tags.get(RUNBOOK_TAG) {
+            Some(tagged) => ResponderRunbook::from_id(tagged).ok_or_else(|| {
+                format!(
+                    "alarm {}'s tag {RUNBOOK_TAG}={tagged} names no runbook of alarm-responder ({})",
+                    alarm.alarm_name,
+                    ResponderRunbook::ids()
+                )
+            })?,
+            None => match metric.map(|m| m.name.as_str()) {
+                Some("Errors") => ResponderRunbook::LambdaRollback,
+                Some("Duration") => ResponderRunbook::LambdaResources,
+                _ => {
+                    return Err(format!(
+                        "alarm {} matches no runbook: AWS/Lambda Errors runs lambda-rollback and AWS/Lambda Duration runs lambda-resources; for anything else tag the alarm {RUNBOOK_TAG}=<{}>",
+                        alarm.alarm_name,
+                        ResponderRunbook::ALL.map(ResponderRunbook::id).join("|")
+                    ));
+                }
+            },
+        };
+        let home = &self.config.safety.home;
+        let tag = |name: &str| {
+            tags.get(name).ok_or_else(|| {
+                format!(
+                    "alarm {} chooses {} but has no tag {name}=<...>",
+                    alarm.alarm_name,
+                    runbook.id()
+                )
+            })
+        };
+        let rejected = |name: &str, rejection: Rejection| {
+            format!("alarm {}'s tag {name}: {}", alarm.alarm_name, rejection.0)
+        };
+        match runbook {
+            ResponderRunbook::LambdaRollback => {
+                Rollback::from_alarm(alarm, metric).map(Job::Rollback)
+            }
+            ResponderRunbook::LambdaResources => {
+                let raise = tags.get("raise").map(String::as_str);
+                Resources::from_alarm(alarm, metric, raise).map(Job::Resources)
+            }
+            ResponderRunbook::StackRecovery => StackRecovery::named(tag("stack")?, home)
+                .map(Job::Stack)
+                .map_err(|rejection| rejected("stack", rejection)),
+        }
+    }
+}

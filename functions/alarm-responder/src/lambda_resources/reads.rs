@@ -1,0 +1,217 @@
+//! What `lambda-resources` reads: the function's configuration, its longest runs, and which
+//! versions its traffic runs on.
+
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use chrono::{DateTime, Utc};
+use runbook_shared::aws::AwsError;
+use runbook_shared::deadline::poll_until;
+use runbook_shared::safety::Invocation;
+
+use super::plan::{Evidence, Settings};
+use crate::Responder;
+
+impl Responder {
+    pub(super) async fn settings(&self, function: &str) -> Result<Settings, AwsError> {
+        let config = self
+            .clients
+            .lambda
+            .get_function_configuration()
+            .function_name(function)
+            .send()
+            .await
+            .map_err(|err| {
+                AwsError::from_sdk(
+                    "lambda:GetFunctionConfiguration",
+                    &format!("function {function}"),
+                    &err,
+                )
+            })?;
+        Ok(Settings {
+            arn: config.function_arn().unwrap_or_default().to_string(),
+            timeout: config.timeout().unwrap_or(3),
+            memory: config.memory_size().unwrap_or(128),
+            last_update: config
+                .last_update_status()
+                .map_or("Successful", |s| s.as_str())
+                .to_string(),
+            revision: config.revision_id().map(str::to_string),
+        })
+    }
+
+    /// The settings once no update is in progress (within the deadline).
+    pub(super) async fn settled_settings(
+        &self,
+        function: &str,
+        invocation: &Invocation,
+    ) -> Result<Option<Settings>, AwsError> {
+        poll_until(invocation.wait_deadline(), self.poll_interval, || async {
+            match self.settings(function).await {
+                Ok(now) if now.last_update != "InProgress" => Some(Ok(now)),
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
+            }
+        })
+        .await
+        .transpose()
+    }
+
+    /// The longest run in the window, from CloudWatch.
+    pub(super) async fn longest_run(
+        &self,
+        dimensions: &[(String, String)],
+        window: (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<Evidence, AwsError> {
+        let (from, to) = window;
+        let metric = Metric::builder()
+            .namespace("AWS/Lambda")
+            .metric_name("Duration")
+            .set_dimensions(Some(
+                dimensions
+                    .iter()
+                    .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+                    .collect(),
+            ))
+            .build();
+        let output = self
+            .clients
+            .cloudwatch
+            .get_metric_data()
+            .metric_data_queries(
+                MetricDataQuery::builder()
+                    .id("longest")
+                    .metric_stat(
+                        MetricStat::builder()
+                            .metric(metric)
+                            .period(60)
+                            .stat("Maximum")
+                            .build(),
+                    )
+                    .return_data(true)
+                    .build(),
+            )
+            // Whole minutes around the window, as CloudWatch aggregates them.
+            .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                from.timestamp() - from.timestamp().rem_euclid(60),
+            ))
+            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                to.timestamp() + 60 - to.timestamp().rem_euclid(60),
+            ))
+            .send()
+            .await
+            .map_err(|err| {
+                AwsError::from_sdk(
+                    "cloudwatch:GetMetricData",
+                    "metric AWS/Lambda Duration",
+                    &err,
+                )
+            })?;
+        let longest_ms = output
+            .metric_data_results()
+            .iter()
+            .flat_map(|result| result.values().iter().copied())
+            .reduce(f64::max);
+        Ok(Evidence {
+            longest_ms,
+            from,
+            to,
+        })
+    }
+
+    /// `Some(reason)` when the function's aliases send traffic to published versions: an alarm
+    /// on the function alone counts every version's runs, and a configuration change (it
+    /// applies to $LATEST) would not reach those.
+    pub(super) async fn aliased_traffic(&self, function: &str) -> Result<Option<String>, AwsError> {
+        let mut published = Vec::new();
+        let mut pages = self
+            .clients
+            .lambda
+            .list_aliases()
+            .function_name(function)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| {
+                AwsError::from_sdk("lambda:ListAliases", &format!("function {function}"), &err)
+            })?;
+            for alias in page.aliases() {
+                let mut versions: Vec<&str> = alias.function_version().into_iter().collect();
+                if let Some(weights) = alias
+                    .routing_config()
+                    .and_then(|routing| routing.additional_version_weights())
+                {
+                    versions.extend(weights.keys().map(String::as_str));
+                }
+                versions.retain(|version| *version != "$LATEST");
+                if !versions.is_empty() {
+                    published.push(format!(
+                        "alias {} on version {}",
+                        alias.name().unwrap_or_default(),
+                        versions.join(" and ")
+                    ));
+                }
+            }
+        }
+        Ok((!published.is_empty()).then(|| {
+            format!(
+                "{function}'s traffic runs through published versions ({}), which a configuration change cannot reach (it applies to $LATEST): publish a version with the new settings and move the aliases to it, or name \"{function}:$LATEST\" to change $LATEST anyway",
+                published.join(", ")
+            )
+        }))
+    }
+
+    /// `Some(reason)` when the traffic the alarm watches runs on a published version, which a
+    /// configuration change (it applies to $LATEST) would not reach.
+    pub(super) async fn published_traffic(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<String>, AwsError> {
+        if qualifier == "$LATEST" {
+            return Ok(None);
+        }
+        if qualifier.chars().all(|c| c.is_ascii_digit()) {
+            return Ok(Some(format!(
+                "the alarm watches {function}'s published version {qualifier}, which a configuration change cannot reach (it applies to $LATEST): publish a version with the new settings and move the traffic to it"
+            )));
+        }
+        let alias = self
+            .clients
+            .lambda
+            .get_alias()
+            .function_name(function)
+            .name(qualifier)
+            .send()
+            .await
+            .map_err(|err| {
+                AwsError::from_sdk(
+                    "lambda:GetAlias",
+                    &format!("alias {function}:{qualifier}"),
+                    &err,
+                )
+            })?;
+        let version = alias.function_version().unwrap_or_default();
+        let weighted: Vec<&String> = alias
+            .routing_config()
+            .and_then(|routing| routing.additional_version_weights())
+            .map(|weights| weights.keys().collect())
+            .unwrap_or_default();
+        if version == "$LATEST" && weighted.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "alias {function}:{qualifier} runs published version {version}{}, which a configuration change cannot reach (it applies to $LATEST): publish a version with the new settings and move the alias to it",
+            if weighted.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (and {})",
+                    weighted
+                        .iter()
+                        .map(|v| format!("version {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )))
+    }
+}

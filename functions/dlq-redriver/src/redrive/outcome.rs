@@ -1,0 +1,295 @@
+//! What a redrive did: the actions as they happened (what each target accepted, what left the
+//! DLQ), a ledger that must reconcile with the DLQ's depth after the run, and notes on every
+//! message it left behind and why.
+
+use std::time::Duration;
+
+use runbook_shared::deadline::{Deadline, poll_until};
+use runbook_shared::report::{
+    Action, Check, Outcome, Report, Verification, VerificationStatus, capped, some_of,
+};
+use runbook_shared::runbook::{Ending, RunContext};
+use serde_json::{Value, json};
+
+use super::engine::{Ledger, RedrivePlan, RedriveResult};
+use crate::Redriver;
+use crate::queues::{self, Queue};
+
+/// Reconciles the run's result with the DLQ and the targets, and says what happened.
+pub(super) async fn reconcile(
+    ctx: &RunContext<'_, Redriver>,
+    plan: &RedrivePlan,
+    result: RedriveResult,
+    report: &mut Report,
+) -> Ending {
+    let dlq = &plan.dlq;
+    let candidates = plan.candidates();
+    // The actions as they happened, in place of the plan's.
+    report.actions.clear();
+    let expected = dlq.depth() - i64::try_from(result.ledger.moved).unwrap_or(i64::MAX);
+    // SQS counts are approximate and lag: wait (within the deadline) for them to settle.
+    let settle = Deadline::within(
+        ctx.invocation
+            .wait_deadline()
+            .remaining()
+            .min(Duration::from_secs(20)),
+    );
+    let dlq_after = poll_until(settle, ctx.poll_interval, || async {
+        match queues::describe(&ctx.clients.sqs, &dlq.name, &dlq.url).await {
+            Ok(after) if after.depth() == expected => Some(Ok(after)),
+            Ok(_) => None,
+            Err(err) => Some(Err(err)),
+        }
+    })
+    .await;
+    let dlq_after = match dlq_after {
+        Some(Ok(after)) => Ok(after),
+        Some(Err(err)) => Err(err),
+        None => queues::describe(&ctx.clients.sqs, &dlq.name, &dlq.url).await,
+    };
+    let mut ledger: Ledger = result.ledger.clone();
+    ledger.found = dlq.depth();
+
+    let mut checks = Vec::new();
+    match &dlq_after {
+        Ok(after) => {
+            ledger.remaining = after.depth() - i64::try_from(ledger.held()).unwrap_or(i64::MAX);
+            checks.push(Check::new(
+                    "ledger",
+                    ledger.total() == ledger.found,
+                    format!("moved + poison + refused + filtered out + attribute limit + too large + unroutable + held behind + not deleted + remaining = {} found", ledger.found),
+                    format!(
+                        "{} + {} + {} + {} + {} + {} + {} + {} + {} + {} = {}",
+                        ledger.moved, ledger.poison, ledger.refused, ledger.filtered_out, ledger.attribute_limit,
+                        ledger.too_large, ledger.unroutable, ledger.held_behind, ledger.not_deleted, ledger.remaining, ledger.total()
+                    ),
+                ));
+            checks.push(Check::new(
+                "dlq_depth",
+                after.depth() == expected,
+                format!(
+                    "{expected} (found {} − moved {})",
+                    ledger.found, ledger.moved
+                ),
+                format!(
+                    "{} ({} visible, {} in flight)",
+                    after.depth(),
+                    after.visible,
+                    after.in_flight
+                ),
+            ));
+        }
+        Err(err) => checks.push(Check::new(
+            "dlq_depth",
+            false,
+            expected.to_string(),
+            format!("could not read: {err}"),
+        )),
+    }
+    // What each target accepted (a copy left in the DLQ included), and what left the DLQ.
+    for target in &candidates {
+        let accepted = result.accepted_by.get(&target.name).copied().unwrap_or(0);
+        if accepted == 0 {
+            continue;
+        }
+        let after = queues::describe(&ctx.clients.sqs, &target.name, &target.url)
+            .await
+            .ok();
+        report.actions.push(Action {
+            api: "sqs:SendMessageBatch".into(),
+            target: target.name.clone(),
+            before: json!({"depth": target.depth()}),
+            after: json!({"depth": after.as_ref().map(Queue::depth), "accepted": accepted}),
+            applied: true,
+            error: None,
+        });
+    }
+    if result.ledger.moved > 0 || result.ledger.not_deleted > 0 {
+        report.actions.push(Action {
+                api: "sqs:DeleteMessageBatch".into(),
+                target: dlq.name.clone(),
+                before: json!({"depth": dlq.depth()}),
+                after: json!({"depth": dlq_after.as_ref().ok().map(Queue::depth), "deleted": result.ledger.moved}),
+                applied: result.ledger.moved > 0,
+                error: (result.ledger.not_deleted > 0).then(|| format!("{} messages were sent but not deleted (duplicates, never losses)", result.ledger.not_deleted)),
+            });
+    }
+    if let Some(err) = &result.error
+        && report.actions.is_empty()
+    {
+        report.actions.push(Action {
+            api: err.api.clone(),
+            target: dlq.name.clone(),
+            before: json!({"depth": dlq.depth()}),
+            after: json!({"depth": dlq_after.as_ref().ok().map(Queue::depth)}),
+            applied: false,
+            error: Some(err.to_string()),
+        });
+    }
+    let verified = checks.iter().all(|check| check.ok);
+    report.verification = Verification {
+        settle_by: None,
+        status: if verified {
+            VerificationStatus::Verified
+        } else {
+            VerificationStatus::Failed
+        },
+        checks,
+    };
+    let complete = result.stopped_early.is_none() && result.error.is_none();
+    let seconds = result.elapsed.as_secs_f64().max(0.001);
+    report.details = Some(json!({
+        "plan": {
+            "max_messages": plan.max_messages,
+            "rate_per_second": plan.rate_per_second,
+            "concurrency": plan.concurrency,
+            "max_redrives": plan.max_redrives,
+            "filter": plan.filter,
+            "fallback_target": plan.fallback.as_ref().map(|q| q.name.as_str()),
+        },
+        "ledger": ledger,
+        "complete": complete,
+        "stopped_early": result.stopped_early,
+        "moved_to": result.moved_to,
+        "poison_ids": capped(&result.poison_ids),
+        "refused": capped(&result.refused),
+        "unroutable": capped(&result.unroutable),
+        "attribute_limit_ids": capped(&result.attribute_limit_ids),
+        "too_large_ids": capped(&result.too_large_ids),
+        "held_behind_ids": capped(&result.held_behind_ids),
+        "retargeted": capped(&result.retargeted),
+        "not_deleted_ids": capped(&result.not_deleted_ids),
+        "not_released_ids": capped(&result.not_released_ids),
+        "api_calls": result.api_calls,
+        "api_calls_per_message": if ledger.moved > 0 { result.api_calls as f64 / ledger.moved as f64 } else { 0.0 },
+        "messages_per_second": ledger.moved as f64 / seconds,
+    }));
+
+    let mut notes = Vec::new();
+    if ledger.poison > 0 {
+        notes.push(format!(
+                "{} poison messages (redriven {} times already) left in the DLQ: {}; inspect them, then purge once resolved",
+                ledger.poison,
+                plan.max_redrives,
+                some_of(&result.poison_ids, 10)
+            ));
+    }
+    let (former, nameless): (Vec<&Value>, Vec<&Value>) = result
+        .unroutable
+        .iter()
+        .partition(|entry| entry["named_source"].is_string());
+    if !nameless.is_empty() {
+        notes.push(format!(
+                "{} messages name no source queue and {} has several sources ({}): redrive them with \"target\"",
+                nameless.len(),
+                dlq.name,
+                some_of(&plan.sources.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), 10)
+            ));
+    }
+    if !former.is_empty() {
+        let mut named: Vec<String> = former
+            .iter()
+            .filter_map(|entry| entry["named_source"].as_str().map(str::to_string))
+            .collect();
+        named.sort();
+        named.dedup();
+        notes.push(format!(
+                "{} messages come from queues that are no longer sources of {} ({}): they stay in the DLQ (another team's consumer is no place for them); redrive them with \"target\" to send them elsewhere",
+                former.len(),
+                dlq.name,
+                some_of(&named, 5)
+            ));
+    }
+    if result.lambda_records > 0 {
+        notes.push(format!(
+                "{} of the messages sent were Lambda failure records (OnFailure destination), sent as they are: each holds the original event in requestPayload",
+                result.lambda_records
+            ));
+    }
+    if !result.retargeted.is_empty() {
+        notes.push(format!(
+                "{} messages that name another queue were sent to the target you named (details.retargeted)",
+                result.retargeted.len()
+            ));
+    }
+    if ledger.too_large > 0 {
+        notes.push(format!(
+                "{} messages would exceed the target's MaximumMessageSize with the redrive-count attribute: left in the DLQ ({})",
+                ledger.too_large,
+                some_of(&result.too_large_ids, 10)
+            ));
+    }
+    if ledger.held_behind > 0 {
+        notes.push(format!(
+                "{} FIFO messages held behind an earlier message of their group that stayed, so that none overtakes it",
+                ledger.held_behind
+            ));
+    }
+    if !result.not_released_ids.is_empty() {
+        notes.push(format!(
+                "{} held messages were not made visible again before the deadline: they reappear when their visibility timeout ends",
+                result.not_released_ids.len()
+            ));
+    }
+    if ledger.refused > 0 {
+        notes.push(format!(
+            "{} refused by the target and left in the DLQ",
+            ledger.refused
+        ));
+    }
+    if ledger.attribute_limit > 0 {
+        notes.push(format!(
+                "{} already carry 10 message attributes, so redrive-count cannot be added: left in the DLQ ({})",
+                ledger.attribute_limit,
+                some_of(&result.attribute_limit_ids, 10)
+            ));
+    }
+    if ledger.filtered_out > 0 {
+        notes.push(format!("{} did not match the filter", ledger.filtered_out));
+    }
+    if let Some(stopped) = result
+        .stopped_early
+        .as_ref()
+        .filter(|_| result.error.is_none())
+    {
+        notes.push(format!(
+            "stopped early ({stopped}) with {} messages remaining: the next run continues",
+            ledger.remaining.max(0)
+        ));
+    }
+    let summary = format!(
+        "redrove {} of {} messages from {} to {}",
+        ledger.moved,
+        ledger.found,
+        dlq.name,
+        if result.moved_to.is_empty() {
+            "no queue".to_string()
+        } else {
+            result
+                .moved_to
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let reason = std::iter::once(summary)
+        .chain(notes)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let failures = report.verification.failures();
+    let outcome = if let Some(err) = &result.error {
+        return Ending::failed(format!("{reason}; stopped by {err}"));
+    } else if !verified {
+        return Ending::failed(format!(
+            "{reason}; the counts do not reconcile ({failures}): the DLQ changed during the run, or the consumer is still failing"
+        ));
+    } else if ledger.moved > 0 {
+        Outcome::Remediated
+    } else if ledger.unroutable > 0 {
+        Outcome::Rejected
+    } else {
+        Outcome::NoAction
+    };
+    Ending::new(outcome, reason)
+}

@@ -1,0 +1,389 @@
+//! The table as `dynamodb-capacity` reads and writes it: DescribeTable, consumed capacity from
+//! CloudWatch, UpdateTable, and the wait until the table shows a change.
+
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use aws_sdk_dynamodb::types::{
+    BillingMode, GlobalSecondaryIndexUpdate, OnDemandThroughput, ProvisionedThroughput,
+    TableDescription, UpdateGlobalSecondaryIndexAction,
+};
+use chrono::Utc;
+use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::deadline::{Deadline, poll_until};
+use runbook_shared::runbook::{Ending, Step};
+use serde::Serialize;
+
+use super::NAMESPACE;
+use super::plan::{Change, observed_text};
+use super::target::CapacityTarget;
+use crate::Scaler;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Billing {
+    Provisioned,
+    PayPerRequest,
+}
+
+/// The capacity of the table or index as DescribeTable shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Observed {
+    pub table_status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_status: Option<String>,
+    pub billing_mode: Billing,
+    pub read: i64,
+    pub write: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_read_request_units: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_write_request_units: Option<i64>,
+}
+
+impl Observed {
+    pub(super) fn from_table(
+        table: &TableDescription,
+        index: Option<&str>,
+    ) -> Result<Self, String> {
+        let billing_mode = match table
+            .billing_mode_summary()
+            .and_then(|summary| summary.billing_mode())
+        {
+            Some(BillingMode::PayPerRequest) => Billing::PayPerRequest,
+            _ => Billing::Provisioned,
+        };
+        let table_status = table
+            .table_status()
+            .map_or("UNKNOWN", |status| status.as_str())
+            .to_string();
+        // A maximum of -1 (or none) means "no maximum".
+        let limit = |value: Option<i64>| value.filter(|units| *units > 0);
+        let Some(index_name) = index else {
+            let throughput = table.provisioned_throughput();
+            let on_demand = table.on_demand_throughput();
+            return Ok(Self {
+                table_status,
+                index_status: None,
+                billing_mode,
+                read: throughput
+                    .and_then(|t| t.read_capacity_units())
+                    .unwrap_or(0),
+                write: throughput
+                    .and_then(|t| t.write_capacity_units())
+                    .unwrap_or(0),
+                max_read_request_units: limit(on_demand.and_then(|o| o.max_read_request_units())),
+                max_write_request_units: limit(on_demand.and_then(|o| o.max_write_request_units())),
+            });
+        };
+        let indexes = table.global_secondary_indexes();
+        let Some(gsi) = indexes
+            .iter()
+            .find(|gsi| gsi.index_name() == Some(index_name))
+        else {
+            let names: Vec<&str> = indexes.iter().filter_map(|gsi| gsi.index_name()).collect();
+            return Err(format!(
+                "table {} has no global secondary index {index_name} (its indexes: {})",
+                table.table_name().unwrap_or_default(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        };
+        let throughput = gsi.provisioned_throughput();
+        let on_demand = gsi.on_demand_throughput();
+        Ok(Self {
+            table_status,
+            index_status: Some(
+                gsi.index_status()
+                    .map_or("UNKNOWN", |status| status.as_str())
+                    .to_string(),
+            ),
+            billing_mode,
+            read: throughput
+                .and_then(|t| t.read_capacity_units())
+                .unwrap_or(0),
+            write: throughput
+                .and_then(|t| t.write_capacity_units())
+                .unwrap_or(0),
+            max_read_request_units: limit(on_demand.and_then(|o| o.max_read_request_units())),
+            max_write_request_units: limit(on_demand.and_then(|o| o.max_write_request_units())),
+        })
+    }
+
+    pub(super) fn active(&self) -> bool {
+        self.table_status == "ACTIVE"
+            && self
+                .index_status
+                .as_deref()
+                .is_none_or(|status| status == "ACTIVE")
+    }
+
+    pub(super) fn status_text(&self) -> String {
+        match &self.index_status {
+            Some(index) => format!("table {}, index {index}", self.table_status),
+            None => self.table_status.clone(),
+        }
+    }
+}
+
+/// Consumed capacity per second at its peak over the lookback window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ConsumedPeaks {
+    pub read_per_second: Option<f64>,
+    pub write_per_second: Option<f64>,
+}
+
+impl Scaler {
+    pub(super) async fn describe(&self, table: &str) -> Result<TableDescription, AwsError> {
+        let output = self
+            .clients
+            .dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|err| {
+                AwsError::from_sdk("dynamodb:DescribeTable", &format!("table {table}"), &err)
+            })?;
+        output.table.ok_or_else(|| AwsError {
+            api: "dynamodb:DescribeTable".into(),
+            resource: format!("table {table}"),
+            code: None,
+            message: "the response has no table description".into(),
+            kind: FaultKind::Other,
+        })
+    }
+
+    /// The peak consumed capacity per second over the lookback window.
+    pub(super) async fn consumed_peaks(
+        &self,
+        target: &CapacityTarget,
+        lookback_minutes: i64,
+    ) -> Result<ConsumedPeaks, AwsError> {
+        let mut dimensions = vec![
+            Dimension::builder()
+                .name("TableName")
+                .value(&target.table)
+                .build(),
+        ];
+        if let Some(index) = &target.index {
+            dimensions.push(
+                Dimension::builder()
+                    .name("GlobalSecondaryIndexName")
+                    .value(index)
+                    .build(),
+            );
+        }
+        let query = |id: &str, metric: &str| {
+            MetricDataQuery::builder()
+                .id(id)
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(
+                            Metric::builder()
+                                .namespace(NAMESPACE)
+                                .metric_name(metric)
+                                .set_dimensions(Some(dimensions.clone()))
+                                .build(),
+                        )
+                        .period(60)
+                        .stat("Sum")
+                        .build(),
+                )
+                .return_data(true)
+                .build()
+        };
+        let end = Utc::now();
+        let start = end - chrono::Duration::minutes(lookback_minutes);
+        let output = self
+            .clients
+            .cloudwatch
+            .get_metric_data()
+            .metric_data_queries(query("read", "ConsumedReadCapacityUnits"))
+            .metric_data_queries(query("write", "ConsumedWriteCapacityUnits"))
+            .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                start.timestamp(),
+            ))
+            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                end.timestamp(),
+            ))
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk("cloudwatch:GetMetricData", &target.name(), &err))?;
+        let peak = |id: &str| {
+            output
+                .metric_data_results()
+                .iter()
+                .find(|result| result.id() == Some(id))
+                .and_then(|result| result.values().iter().copied().reduce(f64::max))
+                .map(|sum_per_minute| sum_per_minute / 60.0)
+        };
+        Ok(ConsumedPeaks {
+            read_per_second: peak("read"),
+            write_per_second: peak("write"),
+        })
+    }
+
+    pub(super) async fn apply(
+        &self,
+        target: &CapacityTarget,
+        change: &Change,
+    ) -> Result<(), AwsError> {
+        let throughput = |read: i64, write: i64| {
+            ProvisionedThroughput::builder()
+                .read_capacity_units(read)
+                .write_capacity_units(write)
+                .build()
+                .map_err(|err| invalid_plan(target, &err.to_string()))
+        };
+        let on_demand = |read: Option<i64>, write: Option<i64>| {
+            OnDemandThroughput::builder()
+                .set_max_read_request_units(read)
+                .set_max_write_request_units(write)
+                .build()
+        };
+        let mut update = self
+            .clients
+            .dynamodb
+            .update_table()
+            .table_name(&target.table);
+        update = match (change, &target.index) {
+            (Change::SwitchToOnDemand, _) => update.billing_mode(BillingMode::PayPerRequest),
+            (Change::Provisioned { read, write }, None) => {
+                update.provisioned_throughput(throughput(*read, *write)?)
+            }
+            (Change::OnDemandMaximum { read, write }, None) => {
+                update.on_demand_throughput(on_demand(*read, *write))
+            }
+            (change, Some(index)) => {
+                let gsi = UpdateGlobalSecondaryIndexAction::builder().index_name(index);
+                let gsi = match change {
+                    Change::Provisioned { read, write } => {
+                        gsi.provisioned_throughput(throughput(*read, *write)?)
+                    }
+                    Change::OnDemandMaximum { read, write } => {
+                        gsi.on_demand_throughput(on_demand(*read, *write))
+                    }
+                    Change::SwitchToOnDemand => gsi,
+                };
+                let gsi = gsi
+                    .build()
+                    .map_err(|err| invalid_plan(target, &err.to_string()))?;
+                update.global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder().update(gsi).build(),
+                )
+            }
+        };
+        update.send().await.map(|_| ()).map_err(|err| {
+            AwsError::from_sdk(
+                "dynamodb:UpdateTable",
+                &format!("table {}", target.table),
+                &err,
+            )
+        })
+    }
+
+    /// Describes the table until `accept` says the observed state is final, or the deadline.
+    pub(super) async fn watch(
+        &self,
+        target: &CapacityTarget,
+        deadline: Deadline,
+        accept: impl Fn(&Observed) -> bool,
+    ) -> Result<Option<Observed>, AwsError> {
+        let last = std::cell::RefCell::new(None);
+        let outcome = poll_until(deadline, self.poll_interval, || {
+            let (last, accept) = (&last, &accept);
+            async move {
+                match self.describe(&target.table).await {
+                    Err(err) => Some(Err(err)),
+                    Ok(table) => match Observed::from_table(&table, target.index.as_deref()) {
+                        Err(message) => Some(Err(invalid_plan(target, &message))),
+                        Ok(observed) if accept(&observed) => Some(Ok(observed)),
+                        Ok(observed) => {
+                            last.replace(Some(observed));
+                            None
+                        }
+                    },
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Some(result) => result.map(Some),
+            None => Ok(last.into_inner()),
+        }
+    }
+
+    /// The table or index as it is now; a table that does not exist ends the run.
+    pub(super) async fn observe(&self, target: &CapacityTarget) -> Step<Observed> {
+        let table = match self.describe(&target.table).await {
+            Ok(table) => table,
+            Err(err) if err.is(FaultKind::NotFound) => {
+                return Err(Ending::failed(format!(
+                    "table {} does not exist (or is not visible to this function) in this region; nothing was changed; check the alarm's TableName dimension or the payload",
+                    target.table
+                )));
+            }
+            Err(err) => {
+                return Err(Ending::failed(format!(
+                    "could not diagnose {}, nothing was changed: {err}",
+                    target.name()
+                )));
+            }
+        };
+        Observed::from_table(&table, target.index.as_deref())
+            .map_err(|message| Ending::failed(format!("{message}; nothing was changed")))
+    }
+
+    pub(super) async fn apply_waiting_if_busy(
+        &self,
+        target: &CapacityTarget,
+        observed: &Observed,
+        change: &Change,
+        deadline: Deadline,
+    ) -> Result<(), AwsError> {
+        match self.apply(target, change).await {
+            Err(err) if err.is(FaultKind::InUse) => {
+                let settled = self.watch(target, deadline, Observed::active).await?;
+                match settled {
+                    Some(now)
+                        if now.active()
+                            && now.billing_mode == observed.billing_mode
+                            && now.read == observed.read
+                            && now.write == observed.write
+                            && now.max_read_request_units == observed.max_read_request_units
+                            && now.max_write_request_units == observed.max_write_request_units =>
+                    {
+                        self.apply(target, change).await
+                    }
+                    Some(now) if now.active() => Err(AwsError {
+                        kind: FaultKind::InUse,
+                        message: format!(
+                            "the table changed while another update ran (diagnosed {}, now {}); run again to plan from the new state",
+                            observed_text(observed),
+                            observed_text(&now)
+                        ),
+                        ..err
+                    }),
+                    _ => Err(AwsError {
+                        message: format!(
+                            "{} and it was still updating at the deadline",
+                            err.message
+                        ),
+                        ..err
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+fn invalid_plan(target: &CapacityTarget, message: &str) -> AwsError {
+    AwsError::invalid(
+        "dynamodb:UpdateTable",
+        &format!("table {}", target.table),
+        message,
+    )
+}

@@ -1,0 +1,254 @@
+//! limit-scaler's schedule: every raised reservation and stored limit whose time is up goes
+//! back to its original, and raised capacity steps down by utilisation, each with its own report
+//! and under the same guards as the raise (its lease, once per schedule event).
+
+use std::time::Duration;
+
+use runbook_shared::audit::Raise;
+use runbook_shared::deadline::WRITE_RESERVE;
+use runbook_shared::report::{Check, Outcome, Output, Report, TriggerInfo, Verification};
+use runbook_shared::resource::{Resource, ResourceId};
+use runbook_shared::runbook::{Ending, RunContext, Step, concluded, run};
+use runbook_shared::safety::Invocation;
+
+use crate::dynamodb_capacity::{CapacityTarget, ScaleDown};
+use crate::{FUNCTION, Scaler, ScalerRunbook, lambda_concurrency, stored_limit};
+
+/// What a step of the schedule needs at least: its reads and its change, then the writes after
+/// any wait (which keep `WRITE_RESERVE`). A step that no longer fits is left for the next run.
+const STEP_NEEDS: Duration = Duration::from_secs(2).saturating_add(WRITE_RESERVE);
+
+impl Scaler {
+    /// Every raise in force that is due, each with its own report. A step that no longer fits
+    /// before the deadline is left for the next run.
+    pub(crate) async fn put_back_expired(
+        &self,
+        info: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Output {
+        let now = chrono::Utc::now();
+        let mut reports = Vec::new();
+        for runbook in ScalerRunbook::ALL {
+            let raises = match self.safety.audit.raises(runbook.id()).await {
+                Ok(raises) => raises,
+                Err(err) => {
+                    let mut report = Report::new(
+                        FUNCTION,
+                        info.clone(),
+                        Outcome::Failed,
+                        format!(
+                            "could not list the raises of {} in force: {err}",
+                            runbook.id()
+                        ),
+                    );
+                    report.runbook = Some(runbook.id().into());
+                    reports.push(invocation.timed(report));
+                    continue;
+                }
+            };
+            for raise in raises.into_iter().filter(|raise| self.due(raise, now)) {
+                let report = Box::pin(self.put_back(runbook, raise, &info, invocation)).await;
+                reports.push(report);
+            }
+        }
+        Output::Sweep { reports }
+    }
+
+    /// Whether the schedule should look at the raise now: a stored limit or a reservation once
+    /// its time is up; capacity at most once per SCALE_DOWN_AFTER_HOURS.
+    fn due(&self, raise: &Raise, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let after = chrono::Duration::minutes((self.config.scale_down_after_hours * 60.0) as i64);
+        if raise.runbook == ScalerRunbook::DynamodbCapacity.id() {
+            raise.raised_at + after <= now
+        } else {
+            raise.revert_at.is_some_and(|at| at <= now)
+        }
+    }
+
+    /// A raise recorded before resources had one identity named its resource by name alone
+    /// (`orders`, `orders/index/by-day`, `f`, `limits/tenant#42/rps`): read it as this
+    /// function's own resource, and move the record under its key, so that what was raised
+    /// then is still put back.
+    async fn migrated(
+        &self,
+        runbook: ScalerRunbook,
+        raise: Raise,
+    ) -> Result<(Raise, ResourceId), String> {
+        if let Some(resource) = ResourceId::from_key(&raise.resource) {
+            return Ok((raise, resource));
+        }
+        let home = &self.config.safety.home;
+        let old = raise.resource.as_str();
+        let resource = match runbook {
+            ScalerRunbook::LambdaConcurrency => home.parse_function(old).ok(),
+            ScalerRunbook::DynamodbCapacity => Some(match old.split_once("/index/") {
+                Some((table, index)) => home.index(table, index),
+                None => home.table(old),
+            }),
+            ScalerRunbook::StoredLimit => old.split_once('/').and_then(|(table, rest)| {
+                let (key, attribute) = rest.rsplit_once('/')?;
+                Some(home.stored_limit(table, key, attribute))
+            }),
+        }
+        .filter(|resource| !resource.name().is_empty())
+        .ok_or_else(|| {
+            format!(
+                "the raise record {old} of {} names no resource: delete it from the audit table",
+                raise.runbook
+            )
+        })?;
+        let audit = &self.safety.audit;
+        let moved = audit
+            .put_raise(
+                &raise.runbook,
+                &resource.key(),
+                &raise.original,
+                &raise.current,
+                raise.revert_at,
+            )
+            .await;
+        if let Err(err) = moved.and(audit.end_raise(&raise.runbook, old).await) {
+            return Err(format!(
+                "the raise record {old} could not be moved under {}: {err}",
+                resource.key()
+            ));
+        }
+        let raise = Raise {
+            resource: resource.key(),
+            ..raise
+        };
+        Ok((raise, resource))
+    }
+
+    /// One step of the schedule on one raise in force, once per schedule event.
+    async fn put_back(
+        &self,
+        runbook: ScalerRunbook,
+        raise: Raise,
+        info: &TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        let step = TriggerInfo {
+            event_id: info
+                .event_id
+                .as_ref()
+                .map(|id| format!("{id}/{}/{}", runbook.id(), raise.resource)),
+            ..info.clone()
+        };
+        let mut report = Report::new(FUNCTION, step, Outcome::NoAction, "");
+        report.runbook = Some(runbook.id().into());
+        report.dry_run = self.config.safety.dry_run;
+        let (raise, resource) = match self.migrated(runbook, raise).await {
+            Ok(migrated) => migrated,
+            Err(reason) => return invocation.timed(report.finish(Outcome::Failed, reason)),
+        };
+        report.target = Some(resource.name());
+        report.resource = Some(resource.key());
+        let remaining = invocation.deadline.remaining();
+        if remaining < STEP_NEEDS {
+            return invocation.timed(report.finish(
+                Outcome::Skipped,
+                format!(
+                    "deadline: left for the next run ({} ms left of the invocation, a step needs {} ms)",
+                    remaining.as_millis(),
+                    STEP_NEEDS.as_millis()
+                ),
+            ));
+        }
+        let ctx = RunContext::new(self, invocation, None);
+        let unknown = format!(
+            "the raise record {} does not name a resource {} changes: delete it from the audit table",
+            raise.resource,
+            runbook.id()
+        );
+        match runbook {
+            ScalerRunbook::LambdaConcurrency => {
+                match lambda_concurrency::put_back(raise, &resource) {
+                    Some(put_back) => run(&ctx, put_back, report).await,
+                    None => invocation.timed(report.finish(Outcome::Failed, unknown)),
+                }
+            }
+            ScalerRunbook::StoredLimit => match resource.resource {
+                Resource::StoredLimit { .. } => {
+                    let put_back = stored_limit::PutBack::new(raise, resource, &self.config);
+                    run(&ctx, put_back, report).await
+                }
+                _ => invocation.timed(report.finish(Outcome::Failed, unknown)),
+            },
+            ScalerRunbook::DynamodbCapacity => {
+                match CapacityTarget::of_resource(&resource, &self.config) {
+                    Some(target) => run(&ctx, ScaleDown { raise, target }, report).await,
+                    None => invocation.timed(report.finish(Outcome::Failed, unknown)),
+                }
+            }
+        }
+    }
+}
+
+/// The raise record as it is now, under the lease: a raise that ran while this run waited
+/// moved it, and another run may have put it back already.
+pub(crate) async fn current_raise(ctx: &RunContext<'_, Scaler>, listed: &Raise) -> Step<Raise> {
+    match ctx
+        .safety
+        .audit
+        .raise(&listed.runbook, &listed.resource)
+        .await
+    {
+        Ok(Some(raise)) if ctx.due(&raise, chrono::Utc::now()) => Ok(raise),
+        Ok(Some(raise)) => Err(Ending::no_action(format!(
+            "raised again at {} while this run waited: it is put back later",
+            runbook_shared::audit::timestamp(raise.raised_at)
+        ))),
+        Ok(None) => Err(Ending::no_action("already put back by another run")),
+        Err(err) => Err(Ending::failed(format!(
+            "could not read the raise record, nothing was changed: {err}"
+        ))),
+    }
+}
+
+/// A raise that is no longer ours to put back (the resource is gone, or someone else changed
+/// it) stops being tracked; a dry run only says it would.
+pub(crate) async fn stop_tracking(
+    ctx: &RunContext<'_, Scaler>,
+    raise: &Raise,
+    dry_run: bool,
+    reason: String,
+) -> Ending {
+    if dry_run {
+        return Ending::skipped(format!("{reason}; dry run: would stop tracking it"));
+    }
+    match ctx
+        .safety
+        .audit
+        .end_raise(&raise.runbook, &raise.resource)
+        .await
+    {
+        Ok(()) => Ending::skipped(format!("{reason}, and no longer tracked")),
+        Err(err) => Ending::failed(format!(
+            "{reason}, but its raise record could not be closed: {err}"
+        )),
+    }
+}
+
+/// The end of every put-back at expiry: the raise record is closed, and the value read back
+/// (`check`) settles the verification.
+pub(crate) async fn put_back_verified(
+    ctx: &RunContext<'_, Scaler>,
+    raise: &Raise,
+    check: Check,
+    summary: &str,
+    report: &mut Report,
+) -> Ending {
+    let ended = ctx
+        .safety
+        .audit
+        .end_raise(&raise.runbook, &raise.resource)
+        .await;
+    report.verification = Verification::settled(check);
+    match ended {
+        Ok(()) => concluded(&report.verification, summary),
+        Err(err) => Ending::failed(format!(
+            "{summary}, but its raise record could not be closed: {err}"
+        )),
+    }
+}

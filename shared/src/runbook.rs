@@ -1,0 +1,488 @@
+//! The one path every runbook takes, so that each guard is written once, in DESIGN's order:
+//!
+//! managed → idempotency → lease → cooldown → diagnose → plan → budget → dry run → intent →
+//! apply → verify.
+//!
+//! A runbook says how to read, plan, write and check its resource (`Runbook`); `run` decides when
+//! each of those happens and what stops it. A new guard (a kill switch, a brake, an approval
+//! mode, a re-check before the write) is a change to `run` or `act` here, not to the runbooks.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::audit::AuditRecord;
+use crate::report::{Action, Outcome, Report, Verification, VerificationStatus};
+use crate::resource::{Home, ResourceId};
+use crate::safety::{Invocation, RESUMED, Safety};
+use crate::trigger::AlarmTrigger;
+
+/// What a pure plan decided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision<C> {
+    /// Make this change.
+    Act(C),
+    /// Nothing to do; the diagnosis says why.
+    NoAction(String),
+    /// A limit stops it (at cap, the floor, a flip-flop).
+    Skip(String),
+}
+
+impl<C> Decision<C> {
+    /// The same decision about another change.
+    pub fn map<D>(self, change: impl FnOnce(C) -> D) -> Decision<D> {
+        match self {
+            Decision::Act(planned) => Decision::Act(change(planned)),
+            Decision::NoAction(reason) => Decision::NoAction(reason),
+            Decision::Skip(reason) => Decision::Skip(reason),
+        }
+    }
+
+    /// The change, or the run's ending.
+    pub fn into_step(self) -> Step<C> {
+        match self {
+            Decision::Act(change) => Ok(change),
+            Decision::NoAction(reason) => Err(Ending::no_action(reason)),
+            Decision::Skip(reason) => Err(Ending::skipped(reason)),
+        }
+    }
+}
+
+/// How a run ends: its outcome and the sentence that says why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ending {
+    pub outcome: Outcome,
+    pub reason: String,
+}
+
+impl Ending {
+    pub fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn remediated(reason: impl Into<String>) -> Self {
+        Self::new(Outcome::Remediated, reason)
+    }
+
+    pub fn no_action(reason: impl Into<String>) -> Self {
+        Self::new(Outcome::NoAction, reason)
+    }
+
+    pub fn skipped(reason: impl Into<String>) -> Self {
+        Self::new(Outcome::Skipped, reason)
+    }
+
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Self::new(Outcome::Rejected, reason)
+    }
+
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self::new(Outcome::Failed, reason)
+    }
+}
+
+/// A step of a run, which may end it early.
+pub type Step<T> = Result<T, Ending>;
+
+impl Report {
+    /// The report with the run's ending.
+    pub fn ended(self, ending: Ending) -> Self {
+        self.finish(ending.outcome, ending.reason)
+    }
+}
+
+/// The ending of an applied change by its verification: failed with what the checks saw, or
+/// remediated with `summary`.
+pub fn concluded(verification: &Verification, summary: &str) -> Ending {
+    if verification.status == VerificationStatus::Failed {
+        Ending::failed(format!(
+            "{summary}, but the verification failed ({})",
+            verification.failures()
+        ))
+    } else {
+        Ending::remediated(summary)
+    }
+}
+
+/// What the shared path needs of a function.
+pub trait Function {
+    /// The function's name in its reports (`limit-scaler`).
+    const NAME: &'static str;
+    /// Its guards, backed by the audit table.
+    fn safety(&self) -> &Safety;
+}
+
+/// What one run works with: the function (its clients and configuration), the invocation
+/// (request id and deadline) and the alarm that started it, if one did.
+pub struct RunContext<'a, F> {
+    pub function: &'a F,
+    pub invocation: &'a Invocation,
+    pub alarm: Option<&'a AlarmTrigger>,
+}
+
+impl<'a, F> RunContext<'a, F> {
+    pub fn new(
+        function: &'a F,
+        invocation: &'a Invocation,
+        alarm: Option<&'a AlarmTrigger>,
+    ) -> Self {
+        Self {
+            function,
+            invocation,
+            alarm,
+        }
+    }
+
+    pub fn alarm_name(&self) -> Option<&'a str> {
+        self.alarm.map(|alarm| alarm.alarm_name.as_str())
+    }
+}
+
+/// The function's clients and configuration, as `ctx.config` and `ctx.clients`.
+impl<F> std::ops::Deref for RunContext<'_, F> {
+    type Target = F;
+
+    fn deref(&self) -> &F {
+        self.function
+    }
+}
+
+/// A change as the report lists it: the exact actions (what a dry run returns), and what it
+/// does in the past tense ("raised orders from read 5 to read 10").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub actions: Vec<Action>,
+    pub summary: String,
+}
+
+impl Planned {
+    /// One action on `target` from `before` to `after`.
+    pub fn one(api: &str, target: &str, before: Value, after: Value, summary: String) -> Self {
+        Self {
+            actions: vec![Action {
+                api: api.into(),
+                target: target.into(),
+                before,
+                after,
+                applied: false,
+                error: None,
+            }],
+            summary,
+        }
+    }
+}
+
+/// Why a write did not happen.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NotApplied {
+    /// It failed and nothing was changed: `error` goes on the action, `reason` on the report.
+    Failed { error: String, reason: String },
+    /// The resource changed between the read and the write (a conditional write refused it):
+    /// the run reads and plans again, rather than write over someone else's change.
+    ChangedUnder { error: String },
+}
+
+impl NotApplied {
+    /// A failed call: the report says that nothing was changed.
+    pub fn failed(err: &crate::aws::AwsError) -> Self {
+        Self::Failed {
+            error: err.to_string(),
+            reason: format!("{err}; nothing was changed"),
+        }
+    }
+
+    /// A failed call with its own explanation.
+    pub fn explained(err: &crate::aws::AwsError, reason: String) -> Self {
+        Self::Failed {
+            error: err.to_string(),
+            reason,
+        }
+    }
+}
+
+/// How often a run plans again when its resource changes under it.
+pub const REPLANS: usize = 3;
+
+/// How long a run waits for another run on a resource its change is serialised on.
+const SERIALISED_WAIT: Duration = Duration::from_secs(10);
+
+/// One runbook on one resource: how it is read, planned, written and checked. The order, and
+/// every guard around it, is `run`'s.
+#[allow(async_fn_in_trait)]
+pub trait Runbook<F: Function> {
+    /// The runbook's id in reports and the audit table (`dynamodb-capacity`).
+    const ID: &'static str;
+    /// Whether an automatic run spends one of the runbook's actions per hour (a put-back that
+    /// finishes an earlier change does not).
+    const BUDGETED: bool = true;
+    /// What diagnose read, which plan plans from.
+    type Diagnosis;
+    /// What plan decided to change; apply returns it as it was applied.
+    type Change;
+
+    /// The resource it changes: the report's target, and the key of its lease, cooldown and
+    /// history.
+    fn resource(&self, home: &Home) -> ResourceId;
+
+    /// Whether the resource may be touched (a name pattern or the `runbook:managed` tag): an
+    /// `Err` ends the run (skipped, or failed when it could not be told).
+    async fn managed(&self, ctx: &RunContext<'_, F>) -> Step<()>;
+
+    /// Whether an earlier record of this runbook on the resource starts a cooldown.
+    fn cooldown(&self, _record: &AuditRecord) -> bool {
+        true
+    }
+
+    /// Another resource its change is serialised on (for a live run), besides its own.
+    fn serialised_on(&self, _home: &Home) -> Option<ResourceId> {
+        None
+    }
+
+    /// Reads the resource as it is now (under its lease), and puts what it read in the report.
+    async fn diagnose(&self, ctx: &RunContext<'_, F>, report: &mut Report)
+    -> Step<Self::Diagnosis>;
+
+    /// Decides the change; pure, so a dry run and the tests see the same plan.
+    fn plan(&self, ctx: &RunContext<'_, F>, diagnosis: &Self::Diagnosis) -> Decision<Self::Change>;
+
+    /// The change as the report lists it.
+    fn describe(&self, ctx: &RunContext<'_, F>, change: &Self::Change) -> Planned;
+
+    /// The resource as the action's `after` would show it (`None`: the runbook has no state to
+    /// compare, so a crashed attempt's change cannot be recognised and is not resumed).
+    fn observed(&self, _diagnosis: &Self::Diagnosis) -> Option<Value> {
+        None
+    }
+
+    /// The change an earlier attempt of this request recorded as `action` (see `observed`).
+    fn resumed(&self, _action: &Action) -> Option<Self::Change> {
+        None
+    }
+
+    /// Makes the change.
+    async fn apply(
+        &self,
+        ctx: &RunContext<'_, F>,
+        diagnosis: &Self::Diagnosis,
+        change: Self::Change,
+    ) -> Result<Self::Change, NotApplied>;
+
+    /// Checks the applied change (and records what follows from it); `summary` is `describe`'s.
+    async fn verify(
+        &self,
+        ctx: &RunContext<'_, F>,
+        diagnosis: &Self::Diagnosis,
+        change: Self::Change,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending;
+}
+
+/// Runs `runbook` with every guard, in order, and returns its finished report (audit record
+/// written, duration set). `report` carries the function, the trigger and the dry-run flag.
+pub async fn run<F: Function, R: Runbook<F>>(
+    ctx: &RunContext<'_, F>,
+    runbook: R,
+    mut report: Report,
+) -> Report {
+    let safety = ctx.function.safety();
+    let resource = runbook.resource(&safety.config.home);
+    report.runbook = Some(R::ID.into());
+    report.target = Some(resource.name());
+    report.resource = Some(resource.key());
+    tracing::Span::current().record("target", resource.name());
+    if let Err(ending) = runbook.managed(ctx).await {
+        return ctx.invocation.timed(report.ended(ending));
+    }
+    let trigger = report.trigger.clone();
+    let dry_run = report.dry_run;
+    let guarded = safety.guarded(
+        &resource,
+        report,
+        ctx.invocation,
+        |record| runbook.cooldown(record),
+        async |report: &mut Report| {
+            serialised(ctx, &runbook, &resource, report)
+                .await
+                .unwrap_or_else(|ending| ending)
+        },
+    );
+    safety
+        .once(F::NAME, &trigger, dry_run, ctx.invocation, guarded)
+        .await
+}
+
+/// Under the resource's lease, and for a live run the lease of what the change is serialised on.
+async fn serialised<F: Function, R: Runbook<F>>(
+    ctx: &RunContext<'_, F>,
+    runbook: &R,
+    resource: &ResourceId,
+    report: &mut Report,
+) -> Step<Ending> {
+    let safety = ctx.function.safety();
+    let Some(shared) = runbook
+        .serialised_on(&safety.config.home)
+        .filter(|_| !report.dry_run)
+    else {
+        return change(ctx, runbook, resource, report).await;
+    };
+    match safety
+        .acquire_waiting(&shared, ctx.invocation, SERIALISED_WAIT)
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(skip)) => return Err(Ending::skipped(skip.0)),
+        Err(err) => {
+            return Err(Ending::failed(format!(
+                "could not take the lease on {}, nothing was changed: {err}",
+                shared.name()
+            )));
+        }
+    }
+    let ended = change(ctx, runbook, resource, report).await;
+    safety.release(&shared, false, ctx.invocation).await;
+    ended
+}
+
+/// Diagnose → plan → act → verify; again from a fresh read when the resource changed under the
+/// write, at most `REPLANS` times.
+async fn change<F: Function, R: Runbook<F>>(
+    ctx: &RunContext<'_, F>,
+    runbook: &R,
+    resource: &ResourceId,
+    report: &mut Report,
+) -> Step<Ending> {
+    let mut budget = Budget {
+        spend: R::BUDGETED,
+        spent: false,
+    };
+    let mut refused = Vec::new();
+    while refused.len() < REPLANS {
+        let diagnosis = runbook.diagnose(ctx, report).await?;
+        if let Some((change, summary)) = resume(ctx, runbook, resource, &diagnosis, report) {
+            return Ok(runbook
+                .verify(ctx, &diagnosis, change, &summary, report)
+                .await);
+        }
+        let change = runbook.plan(ctx, &diagnosis).into_step()?;
+        let planned = runbook.describe(ctx, &change);
+        let summary = planned.summary.clone();
+        let apply = runbook.apply(ctx, &diagnosis, change);
+        match act(ctx, resource, report, planned, &mut budget, apply).await? {
+            Acted::Applied(change) => {
+                return Ok(runbook
+                    .verify(ctx, &diagnosis, change, &summary, report)
+                    .await);
+            }
+            Acted::ChangedUnder(error) => {
+                report
+                    .notes
+                    .push(format!("planned from a state that changed before the write ({error}): read and planned again"));
+                refused.push(error);
+            }
+        }
+    }
+    Err(Ending::failed(format!(
+        "{} kept changing under {REPLANS} plans in a row (deploys in progress?); nothing was changed: run again once they finish",
+        resource.name()
+    )))
+}
+
+/// The change an earlier attempt of this request (Lambda's retry after a crash) made before it
+/// stopped, when the resource shows it: it is verified and recorded instead of planned again,
+/// which would change the resource a second time and lose its baseline.
+fn resume<F: Function, R: Runbook<F>>(
+    ctx: &RunContext<'_, F>,
+    runbook: &R,
+    resource: &ResourceId,
+    diagnosis: &R::Diagnosis,
+    report: &mut Report,
+) -> Option<(R::Change, String)> {
+    let observed = runbook.observed(diagnosis)?;
+    let mut action = ctx.invocation.landed(resource, &observed)?;
+    let change = runbook.resumed(&action)?;
+    let summary = runbook.describe(ctx, &change).summary;
+    action.applied = true;
+    report.notes.push(RESUMED.into());
+    report.actions.push(action);
+    Some((change, summary))
+}
+
+/// The action budget of one run: spent once, however often it plans.
+struct Budget {
+    spend: bool,
+    spent: bool,
+}
+
+enum Acted<C> {
+    Applied(C),
+    ChangedUnder(String),
+}
+
+/// The act step: the budget (an automatic run spends one of its runbook's actions per hour),
+/// the dry run (the report lists the exact actions, nothing is written), the intent on the lease
+/// (so that a crashed attempt's retry adopts the change instead of making it twice), the write,
+/// and each action marked applied or with its error.
+async fn act<F: Function, C>(
+    ctx: &RunContext<'_, F>,
+    resource: &ResourceId,
+    report: &mut Report,
+    planned: Planned,
+    budget: &mut Budget,
+    apply: impl Future<Output = Result<C, NotApplied>>,
+) -> Step<Acted<C>> {
+    let safety = ctx.function.safety();
+    if budget.spend && !budget.spent {
+        match safety.spend_budget(report).await {
+            Ok(Ok(())) => budget.spent = true,
+            Ok(Err(skip)) => {
+                report.actions.extend(planned.actions);
+                return Err(Ending::skipped(skip.0));
+            }
+            Err(err) => {
+                return Err(Ending::failed(format!(
+                    "could not check the action budget, nothing was changed: {err}"
+                )));
+            }
+        }
+    }
+    if report.dry_run {
+        report.actions.extend(planned.actions);
+        return Err(Ending::new(
+            Outcome::Planned,
+            format!("dry run: would have {}", planned.summary),
+        ));
+    }
+    if let Some(first) = planned.actions.first()
+        && let Err(err) = safety.record_intent(resource, ctx.invocation, first).await
+    {
+        return Err(Ending::failed(format!(
+            "could not record the change about to be made, so nothing was changed: {err}"
+        )));
+    }
+    match apply.await {
+        Ok(change) => {
+            report
+                .actions
+                .extend(planned.actions.into_iter().map(|action| Action {
+                    applied: true,
+                    ..action
+                }));
+            Ok(Acted::Applied(change))
+        }
+        Err(NotApplied::ChangedUnder { error }) => Ok(Acted::ChangedUnder(error)),
+        Err(NotApplied::Failed { error, reason }) => {
+            report
+                .actions
+                .extend(planned.actions.into_iter().map(|action| Action {
+                    error: Some(error.clone()),
+                    ..action
+                }));
+            Err(Ending::failed(reason))
+        }
+    }
+}
