@@ -8,6 +8,7 @@ pub mod config;
 pub mod deadline;
 pub mod entry;
 pub mod logging;
+pub mod managed;
 pub mod report;
 pub mod report_events;
 pub mod resource;

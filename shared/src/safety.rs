@@ -1,8 +1,8 @@
-//! The safety model every function applies: dry run, managed resources only, one actor per
-//! resource (lease), each event acted on once, and — for automatic triggers — a cooldown per
-//! resource and runbook and an action budget per runbook over a sliding hour. A manual run is a
-//! person's decision: it overrides the cooldown (and says so) and is not counted against the
-//! budget, but never the lease, the managed check or the caps.
+//! The safety model every function applies: dry run, managed resources only (`managed.rs`), one
+//! actor per resource (lease), each event acted on once, and — for automatic triggers — a
+//! cooldown per resource and runbook and an action budget per runbook over a sliding hour. A
+//! manual run is a person's decision: it overrides the cooldown (and says so) and is not counted
+//! against the budget, but never the lease, the managed check or the caps.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,12 +15,9 @@ use crate::config::{ConfigError, Env};
 use crate::deadline::Deadline;
 use crate::report::{Action, Outcome, Report, TriggerInfo, VerificationStatus};
 use crate::resource::{Home, ResourceId};
-use crate::runbook::{Ending, Step};
+use crate::runbook::Ending;
 use crate::trigger::AlarmTrigger;
 use serde_json::Value;
-
-/// The tag that marks a resource as managed by the automation.
-pub const MANAGED_TAG_KEY: &str = "runbook:managed";
 
 /// Settings shared by every function.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,7 +25,7 @@ pub struct SafetyConfig {
     /// The partition, region and account the function acts in.
     pub home: Home,
     pub dry_run: bool,
-    pub managed: ManagedPolicy,
+    pub managed: crate::managed::ManagedPolicy,
     pub cooldown: Duration,
     pub max_actions_per_hour: u32,
     pub audit_table: String,
@@ -40,153 +37,13 @@ impl SafetyConfig {
         Ok(Self {
             home: Home::from_env(env)?,
             dry_run: env.bool("DRY_RUN", false)?,
-            managed: ManagedPolicy::new(env.list("MANAGED_RESOURCES")),
+            managed: crate::managed::ManagedPolicy::new(env.list("MANAGED_RESOURCES")),
             cooldown: Duration::seconds(env.number("COOLDOWN_SECONDS", 900i64, 0, 7 * 86_400)?),
             max_actions_per_hour: env.number("MAX_ACTIONS_PER_HOUR", 10u32, 1, 1_000)?,
             audit_table: env.required("AUDIT_TABLE", "the name of the audit DynamoDB table")?,
             audit_retention_days: env.number("AUDIT_RETENTION_DAYS", 90i64, 1, 3_650)?,
         })
     }
-}
-
-/// Which resources may be touched: name patterns (`*` and `?` globs) from `MANAGED_RESOURCES`,
-/// or the tag `runbook:managed=true` on the resource itself.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ManagedPolicy {
-    patterns: Vec<String>,
-}
-
-impl ManagedPolicy {
-    pub fn new(patterns: Vec<String>) -> Self {
-        Self { patterns }
-    }
-
-    pub fn matches_name(&self, name: &str) -> bool {
-        self.patterns
-            .iter()
-            .any(|pattern| glob_match(pattern, name))
-    }
-
-    /// Whether the resource's tags mark it managed.
-    pub fn tags_allow<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-        tags.any(|(key, value)| key == MANAGED_TAG_KEY && value.eq_ignore_ascii_case("true"))
-    }
-
-    /// Whether the Lambda function may be changed: its name matches, or its tags (read with
-    /// `lambda:ListTags` on `arn`) mark it managed; else the run ends, skipped, or failed when
-    /// the tags could not be read.
-    pub async fn require_function(
-        &self,
-        lambda: &aws_sdk_lambda::Client,
-        function: &str,
-        arn: &str,
-    ) -> Step<()> {
-        if self.matches_name(function) {
-            return Ok(());
-        }
-        let tags = lambda
-            .list_tags()
-            .resource(arn)
-            .send()
-            .await
-            .map_err(|err| {
-                let err =
-                    AwsError::from_sdk("lambda:ListTags", &format!("function {function}"), &err);
-                Ending::failed(format!(
-                    "could not check that {function} is managed, nothing was changed: {err}"
-                ))
-            })?;
-        let tags = tags.tags().into_iter().flatten();
-        self.require_tagged(
-            "function",
-            function,
-            tags.map(|(k, v)| (k.as_str(), v.as_str())),
-        )
-    }
-
-    /// Whether the DynamoDB table may be changed: its name matches, or its tags (read with
-    /// `dynamodb:ListTagsOfResource`) mark it managed; else the run ends, skipped, or failed
-    /// when the tags could not be read.
-    pub async fn require_table(
-        &self,
-        dynamodb: &aws_sdk_dynamodb::Client,
-        home: &Home,
-        table: &str,
-    ) -> Step<()> {
-        if self.matches_name(table) {
-            return Ok(());
-        }
-        let arn = home.table(table).key();
-        let tags = dynamodb
-            .list_tags_of_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .map_err(|err| {
-                let err = AwsError::from_sdk("dynamodb:ListTagsOfResource", &arn, &err);
-                Ending::failed(format!(
-                    "could not check that table {table} is managed, nothing was changed: {err}"
-                ))
-            })?;
-        self.require_tagged(
-            "table",
-            table,
-            tags.tags().iter().map(|tag| (tag.key(), tag.value())),
-        )
-    }
-
-    /// A resource that did not match by name: managed if its tags say so, else skipped.
-    pub fn require_tagged<'a>(
-        &self,
-        kind: &str,
-        name: &str,
-        tags: impl Iterator<Item = (&'a str, &'a str)>,
-    ) -> Step<()> {
-        if self.matches_name(name) || self.tags_allow(tags) {
-            Ok(())
-        } else {
-            Err(Ending::skipped(self.refusal(kind, name)))
-        }
-    }
-
-    /// The reason given when a resource is neither matched nor tagged.
-    pub fn refusal(&self, kind: &str, name: &str) -> String {
-        let patterns = if self.patterns.is_empty() {
-            "MANAGED_RESOURCES is empty".to_string()
-        } else {
-            format!(
-                "it matches none of MANAGED_RESOURCES ({})",
-                self.patterns.join(", ")
-            )
-        };
-        format!(
-            "not managed: {kind} {name} is left alone because {patterns} and it has no tag {MANAGED_TAG_KEY}=true"
-        )
-    }
-}
-
-/// `*` matches any run of characters, `?` any one character; everything else literally.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    let (mut p, mut t) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
-            backtrack = Some((p, t));
-            p += 1;
-        } else if let Some((star, matched)) = backtrack {
-            p = star + 1;
-            t = matched + 1;
-            backtrack = Some((star, matched + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|c| *c == '*')
 }
 
 /// One invocation: its request id (the lease owner), its deadline and when it started.
@@ -638,28 +495,6 @@ impl Safety {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("orders", "orders"));
-        assert!(glob_match("orders-*", "orders-prod"));
-        assert!(glob_match("*-prod", "orders-prod"));
-        assert!(glob_match("a*b*c", "axxbyyc"));
-        assert!(glob_match("t?ble", "table"));
-        assert!(!glob_match("orders-*", "orders"));
-        assert!(!glob_match("orders", "orders-prod"));
-        assert!(glob_match("*", ""));
-    }
-
-    #[test]
-    fn managed_by_name_or_tag() {
-        let policy = ManagedPolicy::new(vec!["orders-*".into()]);
-        assert!(policy.matches_name("orders-eu"));
-        assert!(!policy.matches_name("payments"));
-        assert!(policy.tags_allow([("runbook:managed", "TRUE")].into_iter()));
-        assert!(!policy.tags_allow([("runbook:managed", "false"), ("team", "x")].into_iter()));
-        assert!(policy.refusal("table", "payments").contains("orders-*"));
-    }
 
     #[test]
     fn config_from_env_with_defaults_and_errors() {

@@ -48,13 +48,9 @@ import json
 import os
 import re
 import sys
-import random
-import socket
-import struct
 import threading
 import time
 import traceback
-from urllib.parse import unquote
 
 import botocore.session
 import cbor2
@@ -75,6 +71,8 @@ from moto.sqs import models as sqs_models
 from moto.sqs import responses as sqs_responses
 from werkzeug.serving import make_server
 
+import controls
+import faults
 import iam
 
 # Smithy service id (as it appears in the CBOR path) -> botocore service name.
@@ -485,167 +483,6 @@ class LambdaAccountSettings:
         return [body]
 
 
-# --- Test controls: slow operations, table status --------------------------------------------
-
-# Operation name -> the slow-downs waiting for it: {"resource", "ms", "answer"}; with "answer",
-# moto serves the request at once and the answer is held back (the call has taken effect when a
-# client that gives up, or dies, would think it had not).
-DELAYS: dict[str, list[dict]] = {}
-_delays_lock = threading.Lock()
-# Table name -> the TableStatus DescribeTable shows instead of moto's constant ACTIVE.
-TABLE_STATUS: dict[str, str] = {}
-
-
-def take_delay(action: str, request_text: str, answer: bool):
-    """The slow-down waiting for this request of the operation (one that names its resource), if
-    any; each slows one request."""
-    with _delays_lock:
-        rules = DELAYS.get(action, [])
-        rule = next((r for r in rules if r["resource"] in request_text and r["answer"] == answer), None)
-        if rule is not None:
-            rules.remove(rule)
-    return rule
-
-
-class DelayedAnswers:
-    """WSGI middleware: holds back moto's answer to a JSON-protocol request (X-Amz-Target) that a
-    `"answer": true` delay names, after moto has served it."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not DELAYS or not target:
-            return self.app(environ, start_response)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
-        rule = take_delay(target.rsplit(".", 1)[-1], body.decode(errors="replace"), answer=True)
-        chunks = self.app(environ, start_response)
-        if rule is not None:
-            answer = b"".join(chunks)
-            time.sleep(rule["ms"] / 1000)
-            return [answer]
-        return chunks
-
-
-def patch_controls():
-    from moto.core.authorization import ActionAuthenticatorMixin
-    from moto.dynamodb.models.table import Table
-
-    authorize = ActionAuthenticatorMixin._authenticate_and_authorize_action
-
-    def slowed_then_authorized(self, iam_request_cls, resource="*"):
-        if DELAYS:
-            body = self.body.decode(errors="replace") if isinstance(self.body, bytes) else str(self.body or "")
-            rule = take_delay(self._get_action(), f"{unquote(self.path)} {body}", answer=False)
-            if rule is not None:
-                time.sleep(rule["ms"] / 1000)
-        return authorize(self, iam_request_cls, resource)
-
-    describe = Table.describe
-
-    def describe_with_status(self, *args, **kwargs):
-        answer = describe(self, *args, **kwargs)
-        status = TABLE_STATUS.get(self.name)
-        if status:
-            for body in answer.values():
-                body["TableStatus"] = status
-        return answer
-
-    ActionAuthenticatorMixin._authenticate_and_authorize_action = slowed_then_authorized
-    Table.describe = describe_with_status
-
-
-# --- Fault injection ------------------------------------------------------------------------
-
-# What AWS answers a throttled call with, per signing service: (HTTP status, error code).
-THROTTLES = {
-    "dynamodb": (400, "ProvisionedThroughputExceededException"),
-    "sqs": (400, "RequestThrottled"),
-    "lambda": (429, "TooManyRequestsException"),
-    "monitoring": (400, "Throttling"),
-    "cloudformation": (400, "Throttling"),
-    "events": (400, "ThrottlingException"),
-}
-
-
-class Faults:
-    """FRONT_FAULTS="rate=0.1,seed=7[,services=dynamodb+sqs]": answers that share of the calls
-    signed by IAM users (the functions under test; the tests' own fixture keys are spared) with
-    a fault AWS really returns, chosen at random: throttling in the service's own code, 500, 503,
-    or a connection reset. Nothing reaches moto when a fault is answered. GET /_front/faults
-    counts them by access key and kind."""
-
-    def __init__(self, spec: str):
-        fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
-        self.rate = float(fields.get("rate", "0"))
-        self.services = set(fields["services"].split("+")) if "services" in fields else None
-        self.random = random.Random(int(fields.get("seed", "0")))
-        self.lock = threading.Lock()
-        self.counts: dict[str, dict[str, int]] = {}
-
-    def pick(self, service: str, key: str):
-        if self.services is not None and service not in self.services:
-            return None
-        with self.lock:
-            if self.random.random() >= self.rate:
-                return None
-            kind = self.random.choice(["throttle", "500", "503", "reset"])
-            per_key = self.counts.setdefault(key, {})
-            per_key[kind] = per_key.get(kind, 0) + 1
-        return kind
-
-
-FAULTS = Faults(os.environ["FRONT_FAULTS"]) if os.environ.get("FRONT_FAULTS") else None
-
-
-class FaultInjection:
-    """WSGI middleware (inside the CBOR bridge, so CloudWatch's faults are re-encoded as CBOR)
-    answering the calls FAULTS picks in the protocol of the service that was called."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        found = iam.ACCESS_KEY.search(environ.get("HTTP_AUTHORIZATION", ""))
-        if FAULTS is None or not found or iam.iam_user_of(found["key"]) is None:
-            return self.app(environ, start_response)
-        service = found["service"]
-        kind = FAULTS.pick(service, found["key"])
-        if kind is None:
-            return self.app(environ, start_response)
-        if kind == "reset":
-            connection = environ.get("werkzeug.socket")
-            if connection is not None:
-                # An abortive close: the client sees ECONNRESET, as when a load balancer drops it.
-                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                connection.close()
-                return []
-            kind = "500"
-        status, code = {
-            "throttle": THROTTLES.get(service, (400, "ThrottlingException")),
-            "500": (500, "InternalFailure"),
-            "503": (503, "ServiceUnavailable"),
-        }[kind]
-        message = f"injected by the moto front's fault mode ({kind})"
-        reasons = {400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
-                   503: "Service Unavailable"}
-        headers = [("x-amzn-RequestId", "fault-injected"), ("x-amzn-ErrorType", code)]
-        if environ.get("HTTP_X_AMZ_TARGET") or service == "lambda":
-            body = json.dumps({"__type": code, "message": message, "Message": message}).encode()
-            headers.append(("Content-Type", "application/x-amz-json-1.0"))
-        else:
-            body = (f"<ErrorResponse><Error><Type>{'Sender' if status < 500 else 'Receiver'}</Type>"
-                    f"<Code>{code}</Code><Message>{message}</Message></Error>"
-                    "<RequestId>fault-injected</RequestId></ErrorResponse>").encode()
-            headers.append(("Content-Type", "text/xml"))
-        headers.append(("Content-Length", str(len(body))))
-        start_response(f"{status} {reasons[status]}", headers)
-        return [body]
-
-
 CONTROL_PATHS = ("/_front/cloudformation/stack-status", "/_front/deploy", "/_front/delay",
                  "/_front/dynamodb/table-status", "/_front/faults")
 
@@ -665,20 +502,20 @@ class ControlEndpoint:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         request = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
         if path == "/_front/faults":
-            with FAULTS.lock if FAULTS else threading.Lock():
-                answer = {"counts": FAULTS.counts if FAULTS else {}}
+            with faults.FAULTS.lock if faults.FAULTS else threading.Lock():
+                answer = {"counts": faults.FAULTS.counts if faults.FAULTS else {}}
             status = "200 OK"
         elif path == "/_front/delay":
-            with _delays_lock:
-                DELAYS.setdefault(request["action"], []).append(
+            with controls.DELAYS_LOCK:
+                controls.DELAYS.setdefault(request["action"], []).append(
                     {"resource": request["resource"], "ms": int(request["ms"]),
                      "answer": bool(request.get("answer", False))})
             status, answer = "200 OK", {"delayed": request["action"]}
         elif path == "/_front/dynamodb/table-status":
             if request["status"] == "ACTIVE":
-                TABLE_STATUS.pop(request["table"], None)
+                controls.TABLE_STATUS.pop(request["table"], None)
             else:
-                TABLE_STATUS[request["table"]] = request["status"]
+                controls.TABLE_STATUS[request["table"]] = request["status"]
             status, answer = "200 OK", {"table": request["table"], "status": request["status"]}
         elif path == "/_front/deploy":
             try:
@@ -775,9 +612,9 @@ def build_app():
     patch_cloudformation()
     patch_events()
     iam.patch_moto()
-    patch_controls()
-    return ControlEndpoint(DelayedAnswers(LambdaAccountSettings(CborBridge(
-        FaultInjection(DomainDispatcherApplication(create_backend_app))))))
+    controls.patch_controls()
+    return ControlEndpoint(controls.DelayedAnswers(LambdaAccountSettings(CborBridge(
+        faults.FaultInjection(DomainDispatcherApplication(create_backend_app))))))
 
 
 def exit_when_stdin_closes():

@@ -1,11 +1,13 @@
 //! Test harness: moto behind the project's front (started once per test binary), SDK clients
-//! pointed at it, the audit table as template.yaml defines it, and a Lambda Runtime API
-//! emulator that runs the real function binaries.
+//! pointed at it, the functions built against it, the audit table as template.yaml defines it,
+//! replay-client pieces for faults moto cannot produce, and a Lambda Runtime API emulator that
+//! runs the real function binaries.
 
 pub mod deploy;
 pub mod endpoints;
 pub mod fixtures;
 pub mod moto;
+pub mod replay;
 pub mod runtime;
 
 use std::path::PathBuf;

@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use limit_scaler::Scaler;
-use limit_scaler::config::ScalerConfig;
-use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
 use runbook_shared::report::{Outcome, Output};
 use runbook_shared::safety::Invocation;
-use runbook_tests::fixtures::{create_audit_table, create_function, lambda_alarm_event};
-use runbook_tests::moto::{ACCOUNT, REGION, moto};
+use runbook_tests::fixtures::{
+    create_audit_table, create_function, lambda_alarm_event, scaler, scaler_clients,
+};
+use runbook_tests::moto::moto;
 use runbook_tests::unique;
 
 async fn unreserved() -> i32 {
@@ -46,22 +45,10 @@ async fn concurrent_raises_never_take_the_account_below_its_floor() {
     // Room for 15 more: one raise 10 -> 20 and one 10 -> 15, then the floor.
     let floor = unreserved().await - 15;
     let floor_text = floor.to_string();
-    let config = ScalerConfig::from_env(&Env::from_pairs(&[
-        ("AUDIT_TABLE", audit.as_str()),
-        ("MANAGED_RESOURCES", "managed-*"),
-        ("AWS_REGION", REGION),
-        ("ACCOUNT_ID", ACCOUNT),
-        ("UNRESERVED_CONCURRENCY_FLOOR", floor_text.as_str()),
-    ]))
-    .expect("config");
-    let scaler = Scaler::with_clients(
-        config,
-        limit_scaler::Clients {
-            dynamodb: moto().dynamodb(),
-            cloudwatch: moto().cloudwatch(),
-            lambda: moto().lambda(),
-            audit: moto().dynamodb(),
-        },
+    let scaler = scaler(
+        &audit,
+        &[("UNRESERVED_CONCURRENCY_FLOOR", floor_text.as_str())],
+        scaler_clients(),
     );
     // The first raise's PutFunctionConcurrency is slow: without serialisation every other raise
     // reads the account's room before it lands.

@@ -1,44 +1,20 @@
 //! alarm-responder against moto (Lambda versions and aliases, CloudFormation stacks through the
 //! front's extension) and replay clients for faults moto cannot produce.
 
-use std::time::Duration;
-
 use alarm_responder::Responder;
-use alarm_responder::config::ResponderConfig;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
-use runbook_shared::config::Env;
-use runbook_shared::deadline::Deadline;
 use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
-use runbook_shared::safety::Invocation;
 use runbook_tests::fixtures::{
     create_audit_table, create_deployed_function, create_function, create_stack, event_file,
-    lambda_alarm_event, publish_version, put_durations, set_stack_status,
+    invocation, lambda_alarm_event, publish_version, put_durations, responder, responder_clients,
+    set_stack_status,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
 use serde_json::{Value, json};
 
-async fn responder(audit: &str, extra: &[(&str, &str)]) -> Responder {
-    let mut pairs = vec![
-        ("AUDIT_TABLE", audit),
-        ("MANAGED_RESOURCES", "managed-*"),
-        ("AWS_REGION", runbook_tests::moto::REGION),
-        ("ACCOUNT_ID", runbook_tests::moto::ACCOUNT),
-    ];
-    pairs.extend_from_slice(extra);
-    let config = ResponderConfig::from_env(&Env::from_pairs(&pairs)).expect("config");
-    let mut responder =
-        Responder::with_clients(config, alarm_responder::Clients::new(&moto().sdk_config()));
-    responder.poll_interval = Duration::from_millis(50);
-    responder
-}
-
 async fn run(responder: &Responder, event: Value) -> Report {
-    let invocation = Invocation::new(
-        uuid::Uuid::new_v4().to_string(),
-        Deadline::after(Duration::from_secs(30)),
-    );
-    responder.handle(event, &invocation).await
+    responder.handle(event, &invocation()).await
 }
 
 /// A managed function with versions 1 and 2 and an alias `live` on `live_version`.
@@ -81,7 +57,7 @@ fn errors_alarm(function: &str, state: &str) -> Value {
 async fn errors_after_a_deploy_roll_the_alias_back_and_ok_verifies_it() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let function = deployed("managed-api", "2").await;
-    let responder = responder(&audit, &[]).await;
+    let responder = responder(&audit, &[], responder_clients());
     let report = run(&responder, errors_alarm(&function, "ALARM")).await;
 
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
@@ -129,7 +105,7 @@ async fn a_canary_loses_its_extra_weight() {
         .expect("canary");
     assert_eq!(alias_state(&function).await, ("1".to_string(), 1));
     let report = run(
-        &responder(&audit, &[]).await,
+        &responder(&audit, &[], responder_clients()),
         errors_alarm(&function, "ALARM"),
     )
     .await;
@@ -146,7 +122,7 @@ async fn a_canary_loses_its_extra_weight() {
 async fn never_flip_flop_between_the_same_versions_without_a_new_deploy() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let function = deployed("managed-flip", "2").await;
-    let responder = responder(&audit, &[("COOLDOWN_SECONDS", "0")]).await;
+    let responder = responder(&audit, &[("COOLDOWN_SECONDS", "0")], responder_clients());
     assert_eq!(
         run(&responder, errors_alarm(&function, "ALARM"))
             .await
@@ -190,7 +166,7 @@ async fn never_flip_flop_between_the_same_versions_without_a_new_deploy() {
 #[tokio::test]
 async fn nothing_to_roll_back_is_no_action() {
     let audit = create_audit_table(&moto().dynamodb()).await;
-    let responder = responder(&audit, &[]).await;
+    let responder = responder(&audit, &[], responder_clients());
     let function = deployed("managed-first", "1").await;
     let report = run(&responder, errors_alarm(&function, "ALARM")).await;
     assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
@@ -217,13 +193,13 @@ async fn nothing_to_roll_back_is_no_action() {
 async fn guards_dry_run_unmanaged_cooldown_and_the_same_event_twice() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let function = deployed("managed-guard", "2").await;
-    let dry = run(&responder(&audit, &[]).await, json!({"runbook": "lambda-rollback", "function": function, "alias": "live", "dry_run": true})).await;
+    let dry = run(&responder(&audit, &[], responder_clients()), json!({"runbook": "lambda-rollback", "function": function, "alias": "live", "dry_run": true})).await;
     assert_eq!(dry.outcome, Outcome::Planned, "{dry:?}");
     assert_eq!(alias_state(&function).await.0, "2");
 
     let stranger = deployed("other-team", "2").await;
     let skipped = run(
-        &responder(&audit, &[]).await,
+        &responder(&audit, &[], responder_clients()),
         errors_alarm(&stranger, "ALARM"),
     )
     .await;
@@ -235,7 +211,7 @@ async fn guards_dry_run_unmanaged_cooldown_and_the_same_event_twice() {
     );
     assert_eq!(alias_state(&stranger).await.0, "2");
 
-    let responder = responder(&audit, &[]).await;
+    let responder = responder(&audit, &[], responder_clients());
     let event = errors_alarm(&function, "ALARM");
     let first = run(&responder, event.clone()).await;
     assert_eq!(first.outcome, Outcome::Remediated, "{first:?}");
@@ -254,7 +230,7 @@ async fn guards_dry_run_unmanaged_cooldown_and_the_same_event_twice() {
 async fn two_concurrent_alarms_on_one_function_act_once() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let function = deployed("managed-race", "2").await;
-    let responder = responder(&audit, &[]).await;
+    let responder = responder(&audit, &[], responder_clients());
     let (a, b) = tokio::join!(
         run(&responder, errors_alarm(&function, "ALARM")),
         run(&responder, errors_alarm(&function, "ALARM"))
@@ -287,8 +263,8 @@ async fn duration_alarms_raise_the_timeout_within_the_cap() {
     let responder = responder(
         &audit,
         &[("COOLDOWN_SECONDS", "0"), ("MAX_TIMEOUT_SECONDS", "40")],
-    )
-    .await;
+        responder_clients(),
+    );
     // Runs reach 19.8 s of the 20 s timeout: evidence for a longer one.
     put_durations(&function, &[19_800.0]).await;
     let duration = lambda_alarm_event(
@@ -361,7 +337,7 @@ async fn stack_stuck_in_update_rollback_failed_is_continued() {
         "cloudformation-stack-status-change.json",
         &[("orders", &stack)],
     );
-    let report = run(&responder(&audit, &[]).await, event).await;
+    let report = run(&responder(&audit, &[], responder_clients()), event).await;
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert_eq!(
         report.actions[0].api,
@@ -391,7 +367,7 @@ async fn stack_stuck_in_update_rollback_failed_is_continued() {
 #[tokio::test]
 async fn stack_states_that_need_a_human_or_patience() {
     let audit = create_audit_table(&moto().dynamodb()).await;
-    let responder = responder(&audit, &[("COOLDOWN_SECONDS", "0")]).await;
+    let responder = responder(&audit, &[("COOLDOWN_SECONDS", "0")], responder_clients());
     let failed_create = unique("managed-create");
     create_stack(
         &moto().cloudformation(),
@@ -448,7 +424,7 @@ async fn stack_states_that_need_a_human_or_patience() {
 #[tokio::test]
 async fn routing_replay_and_bad_inputs() {
     let audit = create_audit_table(&moto().dynamodb()).await;
-    let responder = responder(&audit, &[]).await;
+    let responder = responder(&audit, &[], responder_clients());
     let other = lambda_alarm_event(
         "invocations",
         "ALARM",
@@ -558,7 +534,7 @@ async fn access_denied_on_update_alias_is_reported() {
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     let audit = create_audit_table(&moto().dynamodb()).await;
-    let mut responder = responder(&audit, &[]).await;
+    let mut responder = responder(&audit, &[], responder_clients());
     let now = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
         .to_string();

@@ -3,9 +3,9 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::managed::ManagedPolicy;
 use runbook_shared::resource::Home;
 use runbook_shared::runbook::{Ending, Step};
-use runbook_shared::safety::ManagedPolicy;
 use runbook_shared::trigger::Rejection;
 use serde::Serialize;
 

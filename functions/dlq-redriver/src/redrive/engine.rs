@@ -7,108 +7,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeNameForSends,
-    MessageSystemAttributeValue, SendMessageBatchRequestEntry,
-};
-use chrono::{DateTime, Utc};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+use chrono::Utc;
 use runbook_shared::aws::AwsError;
 use runbook_shared::deadline::Deadline;
-use serde::Serialize;
-use serde_json::{Value, json};
 
-use crate::messages::{self, MAX_MESSAGE_ATTRIBUTES, REDRIVE_COUNT, Received};
+use super::ledger::{RedrivePlan, RedriveResult};
+use super::routing::fifo_layers;
+use crate::messages::{self, Received};
 use crate::queues::Queue;
-
-use super::filter::MessageFilter;
-
-/// What a redrive will do, decided before it starts.
-#[derive(Clone, Debug)]
-pub struct RedrivePlan {
-    pub dlq: Queue,
-    /// The queues whose RedrivePolicy points at the DLQ.
-    pub sources: Vec<Queue>,
-    /// Where messages that name no source go: the payload's target, else the single source.
-    pub fallback: Option<Queue>,
-    /// Whether the fallback is a person's explicit target, which also takes the messages that
-    /// name a queue that is no longer a source (each reported as re-targeted).
-    pub retarget: bool,
-    pub max_messages: u32,
-    pub rate_per_second: u32,
-    pub filter: MessageFilter,
-    pub max_redrives: u32,
-    pub concurrency: usize,
-}
-
-/// Where every message the run looked at went. `remaining` is measured from the DLQ's depth
-/// after the run, so the sum equalling `found` is the reconciliation, not an identity.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Ledger {
-    pub found: i64,
-    pub moved: u64,
-    pub poison: u64,
-    pub refused: u64,
-    pub filtered_out: u64,
-    pub attribute_limit: u64,
-    /// Over the target's MaximumMessageSize once the redrive-count attribute is added.
-    pub too_large: u64,
-    pub unroutable: u64,
-    /// FIFO messages kept because an earlier message of their group was held (order first).
-    pub held_behind: u64,
-    pub not_deleted: u64,
-    pub remaining: i64,
-}
-
-impl Ledger {
-    /// Messages the run left in the DLQ on purpose (and made visible again).
-    pub fn held(&self) -> u64 {
-        self.poison
-            + self.refused
-            + self.filtered_out
-            + self.attribute_limit
-            + self.too_large
-            + self.unroutable
-            + self.held_behind
-            + self.not_deleted
-    }
-
-    pub fn total(&self) -> i64 {
-        i64::try_from(self.moved + self.held()).unwrap_or(i64::MAX) + self.remaining
-    }
-}
-
-/// The outcome of one run.
-#[derive(Debug, Default)]
-pub struct RedriveResult {
-    pub ledger: Ledger,
-    /// Messages moved (accepted by the target and deleted from the DLQ) per target queue name.
-    pub moved_to: BTreeMap<String, u64>,
-    /// Messages each target accepted, deleted from the DLQ or not (a copy left behind).
-    pub accepted_by: BTreeMap<String, u64>,
-    pub poison_ids: Vec<String>,
-    pub refused: Vec<Value>,
-    /// Messages left in the DLQ because the queue they name is not a source (or none is named
-    /// and there is no single source): id and the queue named.
-    pub unroutable: Vec<Value>,
-    pub attribute_limit_ids: Vec<String>,
-    pub too_large_ids: Vec<String>,
-    pub held_behind_ids: Vec<String>,
-    /// Messages a person's target took although they name another queue: (id, named queue).
-    pub retargeted: Vec<Value>,
-    pub not_deleted_ids: Vec<String>,
-    /// Lambda OnFailure destination records among the messages sent (the envelope, not the
-    /// original event, is what the target receives).
-    pub lambda_records: u64,
-    /// Held messages whose release did not happen before the deadline (or failed): they
-    /// reappear when their visibility timeout ends.
-    pub not_released_ids: Vec<String>,
-    /// Why the run stopped before the DLQ was empty (deadline, max_messages), if it did.
-    pub stopped_early: Option<String>,
-    /// A fault that stopped the run.
-    pub error: Option<AwsError>,
-    pub api_calls: u64,
-    pub elapsed: Duration,
-}
 
 /// Spaces batches so the run as a whole stays under `per_second` messages.
 struct RateLimiter {
@@ -135,24 +42,24 @@ impl RateLimiter {
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     seen: HashSet<String>,
     /// Messages kept invisible until the end of the run, then released: id -> latest receipt.
-    held: HashMap<String, String>,
+    pub(super) held: HashMap<String, String>,
     /// FIFO groups (of a source queue) with a held message: every later message of theirs is
     /// held too.
-    held_groups: HashSet<String>,
-    result: RedriveResult,
+    pub(super) held_groups: HashSet<String>,
+    pub(super) result: RedriveResult,
 }
 
 /// Time kept before the deadline for releasing held messages and verifying.
 const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(5);
 
-struct Run<'a> {
+pub(super) struct Run<'a> {
     sqs: &'a aws_sdk_sqs::Client,
-    plan: &'a RedrivePlan,
+    pub(super) plan: &'a RedrivePlan,
     /// Every queue a message may go to: the sources and the fallback.
-    targets: Vec<&'a Queue>,
+    pub(super) targets: Vec<&'a Queue>,
     deadline: Deadline,
     visibility_seconds: i32,
     claimed: AtomicU32,
@@ -240,7 +147,7 @@ pub async fn run(
 }
 
 impl Run<'_> {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -335,174 +242,6 @@ impl Run<'_> {
             }
         }
         fresh
-    }
-
-    /// Keeps the message in the DLQ (released at the end of the run); a FIFO message's group
-    /// is held from here on, so nothing of it overtakes this one.
-    fn hold(&self, message: &Received, record: impl FnOnce(&mut RedriveResult)) {
-        let mut state = self.state();
-        state
-            .held
-            .insert(message.id.clone(), message.receipt.clone());
-        if let Some(group) = fifo_group(message) {
-            state.held_groups.insert(group);
-        }
-        record(&mut state.result);
-    }
-
-    /// Holds the message when an earlier message of its FIFO group was held; true if it did.
-    fn held_behind(&self, message: &Received) -> bool {
-        let behind =
-            fifo_group(message).is_some_and(|group| self.state().held_groups.contains(&group));
-        if behind {
-            self.hold(message, |result| {
-                result.ledger.held_behind += 1;
-                result.held_behind_ids.push(message.id.clone());
-            });
-        }
-        behind
-    }
-
-    /// Decides which target (by index) the message goes to and its entry, or holds it back
-    /// (`None`) when it must stay.
-    fn route(
-        &self,
-        index: usize,
-        message: &Received,
-        now: DateTime<Utc>,
-    ) -> Option<(usize, SendMessageBatchRequestEntry)> {
-        if self.held_behind(message) {
-            return None;
-        }
-        if !self.plan.filter.matches(message, now) {
-            self.hold(message, |result| result.ledger.filtered_out += 1);
-            return None;
-        }
-        let count = message.redrive_count();
-        if count >= self.plan.max_redrives {
-            self.hold(message, |result| {
-                result.ledger.poison += 1;
-                result.poison_ids.push(message.id.clone());
-            });
-            return None;
-        }
-        if !message.attributes.contains_key(REDRIVE_COUNT)
-            && message.attributes.len() >= MAX_MESSAGE_ATTRIBUTES
-        {
-            self.hold(message, |result| {
-                result.ledger.attribute_limit += 1;
-                result.attribute_limit_ids.push(message.id.clone());
-            });
-            return None;
-        }
-        let target = self.destination(message)?;
-        let mut attributes = message.attributes.clone();
-        let counter = MessageAttributeValue::builder()
-            .data_type("Number")
-            .string_value((count + 1).to_string())
-            .build();
-        match counter {
-            Ok(counter) => {
-                attributes.insert(REDRIVE_COUNT.to_string(), counter);
-            }
-            Err(err) => {
-                self.refuse(message, "InvalidAttribute", &err.to_string());
-                return None;
-            }
-        }
-        let mut entry = SendMessageBatchRequestEntry::builder()
-            .id(index.to_string())
-            .message_body(&message.body)
-            .set_message_attributes(Some(attributes));
-        if let Some(trace) = &message.trace_header
-            && let Ok(value) = MessageSystemAttributeValue::builder()
-                .data_type("String")
-                .string_value(trace)
-                .build()
-        {
-            entry = entry.message_system_attributes(
-                MessageSystemAttributeNameForSends::AwsTraceHeader,
-                value,
-            );
-        }
-        if self.targets[target].fifo {
-            let Some(group) = &message.group_id else {
-                self.refuse(
-                    message,
-                    "MissingGroupId",
-                    "a FIFO message without MessageGroupId cannot be sent to a FIFO queue",
-                );
-                return None;
-            };
-            // Never the original deduplication id (the target may have seen it in the last 5
-            // minutes and would silently drop the message); one per redrive attempt, so a retried
-            // send of the same attempt is still deduplicated.
-            entry = entry
-                .message_group_id(group)
-                .message_deduplication_id(format!("redrive-{}-{}", count + 1, message.id));
-        }
-        let entry = match entry.build() {
-            Ok(entry) => entry,
-            Err(err) => {
-                self.refuse(message, "InvalidEntry", &err.to_string());
-                return None;
-            }
-        };
-        let limit = self.targets[target].max_message_size;
-        if messages::entry_size(&entry) > limit {
-            self.hold(message, |result| {
-                result.ledger.too_large += 1;
-                result.too_large_ids.push(message.id.clone());
-            });
-            return None;
-        }
-        Some((target, entry))
-    }
-
-    /// Where the message goes (an index into `targets`): the source it names, if that is still
-    /// a source of the DLQ; a person's target when it names another queue (re-targeted) or
-    /// none; the single source when it names none. Otherwise it stays (unroutable).
-    fn destination(&self, message: &Received) -> Option<usize> {
-        let fallback = self.plan.fallback.as_ref().and_then(|fallback| {
-            self.targets
-                .iter()
-                .position(|queue| queue.url == fallback.url)
-        });
-        let unroutable = |named: Option<&str>| {
-            self.hold(message, |result| {
-                result.ledger.unroutable += 1;
-                result
-                    .unroutable
-                    .push(json!({"id": message.id, "named_source": named}));
-            });
-            None
-        };
-        match message.source_arn.as_deref() {
-            Some(arn) => {
-                if let Some(source) = self.plan.sources.iter().position(|queue| queue.arn == arn) {
-                    return Some(source);
-                }
-                match fallback.filter(|_| self.plan.retarget) {
-                    Some(target) => {
-                        self.state().result.retargeted.push(
-                            json!({"id": message.id, "named": arn, "sent_to": self.targets[target].name}),
-                        );
-                        Some(target)
-                    }
-                    None => unroutable(Some(arn)),
-                }
-            }
-            None => fallback.or_else(|| unroutable(None)),
-        }
-    }
-
-    fn refuse(&self, message: &Received, code: &str, reason: &str) {
-        self.hold(message, |result| {
-            result.ledger.refused += 1;
-            result
-                .refused
-                .push(json!({"id": message.id, "code": code, "message": reason}));
-        });
     }
 
     async fn redrive_batch(&self, batch: Vec<Received>) {
@@ -676,64 +415,5 @@ impl Run<'_> {
         if let Err(err) = deleted {
             self.fail(err);
         }
-    }
-}
-
-/// A FIFO message's group as ordering knows it: a group id orders messages within the queue
-/// they were sent to, so two sources' groups of one id are two groups.
-fn fifo_group(message: &Received) -> Option<String> {
-    let group = message.group_id.as_ref()?;
-    Some(format!(
-        "{}\n{group}",
-        message.source_arn.as_deref().unwrap_or_default()
-    ))
-}
-
-/// Entries in layers holding at most one message of each FIFO group, in their order.
-fn fifo_layers<T>(
-    entries: Vec<(SendMessageBatchRequestEntry, T)>,
-) -> Vec<Vec<(SendMessageBatchRequestEntry, T)>> {
-    let mut layers: Vec<Vec<(SendMessageBatchRequestEntry, T)>> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for entry in entries {
-        let group = entry.0.message_group_id().unwrap_or_default().to_string();
-        let depth = seen.entry(group).or_insert(0);
-        if layers.len() <= *depth {
-            layers.push(Vec::new());
-        }
-        layers[*depth].push(entry);
-        *depth += 1;
-    }
-    layers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fifo_entries_go_out_one_per_group_per_layer_in_order() {
-        let entry = |id: &str, group: &str| {
-            (
-                SendMessageBatchRequestEntry::builder()
-                    .id(id)
-                    .message_body("{}")
-                    .message_group_id(group)
-                    .build()
-                    .unwrap(),
-                (),
-            )
-        };
-        let layers = fifo_layers(vec![
-            entry("1", "G"),
-            entry("2", "G"),
-            entry("3", "H"),
-            entry("4", "G"),
-        ]);
-        let ids: Vec<Vec<&str>> = layers
-            .iter()
-            .map(|layer| layer.iter().map(|(e, _)| e.id()).collect())
-            .collect();
-        assert_eq!(ids, vec![vec!["1", "3"], vec!["2"], vec!["4"]]);
     }
 }

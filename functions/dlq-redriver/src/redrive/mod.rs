@@ -11,7 +11,9 @@
 
 mod engine;
 mod filter;
+mod ledger;
 mod outcome;
+mod routing;
 
 use runbook_shared::audit::AuditRecord;
 use runbook_shared::report::{Action, Report, capped, some_of};
@@ -23,8 +25,8 @@ use crate::queues::{Queue, require_managed};
 use crate::request::Job;
 use crate::{RUNBOOK, Redriver};
 
-pub use engine::{Ledger, RedrivePlan, RedriveResult};
 pub use filter::MessageFilter;
+pub use ledger::{Ledger, RedrivePlan, RedriveResult};
 
 /// A redrive of a located DLQ: its sources, and the target a person named, if any.
 pub struct Redrive {

@@ -11,7 +11,7 @@ use runbook_shared::report::{
 use runbook_shared::runbook::{Ending, RunContext};
 use serde_json::{Value, json};
 
-use super::engine::{Ledger, RedrivePlan, RedriveResult};
+use super::ledger::{Ledger, RedrivePlan, RedriveResult};
 use crate::Redriver;
 use crate::queues::{self, Queue};
 

@@ -2,9 +2,8 @@
 //! Raise the reservation by the factor within the cap, never taking the account's unreserved
 //! concurrency below its floor; a function without a reservation is throttled by the account,
 //! which is a diagnosis, not something to change. The schedule puts the original back after
-//! CONCURRENCY_RAISE_MINUTES (`PutBack`).
+//! CONCURRENCY_RAISE_MINUTES (`put_back`).
 
-use runbook_shared::audit::Raise;
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::report::{Action, AwaitedMetric, Check, Report, Verification};
 use runbook_shared::resource::{Home, Resource, ResourceId};
@@ -17,7 +16,10 @@ use serde_json::{Value, json};
 
 use crate::Scaler;
 use crate::config::ScalerConfig;
-use crate::schedule::{current_raise, put_back_verified, stop_tracking};
+
+mod put_back;
+
+pub use put_back::{PutBack, put_back};
 
 pub const RUNBOOK: &str = "lambda-concurrency";
 pub const NAMESPACE: &str = "AWS/Lambda";
@@ -441,145 +443,6 @@ impl Runbook<Scaler> for ConcurrencyTarget {
             Err(why) => Ending::new(ending.outcome, format!("{}; {why}", ending.reason)),
             Ok(()) => ending,
         }
-    }
-}
-
-/// The schedule's step for a raised reservation whose time is up: back to its original,
-/// unless someone else changed it since.
-pub struct PutBack {
-    pub raise: Raise,
-    pub function: String,
-}
-
-pub struct PutBackDiagnosis {
-    raise: Raise,
-    now: Option<i32>,
-    back: Reservation,
-}
-
-impl Runbook<Scaler> for PutBack {
-    const ID: &'static str = RUNBOOK;
-    /// It finishes a raise that already spent its action.
-    const BUDGETED: bool = false;
-    type Diagnosis = PutBackDiagnosis;
-    type Change = Reservation;
-
-    fn resource(&self, home: &Home) -> ResourceId {
-        home.function(&self.function)
-    }
-
-    /// The raise it finishes was made on a managed function.
-    async fn managed(&self, _: &RunContext<'_, Scaler>) -> Step<()> {
-        Ok(())
-    }
-
-    /// Not held up by the cooldown of the raise it undoes.
-    fn cooldown(&self, _: &runbook_shared::audit::AuditRecord) -> bool {
-        false
-    }
-
-    async fn diagnose(
-        &self,
-        ctx: &RunContext<'_, Scaler>,
-        report: &mut Report,
-    ) -> Step<PutBackDiagnosis> {
-        let raise = current_raise(ctx, &self.raise).await?;
-        let function = &self.function;
-        let (Some(original), Some(ours)) =
-            (reservation(&raise.original), reservation(&raise.current))
-        else {
-            return Err(Ending::failed(format!(
-                "the raise record of {function} is unreadable"
-            )));
-        };
-        let now = ctx.reserved(function).await.map_err(|err| {
-            Ending::failed(format!("could not read {function}'s concurrency: {err}"))
-        })?;
-        report.diagnosis =
-            Some(json!({"reserved_concurrency": now, "raised_to": ours, "original": original}));
-        let resource = self.resource(&ctx.config.safety.home);
-        if now != Some(ours) && ctx.invocation.landed(&resource, &state(now)).is_none() {
-            let reason = format!(
-                "{function}'s reserved concurrency was changed by someone else since it was raised to {ours} (now {}): left as it is",
-                text(now)
-            );
-            return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
-        }
-        Ok(PutBackDiagnosis {
-            raise,
-            now,
-            back: Reservation {
-                from: ours,
-                to: original,
-            },
-        })
-    }
-
-    fn plan(&self, _: &RunContext<'_, Scaler>, d: &PutBackDiagnosis) -> Decision<Reservation> {
-        Decision::Act(d.back)
-    }
-
-    fn describe(&self, _: &RunContext<'_, Scaler>, back: &Reservation) -> Planned {
-        Planned::one(
-            "lambda:PutFunctionConcurrency",
-            &self.function,
-            state(Some(back.from)),
-            state(Some(back.to)),
-            format!(
-                "put {}'s reserved concurrency back from {} to its original {}",
-                self.function, back.from, back.to
-            ),
-        )
-    }
-
-    fn observed(&self, diagnosis: &PutBackDiagnosis) -> Option<Value> {
-        Some(state(diagnosis.now))
-    }
-
-    fn resumed(&self, action: &Action) -> Option<Reservation> {
-        Reservation::resumed(action)
-    }
-
-    async fn apply(
-        &self,
-        ctx: &RunContext<'_, Scaler>,
-        _: &PutBackDiagnosis,
-        back: Reservation,
-    ) -> Result<Reservation, NotApplied> {
-        let function = &self.function;
-        ctx.reserve(function, back.to).await.map_err(|err| {
-            NotApplied::explained(
-                &err,
-                format!(
-                    "could not put {function}'s concurrency back: {err}; the next schedule tries again"
-                ),
-            )
-        })?;
-        Ok(back)
-    }
-
-    async fn verify(
-        &self,
-        ctx: &RunContext<'_, Scaler>,
-        diagnosis: &PutBackDiagnosis,
-        back: Reservation,
-        summary: &str,
-        report: &mut Report,
-    ) -> Ending {
-        let (ok, observed) = ctx.read_back(&self.function, back.to).await;
-        let check = Check::new("reserved_concurrency", ok, back.to.to_string(), observed);
-        put_back_verified(ctx, &diagnosis.raise, check, summary, report).await
-    }
-}
-
-/// The function a raise record names, if it names one.
-pub fn put_back(raise: Raise, resource: &ResourceId) -> Option<PutBack> {
-    match &resource.resource {
-        Resource::Function { function } => Some(PutBack {
-            raise,
-            function: function.clone(),
-        }),
-        _ => None,
     }
 }
 

@@ -1,0 +1,280 @@
+//! "Handles AWS faults" as a figure: every file in events/ goes through its function binary,
+//! round after round on fresh resources, while the moto front answers 10% of the functions'
+//! AWS calls with throttling, 500, 503 or a connection reset (FRONT_FAULTS). For every
+//! invocation: the function answered before its deadline; the outcome is one of the six, and a
+//! failure says what and where; moto holds exactly what the report says was applied; a redrive
+//! lost no message. The figure is printed (and quoted in the README).
+
+mod expected;
+mod round;
+
+use expected::mismatches;
+use round::Round;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use runbook_tests::deploy::{
+    ALARM_RESPONDER, DLQ_REDRIVER, DeployRequest, HEALTH_PROBER, LIMIT_SCALER,
+};
+use runbook_tests::endpoints::Endpoints;
+use runbook_tests::fixtures::{
+    QueuePair, TableSpec, capacity, create_deployed_function, create_function, create_limits_table,
+    create_stack, event_file, fail_all, peek_all, send_messages,
+};
+use runbook_tests::moto::Moto;
+use runbook_tests::runtime::{Invoked, LambdaProcess, binary};
+use serde_json::{Value, json};
+
+const ROUNDS: usize = 8;
+const ROUNDS_AT_ONCE: usize = 4;
+const FAULT_RATE: &str = "rate=0.1,seed=7";
+const OUTCOMES: [&str; 6] = [
+    "remediated",
+    "planned",
+    "no_action",
+    "skipped",
+    "rejected",
+    "failed",
+];
+
+/// The files in events/ and the function each is for (a schedule goes to every function).
+fn files() -> Vec<(&'static str, &'static str)> {
+    let mut files = vec![];
+    for file in [
+        "dynamodb-throttle-alarm.json",
+        "dynamodb-throttle-alarm-action.json",
+        "dynamodb-gsi-throttle-alarm.json",
+        "dynamodb-throttle-ok.json",
+        "lambda-throttles-alarm.json",
+        "manual-dynamodb-capacity-dry-run.json",
+        "manual-dynamodb-capacity.json",
+        "manual-dynamodb-on-demand-dry-run.json",
+        "manual-lambda-concurrency-dry-run.json",
+        "manual-stored-limit.json",
+    ] {
+        files.push((file, "limit-scaler"));
+    }
+    for file in [
+        "sqs-dlq-alarm.json",
+        "sqs-dlq-alarm-action.json",
+        "manual-dlq-inspect.json",
+        "manual-dlq-redrive-dry-run.json",
+        "manual-dlq-redrive.json",
+    ] {
+        files.push((file, "dlq-redriver"));
+    }
+    for file in [
+        "lambda-errors-alarm.json",
+        "lambda-errors-ok.json",
+        "lambda-duration-alarm-action.json",
+        "manual-lambda-resources.json",
+        "manual-lambda-rollback-dry-run.json",
+        "manual-alarm-replay.json",
+        "cloudformation-stack-status-change.json",
+        "manual-stack-recovery.json",
+        "manual-health-probes.json",
+    ] {
+        let function = if file == "manual-health-probes.json" {
+            "health-prober"
+        } else {
+            "alarm-responder"
+        };
+        files.push((file, function));
+    }
+    for function in [
+        "limit-scaler",
+        "dlq-redriver",
+        "alarm-responder",
+        "health-prober",
+    ] {
+        files.push(("scheduled-event.json", function));
+    }
+    // Last: it empties the DLQ.
+    files.push(("manual-dlq-purge.json", "dlq-redriver"));
+    files
+}
+
+#[derive(Default, Debug)]
+struct Figure {
+    invocations: usize,
+    faults: u64,
+    recovered: usize,
+    failed: usize,
+    failed_reasons: Vec<String>,
+    crashes: Vec<String>,
+    mismatches: Vec<String>,
+    unexplained: Vec<String>,
+}
+
+fn faults_of(counts: &Value, key: &str) -> u64 {
+    counts[key]
+        .as_object()
+        .map_or(0, |kinds| kinds.values().filter_map(Value::as_u64).sum())
+}
+
+async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize) -> Figure {
+    let round = Round::create(moto, index).await;
+    let deployment = moto
+        .deploy(DeployRequest {
+            parameters: vec![
+                ("ManagedResources", "managed-*"),
+                ("LimitsTable", round.limits().as_str()),
+            ],
+            ..Default::default()
+        })
+        .await;
+    let mut processes = BTreeMap::new();
+    let mut keys = BTreeMap::new();
+    for (name, logical, extra) in [
+        (
+            "limit-scaler",
+            LIMIT_SCALER,
+            vec![
+                ("LIMITS_TABLE", round.limits()),
+                ("LIMITS_VALUE_ATTRS", "requests_per_second".to_string()),
+                ("SCALE_DOWN_AFTER_HOURS", "0".to_string()),
+            ],
+        ),
+        (
+            "dlq-redriver",
+            DLQ_REDRIVER,
+            vec![
+                ("REDRIVE_ON_ALARM", "true".to_string()),
+                ("DLQ_QUEUES", round.pair.dlq.name.clone()),
+                ("REDRIVE_RATE_PER_SECOND", "1000".to_string()),
+            ],
+        ),
+        ("alarm-responder", ALARM_RESPONDER, vec![]),
+        (
+            "health-prober",
+            HEALTH_PROBER,
+            vec![("VERIFICATION_WINDOW_MINUTES", "1".to_string())],
+        ),
+    ] {
+        let mut env = deployment.function_env(moto, logical);
+        env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
+        env.push(("COOLDOWN_SECONDS".into(), "0".into()));
+        env.push(("MAX_ACTIONS_PER_HOUR".into(), "1000".into()));
+        env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+        keys.insert(
+            name,
+            env.iter()
+                .find(|(k, _)| k == "AWS_ACCESS_KEY_ID")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        );
+        let mut process = LambdaProcess::start(&binary(name), &env).await;
+        process.timeout = Duration::from_secs(30);
+        processes.insert(name, process);
+    }
+    let mut figure = Figure::default();
+    let names = [
+        ("orders", round.base.as_str()),
+        (
+            "https://orders.example.com/health",
+            endpoints.url("/health").leak(),
+        ),
+    ];
+    for (batch, (file, function)) in files().into_iter().enumerate() {
+        if function == "dlq-redriver" {
+            round.refill(moto, batch + 1).await;
+        }
+        let event = event_file(file, &names);
+        let before = round.state(moto).await;
+        let faults_before = faults_of(&moto.faults().await, &keys[function]);
+        let process = processes.get_mut(function).expect("process");
+        let answer = process.invoke(&event).await;
+        figure.invocations += 1;
+        let output = match answer {
+            Invoked::Response(output) => output,
+            other => {
+                figure
+                    .crashes
+                    .push(format!("round {index}, {function} with {file}: {other:?}"));
+                continue;
+            }
+        };
+        let faults = faults_of(&moto.faults().await, &keys[function]) - faults_before;
+        figure.faults += faults;
+        let reports: Vec<Value> = match output.get("reports") {
+            Some(reports) => reports.as_array().cloned().unwrap_or_default(),
+            None if output.get("probes").is_some() => vec![],
+            None => vec![output.clone()],
+        };
+        let failed = reports.iter().any(|r| r["outcome"] == "failed");
+        figure.failed += usize::from(failed);
+        figure.failed_reasons.extend(
+            reports
+                .iter()
+                .filter(|r| r["outcome"] == "failed")
+                .map(|r| format!("{function} with {file}: {}", r["reason"])),
+        );
+        if faults > 0 && !failed {
+            figure.recovered += 1;
+        }
+        for report in &reports {
+            let outcome = report["outcome"].as_str().unwrap_or_default();
+            let reason = report["reason"].as_str().unwrap_or_default();
+            let says_where = reason.contains(':') && reason.len() > 20;
+            if !OUTCOMES.contains(&outcome) || (outcome == "failed" && !says_where) {
+                figure
+                    .unexplained
+                    .push(format!("round {index}, {function} with {file}: {report}"));
+            }
+        }
+        let after = round.state(moto).await;
+        for found in mismatches(&round, &before, &after, &reports) {
+            figure.mismatches.push(format!(
+                "round {index}, {function} with {file}: {found}; {output}"
+            ));
+        }
+    }
+    for (_, process) in processes {
+        process.stop().await;
+    }
+    figure
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_never_crash_a_function_lie_about_a_change_or_lose_a_message() {
+    let moto = runbook_tests::moto::start(&[("FRONT_FAULTS", FAULT_RATE)]).expect("moto front");
+    let endpoints = Endpoints::start().await;
+    let started = Instant::now();
+    let mut figure = Figure::default();
+    for batch in (0..ROUNDS).collect::<Vec<_>>().chunks(ROUNDS_AT_ONCE) {
+        let rounds = batch
+            .iter()
+            .map(|index| run_round(&moto, &endpoints, *index));
+        for round in futures_util::future::join_all(rounds).await {
+            figure.invocations += round.invocations;
+            figure.faults += round.faults;
+            figure.recovered += round.recovered;
+            figure.failed += round.failed;
+            figure.failed_reasons.extend(round.failed_reasons);
+            figure.crashes.extend(round.crashes);
+            figure.mismatches.extend(round.mismatches);
+            figure.unexplained.extend(round.unexplained);
+        }
+    }
+    println!(
+        "fault injection ({FAULT_RATE}): {} invocations, {} faults injected, {} invocations recovered by retry, {} with a failed report, {} crashes or hangs, {} mismatches between reports and moto, {:.0} s",
+        figure.invocations,
+        figure.faults,
+        figure.recovered,
+        figure.failed,
+        figure.crashes.len(),
+        figure.mismatches.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for reason in &figure.failed_reasons {
+        println!("  failed: {reason}");
+    }
+    assert!(figure.invocations >= 200, "{figure:?}");
+    assert!(
+        figure.faults > 50,
+        "the fault mode injected too little: {figure:?}"
+    );
+    assert!(figure.crashes.is_empty(), "{:#?}", figure.crashes);
+    assert!(figure.unexplained.is_empty(), "{:#?}", figure.unexplained);
+    assert!(figure.mismatches.is_empty(), "{:#?}", figure.mismatches);
+}

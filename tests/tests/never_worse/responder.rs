@@ -1,0 +1,191 @@
+//! alarm-responder never undoes a deploy, and changes nothing a configuration change cannot reach.
+
+use super::*;
+
+#[tokio::test]
+async fn lambda_resources_never_undoes_a_concurrent_deploy() {
+    let setup = Setup::new().await;
+    let function = unique("managed-deploying");
+    // The function really does run into its timeout (29 s of 30 after the deploy).
+    put_durations(&function, &[29_000.0, 12_000.0]).await;
+    let conflicted = Arc::new(AtomicUsize::new(0));
+    let applied = Arc::new(AtomicUsize::new(0));
+    let get = mock!(aws_sdk_lambda::Client::get_function_configuration).then_output({
+        let (function, conflicted, applied) =
+            (function.clone(), conflicted.clone(), applied.clone());
+        move || {
+            if applied.load(Ordering::SeqCst) > 0 {
+                function_configuration(&function, 45, 1024, LastUpdateStatus::Successful, "r3")
+            } else if conflicted.load(Ordering::SeqCst) > 0 {
+                // A deploy landed meanwhile: memory 512 -> 1024, timeout 10 -> 30.
+                function_configuration(&function, 30, 1024, LastUpdateStatus::Successful, "r2")
+            } else {
+                function_configuration(&function, 10, 512, LastUpdateStatus::Successful, "r1")
+            }
+        }
+    });
+    let conflict = mock!(aws_sdk_lambda::Client::update_function_configuration)
+        .match_requests({
+            let conflicted = conflicted.clone();
+            move |_| conflicted.load(Ordering::SeqCst) == 0
+        })
+        .then_error({
+            let conflicted = conflicted.clone();
+            move || {
+                conflicted.fetch_add(1, Ordering::SeqCst);
+                UpdateFunctionConfigurationError::ResourceConflictException(
+                    aws_sdk_lambda::types::error::ResourceConflictException::builder()
+                        .message("An update is in progress")
+                        .meta(
+                            aws_sdk_lambda::error::ErrorMetadata::builder()
+                                .code("ResourceConflictException")
+                                .message("An update is in progress")
+                                .build(),
+                        )
+                        .build(),
+                )
+            }
+        });
+    let replanned = mock!(aws_sdk_lambda::Client::update_function_configuration)
+        .match_requests(|request| {
+            request.timeout() == Some(45)
+                && request.memory_size().is_none()
+                && request.revision_id() == Some("r2")
+        })
+        .then_output({
+            let applied = applied.clone();
+            move || {
+                applied.fetch_add(1, Ordering::SeqCst);
+                UpdateFunctionConfigurationOutput::builder().build()
+            }
+        });
+    let no_aliases = mock!(aws_sdk_lambda::Client::list_aliases).then_output(|| {
+        aws_sdk_lambda::operation::list_aliases::ListAliasesOutput::builder().build()
+    });
+    let lambda = mock_client!(
+        aws_sdk_lambda,
+        RuleMode::MatchAny,
+        [&get, &conflict, &replanned, &no_aliases]
+    );
+    let responder = setup.responder_with(&[], lambda);
+    let report = responder
+        .handle(
+            lambda_alarm_event(
+                &format!("{function}-duration"),
+                "ALARM",
+                "Duration",
+                &function,
+                None,
+            ),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(replanned.num_calls(), 1, "{report:?}");
+    assert_eq!(report.actions[0].before, json!({"timeout_seconds": 30}));
+    assert_eq!(report.actions[0].after, json!({"timeout_seconds": 45}));
+}
+
+#[tokio::test]
+async fn a_duration_alarm_on_an_alias_changes_nothing_under_it() {
+    let setup = Setup::new().await;
+    let function = unique("managed-aliased");
+    create_deployed_function(moto(), &function, "2").await;
+    put_durations(&function, &[2_950.0]).await;
+    let before = function_settings(&function).await;
+    let report = setup
+        .responder(&[])
+        .handle(
+            lambda_alarm_event(
+                &format!("{function}-live-duration"),
+                "ALARM",
+                "Duration",
+                &function,
+                Some("live"),
+            ),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report.reason.contains("version 2") && report.reason.contains("publish"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(function_settings(&function).await, before);
+}
+
+#[tokio::test]
+async fn a_duration_alarm_on_a_function_behind_aliases_changes_nothing() {
+    let setup = Setup::new().await;
+    let function = unique("managed-behind");
+    create_deployed_function(moto(), &function, "2").await;
+    put_durations(&function, &[2_950.0]).await;
+    let before = function_settings(&function).await;
+    let responder = setup.responder(&[("COOLDOWN_SECONDS", "0")]);
+    // The alarm names the function alone, but its traffic runs through `live` on version 2.
+    let report = responder
+        .handle(
+            lambda_alarm_event(
+                &format!("{function}-duration"),
+                "ALARM",
+                "Duration",
+                &function,
+                None,
+            ),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report.reason.contains("alias live on version 2"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(function_settings(&function).await, before);
+    // A person who names $LATEST gets it changed.
+    let report = responder
+        .handle(
+            json!({"runbook": "lambda-resources", "function": format!("{function}:$LATEST")}),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert!(function_settings(&function).await.0 > before.0);
+}
+
+#[tokio::test]
+async fn a_latency_alarm_does_not_raise_the_timeout() {
+    let setup = Setup::new().await;
+    let responder = setup.responder(&[("COOLDOWN_SECONDS", "0")]);
+    let slow = unique("managed-latency");
+    create_function(moto(), &slow).await;
+    let (timeout, _) = function_settings(&slow).await;
+    // Slow, but nowhere near its timeout.
+    put_durations(&slow, &[f64::from(timeout) * 1000.0 * 0.4]).await;
+    let alarm = |function: &str| {
+        lambda_alarm_event(
+            &format!("{function}-duration"),
+            "ALARM",
+            "Duration",
+            function,
+            None,
+        )
+    };
+    let report = responder.handle(alarm(&slow), &invocation()).await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report.reason.contains("latency, not timeouts"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(function_settings(&slow).await.0, timeout);
+
+    // Running into its timeout: raised.
+    let timing_out = unique("managed-timeouts");
+    create_function(moto(), &timing_out).await;
+    put_durations(&timing_out, &[f64::from(timeout) * 1000.0 * 0.95]).await;
+    let report = responder.handle(alarm(&timing_out), &invocation()).await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert!(function_settings(&timing_out).await.0 > timeout);
+}
