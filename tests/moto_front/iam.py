@@ -43,19 +43,28 @@ BATCH_ACTIONS = {
 JSON_ERROR_SERVICES = {"dynamodb", "monitoring", "sqs", "lambda"}
 
 
-class AccessDenied(HTTPException):
-    """The AWS error for a denied request, in the protocol of the service that denied it."""
+class ServiceError(HTTPException):
+    """An AWS error, in the protocol of the service that was called."""
+
+    def __init__(self, service: str, status: int, code: str, message: str):
+        if service in JSON_ERROR_SERVICES:
+            body = json.dumps({"__type": code, "message": message, "Message": message})
+        else:
+            kind = "Sender" if status < 500 else "Receiver"
+            body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code>"
+                    f"<Message>{message}</Message></Error><RequestId>front</RequestId></ErrorResponse>")
+        self.code = status
+        super().__init__(description=body)
+
+
+class AccessDenied(ServiceError):
+    """A denied request, as the service that denied it answers."""
 
     def __init__(self, service: str, user: str, action: str, resource: str):
         message = (f"User: {user} is not authorized to perform: {action} on resource: {resource} "
                    "because no identity-based policy allows the action")
-        if service in JSON_ERROR_SERVICES:
-            body = json.dumps({"__type": "AccessDeniedException", "message": message, "Message": message})
-        else:
-            body = ("<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
-                    f"<Message>{message}</Message></Error><RequestId>denied</RequestId></ErrorResponse>")
-        self.code = 403 if service == "lambda" else 400
-        super().__init__(description=body)
+        code = "AccessDeniedException" if service in JSON_ERROR_SERVICES else "AccessDenied"
+        super().__init__(service, 403 if service == "lambda" else 400, code, message)
 
 
 def iam_user_of(access_key: str):
@@ -272,11 +281,18 @@ def patch_moto():
         if not found:
             return
         service = found["service"]
-        if service not in TARGETS:
-            targets = lambda region: [("*", context_with_tags(lambda: {}))]  # noqa: E731
-        else:
-            targets = lambda region: TARGETS[service](self, region)  # noqa: E731
-        authorize(self.headers, service, self._get_action(), targets)
+        action = self._get_action()
+
+        def targets(region):
+            if service not in TARGETS:
+                # Never "*": a policy scoped to ARNs would then deny what AWS allows, and one
+                # granting "*" allow what AWS denies, both for the wrong reason.
+                raise ServiceError(
+                    service, 501, "NotImplemented",
+                    f"front IAM: no resource mapping for service {service} ({action}): add one to "
+                    "TARGETS in tests/moto_front/iam.py before a function calls it")
+            return TARGETS[service](self, region)
+        authorize(self.headers, service, action, targets)
 
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate_and_authorize
 

@@ -113,9 +113,21 @@ impl Moto {
         method: &str,
         arguments: serde_json::Value,
     ) -> serde_json::Value {
+        self.boto3_as(("x", "x"), service, method, arguments)
+            .unwrap_or_else(|err| panic!("{service}.{method}: {err}"))
+    }
+
+    /// The same call signed with these (access key, secret key): `Err` is what boto3 raised.
+    pub fn boto3_as(
+        &self,
+        (access_key, secret_key): (&str, &str),
+        service: &str,
+        method: &str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
         const CALL: &str = "import boto3, json, sys\n\
             client = boto3.client(sys.argv[2], endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-                                  aws_access_key_id='x', aws_secret_access_key='x')\n\
+                                  aws_access_key_id=sys.argv[5], aws_secret_access_key=sys.argv[6])\n\
             print(json.dumps(getattr(client, sys.argv[3])(**json.loads(sys.argv[4])), default=str))";
         let output = Command::new(python())
             .args([
@@ -125,15 +137,13 @@ impl Moto {
                 service,
                 method,
                 &arguments.to_string(),
+                access_key,
+                secret_key,
             ])
             .output()
             .expect("python");
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-            panic!(
-                "{service}.{method}: {err}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+        serde_json::from_slice(&output.stdout)
+            .map_err(|_| String::from_utf8_lossy(&output.stderr).into_owned())
     }
 
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {

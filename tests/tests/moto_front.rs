@@ -274,3 +274,41 @@ async fn cloudformation_recovery_operations_on_moto_stacks() {
         Some(stack.as_str())
     );
 }
+
+/// The front's IAM evaluation knows each service's resources; a call by an IAM user to a
+/// service it has no mapping for fails naming that service, rather than being judged against
+/// `*` (which would deny what AWS allows, or allow what it denies).
+#[tokio::test]
+async fn iam_for_a_service_without_a_resource_mapping_is_a_clear_error() {
+    let user = runbook_tests::unique("unmapped");
+    moto().boto3("iam", "create_user", serde_json::json!({"UserName": user}));
+    moto().boto3(
+        "iam",
+        "put_user_policy",
+        serde_json::json!({"UserName": user, "PolicyName": "all", "PolicyDocument": serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }).to_string()}),
+    );
+    let key = moto().boto3(
+        "iam",
+        "create_access_key",
+        serde_json::json!({"UserName": user}),
+    );
+    let keys = (
+        key["AccessKey"]["AccessKeyId"].as_str().expect("key id"),
+        key["AccessKey"]["SecretAccessKey"]
+            .as_str()
+            .expect("secret"),
+    );
+    let err = moto()
+        .boto3_as(keys, "sns", "list_topics", serde_json::json!({}))
+        .expect_err("no mapping for sns");
+    assert!(err.contains("no resource mapping for service sns"), "{err}");
+    // A mapped service is evaluated as before.
+    assert!(
+        moto()
+            .boto3_as(keys, "sqs", "list_queues", serde_json::json!({}))
+            .is_ok()
+    );
+}

@@ -2,13 +2,17 @@
 //! SAM transform makes of it), scanned by checkov, its event patterns matched against events/,
 //! deployed into moto, and its defaults a configuration the functions accept.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 
+use alarm_responder::ResponderRunbook;
+use limit_scaler::dynamodb_capacity::CapacityTarget;
+use limit_scaler::lambda_concurrency::ConcurrencyTarget;
 use quamina::Quamina;
 use runbook_shared::config::Env;
+use runbook_shared::trigger::{AlarmState, Trigger, recognise};
 use runbook_tests::deploy::{DeployRequest, transformed_template};
-use runbook_tests::fixtures::event_file;
+use runbook_tests::fixtures::{event_file, scaler_config};
 use runbook_tests::moto::moto;
 use runbook_tests::workspace_root;
 use serde_json::{Value, json};
@@ -253,23 +257,66 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|name| name.to_string()).collect()
 }
 
+/// The function (its binary) each rule that invokes one invokes, from the template.
+fn rule_targets() -> BTreeMap<String, String> {
+    let resources = transformed_template()["Resources"]
+        .as_object()
+        .expect("resources");
+    let binary = |logical: &str| {
+        resources[logical]["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{logical} names no binary"))
+            .to_string()
+    };
+    resources
+        .iter()
+        .filter(|(_, resource)| resource["Type"] == "AWS::Events::Rule")
+        .filter(|(_, resource)| !resource["Properties"]["EventPattern"].is_null())
+        .filter_map(|(logical, resource)| {
+            let target = resource["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0].as_str()?;
+            Some((logical.clone(), binary(target)))
+        })
+        .collect()
+}
+
+/// The functions whose code acts on an event EventBridge delivers: an alarm (in ALARM or OK)
+/// whose metric chooses one of their runbooks, or a stack status change. Alarm actions invoke a
+/// function directly, schedules have no pattern, and manual payloads come from `aws lambda
+/// invoke`: no rule may deliver those.
+fn acting_functions(event: &Value) -> BTreeSet<String> {
+    let mut functions = BTreeSet::new();
+    if event.get("detail-type").is_none() {
+        return functions;
+    }
+    match recognise(event).expect("events/ files are recognised") {
+        Trigger::Alarm(alarm) if alarm.state != AlarmState::InsufficientData => {
+            let config = scaler_config("audit", &[]);
+            if CapacityTarget::from_alarm(&alarm, &config).is_some()
+                || ConcurrencyTarget::from_alarm(&alarm).is_some()
+            {
+                functions.insert(limit_scaler::FUNCTION.to_string());
+            }
+            if alarm.metrics.iter().any(|metric| {
+                metric.namespace == "AWS/Lambda"
+                    && ResponderRunbook::for_metric(&metric.name).is_some()
+            }) {
+                functions.insert(alarm_responder::FUNCTION.to_string());
+            }
+            if dlq_redriver::queue_of(&alarm).is_some() {
+                functions.insert(dlq_redriver::FUNCTION.to_string());
+            }
+        }
+        Trigger::StackEvent { .. } => {
+            functions.insert(alarm_responder::FUNCTION.to_string());
+        }
+        _ => {}
+    }
+    functions
+}
+
 #[test]
 fn every_event_file_reaches_exactly_the_rules_meant_for_it() {
-    const DYNAMODB: &str = "LimitScalerFunctionDynamoDBThrottleAlarms";
-    const LAMBDA_THROTTLES: &str = "LimitScalerFunctionLambdaThrottleAlarms";
-    const DLQ: &str = "DlqRedriverFunctionDlqDepthAlarms";
-    const LAMBDA_ALARMS: &str = "AlarmResponderFunctionLambdaAlarms";
-    const STACKS: &str = "AlarmResponderFunctionStackFailures";
-    let expected: &[(&str, &[&str])] = &[
-        ("dynamodb-throttle-alarm.json", &[DYNAMODB]),
-        ("dynamodb-throttle-ok.json", &[DYNAMODB]),
-        ("dynamodb-gsi-throttle-alarm.json", &[DYNAMODB]),
-        ("lambda-throttles-alarm.json", &[LAMBDA_THROTTLES]),
-        ("lambda-errors-alarm.json", &[LAMBDA_ALARMS]),
-        ("lambda-errors-ok.json", &[LAMBDA_ALARMS]),
-        ("sqs-dlq-alarm.json", &[DLQ]),
-        ("cloudformation-stack-status-change.json", &[STACKS]),
-    ];
+    let targets = rule_targets();
     let rules = rules("");
     let mut covered = BTreeSet::new();
     for entry in std::fs::read_dir(workspace_root().join("events")).expect("events/") {
@@ -278,19 +325,28 @@ fn every_event_file_reaches_exactly_the_rules_meant_for_it() {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        let want = expected
+        let event = event_file(&name, &[]);
+        let matched = matched(&rules, &event);
+        let reached: BTreeSet<String> = matched
             .iter()
-            .find(|(file, _)| *file == name)
-            .map(|(_, rules)| set(rules))
-            // Alarm actions invoke a function directly, schedules have no pattern, and manual
-            // payloads come from `aws lambda invoke`: no rule may match them.
-            .unwrap_or_default();
-        assert_eq!(matched(&rules, &event_file(&name, &[])), want, "{name}");
-        covered.extend(want);
+            .map(|rule| {
+                targets
+                    .get(rule)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{name} reaches {rule}, which invokes no function"))
+            })
+            .collect();
+        assert_eq!(reached, acting_functions(&event), "{name}: {matched:?}");
+        assert_eq!(
+            matched.len(),
+            reached.len(),
+            "{name}: one rule per function: {matched:?}"
+        );
+        covered.extend(matched);
     }
     assert_eq!(
         covered,
-        set(&[DYNAMODB, LAMBDA_THROTTLES, DLQ, LAMBDA_ALARMS, STACKS]),
+        targets.keys().cloned().collect(),
         "every rule is exercised by an events/ file"
     );
 }

@@ -124,10 +124,9 @@ impl Responder {
                     ResponderRunbook::ids()
                 )
             })?,
-            None => match metric.map(|m| m.name.as_str()) {
-                Some("Errors") => ResponderRunbook::LambdaRollback,
-                Some("Duration") => ResponderRunbook::LambdaResources,
-                _ => {
+            None => match metric.and_then(|m| ResponderRunbook::for_metric(&m.name)) {
+                Some(runbook) => runbook,
+                None => {
                     return Err(format!(
                         "alarm {} matches no runbook: AWS/Lambda Errors runs lambda-rollback and AWS/Lambda Duration runs lambda-resources; for anything else tag the alarm {RUNBOOK_TAG}=<{}>",
                         alarm.alarm_name,

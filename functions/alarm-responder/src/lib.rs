@@ -57,6 +57,15 @@ impl ResponderRunbook {
         Self::ALL.into_iter().find(|runbook| runbook.id() == id)
     }
 
+    /// The runbook an `AWS/Lambda` metric chooses when the alarm has no `runbook` tag.
+    pub fn for_metric(name: &str) -> Option<Self> {
+        match name {
+            "Errors" => Some(Self::LambdaRollback),
+            "Duration" => Some(Self::LambdaResources),
+            _ => None,
+        }
+    }
+
     /// Every runbook's id, for messages.
     pub fn ids() -> String {
         Self::ALL.map(Self::id).join(", ")

@@ -74,6 +74,15 @@ impl Function for Redriver {
     }
 }
 
+/// The queue of an `AWS/SQS` depth alarm, if it watches one.
+pub fn queue_of(alarm: &AlarmTrigger) -> Option<&str> {
+    alarm
+        .metrics
+        .iter()
+        .find(|metric| metric.namespace == NAMESPACE && metric.name == DEPTH_METRIC)
+        .and_then(|metric| metric.dimension("QueueName"))
+}
+
 /// A job's queues, read before anything else.
 struct Located {
     dlq: Queue,
@@ -143,12 +152,7 @@ impl Redriver {
         info: TriggerInfo,
         invocation: &Invocation,
     ) -> Report {
-        let queue = alarm
-            .metrics
-            .iter()
-            .find(|metric| metric.namespace == NAMESPACE && metric.name == DEPTH_METRIC)
-            .and_then(|metric| metric.dimension("QueueName"));
-        let Some(queue) = queue else {
+        let Some(queue) = queue_of(alarm) else {
             return invocation.timed(Report::new(
                 FUNCTION,
                 info,
