@@ -136,6 +136,8 @@ fn classify(code: Option<&str>, message: &str) -> FaultKind {
         "ResourceNotFoundException"
         | "ResourceNotFound"
         | "NotFound"
+        | "TableNotFoundException"
+        | "BackupNotFoundException"
         | "QueueDoesNotExist"
         | "AWS.SimpleQueueService.NonExistentQueue" => FaultKind::NotFound,
         "ValidationError" if message.contains("does not exist") => FaultKind::NotFound,

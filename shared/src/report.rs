@@ -131,6 +131,9 @@ pub enum SettleBy {
     /// The CloudFormation stack is in a stable state (verified when it completed, failed when
     /// it failed again).
     Stack { name: String },
+    /// The DynamoDB backup is AVAILABLE (verified), or gone or failed (failed); still CREATING
+    /// stays pending.
+    Backup { arn: String },
     /// The queue holds fewer messages than `below` (a purge removed what was there; failures
     /// arriving faster than that mean the cause is still there).
     QueueDepth {

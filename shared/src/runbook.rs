@@ -155,7 +155,11 @@ impl<F> std::ops::Deref for RunContext<'_, F> {
 /// does in the past tense ("raised orders from read 5 to read 10").
 #[derive(Clone, Debug, PartialEq)]
 pub struct Planned {
+    /// What `apply` writes, all or nothing.
     pub actions: Vec<Action>,
+    /// What follows once the change is verified (old backups deleted): a dry run lists them;
+    /// a live run's `verify` makes them and reports each with its own outcome.
+    pub then: Vec<Action>,
     pub summary: String,
 }
 
@@ -171,6 +175,7 @@ impl Planned {
                 applied: false,
                 error: None,
             }],
+            then: Vec::new(),
             summary,
         }
     }
@@ -440,7 +445,9 @@ async fn act<F: Function, C>(
         match safety.spend_budget(report).await {
             Ok(Ok(())) => budget.spent = true,
             Ok(Err(skip)) => {
-                report.actions.extend(planned.actions);
+                report
+                    .actions
+                    .extend(planned.actions.into_iter().chain(planned.then));
                 return Err(Ending::skipped(skip.0));
             }
             Err(err) => {
@@ -451,7 +458,9 @@ async fn act<F: Function, C>(
         }
     }
     if report.dry_run {
-        report.actions.extend(planned.actions);
+        report
+            .actions
+            .extend(planned.actions.into_iter().chain(planned.then));
         return Err(Ending::new(
             Outcome::Planned,
             format!("dry run: would have {}", planned.summary),

@@ -175,16 +175,26 @@ def context_with_tags(tags_of, extra=None):
     return context
 
 
+# DynamoDB actions authorised on "*" whatever their parameters (no resource-level permissions).
+DYNAMODB_UNSCOPED = {"ListBackups", "ListTables"}
+
+
 def dynamodb_targets(response, region):
     from moto.dynamodb.models import dynamodb_backends
 
+    tables = dynamodb_backends[response.current_account][region].tables
+    # A backup (DescribeBackup, DeleteBackup) or a table named by its ARN (ListTagsOfResource).
+    arn = request_param(response, "BackupArn") or request_param(response, "ResourceArn")
+    if arn and response._get_action() not in DYNAMODB_UNSCOPED:
+        # A backup carries no tags of its own (its table's are not its).
+        name = None if "/backup/" in arn else arn.split(":table/", 1)[-1]
+        return [(arn, context_with_tags(lambda: tables[name].tags if name in tables else {}))]
     name = request_param(response, "TableName")
-    if not name:
+    if not name or response._get_action() in DYNAMODB_UNSCOPED:
         return [("*", context_with_tags(lambda: {}))]
     arn = f"arn:aws:dynamodb:{region}:{response.current_account}:table/{name}"
     index = request_param(response, "IndexName")
     resource = f"{arn}/index/{index}" if index else arn
-    tables = dynamodb_backends[response.current_account][region].tables
     return [(resource, context_with_tags(lambda: tables[name].tags if name in tables else {}))]
 
 

@@ -312,7 +312,6 @@ const NEVER_CALLED: &[(&str, &str)] = &[
     // The managed-table check in shared/src/safety.rs, for the functions that change tables.
     (HEALTH_PROBER, "dynamodb:ListTagsOfResource"),
     (DLQ_REDRIVER, "dynamodb:ListTagsOfResource"),
-    (ALARM_RESPONDER, "dynamodb:ListTagsOfResource"),
 ];
 
 /// Per function: (actions called but not allowed, actions allowed but never called).

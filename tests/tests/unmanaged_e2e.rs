@@ -154,8 +154,17 @@ async fn state(names: &Names) -> Value {
         .send()
         .await
         .expect("stack");
+    let backups = dynamodb
+        .list_backups()
+        .table_name(&names.base)
+        .send()
+        .await
+        .expect("backups")
+        .backup_summaries()
+        .len();
     json!({
         "table": capacity(&dynamodb, &names.base, None).await,
+        "backups": backups,
         "index": capacity(&dynamodb, &names.base, Some("by-customer")).await,
         "limit": limit.item().and_then(|item| item.get("requests_per_second")).and_then(|v| v.as_n().ok()),
         "api": [api.timeout(), api.memory_size()],

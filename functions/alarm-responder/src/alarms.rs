@@ -7,6 +7,7 @@ use runbook_shared::aws::AwsError;
 use runbook_shared::report::TriggerKind;
 use runbook_shared::trigger::{AlarmState, AlarmTrigger, MetricRef, Rejection};
 
+use crate::dynamodb_backup::TableBackup;
 use crate::lambda_resources::Resources;
 use crate::lambda_rollback::Rollback;
 use crate::stack_recovery::StackRecovery;
@@ -159,6 +160,9 @@ impl Responder {
             ResponderRunbook::StackRecovery => StackRecovery::named(tag("stack")?, home)
                 .map(Job::Stack)
                 .map_err(|rejection| rejected("stack", rejection)),
+            ResponderRunbook::DynamodbBackup => TableBackup::named(tag("table")?, home)
+                .map(Job::Backup)
+                .map_err(|rejection| rejected("table", rejection)),
         }
     }
 }

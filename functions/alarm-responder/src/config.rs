@@ -17,6 +17,8 @@ pub struct ResponderConfig {
     /// The window evidence is read over when the alarm does not say which it evaluated (a
     /// manual run).
     pub evidence_window_minutes: i64,
+    /// How many of its own on-demand backups dynamodb-backup keeps per table.
+    pub max_runbook_backups: usize,
 }
 
 impl ResponderConfig {
@@ -30,6 +32,7 @@ impl ResponderConfig {
             max_memory_mb: env.number("MAX_MEMORY_MB", 3_008i32, 128, 10_240)?,
             stack_stuck_minutes: env.number("STACK_STUCK_MINUTES", 60i64, 5, 1_440)?,
             evidence_window_minutes: env.number("EVIDENCE_WINDOW_MINUTES", 15i64, 1, 1_440)?,
+            max_runbook_backups: env.number("MAX_RUNBOOK_BACKUPS", 5usize, 1, 50)?,
         })
     }
 }

@@ -1,10 +1,11 @@
 //! alarm-responder: the "Lambda failure recovery" and "emergency rollback" runbooks —
 //! `lambda-rollback` (alias back to the version that worked), `lambda-resources` (timeout and
-//! memory within caps) and `stack-recovery` (a stack stuck in UPDATE_ROLLBACK_FAILED or in an
-//! update that never ends).
+//! memory within caps), `stack-recovery` (a stack stuck in UPDATE_ROLLBACK_FAILED or in an
+//! update that never ends) — and `dynamodb-backup` (an on-demand backup before a risky change).
 
 pub mod alarms;
 pub mod config;
+pub mod dynamodb_backup;
 pub mod lambda_resources;
 pub mod lambda_rollback;
 pub mod stack_recovery;
@@ -21,6 +22,7 @@ use runbook_shared::trigger::{
 use serde_json::{Map, Value};
 
 use crate::config::ResponderConfig;
+use crate::dynamodb_backup::TableBackup;
 use crate::lambda_resources::Resources;
 use crate::lambda_rollback::Rollback;
 use crate::stack_recovery::StackRecovery;
@@ -36,13 +38,15 @@ pub enum ResponderRunbook {
     LambdaRollback,
     LambdaResources,
     StackRecovery,
+    DynamodbBackup,
 }
 
 impl ResponderRunbook {
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::LambdaRollback,
         Self::LambdaResources,
         Self::StackRecovery,
+        Self::DynamodbBackup,
     ];
 
     pub fn id(self) -> &'static str {
@@ -50,6 +54,7 @@ impl ResponderRunbook {
             Self::LambdaRollback => lambda_rollback::RUNBOOK,
             Self::LambdaResources => lambda_resources::RUNBOOK,
             Self::StackRecovery => stack_recovery::RUNBOOK,
+            Self::DynamodbBackup => dynamodb_backup::RUNBOOK,
         }
     }
 
@@ -78,6 +83,7 @@ pub enum Job {
     Rollback(Rollback),
     Resources(Resources),
     Stack(StackRecovery),
+    Backup(TableBackup),
 }
 
 impl Job {
@@ -86,6 +92,7 @@ impl Job {
             Job::Rollback(_) => ResponderRunbook::LambdaRollback,
             Job::Resources(_) => ResponderRunbook::LambdaResources,
             Job::Stack(_) => ResponderRunbook::StackRecovery,
+            Job::Backup(_) => ResponderRunbook::DynamodbBackup,
         }
     }
 
@@ -95,6 +102,7 @@ impl Job {
             Job::Rollback(target) => Runbook::<Responder>::resource(target, home),
             Job::Resources(target) => Runbook::<Responder>::resource(target, home),
             Job::Stack(target) => Runbook::<Responder>::resource(target, home),
+            Job::Backup(target) => Runbook::<Responder>::resource(target, home),
         }
     }
 
@@ -144,6 +152,13 @@ impl Job {
                     request.dry_run == Some(true),
                 )
             }
+            ResponderRunbook::DynamodbBackup => {
+                let request: dynamodb_backup::Request = parse_runbook_request(payload, id)?;
+                (
+                    Job::Backup(TableBackup::from_request(&request, home)?),
+                    request.dry_run == Some(true),
+                )
+            }
         })
     }
 }
@@ -160,22 +175,26 @@ pub(crate) fn function_of(text: &str, home: &Home) -> Result<(String, Option<Str
     }
 }
 
-/// The clients of the resources it reads and changes, and of the audit table.
+/// The clients of the resources it reads and changes, and of the audit table (tests replace
+/// one of them with a replay client).
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub lambda: aws_sdk_lambda::Client,
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
     pub audit: aws_sdk_dynamodb::Client,
 }
 
 impl Clients {
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Self {
             lambda: aws_sdk_lambda::Client::new(sdk),
             cloudformation: aws_sdk_cloudformation::Client::new(sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
-            audit: aws_sdk_dynamodb::Client::new(sdk),
+            audit: dynamodb.clone(),
+            dynamodb,
         }
     }
 }
@@ -366,6 +385,7 @@ impl Responder {
             Job::Rollback(target) => Box::pin(run(&ctx, target, report)).await,
             Job::Resources(target) => Box::pin(run(&ctx, target, report)).await,
             Job::Stack(target) => Box::pin(run(&ctx, target, report)).await,
+            Job::Backup(target) => Box::pin(run(&ctx, target, report)).await,
         }
     }
 }

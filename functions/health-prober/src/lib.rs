@@ -172,6 +172,7 @@ impl Prober {
             cloudwatch: &self.clients.cloudwatch,
             cloudformation: &self.clients.cloudformation,
             sqs: &self.clients.sqs,
+            dynamodb: &self.clients.dynamodb,
         };
         // The sweep stops in time for the metrics and the report.
         let sweep_deadline = invocation.deadline.less(AFTER_THE_SWEEP);

@@ -27,6 +27,7 @@ pub struct SweepClients<'a> {
     pub cloudwatch: &'a aws_sdk_cloudwatch::Client,
     pub cloudformation: &'a aws_sdk_cloudformation::Client,
     pub sqs: &'a aws_sdk_sqs::Client,
+    pub dynamodb: &'a aws_sdk_dynamodb::Client,
 }
 
 /// Most records one sweep looks at (the oldest first; the rest wait for the next sweep).
@@ -137,6 +138,7 @@ async fn check(
     match &record.report.verification.settle_by {
         Some(SettleBy::Alarm { name }) => alarm_state(clients.cloudwatch, name).await,
         Some(SettleBy::Stack { name }) => stack_state(clients.cloudformation, name).await,
+        Some(SettleBy::Backup { arn }) => backup_state(clients.dynamodb, arn).await,
         Some(SettleBy::QueueDepth { name, url, below }) => {
             queue_depth(clients.sqs, name, url, *below).await
         }
@@ -208,6 +210,32 @@ async fn queue_depth(
             ),
         )
     })
+}
+
+/// A backup is verified once AVAILABLE; still CREATING, it stays pending; in any other state
+/// (or gone: the caller's NotFound) it failed.
+async fn backup_state(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    arn: &str,
+) -> Result<(VerificationStatus, String), AwsError> {
+    let output = dynamodb
+        .describe_backup()
+        .backup_arn(arn)
+        .send()
+        .await
+        .map_err(|err| {
+            AwsError::from_sdk("dynamodb:DescribeBackup", &format!("backup {arn}"), &err)
+        })?;
+    let status = output
+        .backup_description()
+        .and_then(|description| description.backup_details())
+        .map_or("UNKNOWN", |details| details.backup_status().as_str());
+    let verdict = match status {
+        "AVAILABLE" => VerificationStatus::Verified,
+        "CREATING" => VerificationStatus::Pending,
+        _ => VerificationStatus::Failed,
+    };
+    Ok((verdict, format!("backup {arn} is {status}")))
 }
 
 /// The record's verification with its open metric-level check closed.

@@ -323,6 +323,13 @@ async fn alarm_responder(moto: &Moto, audit: &str) -> Result<(), Error> {
     let mut event = event_file("cloudformation-stack-status-change.json", &[]);
     event["detail"]["stack-id"] = json!(stack);
     show(&responder.report(&event).await);
+
+    heading("alarm-responder / dynamodb-backup: a backup before a risky migration, by hand");
+    let orders = TableSpec::provisioned("checkout-orders", 5, 5)
+        .create(&moto.dynamodb())
+        .await;
+    let backup = json!({"runbook": "dynamodb-backup", "table": orders});
+    show(&responder.report(&backup).await);
     responder.stop().await;
     Ok(())
 }

@@ -329,6 +329,7 @@ async fn a_purge_waits_a_minute_at_most_and_the_sweep_settles_it() {
         cloudwatch: &cloudwatch,
         cloudformation: &cloudformation,
         sqs: &sqs,
+        dynamodb: &moto().dynamodb(),
     };
     let settled = health_prober::sweep::settle_pending(
         &setup.audit_store(),

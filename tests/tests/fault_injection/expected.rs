@@ -44,6 +44,17 @@ pub(super) fn expected_change(
             // Recovered: out of the failed state it was in.
             changed.insert("stack", json!({"recovered": true}));
         }
+        // The table's backups: each one made or deleted, by name (the part's value is what
+        // was made and deleted; `mismatches` applies it to what was there).
+        "dynamodb:CreateBackup" => {
+            let backups = changed.entry("backups").or_insert_with(|| json!({}));
+            backups["made"] = json!([after["backup"].clone()]);
+        }
+        "dynamodb:DeleteBackup" => {
+            let backups = changed.entry("backups").or_insert_with(|| json!({}));
+            let deleted = backups["deleted"].as_array().cloned().unwrap_or_default();
+            backups["deleted"] = json!([deleted, vec![json!(target)]].concat());
+        }
         "sqs:PurgeQueue" => {
             changed.insert("dlq", json!(0));
             changed.insert("dlq_ids", json!([]));
@@ -96,6 +107,24 @@ pub(super) fn mismatches(
                 ));
             }
             Some(_) if *part == "stack" => {}
+            Some(backups) if *part == "backups" => {
+                let names = |value: &Value| -> std::collections::BTreeSet<String> {
+                    value
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|name| name.as_str().map(str::to_string))
+                        .collect()
+                };
+                let mut expected = names(was);
+                expected.extend(names(&backups["made"]));
+                expected.retain(|name| !names(&backups["deleted"]).contains(name));
+                if names(now) != expected {
+                    found.push(format!(
+                        "the table's backups are {now} but the reports say {expected:?}"
+                    ));
+                }
+            }
             Some(Value::Object(fields)) => {
                 for (field, value) in fields {
                     if !value.is_null() && &now[field] != value {

@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 const ROUNDS: usize = 8;
 const ROUNDS_AT_ONCE: usize = 4;
 const FAULT_RATE: &str = "rate=0.1,seed=7";
+/// How many of a function's last log lines a crash or hang is reported with.
+const LOG_LINES_ON_CRASH: usize = 20;
 const OUTCOMES: [&str; 6] = [
     "remediated",
     "planned",
@@ -72,6 +74,7 @@ fn files() -> Vec<(&'static str, &'static str)> {
         "manual-alarm-replay.json",
         "cloudformation-stack-status-change.json",
         "manual-stack-recovery.json",
+        "manual-dynamodb-backup.json",
         "manual-health-probes.json",
     ] {
         let function = if file == "manual-health-probes.json" {
@@ -188,9 +191,12 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize) -> Figure {
         let output = match answer {
             Invoked::Response(output) => output,
             other => {
-                figure
-                    .crashes
-                    .push(format!("round {index}, {function} with {file}: {other:?}"));
+                // The function's last log lines say where it was when it crashed or hung.
+                let logs = process.logs.lock().expect("logs");
+                let last = logs[logs.len().saturating_sub(LOG_LINES_ON_CRASH)..].join("\n");
+                figure.crashes.push(format!(
+                    "round {index}, {function} with {file}: {other:?}; last logs:\n{last}"
+                ));
                 continue;
             }
         };

@@ -178,6 +178,17 @@ impl Round {
             .filter_map(|m| serde_json::from_str::<Value>(m.body()?).ok())
             .filter_map(|body| body["id"].as_str().map(str::to_string))
             .collect();
+        let mut backups: Vec<String> = dynamodb
+            .list_backups()
+            .table_name(&self.base)
+            .send()
+            .await
+            .expect("backups")
+            .backup_summaries()
+            .iter()
+            .filter_map(|backup| backup.backup_name().map(str::to_string))
+            .collect();
+        backups.sort();
         let table = capacity(&dynamodb, &self.base, None).await;
         let index = capacity(&dynamodb, &self.base, Some("by-customer")).await;
         BTreeMap::from([
@@ -199,6 +210,7 @@ impl Round {
                         .and_then(|value| value.parse::<f64>().ok())
                 ),
             ),
+            ("backups", json!(backups)),
             ("alias", json!(alias.function_version())),
             ("api", config(self.api()).await),
             ("worker", config(self.worker()).await),

@@ -161,7 +161,11 @@ impl Runbook<Redriver> for Redrive {
             plan.rate_per_second,
             plan.max_redrives
         );
-        Planned { actions, summary }
+        Planned {
+            actions,
+            then: Vec::new(),
+            summary,
+        }
     }
 
     /// The engine never fails as a whole: what it did, and the fault that stopped it, are in

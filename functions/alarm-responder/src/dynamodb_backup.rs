@@ -1,0 +1,543 @@
+//! Runbook `dynamodb-backup`: an on-demand backup of a managed table before a risky change (a
+//! migration, a bulk rewrite, a restore drill), so that there is a known point to go back to.
+//!
+//! Diagnose (the table's status, and the backups of it that this runbook made, from its own
+//! audit history) → plan (the backup, and which of its own old backups go once it is
+//! AVAILABLE: at most MAX_RUNBOOK_BACKUPS are kept) → act (CreateBackup) → verify (DescribeBackup
+//! until AVAILABLE, then the oldest of its own backups deleted; a backup still CREATING at the
+//! deadline is settled by the health-prober's sweep). A backup someone else made is never
+//! deleted: only those whose ARN this runbook's audit records show it created.
+
+use chrono::{DateTime, Utc};
+use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::deadline::poll_until;
+use runbook_shared::report::{
+    Action, Check, Report, SettleBy, Verification, VerificationStatus, capped,
+};
+use runbook_shared::resource::{Home, Resource, ResourceId};
+use runbook_shared::runbook::{Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step};
+use runbook_shared::trigger::Rejection;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Responder;
+
+pub const RUNBOOK: &str = "dynamodb-backup";
+
+/// The start of the names of the backups this runbook makes, so that a person sees whose they
+/// are (which ones it may delete is decided by its audit records, not by the name).
+pub const BACKUP_PREFIX: &str = "runbook-automation-";
+
+/// The manual payload: `{"runbook": "dynamodb-backup", "table": "orders", "dry_run": true}`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub table: String,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// The table to back up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableBackup {
+    pub table: String,
+}
+
+impl TableBackup {
+    /// Validates a manual request; the table may be named by its name or its ARN.
+    pub fn from_request(request: &Request, home: &Home) -> Result<Self, Rejection> {
+        Self::named(&request.table, home)
+    }
+
+    /// A table named by a person or by an alarm's tag `table`; a backup is of a whole table,
+    /// not of one of its indexes.
+    pub fn named(text: &str, home: &Home) -> Result<Self, Rejection> {
+        match home.parse_table(text)?.resource {
+            Resource::Table { table } => Ok(Self { table }),
+            Resource::Index { table, index } => Err(Rejection(format!(
+                "a backup is of a whole table: name the table {table}, not its index {index}"
+            ))),
+            _ => Err(Rejection(format!("{text:?} is not a DynamoDB table"))),
+        }
+    }
+}
+
+/// A user backup of the table, as ListBackups shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListedBackup {
+    pub arn: String,
+    pub name: String,
+    pub created: DateTime<Utc>,
+}
+
+/// What a backup run reads.
+pub struct Diagnosis {
+    status: String,
+    /// This runbook's backups of the table (their ARNs are in its audit records), oldest first.
+    own: Vec<ListedBackup>,
+    /// The newest backup named as this runbook names them, recorded or not: one an earlier
+    /// attempt of this request made before it crashed is found by its name.
+    newest_named: Option<ListedBackup>,
+}
+
+/// The backup to make, and this runbook's own backups to delete once it is AVAILABLE.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backup {
+    pub name: String,
+    pub expired: Vec<ListedBackup>,
+    /// Set once CreateBackup answered.
+    pub arn: Option<String>,
+}
+
+/// Plans the backup of `table` (in `status`) named for `now`, keeping at most `max` of this
+/// runbook's backups once it is made: the oldest of `own` beyond that go; pure.
+pub fn plan(
+    table: &str,
+    status: &str,
+    own: &[ListedBackup],
+    max: usize,
+    now: DateTime<Utc>,
+) -> Decision<Backup> {
+    if !matches!(status, "ACTIVE" | "UPDATING") {
+        return Decision::NoAction(format!(
+            "table {table} is {status}: no backup can be made of it now"
+        ));
+    }
+    let mut oldest_first = own.to_vec();
+    oldest_first.sort_by_key(|backup| backup.created);
+    // The new backup counts: `max` in all once it is made.
+    let expired = oldest_first.len().saturating_sub(max.saturating_sub(1));
+    Decision::Act(Backup {
+        name: format!("{BACKUP_PREFIX}{}", now.format("%Y%m%dT%H%M%S%.3fZ")),
+        expired: oldest_first.into_iter().take(expired).collect(),
+        arn: None,
+    })
+}
+
+fn sdk_time(time: &aws_sdk_dynamodb::primitives::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos()).unwrap_or_default()
+}
+
+impl Responder {
+    /// The table's status; a table that does not exist ends the run.
+    async fn table_status(&self, table: &str) -> Step<String> {
+        match self
+            .clients
+            .dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(output
+                .table()
+                .and_then(|table| table.table_status())
+                .map_or("UNKNOWN", |status| status.as_str())
+                .to_string()),
+            Err(err) => {
+                let err =
+                    AwsError::from_sdk("dynamodb:DescribeTable", &format!("table {table}"), &err);
+                Err(Ending::failed(if err.is(FaultKind::NotFound) {
+                    format!("table {table} does not exist in this region; nothing was changed")
+                } else {
+                    format!("could not read table {table}, nothing was changed: {err}")
+                }))
+            }
+        }
+    }
+
+    /// The ARNs of the backups this runbook created of the resource, from its audit records.
+    async fn created_backups(&self, resource: &ResourceId) -> Result<Vec<String>, AwsError> {
+        let history = self.safety.audit.history(&resource.key()).await?;
+        Ok(history
+            .iter()
+            .filter(|record| record.runbook == RUNBOOK)
+            .flat_map(|record| &record.report.actions)
+            .filter(|action| action.api == "dynamodb:CreateBackup" && action.applied)
+            .filter_map(|action| action.after["arn"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// The table's user backups, oldest first.
+    async fn backups(&self, table: &str) -> Result<Vec<ListedBackup>, AwsError> {
+        let mut listed = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .clients
+                .dynamodb
+                .list_backups()
+                .table_name(table)
+                .backup_type(aws_sdk_dynamodb::types::BackupTypeFilter::User)
+                .set_exclusive_start_backup_arn(start)
+                .send()
+                .await
+                .map_err(|err| {
+                    AwsError::from_sdk("dynamodb:ListBackups", &format!("table {table}"), &err)
+                })?;
+            listed.extend(page.backup_summaries().iter().filter_map(|summary| {
+                Some(ListedBackup {
+                    arn: summary.backup_arn()?.to_string(),
+                    name: summary.backup_name().unwrap_or_default().to_string(),
+                    created: summary
+                        .backup_creation_date_time()
+                        .map(sdk_time)
+                        .unwrap_or_default(),
+                })
+            }));
+            start = page.last_evaluated_backup_arn().map(str::to_string);
+            if start.is_none() {
+                break;
+            }
+        }
+        listed.sort_by_key(|backup| backup.created);
+        Ok(listed)
+    }
+
+    /// The backup's status: AVAILABLE, CREATING or DELETED.
+    async fn backup_status(&self, arn: &str) -> Result<String, AwsError> {
+        let output = self
+            .clients
+            .dynamodb
+            .describe_backup()
+            .backup_arn(arn)
+            .send()
+            .await
+            .map_err(|err| {
+                AwsError::from_sdk("dynamodb:DescribeBackup", &format!("backup {arn}"), &err)
+            })?;
+        Ok(output
+            .backup_description()
+            .and_then(|description| description.backup_details())
+            .map_or("UNKNOWN", |details| details.backup_status().as_str())
+            .to_string())
+    }
+
+    async fn delete_backup(&self, arn: &str) -> Result<(), AwsError> {
+        match self
+            .clients
+            .dynamodb
+            .delete_backup()
+            .backup_arn(arn)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let err =
+                    AwsError::from_sdk("dynamodb:DeleteBackup", &format!("backup {arn}"), &err);
+                // Gone already (deleted by hand, or by an earlier run): what was wanted.
+                if err.is(FaultKind::NotFound) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Deletes the expired backups, each reported as an action of its own.
+    async fn delete_expired(&self, expired: &[ListedBackup], report: &mut Report) -> Vec<String> {
+        let mut failures = Vec::new();
+        for backup in expired {
+            let deleted = self.delete_backup(&backup.arn).await;
+            failures.extend(deleted.as_ref().err().map(ToString::to_string));
+            report.actions.push(Action {
+                applied: deleted.is_ok(),
+                error: deleted.err().map(|err| err.to_string()),
+                ..deletion(backup)
+            });
+        }
+        failures
+    }
+}
+
+/// The DeleteBackup action of one of the runbook's own old backups.
+fn deletion(backup: &ListedBackup) -> Action {
+    Action {
+        api: "dynamodb:DeleteBackup".into(),
+        target: backup.name.clone(),
+        before: json!({"arn": backup.arn, "created": runbook_shared::audit::timestamp(backup.created)}),
+        after: json!({"deleted": true}),
+        applied: false,
+        error: None,
+    }
+}
+
+impl Runbook<Responder> for TableBackup {
+    const ID: &'static str = RUNBOOK;
+    type Diagnosis = Diagnosis;
+    type Change = Backup;
+
+    fn resource(&self, home: &Home) -> ResourceId {
+        home.table(&self.table)
+    }
+
+    async fn managed(&self, ctx: &RunContext<'_, Responder>) -> Step<()> {
+        ctx.table_status(&self.table).await?;
+        let safety = &ctx.config.safety;
+        safety
+            .managed
+            .require_table(&ctx.clients.dynamodb, &safety.home, &self.table)
+            .await
+    }
+
+    async fn diagnose(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        report: &mut Report,
+    ) -> Step<Diagnosis> {
+        let table = &self.table;
+        let status = ctx.table_status(table).await?;
+        let resource = self.resource(&ctx.config.safety.home);
+        let created = ctx.created_backups(&resource).await.map_err(|err| {
+            Ending::failed(format!(
+                "could not read which backups of {table} the automation made, nothing was changed: {err}"
+            ))
+        })?;
+        let listed = ctx.backups(table).await.map_err(|err| {
+            Ending::failed(format!(
+                "could not list the backups of {table}, nothing was changed: {err}"
+            ))
+        })?;
+        let newest_named = listed
+            .iter()
+            .rfind(|backup| backup.name.starts_with(BACKUP_PREFIX))
+            .cloned();
+        let own: Vec<ListedBackup> = listed
+            .into_iter()
+            .filter(|backup| created.contains(&backup.arn))
+            .collect();
+        let listed: Vec<Value> = own
+            .iter()
+            .map(|backup| json!({"name": backup.name, "created": runbook_shared::audit::timestamp(backup.created)}))
+            .collect();
+        report.diagnosis = Some(json!({
+            "table_status": status,
+            "own_backups": capped(&listed),
+            "max_runbook_backups": ctx.config.max_runbook_backups,
+        }));
+        Ok(Diagnosis {
+            status,
+            own,
+            newest_named,
+        })
+    }
+
+    fn plan(&self, ctx: &RunContext<'_, Responder>, d: &Diagnosis) -> Decision<Backup> {
+        let max = ctx.config.max_runbook_backups;
+        plan(&self.table, &d.status, &d.own, max, Utc::now())
+    }
+
+    fn describe(&self, _: &RunContext<'_, Responder>, backup: &Backup) -> Planned {
+        let table = &self.table;
+        let create = Action {
+            api: "dynamodb:CreateBackup".into(),
+            target: table.clone(),
+            before: json!({"backup": null}),
+            after: json!({"backup": backup.name}),
+            applied: false,
+            error: None,
+        };
+        let summary = match backup.expired.len() {
+            0 => format!("backed {table} up as {}", backup.name),
+            n => format!(
+                "backed {table} up as {}, and deleted its {n} oldest automation backups once it was AVAILABLE",
+                backup.name
+            ),
+        };
+        Planned {
+            actions: vec![create],
+            then: backup.expired.iter().map(deletion).collect(),
+            summary,
+        }
+    }
+
+    fn observed(&self, d: &Diagnosis) -> Option<Value> {
+        let newest = d.newest_named.as_ref()?;
+        Some(json!({"backup": newest.name}))
+    }
+
+    fn resumed(&self, action: &Action) -> Option<Backup> {
+        Some(Backup {
+            name: action.after["backup"].as_str()?.to_string(),
+            expired: Vec::new(),
+            arn: action.after["arn"].as_str().map(str::to_string),
+        })
+    }
+
+    async fn apply(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        _: &Diagnosis,
+        backup: Backup,
+    ) -> Result<Backup, NotApplied> {
+        let table = &self.table;
+        let created = ctx
+            .clients
+            .dynamodb
+            .create_backup()
+            .table_name(table)
+            .backup_name(&backup.name)
+            .send()
+            .await
+            .map_err(|err| {
+                let err =
+                    AwsError::from_sdk("dynamodb:CreateBackup", &format!("table {table}"), &err);
+                NotApplied::explained(
+                    &err,
+                    format!("the backup of {table} failed; nothing was changed: {err}"),
+                )
+            })?;
+        let arn = created
+            .backup_details()
+            .map(|details| details.backup_arn().to_string());
+        Ok(Backup { arn, ..backup })
+    }
+
+    /// The backup AVAILABLE (the sweep settles one still CREATING at the deadline), then the
+    /// runbook's own oldest backups deleted: never before the new one can stand in for them.
+    async fn verify(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        d: &Diagnosis,
+        backup: Backup,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending {
+        // A resumed backup is known by its name; the ARN is what marks it as ours from now on,
+        // so the action records it as it happened.
+        let arn = backup.arn.clone().or_else(|| {
+            let named = d.newest_named.as_ref()?;
+            (named.name == backup.name).then(|| named.arn.clone())
+        });
+        if let Some(action) = report.actions.first_mut() {
+            action.after = json!({"backup": backup.name, "arn": arn});
+        }
+        let Some(arn) = arn else {
+            report.verification = Verification::settled(Check::new(
+                "backup_available",
+                false,
+                "AVAILABLE",
+                "CreateBackup answered without the backup's ARN",
+            ));
+            return Ending::failed(format!(
+                "{summary}, but CreateBackup did not say which backup it made: find {} in the console",
+                backup.name
+            ));
+        };
+        let available = poll_until(
+            ctx.invocation.wait_deadline(),
+            ctx.poll_interval,
+            || async {
+                match ctx.backup_status(&arn).await {
+                    Ok(status) if status == "CREATING" => None,
+                    other => Some(other),
+                }
+            },
+        )
+        .await;
+        let (check, status) = match available {
+            Some(Ok(status)) if status == "AVAILABLE" => (
+                Check::new("backup_available", true, "AVAILABLE", status),
+                VerificationStatus::Verified,
+            ),
+            Some(Ok(status)) => (
+                Check::new("backup_available", false, "AVAILABLE", status),
+                VerificationStatus::Failed,
+            ),
+            Some(Err(err)) => (
+                Check::new(
+                    "backup_available",
+                    false,
+                    "AVAILABLE",
+                    format!("DescribeBackup failed: {err}"),
+                ),
+                VerificationStatus::Failed,
+            ),
+            None => (
+                Check::awaited("backup_available", "AVAILABLE"),
+                VerificationStatus::Pending,
+            ),
+        };
+        report.verification = Verification {
+            status,
+            checks: vec![check],
+            settle_by: (status == VerificationStatus::Pending)
+                .then(|| SettleBy::Backup { arn: arn.clone() }),
+        };
+        match status {
+            VerificationStatus::Verified => {
+                let failures = ctx.delete_expired(&backup.expired, report).await;
+                if failures.is_empty() {
+                    Ending::remediated(summary)
+                } else {
+                    Ending::failed(format!(
+                        "backed {} up as {} (AVAILABLE), but old automation backups could not all be deleted: {}",
+                        self.table,
+                        backup.name,
+                        failures.join("; ")
+                    ))
+                }
+            }
+            VerificationStatus::Pending => Ending::remediated(format!(
+                "backed {} up as {}: still CREATING at the deadline (the health-prober's sweep settles it); old backups are kept until a run finds it AVAILABLE",
+                self.table, backup.name
+            )),
+            _ => Ending::failed(format!(
+                "{summary}, but the verification failed ({}); old backups were kept",
+                report.verification.failures()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own(ages_days: &[i64], now: DateTime<Utc>) -> Vec<ListedBackup> {
+        ages_days
+            .iter()
+            .map(|age| ListedBackup {
+                arn: format!("arn:backup/{age}"),
+                name: format!("{BACKUP_PREFIX}{age}"),
+                created: now - chrono::Duration::days(*age),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keeps_at_most_the_maximum_deleting_its_own_oldest() {
+        let now = Utc::now();
+        let Decision::Act(backup) = plan("orders", "ACTIVE", &own(&[1, 5, 3], now), 3, now) else {
+            panic!("a backup is planned");
+        };
+        assert!(backup.name.starts_with(BACKUP_PREFIX));
+        // 3 own + the new one, at most 3: the oldest (5 days) goes.
+        assert_eq!(backup.expired, own(&[5], now));
+        let Decision::Act(backup) = plan("orders", "UPDATING", &own(&[1, 2], now), 5, now) else {
+            panic!("a backup is planned");
+        };
+        assert!(backup.expired.is_empty());
+        let Decision::Act(backup) = plan("orders", "ACTIVE", &own(&[4, 1, 9], now), 1, now) else {
+            panic!("a backup is planned");
+        };
+        assert_eq!(
+            backup.expired,
+            own(&[9, 4, 1], now),
+            "oldest first, all of them"
+        );
+    }
+
+    #[test]
+    fn a_table_being_created_or_deleted_is_left_alone() {
+        let now = Utc::now();
+        for status in ["CREATING", "DELETING", "ARCHIVED"] {
+            assert!(
+                matches!(plan("orders", status, &[], 3, now), Decision::NoAction(r) if r.contains(status)),
+                "{status}"
+            );
+        }
+    }
+}
