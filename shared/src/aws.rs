@@ -1,11 +1,25 @@
 //! AWS configuration and error reporting shared by every function.
 
+use std::time::Duration;
+
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// How long one attempt of an AWS call may take before it is abandoned and retried (the SDK
+/// sets no limit, so a connection that stalls would hold the invocation until Lambda kills it).
+/// Every call the functions make answers in well under a second; SQS long polls wait 1 s.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads the SDK configuration the standard way (region, credentials, and the endpoint from
 /// `AWS_ENDPOINT_URL` when it is set); there is no other switch between AWS and an emulator.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(3_100))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
 }
 
 /// What kind of fault an AWS call hit, which decides how a runbook reports it.

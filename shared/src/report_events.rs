@@ -53,6 +53,17 @@ impl ReportEvents {
     }
 
     /// Publishes the reports in `output` that are worth an event; returns how many were sent.
+    /// The error of a publication given up on so that the invocation answers before its deadline.
+    pub fn out_of_time(&self) -> AwsError {
+        AwsError {
+            api: "events:PutEvents".into(),
+            resource: self.bus.clone(),
+            code: None,
+            message: "not published before the Lambda deadline (the report is still in the logs and the audit table)".into(),
+            kind: crate::aws::FaultKind::Other,
+        }
+    }
+
     pub async fn publish(&self, output: &Value) -> Result<usize, AwsError> {
         let details: Vec<String> = worth_publishing(output)
             .into_iter()

@@ -400,3 +400,69 @@ async fn a_retry_after_a_crash_past_the_write_finishes_it_without_raising_again(
     );
     retry.stop().await;
 }
+
+/// A call that never answers (a stuck connection, a stalled endpoint) must not keep the binary
+/// past its Lambda deadline, where Lambda would kill it with no report at all: it answers
+/// before the deadline with a failed report that says so, and serves the next invocation.
+#[tokio::test]
+async fn a_stalled_call_still_answers_before_the_lambda_deadline() {
+    let dynamodb = moto().dynamodb();
+    let deployment = deploy_managed(&[]).await;
+    let spec = TableSpec::provisioned("managed-orders", 5, 5);
+    let table = spec.name.clone();
+    spec.create(&dynamodb).await;
+    let mut function = start(&deployment, &[]).await;
+    function.timeout = std::time::Duration::from_secs(8);
+    moto().delay("DescribeTable", &table, 30_000).await;
+
+    let started = std::time::Instant::now();
+    let answer = function
+        .invoke(&event_file(
+            "dynamodb-throttle-alarm.json",
+            &[("orders", &table)],
+        ))
+        .await;
+    let Invoked::Response(report) = answer else {
+        panic!("expected a report before the deadline, got {answer:?}");
+    };
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert_eq!(report["outcome"], "failed", "{report}");
+    assert_eq!(report["function"], "limit-scaler");
+    let reason = report["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("Lambda deadline"), "{reason}");
+    assert!(reason.contains("audit table"), "{reason}");
+    assert_eq!(capacity(&dynamodb, &table, None).await, (5, 5));
+
+    // The stopped invocation left nothing running: the next one is served.
+    let next = function
+        .report(&json!({"runbook": "dynamodb-capacity", "table": "managed-none", "dry_run": true}))
+        .await;
+    assert_ne!(next["outcome"], "remediated", "{next}");
+    function.stop().await;
+}
+
+/// One attempt that stalls is abandoned after `ATTEMPT_TIMEOUT` and retried, so the run still
+/// does its work well within its deadline.
+#[tokio::test]
+async fn a_stalled_attempt_is_retried() {
+    let dynamodb = moto().dynamodb();
+    let deployment = deploy_managed(&[]).await;
+    let spec = TableSpec::provisioned("managed-orders", 5, 5);
+    let table = spec.name.clone();
+    spec.create(&dynamodb).await;
+    let mut function = start(&deployment, &[]).await;
+    function.timeout = std::time::Duration::from_secs(25);
+    moto().delay("DescribeTable", &table, 60_000).await;
+
+    let started = std::time::Instant::now();
+    let report = function
+        .report(&event_file(
+            "dynamodb-throttle-alarm.json",
+            &[("orders", &table)],
+        ))
+        .await;
+    assert_eq!(report["outcome"], "remediated", "{report}");
+    assert!(started.elapsed() >= runbook_shared::aws::ATTEMPT_TIMEOUT);
+    assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+    function.stop().await;
+}

@@ -12,9 +12,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = runbook_shared::aws::load_sdk_config().await;
     let report_events = ReportEvents::from_env(&env, &sdk).map_err(startup_failed)?;
     let responder = Responder::new(config, &sdk);
-    serve(report_events, |event, invocation| {
-        let responder = &responder;
-        async move { responder.handle(event, &invocation).await }
-    })
+    serve(
+        alarm_responder::FUNCTION,
+        report_events,
+        |event, invocation| {
+            let responder = &responder;
+            async move { responder.handle(event, &invocation).await }
+        },
+    )
     .await
 }

@@ -12,9 +12,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = runbook_shared::aws::load_sdk_config().await;
     let report_events = ReportEvents::from_env(&env, &sdk).map_err(startup_failed)?;
     let redriver = Redriver::new(config, &sdk);
-    serve(report_events, |event, invocation| {
-        let redriver = &redriver;
-        async move { redriver.handle(event, &invocation).await }
-    })
+    serve(
+        dlq_redriver::FUNCTION,
+        report_events,
+        |event, invocation| {
+            let redriver = &redriver;
+            async move { redriver.handle(event, &invocation).await }
+        },
+    )
     .await
 }

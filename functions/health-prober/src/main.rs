@@ -12,9 +12,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = runbook_shared::aws::load_sdk_config().await;
     let report_events = ReportEvents::from_env(&env, &sdk).map_err(startup_failed)?;
     let prober = Prober::new(config, &sdk);
-    serve(report_events, |event, invocation| {
-        let prober = &prober;
-        async move { prober.handle(event, &invocation).await }
-    })
+    serve(
+        health_prober::FUNCTION,
+        report_events,
+        |event, invocation| {
+            let prober = &prober;
+            async move { prober.handle(event, &invocation).await }
+        },
+    )
     .await
 }

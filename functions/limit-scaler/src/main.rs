@@ -12,9 +12,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = runbook_shared::aws::load_sdk_config().await;
     let report_events = ReportEvents::from_env(&env, &sdk).map_err(startup_failed)?;
     let scaler = Scaler::new(config, &sdk);
-    serve(report_events, |event, invocation| {
-        let scaler = &scaler;
-        async move { scaler.handle(event, &invocation).await }
-    })
+    serve(
+        limit_scaler::FUNCTION,
+        report_events,
+        |event, invocation| {
+            let scaler = &scaler;
+            async move { scaler.handle(event, &invocation).await }
+        },
+    )
     .await
 }
