@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod aws;
 pub mod config;
+pub mod control;
 pub mod deadline;
 pub mod entry;
 pub mod logging;

@@ -13,6 +13,9 @@ use crate::report::TriggerKind;
 
 pub const SOURCE: &str = "runbook.automation";
 pub const DETAIL_TYPE: &str = "Runbook Report";
+/// The detail-types of a pause and a resume of the kill switch, so that teams can page on them.
+pub const PAUSED: &str = "Runbook Automation Paused";
+pub const RESUMED: &str = "Runbook Automation Resumed";
 /// PutEvents takes at most 10 entries per call...
 const ENTRIES_PER_CALL: usize = 10;
 /// ...and 256 KiB per request (entries are packed under this, leaving room for the envelope).
@@ -65,19 +68,19 @@ impl ReportEvents {
     }
 
     pub async fn publish(&self, output: &Value) -> Result<usize, AwsError> {
-        let details: Vec<String> = worth_publishing(output)
+        let details: Vec<(&str, String)> = worth_publishing(output)
             .into_iter()
-            .map(detail_text)
+            .map(|report| (detail_type(report), detail_text(report)))
             .collect();
         for chunk in requests(&details) {
             let entries = chunk
                 .iter()
-                .map(|detail| {
+                .map(|(detail_type, detail)| {
                     PutEventsRequestEntry::builder()
                         .event_bus_name(&self.bus)
                         .source(SOURCE)
-                        .detail_type(DETAIL_TYPE)
-                        .detail(*detail)
+                        .detail_type(*detail_type)
+                        .detail(detail.as_str())
                         .build()
                 })
                 .collect();
@@ -116,18 +119,19 @@ impl ReportEvents {
 
 /// The details packed into PutEvents requests: at most 10 each, and under the request size limit
 /// (a detail is at most MAX_DETAIL_BYTES, so one always fits).
-fn requests(details: &[String]) -> Vec<Vec<&str>> {
-    let mut requests: Vec<Vec<&str>> = Vec::new();
+fn requests<T>(details: &[(T, String)]) -> Vec<Vec<&(T, String)>> {
+    let mut requests: Vec<Vec<&(T, String)>> = Vec::new();
     let mut bytes = 0;
     for detail in details {
+        let size = detail.1.len();
         let full = requests.last().is_none_or(|request| {
-            request.len() == ENTRIES_PER_CALL || bytes + detail.len() > BYTES_PER_CALL
+            request.len() == ENTRIES_PER_CALL || bytes + size > BYTES_PER_CALL
         });
         if full {
             requests.push(Vec::new());
             bytes = 0;
         }
-        bytes += detail.len();
+        bytes += size;
         if let Some(request) = requests.last_mut() {
             request.push(detail);
         }
@@ -139,11 +143,14 @@ fn requests(details: &[String]) -> Vec<Vec<&str>> {
 /// report, unless it is a schedule's `no_action` (or a scheduled health check that found all
 /// healthy and settled nothing).
 pub fn worth_publishing(output: &Value) -> Vec<&Value> {
-    match output.get("reports").and_then(Value::as_array) {
+    let mut worth: Vec<&Value> = match output.get("reports").and_then(Value::as_array) {
         Some(reports) => reports.iter().filter(|report| worth_one(report)).collect(),
         None if worth_one(output) => vec![output],
         None => Vec::new(),
-    }
+    };
+    // The pause a health check's sweep engaged is an event of its own.
+    worth.extend(output.get("paused").filter(|paused| paused.is_object()));
+    worth
 }
 
 fn worth_one(report: &Value) -> bool {
@@ -162,6 +169,16 @@ fn worth_one(report: &Value) -> bool {
         return !quiet;
     }
     report["outcome"] != "no_action"
+}
+
+/// A pause or a resume of the kill switch has its own detail-type; every other report is a
+/// `Runbook Report`.
+pub fn detail_type(report: &Value) -> &'static str {
+    match crate::control::switched_to(report) {
+        Some(true) => PAUSED,
+        Some(false) => RESUMED,
+        None => DETAIL_TYPE,
+    }
 }
 
 fn detail_text(report: &Value) -> String {
@@ -197,13 +214,13 @@ mod tests {
     #[test]
     fn requests_stay_under_the_count_and_the_size_limits() {
         let big = "x".repeat(90 * 1024);
-        let details: Vec<String> = (0..5).map(|_| big.clone()).collect();
+        let details: Vec<((), String)> = (0..5).map(|_| ((), big.clone())).collect();
         let packed = requests(&details);
         assert_eq!(
             packed.iter().map(Vec::len).collect::<Vec<_>>(),
             vec![2, 2, 1]
         );
-        let small: Vec<String> = (0..23).map(|i| i.to_string()).collect();
+        let small: Vec<((), String)> = (0..23).map(|i| ((), i.to_string())).collect();
         assert_eq!(
             requests(&small).iter().map(Vec::len).collect::<Vec<_>>(),
             vec![10, 10, 3]
@@ -252,5 +269,27 @@ mod tests {
         assert!(err.to_string().contains("REPORT_EVENT_BUS"), "{err}");
         let off = Env::from_pairs(&[("REPORT_EVENT_BUS", "off")]);
         assert!(ReportEvents::from_env(&off, &sdk).expect("valid").is_none());
+    }
+
+    #[test]
+    fn pauses_and_resumes_have_their_own_detail_types() {
+        let switch = |outcome: &str, paused: bool| {
+            json!({"runbook": "automation-control", "outcome": outcome,
+                   "actions": [{"after": {"paused": paused}}]})
+        };
+        assert_eq!(detail_type(&switch("remediated", true)), PAUSED);
+        assert_eq!(detail_type(&switch("remediated", false)), RESUMED);
+        // A switch that was not written, or a status, is an ordinary report.
+        assert_eq!(detail_type(&switch("failed", true)), DETAIL_TYPE);
+        assert_eq!(
+            detail_type(
+                &json!({"runbook": "automation-control", "outcome": "no_action", "actions": []})
+            ),
+            DETAIL_TYPE
+        );
+        assert_eq!(
+            detail_type(&json!({"runbook": "dynamodb-capacity", "outcome": "remediated"})),
+            DETAIL_TYPE
+        );
     }
 }

@@ -429,7 +429,8 @@ enum Acted<C> {
 }
 
 /// The act step: the budget (an automatic run spends one of its runbook's actions per hour),
-/// the dry run (the report lists the exact actions, nothing is written), the intent on the lease
+/// the dry run (the report lists the exact actions, nothing is written), the kill switch
+/// (paused: the actions are listed, nothing is written), the intent on the lease
 /// (so that a crashed attempt's retry adopts the change instead of making it twice), the write,
 /// and each action marked applied or with its error.
 async fn act<F: Function, C>(
@@ -441,6 +442,17 @@ async fn act<F: Function, C>(
     apply: impl Future<Output = Result<C, NotApplied>>,
 ) -> Step<Acted<C>> {
     let safety = ctx.function.safety();
+    // The kill switch, read right before the first write (and again before each write of a
+    // re-planned run), and before the budget so that a pause spends none of it: a pause, or a
+    // switch that cannot be read, writes nothing. A dry run writes nothing anyway.
+    if !report.dry_run
+        && let Some(paused) = safety.switch.paused().await
+    {
+        report
+            .actions
+            .extend(planned.actions.into_iter().chain(planned.then));
+        return Err(Ending::skipped(paused));
+    }
     if budget.spend && !budget.spent {
         match safety.spend_budget(report).await {
             Ok(Ok(())) => budget.spent = true,

@@ -30,6 +30,8 @@ pub struct SafetyConfig {
     pub max_actions_per_hour: u32,
     pub audit_table: String,
     pub audit_retention_days: i64,
+    /// AUTOMATION_PAUSED (the template's AutomationPaused): paused from the deployment itself.
+    pub paused_at_deploy: bool,
 }
 
 impl SafetyConfig {
@@ -42,6 +44,7 @@ impl SafetyConfig {
             max_actions_per_hour: env.number("MAX_ACTIONS_PER_HOUR", 10u32, 1, 1_000)?,
             audit_table: env.required("AUDIT_TABLE", "the name of the audit DynamoDB table")?,
             audit_retention_days: env.number("AUDIT_RETENTION_DAYS", 90i64, 1, 3_650)?,
+            paused_at_deploy: env.bool("AUTOMATION_PAUSED", false)?,
         })
     }
 }
@@ -119,6 +122,8 @@ pub struct Skip(pub String);
 pub struct Safety {
     pub config: SafetyConfig,
     pub audit: AuditStore,
+    /// The kill switch, read right before a run's first write.
+    pub switch: crate::control::Switch,
 }
 
 /// The note of a retried invocation (same request id) that finds its first attempt's write in
@@ -150,7 +155,12 @@ impl Safety {
             config.audit_table.clone(),
             config.audit_retention_days,
         );
-        Self { config, audit }
+        let switch = crate::control::Switch::new(audit.clone(), config.paused_at_deploy);
+        Self {
+            config,
+            audit,
+            switch,
+        }
     }
 
     /// Runs `handle` once per event id and finishes its report (audit record, duration): a
@@ -481,14 +491,7 @@ impl Safety {
 
     /// Writes the audit record when something was attempted (once), and sets the duration.
     pub async fn finish(&self, report: &mut Report, invocation: &Invocation) {
-        if report.attempted()
-            && report.audit_id.is_none()
-            && let Err(err) = self.audit.record(report, invocation.started_at).await
-        {
-            report.audit_id = None;
-            report.reason = format!("{} (audit record not written: {err})", report.reason);
-        }
-        report.duration_ms = invocation.elapsed_ms();
+        self.audit.finish(report, invocation).await;
     }
 }
 

@@ -107,6 +107,8 @@ pub enum Trigger {
     },
     /// A manual payload, to be parsed by the function (unknown fields are its errors to report).
     Manual(Map<String, Value>),
+    /// A kill-switch payload (`{"control": …}`), which every function serves the same way.
+    Control(Map<String, Value>),
 }
 
 impl Trigger {
@@ -132,7 +134,7 @@ impl Trigger {
                     .map(str::to_string),
                 event_id: Some(event_id.clone()),
             },
-            Trigger::Manual(_) => TriggerInfo {
+            Trigger::Manual(_) | Trigger::Control(_) => TriggerInfo {
                 kind: TriggerKind::Manual,
                 name: None,
                 event_id: Some(request_id.to_string()),
@@ -179,6 +181,9 @@ pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
         )));
     };
     let Some(source) = object.get("source") else {
+        if object.contains_key("control") {
+            return Ok(Trigger::Control(object.clone()));
+        }
         return Ok(Trigger::Manual(object.clone()));
     };
     let detail_type = object.get("detail-type").and_then(Value::as_str);

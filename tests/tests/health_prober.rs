@@ -50,7 +50,7 @@ async fn run(prober: &Prober, event: Value) -> HealthReport {
     );
     match prober.handle(event, &invocation).await {
         ProberOutput::Health(report) => *report,
-        ProberOutput::Rejected(report) => panic!("rejected: {report:?}"),
+        ProberOutput::Report(report) => panic!("rejected: {report:?}"),
     }
 }
 
@@ -489,8 +489,7 @@ async fn bad_probe_payloads_are_rejected_and_other_events_too() {
         ),
     ];
     for (payload, expected) in cases {
-        let ProberOutput::Rejected(report) = prober.handle(payload.clone(), &invocation).await
-        else {
+        let ProberOutput::Report(report) = prober.handle(payload.clone(), &invocation).await else {
             panic!("{payload} accepted")
         };
         assert_eq!(report.outcome, Outcome::Rejected);
@@ -592,4 +591,111 @@ async fn stacks_failed_or_stuck_are_unhealthy_with_the_failure_reason() {
         fresh.healthy && fresh.detail.starts_with("UPDATE_IN_PROGRESS for 5 min"),
         "{fresh:?}"
     );
+}
+
+/// PAUSE_AFTER_FAILED_VERIFICATIONS: the sweep pauses the automation once that many
+/// verifications have settled as failed within 60 minutes, naming them; after a person resumes,
+/// the same failures do not pause it again.
+#[tokio::test]
+async fn the_sweep_pauses_the_automation_after_repeated_failed_verifications() {
+    let audit_table = create_audit_table(&moto().dynamodb()).await;
+    let audit = AuditStore::new(moto().dynamodb(), audit_table.clone(), 1);
+    let cloudwatch = moto().cloudwatch();
+    let firing = unique("firing");
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(&firing)
+        .namespace("AWS/DynamoDB")
+        .metric_name("ReadThrottleEvents")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+        .send()
+        .await
+        .unwrap();
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(&firing)
+        .state_value(StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .unwrap();
+    let failing = async || {
+        let target = unique("t-failing");
+        let settle_by = SettleBy::Alarm {
+            name: firing.clone(),
+        };
+        pending_record(&audit, &target, settle_by, 30).await
+    };
+    let first = failing().await;
+    let second = failing().await;
+    let tripping = prober(&audit_table, &[("PAUSE_AFTER_FAILED_VERIFICATIONS", "3")]);
+
+    // Two failures: below the threshold.
+    let report = run(&tripping, scheduled_event()).await;
+    assert_eq!(report.settled.len(), 2, "{:?}", report.settled);
+    assert!(report.paused.is_none(), "{:?}", report.paused);
+
+    // The third trips it.
+    let third = failing().await;
+    let report = run(&tripping, scheduled_event()).await;
+    let paused = report.paused.as_ref().expect("paused");
+    assert_eq!(paused.outcome, Outcome::Remediated, "{paused:?}");
+    assert!(paused.audit_id.is_some(), "the pause is audited");
+    for id in [&first, &second, &third] {
+        assert!(paused.reason.contains(id.as_str()), "{}", paused.reason);
+    }
+    assert!(
+        report.reason.contains("PAUSE_AFTER_FAILED_VERIFICATIONS=3"),
+        "{}",
+        report.reason
+    );
+    let output = serde_json::to_value(&report).unwrap();
+    let published = runbook_shared::report_events::worth_publishing(&output);
+    assert!(
+        published
+            .iter()
+            .any(|event| runbook_shared::report_events::detail_type(event)
+                == "Runbook Automation Paused"),
+        "{published:?}"
+    );
+    let status = tripping.switch.paused().await.expect("paused");
+    assert!(
+        status.starts_with("paused: paused by health-prober (automatically)"),
+        "{status}"
+    );
+
+    // A person resumes: the same failures do not trip it again.
+    let invocation = Invocation::new(
+        uuid::Uuid::new_v4().to_string(),
+        Deadline::after(Duration::from_secs(60)),
+    );
+    let ProberOutput::Report(resumed) = tripping
+        .handle(
+            json!({"control": "resume", "reason": "looked at them"}),
+            &invocation,
+        )
+        .await
+    else {
+        panic!("expected the resume's report");
+    };
+    assert_eq!(resumed.outcome, Outcome::Remediated, "{resumed:?}");
+    let report = run(&tripping, scheduled_event()).await;
+    assert!(report.paused.is_none(), "{:?}", report.paused);
+    assert!(tripping.switch.paused().await.is_none());
+
+    // With the threshold at 0 it never trips.
+    for _ in 0..3 {
+        failing().await;
+    }
+    let report = run(
+        &prober(&audit_table, &[("PAUSE_AFTER_FAILED_VERIFICATIONS", "0")]),
+        scheduled_event(),
+    )
+    .await;
+    assert_eq!(report.settled.len(), 3);
+    assert!(report.paused.is_none());
 }

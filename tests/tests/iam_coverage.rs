@@ -300,10 +300,8 @@ fn actions_allowed(template: &Value, function: &str) -> BTreeSet<String> {
 /// Calls the scan finds in shared/ that a function never makes, so its policy rightly lacks them.
 /// (Its end-to-end tests, run under its policy, would fail if it made them.)
 const NEVER_CALLED: &[(&str, &str)] = &[
-    // health-prober only settles pending verifications (Query, UpdateItem); the event claims,
-    // leases and records of shared/src/audit.rs belong to the functions that remediate.
-    (HEALTH_PROBER, "dynamodb:GetItem"),
-    (HEALTH_PROBER, "dynamodb:PutItem"),
+    // health-prober settles pending verifications (Query, UpdateItem) and serves the kill switch
+    // (GetItem, PutItem); the leases of shared/src/audit/ belong to the functions that remediate.
     (HEALTH_PROBER, "dynamodb:DeleteItem"),
     // The managed-function check in shared/src/safety.rs, for the functions that change Lambda
     // functions; these two change none.

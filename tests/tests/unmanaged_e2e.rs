@@ -182,6 +182,9 @@ fn event_files() -> Vec<String> {
         .expect("events/")
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
         .filter(|name| name.ends_with(".json"))
+        // The kill switch's payloads change no resource (tests/tests/kill_switch.rs and the
+        // paused round of the fault run cover them); a pause here would hide the managed check.
+        .filter(|name| !name.starts_with("control-"))
         .collect();
     files.sort();
     files

@@ -266,6 +266,12 @@ impl Responder {
                     Err(rejection) => rejected(info, rejection.0),
                 }
             }
+            Trigger::Control(payload) => {
+                self.safety
+                    .switch
+                    .control(FUNCTION, &payload, info, invocation)
+                    .await
+            }
             Trigger::Manual(payload) => {
                 if let Some(alarm_name) = payload.get("alarm_name") {
                     return self.replayed(alarm_name, &payload, info, invocation).await;

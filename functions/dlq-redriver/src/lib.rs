@@ -127,6 +127,12 @@ impl Redriver {
         match trigger {
             Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, invocation).await.into(),
             Trigger::Schedule(_) => self.sweep(info, invocation).await,
+            Trigger::Control(payload) => self
+                .safety
+                .switch
+                .control(FUNCTION, &payload, info, invocation)
+                .await
+                .into(),
             Trigger::Manual(payload) => {
                 let job = parse_manual::<Request>(&payload)
                     .and_then(|request| Job::from_request(&request, &self.config));

@@ -19,6 +19,11 @@ pub struct ProberConfig {
     pub verification_window_minutes: i64,
     /// A verification still undecided this long after its remediation is settled as failed.
     pub verification_give_up_hours: i64,
+    /// AUTOMATION_PAUSED (the template's AutomationPaused): the whole deployment is paused.
+    pub paused_at_deploy: bool,
+    /// The sweep pauses the automation after this many verifications settle as failed within
+    /// 60 minutes (0: never).
+    pub pause_after_failed_verifications: usize,
 }
 
 impl ProberConfig {
@@ -54,6 +59,13 @@ impl ProberConfig {
                 1_440,
             )?,
             verification_give_up_hours: env.number("VERIFICATION_GIVE_UP_HOURS", 24i64, 1, 720)?,
+            paused_at_deploy: env.bool("AUTOMATION_PAUSED", false)?,
+            pause_after_failed_verifications: env.number(
+                "PAUSE_AFTER_FAILED_VERIFICATIONS",
+                3usize,
+                0,
+                100,
+            )?,
         })
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use runbook_shared::audit::AuditStore;
+use runbook_shared::control::Switch;
 use runbook_shared::report::{Report, TriggerInfo, TriggerKind, VerificationStatus};
 use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::{Trigger, recognise};
@@ -55,6 +56,10 @@ pub struct HealthReport {
     pub metrics: Option<Published>,
     /// Faults that kept part of the run from completing (metrics, sweep).
     pub errors: Vec<String>,
+    /// The pause the sweep engaged (PAUSE_AFTER_FAILED_VERIFICATIONS), published as its own
+    /// `Runbook Automation Paused` event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Report>,
     pub duration_ms: u64,
 }
 
@@ -62,13 +67,16 @@ pub struct HealthReport {
 #[serde(untagged)]
 pub enum ProberOutput {
     Health(Box<HealthReport>),
-    Rejected(Box<Report>),
+    /// A rejected input, or a kill-switch payload's report.
+    Report(Box<Report>),
 }
 
 pub struct Prober {
     pub config: ProberConfig,
     pub clients: Clients,
     pub audit: AuditStore,
+    /// The kill switch: served here too, and tripped by the sweep.
+    pub switch: Switch,
 }
 
 impl Prober {
@@ -93,10 +101,12 @@ impl Prober {
             config.audit_table.clone(),
             config.audit_retention_days,
         );
+        let switch = Switch::new(audit.clone(), config.paused_at_deploy);
         Self {
             config,
             clients,
             audit,
+            switch,
         }
     }
 
@@ -106,7 +116,7 @@ impl Prober {
         let rejected = |info: TriggerInfo, reason: String| {
             let mut report = Report::rejected(FUNCTION, info, reason);
             report.runbook = Some(RUNBOOK.into());
-            ProberOutput::Rejected(Box::new(invocation.timed(report)))
+            ProberOutput::Report(Box::new(invocation.timed(report)))
         };
         let trigger = match recognise(&event) {
             Ok(trigger) => trigger,
@@ -123,6 +133,13 @@ impl Prober {
         };
         let info = trigger.info(&invocation.request_id);
         let probes = match &trigger {
+            Trigger::Control(payload) => {
+                let report = self
+                    .switch
+                    .control(FUNCTION, payload, info, invocation)
+                    .await;
+                return ProberOutput::Report(Box::new(report));
+            }
             Trigger::Schedule(_) => self.config.probes.clone(),
             Trigger::Manual(payload) => {
                 let request = runbook_shared::trigger::parse_manual::<ProbeRequest>(payload);
@@ -184,6 +201,25 @@ impl Prober {
                     None
                 }
             };
+        // Too many remediations that did not work: stop the automation until a person looks.
+        let paused = match self
+            .switch
+            .trip_on_failed_verifications(
+                FUNCTION,
+                trigger.clone(),
+                self.config.pause_after_failed_verifications,
+                invocation,
+            )
+            .await
+        {
+            Ok(paused) => paused,
+            Err(err) => {
+                errors.push(format!(
+                    "kill switch auto-trip (PAUSE_AFTER_FAILED_VERIFICATIONS): {err}"
+                ));
+                None
+            }
+        };
         let failed_verifications = settled.as_ref().map(|settled| {
             settled
                 .iter()
@@ -231,6 +267,9 @@ impl Prober {
                 count(VerificationStatus::Pending)
             ));
         }
+        if let Some(paused) = &paused {
+            reason.push_str(&format!("; {}", paused.reason));
+        }
         let elapsed = invocation.elapsed_ms();
         tracing::info!(unhealthy = unhealthy.len(), probes = results.len(), at = %Utc::now(), "probes done");
         ProberOutput::Health(Box::new(HealthReport {
@@ -243,6 +282,7 @@ impl Prober {
             settled,
             metrics,
             errors,
+            paused,
             duration_ms: elapsed,
         }))
     }

@@ -211,6 +211,12 @@ impl Scaler {
         let info = trigger.info(&invocation.request_id);
         match trigger {
             Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, invocation).await.into(),
+            Trigger::Control(payload) => self
+                .safety
+                .switch
+                .control(FUNCTION, &payload, info, invocation)
+                .await
+                .into(),
             Trigger::Manual(payload) => match Job::from_request(&payload, &self.config) {
                 Ok((job, dry_run)) => self.run(job, info, None, dry_run, invocation).await.into(),
                 Err(rejection) => invocation

@@ -12,7 +12,9 @@
 //!   minutes, with a version for optimistic concurrency;
 //! - raise in force: `pk = raise#<runbook>`, `sk = <resource key>`: the original value (kept
 //!   from the first raise), the current one, and when to put it back — what scale-downs and
-//!   reverts use.
+//!   reverts use;
+//! - kill switch: `pk = control#automation`, `sk = switch`: `paused` (boolean), `by`, `reason`,
+//!   `since`, `until` (RFC 3339; none: until resumed).
 
 use std::collections::HashMap;
 
@@ -21,9 +23,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::Value;
 
+mod control;
 mod guards;
 mod raises;
 
+pub use control::Pause;
 pub use guards::{EventClaim, LeaseOutcome};
 pub use raises::Raise;
 
@@ -178,7 +182,30 @@ impl AuditStore {
         put.send()
             .await
             .map_err(|err| self.err("dynamodb:PutItem", &err))?;
+        if report.verification.status == VerificationStatus::Failed {
+            self.count_failed_verification(&audit_id).await;
+        }
         Ok(())
+    }
+
+    /// Counts a failed verification towards the sweep's auto-trip. Best effort: the record is
+    /// written already, and a count lost to a fault only delays the trip.
+    async fn count_failed_verification(&self, audit_id: &str) {
+        if let Err(err) = self.note_failed_verification(audit_id, Utc::now()).await {
+            tracing::warn!(audit_id, error = %err, "a failed verification was not counted towards PAUSE_AFTER_FAILED_VERIFICATIONS");
+        }
+    }
+
+    /// Writes the audit record when something was attempted (once), and sets the duration.
+    pub async fn finish(&self, report: &mut Report, invocation: &crate::safety::Invocation) {
+        if report.attempted()
+            && report.audit_id.is_none()
+            && let Err(err) = self.record(report, invocation.started_at).await
+        {
+            report.audit_id = None;
+            report.reason = format!("{} (audit record not written: {err})", report.reason);
+        }
+        report.duration_ms = invocation.elapsed_ms();
     }
 
     /// The resource's records (by its key), newest first.
@@ -316,7 +343,11 @@ impl AuditStore {
             .expression_attribute_values(":pending", s(PENDING))
             .send()
             .await;
-        condition_held(update, "dynamodb:UpdateItem", &self.resource())
+        let settled = condition_held(update, "dynamodb:UpdateItem", &self.resource())?;
+        if settled && verification.status == VerificationStatus::Failed {
+            self.count_failed_verification(&record.audit_id).await;
+        }
+        Ok(settled)
     }
 }
 

@@ -107,6 +107,10 @@ struct Figure {
     crashes: Vec<String>,
     mismatches: Vec<String>,
     unexplained: Vec<String>,
+    /// Reports with an applied action (none may have one in a paused round).
+    applied: Vec<String>,
+    /// Reports skipped because of the pause.
+    paused: usize,
 }
 
 fn faults_of(counts: &Value, key: &str) -> u64 {
@@ -115,7 +119,15 @@ fn faults_of(counts: &Value, key: &str) -> u64 {
         .map_or(0, |kinds| kinds.values().filter_map(Value::as_u64).sum())
 }
 
-async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize) -> Figure {
+/// Whether a round runs as it is, or with the kill switch engaged first (through the
+/// health-prober binary: the pause must hold for every function's next invocation).
+#[derive(Clone, Copy, PartialEq)]
+enum Switch {
+    Running,
+    Paused,
+}
+
+async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize, switch: Switch) -> Figure {
     let round = Round::create(moto, index).await;
     let deployment = moto
         .deploy(DeployRequest {
@@ -171,6 +183,11 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize) -> Figure {
         processes.insert(name, process);
     }
     let mut figure = Figure::default();
+    if switch == Switch::Paused {
+        let prober = processes.get_mut("health-prober").expect("health-prober");
+        let paused = prober.report(&event_file("control-pause.json", &[])).await;
+        assert_eq!(paused["outcome"], "remediated", "{paused}");
+    }
     let names = [
         ("orders", round.base.as_str()),
         (
@@ -207,6 +224,18 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize) -> Figure {
             None if output.get("probes").is_some() => vec![],
             None => vec![output.clone()],
         };
+        for report in &reports {
+            let applied = report["actions"]
+                .as_array()
+                .is_some_and(|actions| actions.iter().any(|a| a["applied"] == true));
+            if applied {
+                figure
+                    .applied
+                    .push(format!("round {index}, {function} with {file}: {report}"));
+            }
+            let reason = report["reason"].as_str().unwrap_or_default();
+            figure.paused += usize::from(reason.starts_with("paused: paused by alice@example.com"));
+        }
         let failed = reports.iter().any(|r| r["outcome"] == "failed");
         figure.failed += usize::from(failed);
         figure.failed_reasons.extend(
@@ -250,7 +279,7 @@ async fn faults_never_crash_a_function_lie_about_a_change_or_lose_a_message() {
     for batch in (0..ROUNDS).collect::<Vec<_>>().chunks(ROUNDS_AT_ONCE) {
         let rounds = batch
             .iter()
-            .map(|index| run_round(&moto, &endpoints, *index));
+            .map(|index| run_round(&moto, &endpoints, *index, Switch::Running));
         for round in futures_util::future::join_all(rounds).await {
             figure.invocations += round.invocations;
             figure.faults += round.faults;
@@ -283,4 +312,23 @@ async fn faults_never_crash_a_function_lie_about_a_change_or_lose_a_message() {
     assert!(figure.crashes.is_empty(), "{:#?}", figure.crashes);
     assert!(figure.unexplained.is_empty(), "{:#?}", figure.unexplained);
     assert!(figure.mismatches.is_empty(), "{:#?}", figure.mismatches);
+}
+
+/// A pause through one binary holds for every function's next invocation: every events/ file
+/// through its binary (with redrives on alarms allowed, and stored-limit, capacity, rollback,
+/// stack and backup runs that would act) changes nothing, and every run that would have acted
+/// says it was paused and by whom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_stops_every_function_at_its_next_invocation() {
+    let moto = runbook_tests::moto::start(&[]).expect("moto front");
+    let endpoints = Endpoints::start().await;
+    let figure = run_round(&moto, &endpoints, 100, Switch::Paused).await;
+    assert!(figure.crashes.is_empty(), "{:#?}", figure.crashes);
+    assert!(figure.unexplained.is_empty(), "{:#?}", figure.unexplained);
+    assert!(figure.applied.is_empty(), "{:#?}", figure.applied);
+    assert!(figure.mismatches.is_empty(), "{:#?}", figure.mismatches);
+    // The runs that act on a managed resource in a running round: capacity (alarm, action,
+    // index, manual), concurrency, stored limit, redrive (alarm, action, manual, schedule),
+    // rollback, resources, stack (event, manual), backup, purge, put-backs.
+    assert!(figure.paused >= 12, "{figure:?}");
 }

@@ -1,0 +1,299 @@
+//! The kill switch: one item of the audit table pauses every function of the deployment. While
+//! paused, runbooks diagnose and plan but write nothing (their act step ends `skipped`,
+//! "paused: …"); reads, dry runs, inspections, probes and the verification sweep go on. The
+//! switch is read right before the first write of every run, and a switch that cannot be read
+//! is a pause: it fails closed.
+
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::audit::{AuditStore, Pause};
+use crate::report::{Action, Outcome, Report, TriggerInfo};
+use crate::safety::Invocation;
+use crate::trigger::parse_manual;
+
+/// The runbook id of pause, resume and status reports (and of their audit records).
+pub const RUNBOOK: &str = "automation-control";
+/// Their target, and the key of their audit history.
+pub const TARGET: &str = "automation";
+/// The longest timed pause; a longer one is an indefinite pause (no `minutes`).
+pub const MAX_PAUSE_MINUTES: i64 = 7 * 24 * 60;
+/// The window the sweep's auto-trip counts failed verifications in.
+pub const TRIP_WINDOW_MINUTES: i64 = 60;
+
+/// `{"control": "pause" | "resume" | "status", "reason": "…", "minutes": 60, "by": "…"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlRequest {
+    control: ControlAction,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    minutes: Option<i64>,
+    /// Who asks (Lambda does not tell a function who invoked it); the request id otherwise.
+    #[serde(default)]
+    by: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum ControlAction {
+    Pause,
+    Resume,
+    Status,
+}
+
+/// The switch as one function sees it: the item in the audit table, and the deployment's own
+/// AUTOMATION_PAUSED.
+#[derive(Clone)]
+pub struct Switch {
+    audit: AuditStore,
+    paused_at_deploy: bool,
+}
+
+impl Switch {
+    pub fn new(audit: AuditStore, paused_at_deploy: bool) -> Self {
+        Self {
+            audit,
+            paused_at_deploy,
+        }
+    }
+
+    /// Why nothing may be written now ("paused: …"), or `None` when the automation runs. Read
+    /// right before a write; a switch that cannot be read stops the write.
+    pub async fn paused(&self) -> Option<String> {
+        if self.paused_at_deploy {
+            return Some(
+                "paused: by the deployment (the stack's AutomationPaused parameter is true), until the stack is updated with AutomationPaused=false"
+                    .into(),
+            );
+        }
+        match self.audit.pause().await {
+            Ok(Some(pause)) if pause.in_force(Utc::now()) => Some(format!("paused: {pause}")),
+            Ok(_) => None,
+            Err(err) => Some(format!(
+                "paused: the switch could not be read, so nothing is written ({err})"
+            )),
+        }
+    }
+
+    /// The sweep's auto-trip: engages the pause when `threshold` verifications (0: never) have
+    /// settled as failed within the last 60 minutes — counting only those since the last resume,
+    /// so that a person who resumes is not paused again by the same failures. The pause is
+    /// audited and reported like a person's; `Ok(None)` when nothing was tripped.
+    pub async fn trip_on_failed_verifications(
+        &self,
+        function: &str,
+        trigger: TriggerInfo,
+        threshold: usize,
+        invocation: &Invocation,
+    ) -> Result<Option<Report>, crate::aws::AwsError> {
+        if threshold == 0 || self.paused_at_deploy {
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let (pause, resumed_at) = self.audit.switch_item().await?;
+        if pause.is_some_and(|pause| pause.in_force(now)) {
+            return Ok(None);
+        }
+        let window_start = now - Duration::minutes(TRIP_WINDOW_MINUTES);
+        let since = resumed_at.map_or(window_start, |resumed| resumed.max(window_start));
+        let failed = self.audit.failed_verifications_since(since).await?;
+        if failed.len() < threshold {
+            return Ok(None);
+        }
+        let pause = Pause {
+            by: format!("{function} (automatically)"),
+            reason: format!(
+                "{} verifications settled as failed within {TRIP_WINDOW_MINUTES} minutes (PAUSE_AFTER_FAILED_VERIFICATIONS={threshold}): audit ids {}; find out why the remediations did not work, then resume",
+                failed.len(),
+                failed.join(", ")
+            ),
+            since: now,
+            until: None,
+        };
+        Ok(Some(
+            self.switch(function, trigger, Some(pause), invocation)
+                .await,
+        ))
+    }
+
+    /// Handles a control payload: pause, resume, or the switch's status.
+    pub async fn control(
+        &self,
+        function: &str,
+        payload: &Map<String, Value>,
+        trigger: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        let rejected =
+            |reason: String| invocation.timed(Report::rejected(function, trigger.clone(), reason));
+        let request: ControlRequest = match parse_manual(payload) {
+            Ok(request) => request,
+            Err(rejection) => return rejected(rejection.0),
+        };
+        let reason = request
+            .reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|reason| !reason.is_empty());
+        let by = request
+            .by
+            .clone()
+            .unwrap_or_else(|| format!("manual invocation {}", invocation.request_id));
+        match request.control {
+            ControlAction::Status => {
+                if request.minutes.is_some() || reason.is_some() || request.by.is_some() {
+                    return rejected(
+                        "\"control\": \"status\" takes no other field; nothing was changed".into(),
+                    );
+                }
+                self.status(function, trigger, invocation).await
+            }
+            ControlAction::Pause | ControlAction::Resume if reason.is_none() => rejected(format!(
+                "\"control\": \"{}\" needs a \"reason\" (it is audited and sent with the event); nothing was changed",
+                if request.control == ControlAction::Pause {
+                    "pause"
+                } else {
+                    "resume"
+                }
+            )),
+            ControlAction::Resume if request.minutes.is_some() => {
+                rejected("\"minutes\" is for \"pause\"; nothing was changed".into())
+            }
+            ControlAction::Resume => self.switch(function, trigger, None, invocation).await,
+            ControlAction::Pause => {
+                let now = Utc::now();
+                let until = match request.minutes {
+                    None => None,
+                    Some(minutes) if (1..=MAX_PAUSE_MINUTES).contains(&minutes) => {
+                        Some(now + Duration::minutes(minutes))
+                    }
+                    Some(minutes) => {
+                        return rejected(format!(
+                            "\"minutes\" must be from 1 to {MAX_PAUSE_MINUTES} (7 days), got {minutes}; leave it out to pause until someone resumes; nothing was changed"
+                        ));
+                    }
+                };
+                let pause = Pause {
+                    by,
+                    reason: reason.unwrap_or_default().to_string(),
+                    since: now,
+                    until,
+                };
+                self.switch(function, trigger, Some(pause), invocation)
+                    .await
+            }
+        }
+    }
+
+    async fn status(
+        &self,
+        function: &str,
+        trigger: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        let mut report = control_report(function, trigger, Outcome::NoAction, String::new());
+        match self.audit.pause().await {
+            Err(err) => {
+                report.outcome = Outcome::Failed;
+                report.reason = format!(
+                    "could not read the switch, so every write is paused until it can be read: {err}"
+                );
+            }
+            Ok(stored) => {
+                report.diagnosis = Some(json!({
+                    "switch": stored,
+                    "paused_at_deploy": self.paused_at_deploy,
+                }));
+                report.reason = match self.paused().await {
+                    Some(paused) => paused,
+                    None => "running: no pause in force".into(),
+                };
+            }
+        }
+        invocation.timed(report)
+    }
+
+    /// Writes the switch (a pause, or none), with an audit record and the report its event
+    /// carries.
+    async fn switch(
+        &self,
+        function: &str,
+        trigger: TriggerInfo,
+        pause: Option<Pause>,
+        invocation: &Invocation,
+    ) -> Report {
+        let mut report = control_report(function, trigger, Outcome::Remediated, String::new());
+        let before = match self.audit.pause().await {
+            Ok(stored) => stored.filter(|pause| pause.in_force(Utc::now())),
+            Err(err) => {
+                report.outcome = Outcome::Failed;
+                report.reason = format!("could not read the switch, nothing was changed: {err}");
+                return invocation.timed(report);
+            }
+        };
+        let mut action = Action {
+            api: "dynamodb:PutItem".into(),
+            target: format!("{} (audit table {})", TARGET, self.audit.table()),
+            before: state(before.as_ref()),
+            after: state(pause.as_ref()),
+            applied: false,
+            error: None,
+        };
+        let written = self.audit.set_pause(pause.as_ref()).await;
+        if let Err(err) = written {
+            action.error = Some(err.to_string());
+            report.actions.push(action);
+            report.outcome = Outcome::Failed;
+            report.reason = format!("the switch was not written: {err}");
+            self.audit.finish(&mut report, invocation).await;
+            return report;
+        }
+        action.applied = true;
+        report.actions.push(action);
+        report.reason = match &pause {
+            Some(pause) => format!(
+                "paused every function of the deployment: {pause}; runbooks plan but write nothing until then"
+            ),
+            None => "resumed: runbooks act again".into(),
+        };
+        if pause.is_none() && self.paused_at_deploy {
+            report.reason.push_str(
+                "; but the deployment still pauses them (AutomationPaused=true): update the stack with AutomationPaused=false",
+            );
+        }
+        self.audit.finish(&mut report, invocation).await;
+        report
+    }
+}
+
+fn control_report(
+    function: &str,
+    trigger: TriggerInfo,
+    outcome: Outcome,
+    reason: String,
+) -> Report {
+    let mut report = Report::new(function, trigger, outcome, reason);
+    report.runbook = Some(RUNBOOK.into());
+    report.target = Some(TARGET.into());
+    report
+}
+
+fn state(pause: Option<&Pause>) -> Value {
+    match pause {
+        Some(pause) => {
+            json!({"paused": true, "by": pause.by, "reason": pause.reason, "since": crate::audit::timestamp(pause.since), "until": pause.until.map(crate::audit::timestamp)})
+        }
+        None => json!({"paused": false}),
+    }
+}
+
+/// Whether a report is a pause (`Some(true)`) or a resume (`Some(false)`) that took effect.
+pub fn switched_to(report: &Value) -> Option<bool> {
+    if report["runbook"] != RUNBOOK || report["outcome"] != "remediated" {
+        return None;
+    }
+    report["actions"][0]["after"]["paused"].as_bool()
+}
