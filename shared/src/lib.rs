@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod aws;
+pub mod brakes;
 pub mod config;
 pub mod control;
 pub mod deadline;

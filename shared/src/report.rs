@@ -288,7 +288,22 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
     pub audit_id: Option<String>,
+    /// Why a person is needed now (the change brake stopped the fleet, a resource flaps): sent
+    /// as a `Runbook Escalation` event besides the report's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
     pub duration_ms: u64,
+}
+
+/// A call for a person: what stopped the automation, and the evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// `brake` (too many resources changed at once) or `repeat` (one resource acted on again
+    /// and again).
+    pub kind: String,
+    pub reason: String,
+    /// The resources changed in the window (brake), or the earlier audit ids (repeat).
+    pub evidence: Vec<String>,
 }
 
 /// What a function returns: one report, or one per resource for a scheduled sweep.
@@ -328,6 +343,7 @@ impl Report {
             verification: Verification::not_applicable(),
             details: None,
             audit_id: None,
+            escalation: None,
             duration_ms: 0,
         }
     }

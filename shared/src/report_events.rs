@@ -16,6 +16,8 @@ pub const DETAIL_TYPE: &str = "Runbook Report";
 /// The detail-types of a pause and a resume of the kill switch, so that teams can page on them.
 pub const PAUSED: &str = "Runbook Automation Paused";
 pub const RESUMED: &str = "Runbook Automation Resumed";
+/// The detail-type of a call for a person (a brake stopped the fleet, a resource flaps).
+pub const ESCALATION: &str = "Runbook Escalation";
 /// PutEvents takes at most 10 entries per call...
 const ENTRIES_PER_CALL: usize = 10;
 /// ...and 256 KiB per request (entries are packed under this, leaving room for the envelope).
@@ -70,7 +72,10 @@ impl ReportEvents {
     pub async fn publish(&self, output: &Value) -> Result<usize, AwsError> {
         let details: Vec<(&str, String)> = worth_publishing(output)
             .into_iter()
-            .map(|report| (detail_type(report), detail_text(report)))
+            .flat_map(|report| {
+                let escalation = escalation(report).map(|detail| (ESCALATION, detail.to_string()));
+                std::iter::once((detail_type(report), detail_text(report))).chain(escalation)
+            })
             .collect();
         for chunk in requests(&details) {
             let entries = chunk
@@ -179,6 +184,21 @@ pub fn detail_type(report: &Value) -> &'static str {
         Some(false) => RESUMED,
         None => DETAIL_TYPE,
     }
+}
+
+/// The `Runbook Escalation` event's detail of a report that escalates: the escalation, and
+/// which run, on what, says so.
+pub fn escalation(report: &Value) -> Option<Value> {
+    let escalation = report.get("escalation").filter(|e| e.is_object())?;
+    let mut detail = json!({"escalation": escalation});
+    for field in [
+        "function", "runbook", "trigger", "target", "resource", "outcome", "reason", "audit_id",
+    ] {
+        if let Some(value) = report.get(field) {
+            detail[field] = value.clone();
+        }
+    }
+    Some(detail)
 }
 
 fn detail_text(report: &Value) -> String {
@@ -291,5 +311,16 @@ mod tests {
             detail_type(&json!({"runbook": "dynamodb-capacity", "outcome": "remediated"})),
             DETAIL_TYPE
         );
+    }
+
+    #[test]
+    fn an_escalating_report_is_also_an_escalation_event() {
+        let report = json!({"function": "limit-scaler", "runbook": "dynamodb-capacity", "target": "orders",
+                            "outcome": "skipped", "reason": "brake: …",
+                            "escalation": {"kind": "brake", "reason": "brake: …", "evidence": ["a", "b"]}});
+        let detail = escalation(&report).expect("escalation");
+        assert_eq!(detail["escalation"]["kind"], "brake");
+        assert_eq!(detail["target"], "orders");
+        assert!(escalation(&json!({"outcome": "skipped"})).is_none());
     }
 }

@@ -453,6 +453,24 @@ async fn act<F: Function, C>(
             .extend(planned.actions.into_iter().chain(planned.then));
         return Err(Ending::skipped(paused));
     }
+    // A resource that automatic runs keep changing waits for a person (before the budget, so
+    // that it spends none). A put-back (not budgeted) finishes an earlier change and is let by.
+    if !report.dry_run && budget.spend {
+        match safety.repeat_brake(resource, report).await {
+            Ok(Ok(())) => {}
+            Ok(Err(skip)) => {
+                report
+                    .actions
+                    .extend(planned.actions.into_iter().chain(planned.then));
+                return Err(Ending::skipped(skip.0));
+            }
+            Err(err) => {
+                return Err(Ending::failed(format!(
+                    "could not read the resource's recent changes for the repeat brake, nothing was changed: {err}"
+                )));
+            }
+        }
+    }
     if budget.spend && !budget.spent {
         match safety.spend_budget(report).await {
             Ok(Ok(())) => budget.spent = true,
@@ -477,6 +495,21 @@ async fn act<F: Function, C>(
             Outcome::Planned,
             format!("dry run: would have {}", planned.summary),
         ));
+    }
+    // The fleet-wide brake, last: a change it lets through is counted in its window.
+    match safety.change_brake(resource, report).await {
+        Ok(Ok(())) => {}
+        Ok(Err(skip)) => {
+            report
+                .actions
+                .extend(planned.actions.into_iter().chain(planned.then));
+            return Err(Ending::skipped(skip.0));
+        }
+        Err(err) => {
+            return Err(Ending::failed(format!(
+                "could not check the change brake, nothing was changed: {err}"
+            )));
+        }
     }
     if let Some(first) = planned.actions.first()
         && let Err(err) = safety.record_intent(resource, ctx.invocation, first).await

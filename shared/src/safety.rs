@@ -32,6 +32,10 @@ pub struct SafetyConfig {
     pub audit_retention_days: i64,
     /// AUTOMATION_PAUSED (the template's AutomationPaused): paused from the deployment itself.
     pub paused_at_deploy: bool,
+    /// The change brake: at most this many distinct resources changed...
+    pub max_changes_per_window: usize,
+    /// ...within this window, account-wide, across every function and runbook.
+    pub change_window: Duration,
 }
 
 impl SafetyConfig {
@@ -45,6 +49,13 @@ impl SafetyConfig {
             audit_table: env.required("AUDIT_TABLE", "the name of the audit DynamoDB table")?,
             audit_retention_days: env.number("AUDIT_RETENTION_DAYS", 90i64, 1, 3_650)?,
             paused_at_deploy: env.bool("AUTOMATION_PAUSED", false)?,
+            max_changes_per_window: env.number("MAX_CHANGES_PER_WINDOW", 5usize, 1, 1_000)?,
+            change_window: Duration::minutes(env.number(
+                "CHANGE_WINDOW_MINUTES",
+                10i64,
+                1,
+                1_440,
+            )?),
         })
     }
 }

@@ -121,3 +121,62 @@ async fn stack_runbook_through_the_binary() {
     );
     responder.stop().await;
 }
+
+/// The change brake is account-wide: a table raised by the limit-scaler binary fills a window of
+/// one (MAX_CHANGES_PER_WINDOW=1), and the alarm-responder binary's rollback is skipped and
+/// escalated.
+#[tokio::test]
+async fn the_change_brake_holds_across_functions_through_the_binaries() {
+    let deployment = deploy_managed(&[]).await;
+    let base = runbook_tests::unique("managed-orders");
+    let spec = runbook_tests::fixtures::TableSpec::provisioned(&base, 5, 5);
+    let table = spec.name.clone();
+    spec.create(&moto().dynamodb()).await;
+    let function = format!("{base}-api");
+    create_deployed_function(moto(), &function, "2").await;
+    let names = [("orders", base.as_str())];
+    let env = |function| {
+        let mut env = deployment.function_env(moto(), function);
+        env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
+        env.push(("MAX_CHANGES_PER_WINDOW".into(), "1".into()));
+        env
+    };
+    let mut scaler = LambdaProcess::start(
+        &binary("limit-scaler"),
+        &env(runbook_tests::deploy::LIMIT_SCALER),
+    )
+    .await;
+    let mut responder =
+        LambdaProcess::start(&binary("alarm-responder"), &env(ALARM_RESPONDER)).await;
+
+    let raised = scaler
+        .report(&event_file(
+            "dynamodb-throttle-alarm.json",
+            &[("orders", table.as_str())],
+        ))
+        .await;
+    assert_eq!(raised["outcome"], "remediated", "{raised}");
+
+    let braked = responder
+        .report(&event_file("lambda-errors-alarm.json", &names))
+        .await;
+    assert_eq!(braked["outcome"], "skipped", "{braked}");
+    let reason = braked["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("brake: 1 resources changed in the last 10 minutes")
+            && reason.contains(&table),
+        "{reason}"
+    );
+    assert_eq!(braked["escalation"]["kind"], "brake", "{braked}");
+    let alias = moto()
+        .lambda()
+        .get_alias()
+        .function_name(&function)
+        .name("live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alias.function_version(), Some("2"), "not rolled back");
+    scaler.stop().await;
+    responder.stop().await;
+}

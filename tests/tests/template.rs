@@ -545,7 +545,7 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
 }
 
 #[test]
-fn notification_rules_pick_remediations_failures_and_failed_verifications() {
+fn notification_rules_pick_remediations_failures_failed_verifications_pauses_and_escalations() {
     let rules = rules("");
     let event = |detail: Value| json!({"source": "runbook.automation", "detail-type": "Runbook Report", "detail": detail});
     let remediated = event(json!({"outcome": "remediated", "verification": {"status": "pending"}}));
@@ -572,6 +572,19 @@ fn notification_rules_pick_remediations_failures_and_failed_verifications() {
         json!({"healthy": true, "settled": [{"status": "verified"}]}),
     ] {
         assert!(matched(&rules, &event(quiet.clone())).is_empty(), "{quiet}");
+    }
+    for detail_type in [
+        "Runbook Automation Paused",
+        "Runbook Automation Resumed",
+        "Runbook Escalation",
+    ] {
+        let mut call = event(json!({"outcome": "skipped"}));
+        call["detail-type"] = json!(detail_type);
+        assert_eq!(
+            matched(&rules, &call),
+            set(&["NotifyPausesAndEscalations"]),
+            "{detail_type}"
+        );
     }
     let mut elsewhere = remediated.clone();
     elsewhere["source"] = json!("my.app");

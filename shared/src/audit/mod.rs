@@ -13,6 +13,8 @@
 //! - raise in force: `pk = raise#<runbook>`, `sk = <resource key>`: the original value (kept
 //!   from the first raise), the current one, and when to put it back — what scale-downs and
 //!   reverts use;
+//! - change brake: `pk = brake#changes`, `sk = window`: the resources changed in the last
+//!   CHANGE_WINDOW_MINUTES, versioned; `pk = brake#escalated`, `sk = window`: its last escalation;
 //! - kill switch: `pk = control#automation`, `sk = switch`: `paused` (boolean), `by`, `reason`,
 //!   `since`, `until` (RFC 3339; none: until resumed).
 
@@ -23,10 +25,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::Value;
 
+mod brake;
 mod control;
 mod guards;
 mod raises;
 
+pub use brake::Changed;
 pub use control::Pause;
 pub use guards::{EventClaim, LeaseOutcome};
 pub use raises::Raise;

@@ -170,6 +170,9 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize, switch: Swi
         env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
         env.push(("COOLDOWN_SECONDS".into(), "0".into()));
         env.push(("MAX_ACTIONS_PER_HOUR".into(), "1000".into()));
+        // Every runbook of the round acts within seconds: the fleet's brakes (tests/tests/
+        // brakes.rs) would stop most of them, and this run measures them under faults.
+        env.push(("MAX_CHANGES_PER_WINDOW".into(), "1000".into()));
         env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
         keys.insert(
             name,

@@ -1,0 +1,141 @@
+//! The fleet's brakes against moto: the correlated-change brake (account-wide, across
+//! functions, under concurrent invocations, escalating once per window) and the repeat-offender
+//! brake (a third automatic action on one resource in 24 hours waits for a person).
+
+use runbook_shared::report::{Outcome, Output, Report};
+use runbook_tests::fixtures::{
+    TableSpec, capacity, create_audit_table, invocation, scaler, scaler_clients,
+    throttle_alarm_event,
+};
+use runbook_tests::moto::moto;
+use serde_json::{Value, json};
+
+fn one(output: Output) -> Report {
+    match output {
+        Output::One(report) => *report,
+        Output::Sweep { reports } => panic!("expected one report, got {reports:?}"),
+    }
+}
+
+async fn table(name: &str) -> String {
+    let spec = TableSpec::provisioned(name, 5, 5);
+    let table = spec.name.clone();
+    spec.create(&moto().dynamodb()).await;
+    table
+}
+
+fn alarm(table: &str) -> Value {
+    throttle_alarm_event(
+        &format!("{table}-throttled"),
+        "ALARM",
+        "ReadThrottleEvents",
+        json!({"TableName": table}),
+    )
+}
+
+/// Generous per-runbook guards, so that only the brakes under test stop anything.
+const LOOSE: [(&str, &str); 2] = [("COOLDOWN_SECONDS", "0"), ("MAX_ACTIONS_PER_HOUR", "100")];
+
+#[tokio::test]
+async fn six_alarms_at_once_give_five_raises_one_brake_and_one_escalation() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let scaler = scaler(&audit, &LOOSE, scaler_clients());
+    let mut tables = Vec::new();
+    for i in 0..6 {
+        tables.push(table(&format!("managed-brake{i}")).await);
+    }
+    let reports: Vec<Report> = futures_util::future::join_all(
+        tables
+            .iter()
+            .map(|table| async { one(scaler.handle(alarm(table), &invocation()).await) }),
+    )
+    .await;
+    let count = |outcome| reports.iter().filter(|r| r.outcome == outcome).count();
+    assert_eq!(count(Outcome::Remediated), 5, "{reports:#?}");
+    assert_eq!(count(Outcome::Skipped), 1, "{reports:#?}");
+    let braked = reports
+        .iter()
+        .find(|r| r.outcome == Outcome::Skipped)
+        .expect("braked");
+    assert!(
+        braked
+            .reason
+            .starts_with("brake: 5 resources changed in the last 10 minutes"),
+        "{}",
+        braked.reason
+    );
+    assert!(braked.actions.iter().all(|a| !a.applied));
+    let escalation = braked.escalation.as_ref().expect("escalation");
+    assert_eq!(escalation.kind, "brake");
+    assert_eq!(escalation.evidence.len(), 5);
+    let raised = tables.iter().filter(|table| {
+        reports.iter().any(|r| {
+            r.target.as_deref() == Some(table.as_str()) && r.outcome == Outcome::Remediated
+        })
+    });
+    for table in raised {
+        assert_eq!(capacity(&moto().dynamodb(), table, None).await, (10, 5));
+    }
+    let braked_table = braked.target.clone().expect("target");
+    assert_eq!(
+        capacity(&moto().dynamodb(), &braked_table, None).await,
+        (5, 5)
+    );
+
+    // The next one in the window is stopped too, without a second escalation.
+    let seventh = table("managed-brake6").await;
+    let again = one(scaler.handle(alarm(&seventh), &invocation()).await);
+    assert_eq!(again.outcome, Outcome::Skipped, "{again:?}");
+    assert!(again.escalation.is_none(), "one escalation per window");
+
+    // A resource already changed in the window is not a new one.
+    let first = tables
+        .iter()
+        .find(|table| **table != braked_table)
+        .expect("a raised table");
+    let same = one(scaler.handle(alarm(first), &invocation()).await);
+    assert_eq!(same.outcome, Outcome::Remediated, "{same:?}");
+
+    // A person's manual run is a decision the brake neither stops nor counts.
+    let manual = one(scaler
+        .handle(json!({"table": seventh, "read": 20}), &invocation())
+        .await);
+    assert_eq!(manual.outcome, Outcome::Remediated, "{manual:?}");
+}
+
+#[tokio::test]
+async fn a_third_automatic_action_on_one_resource_in_a_day_waits_for_a_person() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let scaler = scaler(&audit, &LOOSE, scaler_clients());
+    let table = table("managed-flapping").await;
+    let first = one(scaler.handle(alarm(&table), &invocation()).await);
+    let second = one(scaler.handle(alarm(&table), &invocation()).await);
+    assert_eq!(first.outcome, Outcome::Remediated, "{first:?}");
+    assert_eq!(second.outcome, Outcome::Remediated, "{second:?}");
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (20, 5));
+
+    let third = one(scaler.handle(alarm(&table), &invocation()).await);
+    assert_eq!(third.outcome, Outcome::Skipped, "{third:?}");
+    assert!(
+        third
+            .reason
+            .starts_with(&format!("escalated: acted on {table} 2 times in 24 h")),
+        "{}",
+        third.reason
+    );
+    for earlier in [&first, &second] {
+        let id = earlier.audit_id.as_deref().expect("audit id");
+        assert!(third.reason.contains(id), "{}", third.reason);
+    }
+    let escalation = third.escalation.as_ref().expect("escalation");
+    assert_eq!(escalation.kind, "repeat");
+    assert_eq!(escalation.evidence.len(), 2);
+    assert!(third.actions.iter().all(|a| !a.applied));
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (20, 5));
+
+    // A person who has looked may still act.
+    let manual = one(scaler
+        .handle(json!({"table": table, "read": 40}), &invocation())
+        .await);
+    assert_eq!(manual.outcome, Outcome::Remediated, "{manual:?}");
+}
