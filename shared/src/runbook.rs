@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::audit::AuditRecord;
-use crate::report::{Action, Outcome, Report, Verification, VerificationStatus};
+use crate::recheck::AlarmNow;
+use crate::report::{Action, Outcome, Report, TriggerKind, Verification, VerificationStatus};
 use crate::resource::{Home, ResourceId};
 use crate::safety::{Invocation, RESUMED, Safety};
 use crate::trigger::AlarmTrigger;
@@ -114,6 +115,8 @@ pub trait Function {
     const NAME: &'static str;
     /// Its guards, backed by the audit table.
     fn safety(&self) -> &Safety;
+    /// Its CloudWatch client: an alarm-triggered run re-reads its alarm right before writing.
+    fn alarms(&self) -> &aws_sdk_cloudwatch::Client;
 }
 
 /// What one run works with: the function (its clients and configuration), the invocation
@@ -209,8 +212,9 @@ impl NotApplied {
     }
 }
 
-/// How often a run plans again when its resource changes under it.
-pub const REPLANS: usize = 3;
+/// How many plans a run makes when its resource changes under its writes: the first, and one
+/// again from a fresh read; a resource that changed under both is left to whoever changes it.
+pub const REPLANS: usize = 2;
 
 /// How long a run waits for another run on a resource its change is serialised on.
 const SERIALISED_WAIT: Duration = Duration::from_secs(10);
@@ -391,9 +395,10 @@ async fn change<F: Function, R: Runbook<F>>(
             }
         }
     }
-    Err(Ending::failed(format!(
-        "{} kept changing under {REPLANS} plans in a row (deploys in progress?); nothing was changed: run again once they finish",
-        resource.name()
+    Err(Ending::skipped(format!(
+        "{} changed under {REPLANS} plans in a row (a deploy or a person is changing it: {}); nothing was changed, it is left to them: run again once they finish",
+        resource.name(),
+        refused.join("; ")
     )))
 }
 
@@ -452,6 +457,38 @@ async fn act<F: Function, C>(
             .actions
             .extend(planned.actions.into_iter().chain(planned.then));
         return Err(Ending::skipped(paused));
+    }
+    // Still firing? An alarm that recovered since its event is no reason to change anything.
+    if !report.dry_run
+        && matches!(
+            report.trigger.kind,
+            TriggerKind::Alarm | TriggerKind::AlarmAction
+        )
+        && let Some(alarm) = report.trigger.name.clone()
+    {
+        match crate::recheck::alarm_now(ctx.function.alarms(), &alarm).await {
+            Ok(AlarmNow::Firing) => {}
+            Ok(AlarmNow::Gone) => report.notes.push(format!(
+                "alarm {alarm} could not be found to re-check before acting (deleted since its event, or an event sent by hand): acted on the event as delivered"
+            )),
+            Ok(AlarmNow::NotFiring(now)) => {
+                report
+                    .actions
+                    .extend(planned.actions.into_iter().chain(planned.then));
+                return Err(Ending::new(
+                    Outcome::NoAction,
+                    format!("recovered before acting: alarm {alarm} is {now}; nothing was changed"),
+                ));
+            }
+            Err(err) => {
+                report
+                    .actions
+                    .extend(planned.actions.into_iter().chain(planned.then));
+                return Err(Ending::failed(format!(
+                    "could not re-read alarm {alarm} right before acting, so nothing was changed: {err}"
+                )));
+            }
+        }
     }
     // A resource that automatic runs keep changing waits for a person (before the budget, so
     // that it spends none). A put-back (not budgeted) finishes an earlier change and is let by.

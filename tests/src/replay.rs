@@ -81,10 +81,14 @@ pub fn function_configuration(
         .build()
 }
 
-/// A CloudWatch that has no datapoints for any metric.
+/// A CloudWatch that has no datapoints for any metric, and no alarms.
 pub fn no_metrics() -> aws_sdk_cloudwatch::Client {
     let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
         aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput::builder().build()
     });
-    mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&rule])
+    // The re-check before a write finds no such alarm, and acts on the event as delivered.
+    let no_alarm = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_output(|| {
+        aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput::builder().build()
+    });
+    mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&rule, &no_alarm])
 }

@@ -139,3 +139,100 @@ async fn a_third_automatic_action_on_one_resource_in_a_day_waits_for_a_person() 
         .await);
     assert_eq!(manual.outcome, Outcome::Remediated, "{manual:?}");
 }
+
+/// Creates the alarm `name` in moto, in `state`.
+async fn alarm_in_state(name: &str, state: aws_sdk_cloudwatch::types::StateValue) {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic};
+    let cloudwatch = moto().cloudwatch();
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(name)
+        .namespace("AWS/DynamoDB")
+        .metric_name("ReadThrottleEvents")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+        .send()
+        .await
+        .expect("alarm");
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(name)
+        .state_value(state)
+        .state_reason("Threshold Crossed: no datapoints were above the threshold")
+        .send()
+        .await
+        .expect("alarm state");
+}
+
+#[tokio::test]
+async fn an_alarm_that_recovered_before_the_write_changes_nothing() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let scaler = scaler(&audit, &LOOSE, scaler_clients());
+    let table = table("managed-recovered").await;
+    alarm_in_state(&format!("{table}-throttled"), StateValue::Ok).await;
+
+    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report.reason.starts_with(&format!(
+            "recovered before acting: alarm {table}-throttled is OK since "
+        )),
+        "{}",
+        report.reason
+    );
+    assert!(report.actions.iter().all(|a| !a.applied));
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (5, 5));
+
+    // Still firing: it acts.
+    alarm_in_state(&format!("{table}-throttled"), StateValue::Alarm).await;
+    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert!(
+        report
+            .notes
+            .iter()
+            .all(|note| !note.contains("could not be found"))
+    );
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (10, 5));
+}
+
+#[tokio::test]
+async fn an_alarm_that_cannot_be_re_read_stops_the_write() {
+    use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsError;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let denied = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_error(|| {
+        DescribeAlarmsError::generic(runbook_tests::replay::error_meta(
+            "AccessDenied",
+            "not authorized to perform cloudwatch:DescribeAlarms",
+        ))
+    });
+    let no_metrics = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+        aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput::builder().build()
+    });
+    let clients = limit_scaler::Clients {
+        cloudwatch: mock_client!(
+            aws_sdk_cloudwatch,
+            RuleMode::MatchAny,
+            [&denied, &no_metrics]
+        ),
+        ..scaler_clients()
+    };
+    let scaler = scaler(&audit, &LOOSE, clients);
+    let table = table("managed-unreadable-alarm").await;
+    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        report.reason.starts_with(&format!(
+            "could not re-read alarm {table}-throttled right before acting, so nothing was changed"
+        )) && report.reason.contains("AccessDenied"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (5, 5));
+    assert_eq!(denied.num_calls(), 1);
+}

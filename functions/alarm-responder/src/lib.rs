@@ -214,6 +214,10 @@ impl Function for Responder {
     fn safety(&self) -> &Safety {
         &self.safety
     }
+
+    fn alarms(&self) -> &aws_sdk_cloudwatch::Client {
+        &self.clients.cloudwatch
+    }
 }
 
 impl Responder {

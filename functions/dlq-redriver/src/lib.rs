@@ -72,6 +72,10 @@ impl Function for Redriver {
     fn safety(&self) -> &Safety {
         &self.safety
     }
+
+    fn alarms(&self) -> &aws_sdk_cloudwatch::Client {
+        &self.clients.cloudwatch
+    }
 }
 
 /// The queue of an `AWS/SQS` depth alarm, if it watches one.

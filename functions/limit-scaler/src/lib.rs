@@ -89,6 +89,10 @@ impl Function for Scaler {
     fn safety(&self) -> &Safety {
         &self.safety
     }
+
+    fn alarms(&self) -> &aws_sdk_cloudwatch::Client {
+        &self.clients.cloudwatch
+    }
 }
 
 /// A runbook to run, with its target.

@@ -189,3 +189,83 @@ async fn a_latency_alarm_does_not_raise_the_timeout() {
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert!(function_settings(&timing_out).await.0 > timeout);
 }
+
+/// The rollback writes the alias only on the revision it read: a deploy that moved the alias
+/// meanwhile is not undone. It plans once more from a fresh read, then leaves the alias to
+/// whoever is changing it.
+#[tokio::test]
+async fn a_rollback_never_undoes_a_concurrent_alias_move() {
+    use aws_sdk_lambda::operation::update_alias::UpdateAliasError;
+    use aws_sdk_lambda::types::FunctionConfiguration;
+    let setup = Setup::new().await;
+    let function = unique("managed-moving");
+    let reads = Arc::new(AtomicUsize::new(0));
+    let get_alias = mock!(aws_sdk_lambda::Client::get_alias).then_output({
+        let (function, reads) = (function.clone(), reads.clone());
+        move || {
+            let revision = format!("r{}", reads.fetch_add(1, Ordering::SeqCst) + 1);
+            aws_sdk_lambda::operation::get_alias::GetAliasOutput::builder()
+                .alias_arn(format!(
+                    "arn:aws:lambda:us-east-1:{ACCOUNT}:function:{function}:live"
+                ))
+                .name("live")
+                .function_version("2")
+                .revision_id(revision)
+                .build()
+        }
+    });
+    let published = (chrono::Utc::now() - chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
+        .to_string();
+    let versions = mock!(aws_sdk_lambda::Client::list_versions_by_function).then_output(move || {
+        aws_sdk_lambda::operation::list_versions_by_function::ListVersionsByFunctionOutput::builder()
+            .set_versions(Some(
+                ["$LATEST", "1", "2"]
+                    .into_iter()
+                    .map(|version| {
+                        FunctionConfiguration::builder()
+                            .version(version)
+                            .last_modified(published.clone())
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build()
+    });
+    // Every write names the revision its plan was read with.
+    let moved = mock!(aws_sdk_lambda::Client::update_alias)
+        .match_requests(|request| request.revision_id().is_some_and(|id| id.starts_with('r')))
+        .then_error(|| {
+            UpdateAliasError::generic(runbook_tests::replay::error_meta(
+                "PreconditionFailedException",
+                "The Revision Id provided does not match the latest Revision Id.",
+            ))
+        });
+    let lambda = mock_client!(
+        aws_sdk_lambda,
+        RuleMode::MatchAny,
+        [&get_alias, &versions, &moved]
+    );
+    let responder = setup.responder_with(&[], lambda);
+    let report = responder
+        .handle(
+            lambda_alarm_event(
+                &format!("{function}-live-errors"),
+                "ALARM",
+                "Errors",
+                &function,
+                Some("live"),
+            ),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Skipped, "{report:?}");
+    assert!(
+        report.reason.contains("changed under 2 plans in a row")
+            && report.reason.contains("PreconditionFailedException"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(moved.num_calls(), 2, "planned once more, then left alone");
+    assert!(report.actions.iter().all(|a| !a.applied), "{report:?}");
+}

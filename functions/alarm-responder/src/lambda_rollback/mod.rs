@@ -227,10 +227,11 @@ impl Runbook<Responder> for Rollback {
         })
     }
 
+    /// Only on the alias's revision that was read: a deploy that moved it since is not undone.
     async fn apply(
         &self,
         ctx: &RunContext<'_, Responder>,
-        _: &Diagnosis,
+        d: &Diagnosis,
         change: Change,
     ) -> Result<Change, NotApplied> {
         let target = self.name();
@@ -245,11 +246,20 @@ impl Runbook<Responder> for Rollback {
                     .set_additional_version_weights(Some(HashMap::new()))
                     .build(),
             )
+            .set_revision_id(d.alias.revision.clone())
             .send()
             .await
             .map_err(|err| {
                 let err =
                     AwsError::from_sdk("lambda:UpdateAlias", &format!("alias {target}"), &err);
+                // The alias moved since it was read (a deploy, a person): plan again from it.
+                if err.code.as_deref() == Some("PreconditionFailedException")
+                    || err.is(FaultKind::InUse)
+                {
+                    return NotApplied::ChangedUnder {
+                        error: err.to_string(),
+                    };
+                }
                 NotApplied::explained(
                     &err,
                     format!("the rollback of {target} failed; nothing was changed: {err}"),

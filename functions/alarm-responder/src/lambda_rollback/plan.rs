@@ -19,6 +19,8 @@ pub struct AliasState {
     pub arn: String,
     pub version: String,
     pub weights: HashMap<String, f64>,
+    /// The alias's RevisionId as read: the update is made only on this revision.
+    pub revision: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -121,6 +123,7 @@ mod tests {
             arn: String::new(),
             version: version.into(),
             weights: HashMap::new(),
+            revision: None,
         }
     }
 

@@ -34,6 +34,7 @@ impl Responder {
                 .and_then(|routing| routing.additional_version_weights())
                 .cloned()
                 .unwrap_or_default(),
+            revision: output.revision_id().map(str::to_string),
         })
     }
 
