@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod entry;
 pub mod logging;
 pub mod managed;
+pub mod ownership;
 pub mod recheck;
 pub mod report;
 pub mod report_events;

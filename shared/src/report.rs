@@ -292,6 +292,9 @@ pub struct Report {
     /// as a `Runbook Escalation` event besides the report's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<Escalation>,
+    /// The change was made to a resource of a CloudFormation stack, outside its template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_drift: Option<crate::ownership::StackDrift>,
     pub duration_ms: u64,
 }
 
@@ -344,6 +347,7 @@ impl Report {
             details: None,
             audit_id: None,
             escalation: None,
+            stack_drift: None,
             duration_ms: 0,
         }
     }

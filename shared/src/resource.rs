@@ -386,6 +386,19 @@ impl ResourceId {
         .key()
     }
 
+    /// The id CloudFormation knows the resource by, for the resources a stack's template sets
+    /// the changed properties of (a table's or index's capacity: the table; a function's or an
+    /// alias's settings: the function).
+    pub fn physical_id(&self) -> Option<String> {
+        match &self.resource {
+            Resource::Table { table } | Resource::Index { table, .. } => Some(table.clone()),
+            Resource::Function { function } | Resource::Alias { function, .. } => {
+                Some(function.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// The name a person reads in the report: `orders`, `orders/index/by-customer`,
     /// `orders-api:live`, `limits/tenant#42/requests_per_second`.
     pub fn name(&self) -> String {

@@ -117,6 +117,10 @@ pub trait Function {
     fn safety(&self) -> &Safety;
     /// Its CloudWatch client: an alarm-triggered run re-reads its alarm right before writing.
     fn alarms(&self) -> &aws_sdk_cloudwatch::Client;
+    /// Its CloudFormation client, when its runbooks change what a stack's template sets.
+    fn stacks(&self) -> Option<&aws_sdk_cloudformation::Client> {
+        None
+    }
 }
 
 /// What one run works with: the function (its clients and configuration), the invocation
@@ -228,6 +232,10 @@ pub trait Runbook<F: Function> {
     /// Whether an automatic run spends one of the runbook's actions per hour (a put-back that
     /// finishes an earlier change does not).
     const BUDGETED: bool = true;
+    /// The template properties its change sets (`ReservedConcurrentExecutions`): a resource of a
+    /// stack being deployed is left alone, and a change to one is reported as drift. Empty for a
+    /// change no template holds (a backup, a message, a stored limit, a put-back to the original).
+    const STACK_PROPERTIES: &'static [&'static str] = &[];
     /// What diagnose read, which plan plans from.
     type Diagnosis;
     /// What plan decided to change; apply returns it as it was applied.
@@ -381,7 +389,17 @@ async fn change<F: Function, R: Runbook<F>>(
         let planned = runbook.describe(ctx, &change);
         let summary = planned.summary.clone();
         let apply = runbook.apply(ctx, &diagnosis, change);
-        match act(ctx, resource, report, planned, &mut budget, apply).await? {
+        match act(
+            ctx,
+            resource,
+            R::STACK_PROPERTIES,
+            report,
+            planned,
+            &mut budget,
+            apply,
+        )
+        .await?
+        {
             Acted::Applied(change) => {
                 return Ok(runbook
                     .verify(ctx, &diagnosis, change, &summary, report)
@@ -441,6 +459,7 @@ enum Acted<C> {
 async fn act<F: Function, C>(
     ctx: &RunContext<'_, F>,
     resource: &ResourceId,
+    stack_properties: &[&str],
     report: &mut Report,
     planned: Planned,
     budget: &mut Budget,
@@ -489,6 +508,39 @@ async fn act<F: Function, C>(
                 )));
             }
         }
+    }
+    // A resource of a stack being deployed is the deploy's; one of a stack at rest is changed,
+    // and the report hands the drift back. A stack that cannot be read stops the write.
+    let owner = match (ctx.function.stacks(), resource.physical_id()) {
+        (Some(cloudformation), Some(physical_id))
+            if !report.dry_run && !stack_properties.is_empty() =>
+        {
+            match crate::ownership::owner_of(cloudformation, &physical_id).await {
+                Ok(owner) => owner,
+                Err(err) => {
+                    report
+                        .actions
+                        .extend(planned.actions.into_iter().chain(planned.then));
+                    return Err(Ending::failed(format!(
+                        "could not tell whether {} belongs to a stack being deployed, so nothing was changed: {err}",
+                        resource.name()
+                    )));
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(owner) = owner.as_ref().filter(|owner| owner.deploying()) {
+        report
+            .actions
+            .extend(planned.actions.into_iter().chain(planned.then));
+        return Err(Ending::skipped(format!(
+            "a deployment is in progress on stack {} ({}), which owns {} as {}: a change now would fight it; the alarm, or a person, can act once it finishes",
+            owner.stack,
+            owner.stack_status,
+            resource.name(),
+            owner.logical_id
+        )));
     }
     // A resource that automatic runs keep changing waits for a person (before the budget, so
     // that it spends none). A put-back (not budgeted) finishes an earlier change and is let by.
@@ -563,6 +615,11 @@ async fn act<F: Function, C>(
                     applied: true,
                     ..action
                 }));
+            if let Some(owner) = owner {
+                let drift = crate::ownership::StackDrift::new(owner, stack_properties);
+                report.notes.push(drift.note.clone());
+                report.stack_drift = Some(drift);
+            }
             Ok(Acted::Applied(change))
         }
         Err(NotApplied::ChangedUnder { error }) => Ok(Acted::ChangedUnder(error)),

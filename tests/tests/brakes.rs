@@ -236,3 +236,63 @@ async fn an_alarm_that_cannot_be_re_read_stops_the_write() {
     assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (5, 5));
     assert_eq!(denied.num_calls(), 1);
 }
+
+#[tokio::test]
+async fn a_stacks_table_is_left_to_its_deploy_and_a_change_to_it_is_handed_back_as_drift() {
+    use runbook_tests::fixtures::{create_stack, set_stack_status};
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let scaler = scaler(&audit, &LOOSE, scaler_clients());
+    let table = runbook_tests::unique("managed-stacked");
+    let stack = format!("{table}-stack");
+    create_stack(
+        &moto().cloudformation(),
+        &stack,
+        json!({"OrdersTable": {"Type": "AWS::DynamoDB::Table", "Properties": {
+            "TableName": table,
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+        }}}),
+    )
+    .await;
+
+    let raised = one(scaler.handle(alarm(&table), &invocation()).await);
+    assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
+    let drift = raised.stack_drift.as_ref().expect("drift handed back");
+    assert_eq!(drift.stack, stack);
+    assert_eq!(drift.logical_id, "OrdersTable");
+    assert_eq!(drift.resource_type, "AWS::DynamoDB::Table");
+    assert!(
+        drift
+            .properties
+            .contains(&"ProvisionedThroughput".to_string())
+    );
+    assert!(
+        raised
+            .notes
+            .iter()
+            .any(|note| note.contains(&format!("the next deploy of {stack}"))),
+        "{:?}",
+        raised.notes
+    );
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (10, 5));
+
+    // While the stack deploys, the table is the deploy's.
+    set_stack_status(moto(), &stack, "UPDATE_IN_PROGRESS", None, 0).await;
+    let left = one(scaler.handle(alarm(&table), &invocation()).await);
+    assert_eq!(left.outcome, Outcome::Skipped, "{left:?}");
+    assert!(
+        left.reason.starts_with(&format!(
+            "a deployment is in progress on stack {stack} (UPDATE_IN_PROGRESS)"
+        )),
+        "{}",
+        left.reason
+    );
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (10, 5));
+
+    // A table no stack owns has no drift to hand back.
+    let loose = self::table("managed-unstacked").await;
+    let report = one(scaler.handle(alarm(&loose), &invocation()).await);
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert!(report.stack_drift.is_none());
+}

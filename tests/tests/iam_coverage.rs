@@ -307,6 +307,12 @@ const NEVER_CALLED: &[(&str, &str)] = &[
     // functions; these two change none.
     (HEALTH_PROBER, "lambda:ListTags"),
     (DLQ_REDRIVER, "lambda:ListTags"),
+    // The owning-stack check in shared/src/ownership.rs, for the runbooks that change what a
+    // template sets; dlq-redriver changes messages and health-prober nothing (`stacks()` is
+    // None for both).
+    (DLQ_REDRIVER, "cloudformation:DescribeStackResources"),
+    (DLQ_REDRIVER, "cloudformation:DescribeStacks"),
+    (HEALTH_PROBER, "cloudformation:DescribeStackResources"),
     // The managed-table check in shared/src/safety.rs, for the functions that change tables.
     (HEALTH_PROBER, "dynamodb:ListTagsOfResource"),
     (DLQ_REDRIVER, "dynamodb:ListTagsOfResource"),

@@ -218,6 +218,10 @@ impl Function for Responder {
     fn alarms(&self) -> &aws_sdk_cloudwatch::Client {
         &self.clients.cloudwatch
     }
+
+    fn stacks(&self) -> Option<&aws_sdk_cloudformation::Client> {
+        Some(&self.clients.cloudformation)
+    }
 }
 
 impl Responder {

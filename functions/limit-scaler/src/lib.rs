@@ -59,6 +59,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub lambda: aws_sdk_lambda::Client,
+    /// The stacks that may own a table or a function (a deploy in progress, drift).
+    pub cloudformation: aws_sdk_cloudformation::Client,
     pub audit: aws_sdk_dynamodb::Client,
 }
 
@@ -70,6 +72,7 @@ impl Clients {
             dynamodb,
             cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
             lambda: aws_sdk_lambda::Client::new(sdk),
+            cloudformation: aws_sdk_cloudformation::Client::new(sdk),
         }
     }
 }
@@ -92,6 +95,10 @@ impl Function for Scaler {
 
     fn alarms(&self) -> &aws_sdk_cloudwatch::Client {
         &self.clients.cloudwatch
+    }
+
+    fn stacks(&self) -> Option<&aws_sdk_cloudformation::Client> {
+        Some(&self.clients.cloudformation)
     }
 }
 

@@ -26,6 +26,7 @@ async fn bad_inputs_are_rejected_without_any_aws_call() {
             dynamodb,
             cloudwatch,
             lambda,
+            cloudformation: moto().cloudformation(),
             audit,
         },
     );

@@ -150,6 +150,7 @@ async fn stored_limit_bad_inputs_and_a_lost_race() {
             dynamodb,
             cloudwatch: moto().cloudwatch(),
             lambda: moto().lambda(),
+            cloudformation: moto().cloudformation(),
             audit: moto().dynamodb(),
         },
     );

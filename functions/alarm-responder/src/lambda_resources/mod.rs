@@ -118,6 +118,7 @@ fn field(state: &Value, key: &str) -> Option<i32> {
 
 impl Runbook<Responder> for Resources {
     const ID: &'static str = RUNBOOK;
+    const STACK_PROPERTIES: &'static [&'static str] = &["Timeout", "MemorySize"];
     type Diagnosis = Diagnosis;
     type Change = Change;
 

@@ -112,6 +112,7 @@ pub struct Diagnosis {
 
 impl Runbook<Responder> for Rollback {
     const ID: &'static str = RUNBOOK;
+    const STACK_PROPERTIES: &'static [&'static str] = &["FunctionVersion", "RoutingConfig"];
     type Diagnosis = Diagnosis;
     type Change = Change;
 

@@ -52,6 +52,8 @@ pub struct Raise {
 
 impl Runbook<Scaler> for CapacityTarget {
     const ID: &'static str = RUNBOOK;
+    const STACK_PROPERTIES: &'static [&'static str] =
+        &["ProvisionedThroughput", "OnDemandThroughput"];
     type Diagnosis = Diagnosis;
     type Change = Raise;
 

@@ -279,6 +279,7 @@ impl Scaler {
 
 impl Runbook<Scaler> for ConcurrencyTarget {
     const ID: &'static str = RUNBOOK;
+    const STACK_PROPERTIES: &'static [&'static str] = &["ReservedConcurrentExecutions"];
     type Diagnosis = Diagnosis;
     type Change = Reservation;
 
