@@ -6,7 +6,7 @@
 
 use chrono::{Duration, Utc};
 
-use crate::audit::timestamp;
+use crate::audit::{Slot, timestamp};
 use crate::report::{Escalation, Report};
 use crate::resource::ResourceId;
 use crate::safety::{Safety, Skip};
@@ -69,9 +69,9 @@ impl Safety {
         &self,
         resource: &ResourceId,
         report: &mut Report,
-    ) -> Result<Result<(), Skip>, crate::aws::AwsError> {
+    ) -> Result<Result<Option<Slot>, Skip>, crate::aws::AwsError> {
         if report.trigger.kind.is_manual() {
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         }
         let now = Utc::now();
         let max = self.config.max_changes_per_window;
@@ -81,7 +81,7 @@ impl Safety {
             .take_change(&resource.key(), max, window, now)
             .await?
         {
-            Ok(()) => return Ok(Ok(())),
+            Ok(slot) => return Ok(Ok(Some(slot))),
             Err(changed) => changed,
         };
         let names: Vec<String> = changed

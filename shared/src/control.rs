@@ -94,11 +94,18 @@ impl Switch {
         }
         let now = Utc::now();
         let (pause, resumed_at) = self.audit.switch_item().await?;
-        if pause.is_some_and(|pause| pause.in_force(now)) {
+        if pause.as_ref().is_some_and(|pause| pause.in_force(now)) {
             return Ok(None);
         }
+        // Failures a person has seen do not count again: those before the last resume, or
+        // before the end of a timed pause that ran out.
+        let ended = pause.and_then(|pause| pause.until);
         let window_start = now - Duration::minutes(TRIP_WINDOW_MINUTES);
-        let since = resumed_at.map_or(window_start, |resumed| resumed.max(window_start));
+        let since = [Some(window_start), resumed_at, ended]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(window_start);
         let failed = self.audit.failed_verifications_since(since).await?;
         if failed.len() < threshold {
             return Ok(None);
@@ -235,7 +242,7 @@ impl Switch {
             }
         };
         let mut action = Action {
-            api: "dynamodb:PutItem".into(),
+            api: "dynamodb:UpdateItem".into(),
             target: format!("{} (audit table {})", TARGET, self.audit.table()),
             before: state(before.as_ref()),
             after: state(pause.as_ref()),

@@ -13,8 +13,9 @@ pub struct Deadline {
     wall: DateTime<Utc>,
 }
 
-/// Time kept back from the Lambda deadline for the audit write and the response.
-pub const RESERVE: Duration = Duration::from_secs(2);
+/// Time kept back from the Lambda deadline for the audit write and the response: the closing
+/// writes get 2 s before the entry stops an unfinished invocation (`STOP_BEFORE_LAMBDA_DEADLINE`).
+pub const RESERVE: Duration = Duration::from_secs(3);
 
 /// Time a wait leaves for the writes that follow it (a raise record, the audit record, the
 /// event's report, the lease's release), each a DynamoDB write the SDK may retry.

@@ -18,7 +18,7 @@ use crate::safety::Invocation;
 /// How long before the Lambda deadline an unfinished invocation is stopped, so that it still
 /// answers (its report, the report's events, the log line) rather than being killed by Lambda
 /// with no report at all.
-pub const STOP_BEFORE_LAMBDA_DEADLINE: Duration = Duration::from_millis(1_500);
+pub const STOP_BEFORE_LAMBDA_DEADLINE: Duration = Duration::from_millis(1_000);
 
 /// How long before the Lambda deadline the report events are given up on, so that the answer
 /// itself still leaves in time.
@@ -62,13 +62,13 @@ where
         // Boxed: the handlers' futures are deep enough to hit the compiler's layout limit.
         let handled = Box::pin(handle(event.payload, invocation).instrument(span.clone()));
         let stop_in = lambda_deadline.less(STOP_BEFORE_LAMBDA_DEADLINE).remaining();
-        let mut output = match tokio::time::timeout(stop_in, handled).await {
-            Ok(output) => serde_json::to_value(&output)?,
+        let (mut output, stopped) = match tokio::time::timeout(stop_in, handled).await {
+            Ok(output) => (serde_json::to_value(&output)?, false),
             Err(_) => {
                 tracing::error!(parent: &span, "stopped before the Lambda deadline with its work unfinished");
                 let mut report = stopped_at_deadline(function, &request_id);
                 report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                serde_json::to_value(&report)?
+                (serde_json::to_value(&report)?, true)
             }
         };
         if let Some(report_events) = report_events {
@@ -84,6 +84,13 @@ where
             }
         }
         crate::logging::log_output(&output);
+        if stopped {
+            // An error, not an answer: Lambda retries an asynchronous invocation with the same
+            // request id, and that retry takes over the claim and the lease and adopts a change
+            // this one may have made (its intent on the lease) instead of losing its record.
+            let reason = output["reason"].as_str().unwrap_or_default().to_string();
+            return Err(Error::from(reason));
+        }
         Ok::<_, Error>(output)
     }))
     .await
@@ -93,8 +100,8 @@ fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
-/// The answer of an invocation stopped before the Lambda deadline: a failed report, published
-/// like any other, so that people learn of it (Lambda does not retry an invocation that answered).
+/// The report of an invocation stopped before the Lambda deadline: published and logged like any
+/// other, so that people learn of it, and returned as the invocation's error.
 fn stopped_at_deadline(function: &str, request_id: &str) -> Report {
     let trigger = TriggerInfo {
         kind: TriggerKind::Unknown,
@@ -107,9 +114,9 @@ fn stopped_at_deadline(function: &str, request_id: &str) -> Report {
         Outcome::Failed,
         format!(
             "stopped {}s before the Lambda deadline with its work unfinished (an AWS call did not answer in time): \
-             its logs under request id {request_id} show how far it got; a change it was about to make is recorded \
-             as the intent on the resource's lease in the audit table, and the lease lapses on its own; \
-             run it again once AWS answers, or raise the function's Timeout if this repeats",
+             its logs under request id {request_id} show how far it got; Lambda retries an asynchronous invocation \
+             with the same request id, which adopts a change this one recorded as its intent instead of making it twice; \
+             run a manual one again once AWS answers, or raise the function's Timeout if this repeats",
             STOP_BEFORE_LAMBDA_DEADLINE.as_secs_f32()
         ),
     )

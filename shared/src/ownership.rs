@@ -75,15 +75,20 @@ pub async fn owner_of(
             return Err(err);
         }
     };
-    // The answer lists every resource of the stack: the one asked about is matched by its id.
-    let Some(resource) = resources
-        .stack_resources()
-        .iter()
-        .find(|resource| resource.physical_resource_id() == Some(physical_id))
+    // The answer lists the resources of the one stack that has it (at most 100 of them): the
+    // stack is known from any row, the resource's own row may be past the first 100.
+    let rows = resources.stack_resources();
+    let Some(stack) = rows
+        .first()
+        .and_then(|row| row.stack_name())
+        .map(str::to_string)
     else {
         return Ok(None);
     };
-    let stack = resource.stack_name().unwrap_or_default().to_string();
+    let resource = rows
+        .iter()
+        .find(|row| row.physical_resource_id() == Some(physical_id));
+    let unknown = || "(not among the stack's first 100 resources)".to_string();
     let described = cloudformation
         .describe_stacks()
         .stack_name(&stack)
@@ -106,9 +111,10 @@ pub async fn owner_of(
         stack,
         stack_status,
         logical_id: resource
-            .logical_resource_id()
-            .unwrap_or_default()
-            .to_string(),
-        resource_type: resource.resource_type().unwrap_or_default().to_string(),
+            .and_then(|row| row.logical_resource_id())
+            .map_or_else(unknown, str::to_string),
+        resource_type: resource
+            .and_then(|row| row.resource_type())
+            .map_or_else(unknown, str::to_string),
     }))
 }

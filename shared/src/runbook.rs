@@ -535,7 +535,7 @@ async fn act<F: Function, C>(
             .actions
             .extend(planned.actions.into_iter().chain(planned.then));
         return Err(Ending::skipped(format!(
-            "a deployment is in progress on stack {} ({}), which owns {} as {}: a change now would fight it; the alarm, or a person, can act once it finishes",
+            "a deployment is in progress on stack {} ({}), which owns {} as {}: a change now would fight it; once it finishes, a person can run the runbook by hand (an alarm that stays in ALARM does not fire again)",
             owner.stack,
             owner.stack_status,
             resource.name(),
@@ -560,6 +560,62 @@ async fn act<F: Function, C>(
             }
         }
     }
+    // The fleet-wide brake, before the budget (a braked run spends none of it). A slot it
+    // gives is given back when the run writes nothing after all, so the window counts only
+    // changes made. Put-backs (not budgeted) finish earlier changes and are let by.
+    let slot = if !report.dry_run && budget.spend {
+        match safety.change_brake(resource, report).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(skip)) => {
+                report
+                    .actions
+                    .extend(planned.actions.into_iter().chain(planned.then));
+                return Err(Ending::skipped(skip.0));
+            }
+            Err(err) => {
+                return Err(Ending::failed(format!(
+                    "could not check the change brake, nothing was changed: {err}"
+                )));
+            }
+        }
+    } else {
+        None
+    };
+    // Boxed: with the checks above inline, the future outgrows a test thread's stack.
+    let acted = Box::pin(write(
+        ctx,
+        resource,
+        stack_properties,
+        owner,
+        report,
+        planned,
+        budget,
+        apply,
+    ))
+    .await;
+    if let Some(slot) = slot
+        && !matches!(acted, Ok(Acted::Applied(_)))
+        && let Err(err) = safety.audit.release_change(&resource.key(), slot).await
+    {
+        tracing::warn!(error = %err, "a change brake slot was not given back; it lapses with the window");
+    }
+    acted
+}
+
+/// The rest of the act step, once the brakes let the change through: the budget, the dry run,
+/// the switch read again, the intent, the write.
+#[allow(clippy::too_many_arguments)]
+async fn write<F: Function, C>(
+    ctx: &RunContext<'_, F>,
+    resource: &ResourceId,
+    stack_properties: &[&str],
+    owner: Option<crate::ownership::Owner>,
+    report: &mut Report,
+    planned: Planned,
+    budget: &mut Budget,
+    apply: impl Future<Output = Result<C, NotApplied>>,
+) -> Step<Acted<C>> {
+    let safety = ctx.function.safety();
     if budget.spend && !budget.spent {
         match safety.spend_budget(report).await {
             Ok(Ok(())) => budget.spent = true,
@@ -585,20 +641,12 @@ async fn act<F: Function, C>(
             format!("dry run: would have {}", planned.summary),
         ));
     }
-    // The fleet-wide brake, last: a change it lets through is counted in its window.
-    match safety.change_brake(resource, report).await {
-        Ok(Ok(())) => {}
-        Ok(Err(skip)) => {
-            report
-                .actions
-                .extend(planned.actions.into_iter().chain(planned.then));
-            return Err(Ending::skipped(skip.0));
-        }
-        Err(err) => {
-            return Err(Ending::failed(format!(
-                "could not check the change brake, nothing was changed: {err}"
-            )));
-        }
+    // Read again: the checks above took their time, and a pause engaged meanwhile holds.
+    if let Some(paused) = safety.switch.paused().await {
+        report
+            .actions
+            .extend(planned.actions.into_iter().chain(planned.then));
+        return Err(Ending::skipped(paused));
     }
     if let Some(first) = planned.actions.first()
         && let Err(err) = safety.record_intent(resource, ctx.invocation, first).await

@@ -296,3 +296,61 @@ async fn a_stacks_table_is_left_to_its_deploy_and_a_change_to_it_is_handed_back_
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert!(report.stack_drift.is_none());
 }
+
+/// A slot the change brake gave to a run whose write then failed is given back: the window
+/// counts only changes made.
+#[tokio::test]
+async fn a_run_that_writes_nothing_gives_its_brake_slot_back() {
+    use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+    use aws_sdk_dynamodb::operation::update_table::UpdateTableError;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let extra = [
+        ("COOLDOWN_SECONDS", "0"),
+        ("MAX_ACTIONS_PER_HOUR", "100"),
+        ("MAX_CHANGES_PER_WINDOW", "2"),
+    ];
+    let first = table("managed-slot-a").await;
+    let raised = one(scaler(&audit, &extra, scaler_clients())
+        .handle(alarm(&first), &invocation())
+        .await);
+    assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
+
+    // Past the brake (one slot left), its UpdateTable refused: its slot goes back.
+    let refused_table = runbook_tests::unique("managed-slot-b");
+    let describe = mock!(aws_sdk_dynamodb::Client::describe_table).then_output({
+        let name = refused_table.clone();
+        move || {
+            DescribeTableOutput::builder()
+                .table(runbook_tests::replay::provisioned_table(&name, 5, 5))
+                .build()
+        }
+    });
+    let refuse = mock!(aws_sdk_dynamodb::Client::update_table).then_error(|| {
+        UpdateTableError::generic(runbook_tests::replay::error_meta(
+            "LimitExceededException",
+            "too many tables being updated",
+        ))
+    });
+    let clients = limit_scaler::Clients {
+        dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &refuse]),
+        ..scaler_clients()
+    };
+    let failed = one(scaler(&audit, &extra, clients)
+        .handle(alarm(&refused_table), &invocation())
+        .await);
+    assert_eq!(failed.outcome, Outcome::Failed, "{failed:?}");
+    assert!(refuse.num_calls() >= 1);
+
+    // So a third table finds one change in the window, not two.
+    let third = table("managed-slot-c").await;
+    let report = one(scaler(&audit, &extra, scaler_clients())
+        .handle(alarm(&third), &invocation())
+        .await);
+    assert_eq!(
+        report.outcome,
+        Outcome::Remediated,
+        "the failed run kept its slot: {}",
+        report.reason
+    );
+}

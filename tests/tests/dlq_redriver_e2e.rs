@@ -146,8 +146,8 @@ async fn killing_the_function_mid_redrive_never_loses_a_message() {
             &[("COOLDOWN_SECONDS", "0"), ("REDRIVE_CONCURRENCY", "4")],
         )
         .await;
-        // A 9 s invocation: about 2 s of redriving before it stops for the deadline.
-        function.timeout = Duration::from_secs(9);
+        // A 10 s invocation: about 2 s of redriving before it stops for the deadline.
+        function.timeout = Duration::from_secs(10);
         let pid = function.process_id().expect("running");
         let kill_after = Duration::from_millis(200 + random_below(1_600));
         tokio::select! {
@@ -164,7 +164,7 @@ async fn killing_the_function_mid_redrive_never_loses_a_message() {
             "after kill {run} at {kill_after:?} only {total} messages are left"
         );
         // The killed invocation's lease lasts until its deadline plus a grace of 5 s.
-        tokio::time::sleep(Duration::from_secs(9) + Duration::from_secs(5) - kill_after).await;
+        tokio::time::sleep(Duration::from_secs(10) + Duration::from_secs(5) - kill_after).await;
     }
 
     // Messages the killed runs held become visible again when their visibility timeout ends.

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
+use aws_sdk_dynamodb::types::AttributeValue;
 use health_prober::check::Clients;
 use health_prober::config::ProberConfig;
 use health_prober::{HealthReport, Prober, ProberOutput};
@@ -686,6 +687,27 @@ async fn the_sweep_pauses_the_automation_after_repeated_failed_verifications() {
     let report = run(&tripping, scheduled_event()).await;
     assert!(report.paused.is_none(), "{:?}", report.paused);
     assert!(tripping.switch.paused().await.is_none());
+
+    // A timed pause written by hand (no resume recorded) that has run out: the failures
+    // before its end were seen, and do not trip it again either.
+    moto()
+        .dynamodb()
+        .put_item()
+        .table_name(&audit_table)
+        .item("pk", AttributeValue::S("control#automation".into()))
+        .item("sk", AttributeValue::S("switch".into()))
+        .item("paused", AttributeValue::Bool(true))
+        .item("by", AttributeValue::S("bob".into()))
+        .item("reason", AttributeValue::S("a look".into()))
+        .item(
+            "until",
+            AttributeValue::S(runbook_shared::audit::timestamp(chrono::Utc::now())),
+        )
+        .send()
+        .await
+        .unwrap();
+    let report = run(&tripping, scheduled_event()).await;
+    assert!(report.paused.is_none(), "{:?}", report.paused);
 
     // With the threshold at 0 it never trips.
     for _ in 0..3 {

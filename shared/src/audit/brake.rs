@@ -13,6 +13,15 @@ const ATTEMPTS: usize = 20;
 /// The resources changed within the window, newest first.
 pub type Changed = Vec<(String, DateTime<Utc>)>;
 
+/// A slot taken in the window: given back if the change is not made after all.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slot {
+    /// When it was taken (epoch milliseconds): only this taker's entry is given back.
+    at: i64,
+    /// The resource's earlier change in the window, if it had one: what giving back restores.
+    earlier: Option<i64>,
+}
+
 impl AuditStore {
     async fn changes(&self) -> Result<(std::collections::BTreeMap<String, i64>, i64), AwsError> {
         let item = self
@@ -45,7 +54,7 @@ impl AuditStore {
         max: usize,
         window: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Result<(), Changed>, AwsError> {
+    ) -> Result<Result<Slot, Changed>, AwsError> {
         for _ in 0..ATTEMPTS {
             let (mut changed, version) = self.changes().await?;
             let start = (now - window).timestamp_millis();
@@ -58,30 +67,68 @@ impl AuditStore {
                 list.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
                 return Ok(Err(list));
             }
-            changed.insert(resource.to_string(), now.timestamp_millis());
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item("pk", s("brake#changes"))
-                .item("sk", s("window"))
-                .item(
-                    "resources",
-                    s(serde_json::to_string(&changed).unwrap_or_default()),
-                )
-                .item("version", n(version + 1))
-                .item("expires_at", n((now + Duration::days(2)).timestamp()))
-                .condition_expression("attribute_not_exists(pk) OR version = :version")
-                .expression_attribute_values(":version", n(version))
-                .send()
-                .await;
-            if condition_held(put, "dynamodb:PutItem", &self.resource())? {
-                return Ok(Ok(()));
+            let slot = Slot {
+                at: now.timestamp_millis(),
+                earlier: changed.insert(resource.to_string(), now.timestamp_millis()),
+            };
+            if self.put_changes(&changed, version, now).await? {
+                return Ok(Ok(slot));
             }
             let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
             tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
         }
-        Err(AwsError {
+        Err(self.window_contended())
+    }
+
+    /// Gives a slot back: the resource's entry as it was before `take_change`, unless another
+    /// change of it has been counted since.
+    pub async fn release_change(&self, resource: &str, slot: Slot) -> Result<(), AwsError> {
+        for _ in 0..ATTEMPTS {
+            let (mut changed, version) = self.changes().await?;
+            if changed.get(resource) != Some(&slot.at) {
+                return Ok(());
+            }
+            match slot.earlier {
+                Some(earlier) => changed.insert(resource.to_string(), earlier),
+                None => changed.remove(resource),
+            };
+            if self.put_changes(&changed, version, Utc::now()).await? {
+                return Ok(());
+            }
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
+            tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
+        }
+        Err(self.window_contended())
+    }
+
+    /// Writes the window if it is still at `version`: false when another writer came first.
+    async fn put_changes(
+        &self,
+        changed: &std::collections::BTreeMap<String, i64>,
+        version: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AwsError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s("brake#changes"))
+            .item("sk", s("window"))
+            .item(
+                "resources",
+                s(serde_json::to_string(changed).unwrap_or_default()),
+            )
+            .item("version", n(version + 1))
+            .item("expires_at", n((now + Duration::days(2)).timestamp()))
+            .condition_expression("attribute_not_exists(pk) OR version = :version")
+            .expression_attribute_values(":version", n(version))
+            .send()
+            .await;
+        condition_held(put, "dynamodb:PutItem", &self.resource())
+    }
+
+    fn window_contended(&self) -> AwsError {
+        AwsError {
             api: "dynamodb:PutItem".into(),
             resource: self.resource(),
             code: None,
@@ -89,7 +136,7 @@ impl AuditStore {
                 "the change brake's window changed under {ATTEMPTS} attempts in a row; run again"
             ),
             kind: crate::aws::FaultKind::Other,
-        })
+        }
     }
 
     /// Claims the brake's escalation for the window that ends at `now`: true for exactly one

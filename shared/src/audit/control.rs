@@ -128,33 +128,48 @@ impl AuditStore {
     }
 
     /// Engages (`Some`) or lifts (`None`) the pause.
+    /// An update, not a put: a pause keeps the time of the last resume, which the auto-trip
+    /// counts failures from.
     pub async fn set_pause(&self, pause: Option<&Pause>) -> Result<(), AwsError> {
-        let mut put = self
+        let update = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .item("pk", s(SWITCH_PK))
-            .item("sk", s(SWITCH_SK))
-            .item("paused", AttributeValue::Bool(pause.is_some()));
-        match pause {
-            None => put = put.item("resumed_at", s(super::timestamp(Utc::now()))),
+            .key("pk", s(SWITCH_PK))
+            .key("sk", s(SWITCH_SK))
+            .expression_attribute_names("#paused", "paused")
+            .expression_attribute_values(":paused", AttributeValue::Bool(pause.is_some()));
+        let update = match pause {
+            None => update
+                .update_expression("SET #paused = :paused, #resumed = :now")
+                .expression_attribute_names("#resumed", "resumed_at")
+                .expression_attribute_values(":now", s(super::timestamp(Utc::now()))),
             Some(pause) => {
-                put = put
-                    .item("by", s(&pause.by))
-                    .item("reason", s(&pause.reason))
-                    .item("since", s(super::timestamp(pause.since)));
-                if let Some(until) = pause.until {
-                    put = put.item("until", s(super::timestamp(until)));
+                let update = update
+                    .expression_attribute_names("#by", "by")
+                    .expression_attribute_names("#reason", "reason")
+                    .expression_attribute_names("#since", "since")
+                    .expression_attribute_names("#until", "until")
+                    .expression_attribute_values(":by", s(&pause.by))
+                    .expression_attribute_values(":reason", s(&pause.reason))
+                    .expression_attribute_values(":since", s(super::timestamp(pause.since)));
+                let set = "SET #paused = :paused, #by = :by, #reason = :reason, #since = :since";
+                match pause.until {
+                    Some(until) => update
+                        .update_expression(format!("{set}, #until = :until"))
+                        .expression_attribute_values(":until", s(super::timestamp(until))),
+                    None => update.update_expression(format!("{set} REMOVE #until")),
                 }
             }
-        }
-        put.send()
+        };
+        update
+            .send()
             .await
-            .map_err(|err| self.err("dynamodb:PutItem", &err))?;
+            .map_err(|err| self.err("dynamodb:UpdateItem", &err))?;
         Ok(())
     }
 
-    /// Notes a verification settled as failed, for the sweep's auto-trip (idempotent per record).
+    /// Notes a verification settled as failed, for the sweep's auto-trip.
     pub async fn note_failed_verification(
         &self,
         audit_id: &str,

@@ -30,7 +30,7 @@ mod control;
 mod guards;
 mod raises;
 
-pub use brake::Changed;
+pub use brake::{Changed, Slot};
 pub use control::Pause;
 pub use guards::{EventClaim, LeaseOutcome};
 pub use raises::Raise;
