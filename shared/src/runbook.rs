@@ -472,10 +472,7 @@ async fn act<F: Function, C>(
     if !report.dry_run
         && let Some(paused) = safety.switch.paused().await
     {
-        report
-            .actions
-            .extend(planned.actions.into_iter().chain(planned.then));
-        return Err(Ending::skipped(paused));
+        return withheld(report, planned, Ending::skipped(paused));
     }
     // Still firing? An alarm that recovered since its event is no reason to change anything.
     if !report.dry_run
@@ -491,19 +488,13 @@ async fn act<F: Function, C>(
                 "alarm {alarm} could not be found to re-check before acting (deleted since its event, or an event sent by hand): acted on the event as delivered"
             )),
             Ok(AlarmNow::NotFiring(now)) => {
-                report
-                    .actions
-                    .extend(planned.actions.into_iter().chain(planned.then));
-                return Err(Ending::new(
+                return withheld(report, planned, Ending::new(
                     Outcome::NoAction,
                     format!("recovered before acting: alarm {alarm} is {now}; nothing was changed"),
                 ));
             }
             Err(err) => {
-                report
-                    .actions
-                    .extend(planned.actions.into_iter().chain(planned.then));
-                return Err(Ending::failed(format!(
+                return withheld(report, planned, Ending::failed(format!(
                     "could not re-read alarm {alarm} right before acting, so nothing was changed: {err}"
                 )));
             }
@@ -518,29 +509,31 @@ async fn act<F: Function, C>(
             match crate::ownership::owner_of(cloudformation, &physical_id).await {
                 Ok(owner) => owner,
                 Err(err) => {
-                    report
-                        .actions
-                        .extend(planned.actions.into_iter().chain(planned.then));
-                    return Err(Ending::failed(format!(
-                        "could not tell whether {} belongs to a stack being deployed, so nothing was changed: {err}",
-                        resource.name()
-                    )));
+                    return withheld(
+                        report,
+                        planned,
+                        Ending::failed(format!(
+                            "could not tell whether {} belongs to a stack being deployed, so nothing was changed: {err}",
+                            resource.name()
+                        )),
+                    );
                 }
             }
         }
         _ => None,
     };
     if let Some(owner) = owner.as_ref().filter(|owner| owner.deploying()) {
-        report
-            .actions
-            .extend(planned.actions.into_iter().chain(planned.then));
-        return Err(Ending::skipped(format!(
-            "a deployment is in progress on stack {} ({}), which owns {} as {}: a change now would fight it; once it finishes, a person can run the runbook by hand (an alarm that stays in ALARM does not fire again)",
-            owner.stack,
-            owner.stack_status,
-            resource.name(),
-            owner.logical_id
-        )));
+        return withheld(
+            report,
+            planned,
+            Ending::skipped(format!(
+                "a deployment is in progress on stack {} ({}), which owns {} as {}: a change now would fight it; once it finishes, a person can run the runbook by hand (an alarm that stays in ALARM does not fire again)",
+                owner.stack,
+                owner.stack_status,
+                resource.name(),
+                owner.logical_id
+            )),
+        );
     }
     // A resource that automatic runs keep changing waits for a person (before the budget, so
     // that it spends none). A put-back (not budgeted) finishes an earlier change and is let by.
@@ -548,10 +541,7 @@ async fn act<F: Function, C>(
         match safety.repeat_brake(resource, report).await {
             Ok(Ok(())) => {}
             Ok(Err(skip)) => {
-                report
-                    .actions
-                    .extend(planned.actions.into_iter().chain(planned.then));
-                return Err(Ending::skipped(skip.0));
+                return withheld(report, planned, Ending::skipped(skip.0));
             }
             Err(err) => {
                 return Err(Ending::failed(format!(
@@ -567,10 +557,7 @@ async fn act<F: Function, C>(
         match safety.change_brake(resource, report).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(skip)) => {
-                report
-                    .actions
-                    .extend(planned.actions.into_iter().chain(planned.then));
-                return Err(Ending::skipped(skip.0));
+                return withheld(report, planned, Ending::skipped(skip.0));
             }
             Err(err) => {
                 return Err(Ending::failed(format!(
@@ -602,6 +589,14 @@ async fn act<F: Function, C>(
     acted
 }
 
+/// Ends a run before its write: the plan is listed in the report, none of it applied.
+fn withheld<T>(report: &mut Report, planned: Planned, ending: Ending) -> Step<T> {
+    report
+        .actions
+        .extend(planned.actions.into_iter().chain(planned.then));
+    Err(ending)
+}
+
 /// The rest of the act step, once the brakes let the change through: the budget, the dry run,
 /// the switch read again, the intent, the write.
 #[allow(clippy::too_many_arguments)]
@@ -620,10 +615,7 @@ async fn write<F: Function, C>(
         match safety.spend_budget(report).await {
             Ok(Ok(())) => budget.spent = true,
             Ok(Err(skip)) => {
-                report
-                    .actions
-                    .extend(planned.actions.into_iter().chain(planned.then));
-                return Err(Ending::skipped(skip.0));
+                return withheld(report, planned, Ending::skipped(skip.0));
             }
             Err(err) => {
                 return Err(Ending::failed(format!(
@@ -633,20 +625,12 @@ async fn write<F: Function, C>(
         }
     }
     if report.dry_run {
-        report
-            .actions
-            .extend(planned.actions.into_iter().chain(planned.then));
-        return Err(Ending::new(
-            Outcome::Planned,
-            format!("dry run: would have {}", planned.summary),
-        ));
+        let would = format!("dry run: would have {}", planned.summary);
+        return withheld(report, planned, Ending::new(Outcome::Planned, would));
     }
     // Read again: the checks above took their time, and a pause engaged meanwhile holds.
     if let Some(paused) = safety.switch.paused().await {
-        report
-            .actions
-            .extend(planned.actions.into_iter().chain(planned.then));
-        return Err(Ending::skipped(paused));
+        return withheld(report, planned, Ending::skipped(paused));
     }
     if let Some(first) = planned.actions.first()
         && let Err(err) = safety.record_intent(resource, ctx.invocation, first).await

@@ -4,7 +4,7 @@
 
 use runbook_shared::report::{Outcome, Output, Report};
 use runbook_tests::fixtures::{
-    TableSpec, capacity, create_audit_table, invocation, scaler, scaler_clients,
+    TableSpec, alarm_in_state, capacity, create_audit_table, invocation, scaler, scaler_clients,
     throttle_alarm_event,
 };
 use runbook_tests::moto::moto;
@@ -138,33 +138,6 @@ async fn a_third_automatic_action_on_one_resource_in_a_day_waits_for_a_person() 
         .handle(json!({"table": table, "read": 40}), &invocation())
         .await);
     assert_eq!(manual.outcome, Outcome::Remediated, "{manual:?}");
-}
-
-/// Creates the alarm `name` in moto, in `state`.
-async fn alarm_in_state(name: &str, state: aws_sdk_cloudwatch::types::StateValue) {
-    use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic};
-    let cloudwatch = moto().cloudwatch();
-    cloudwatch
-        .put_metric_alarm()
-        .alarm_name(name)
-        .namespace("AWS/DynamoDB")
-        .metric_name("ReadThrottleEvents")
-        .statistic(Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(1.0)
-        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
-        .send()
-        .await
-        .expect("alarm");
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name(name)
-        .state_value(state)
-        .state_reason("Threshold Crossed: no datapoints were above the threshold")
-        .send()
-        .await
-        .expect("alarm state");
 }
 
 #[tokio::test]

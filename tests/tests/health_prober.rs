@@ -17,8 +17,8 @@ use runbook_shared::report::{
 use runbook_shared::safety::Invocation;
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
-    TableSpec, create_audit_table, create_function, create_queue, create_stack, scheduled_event,
-    send_messages,
+    TableSpec, alarm_in_state, create_audit_table, create_function, create_queue, create_stack,
+    scheduled_event, send_messages,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
@@ -348,33 +348,9 @@ async fn pending_record(
 async fn the_sweep_settles_pending_verifications_both_ways() {
     let audit_table = create_audit_table(&moto().dynamodb()).await;
     let audit = AuditStore::new(moto().dynamodb(), audit_table.clone(), 1);
-    let cloudwatch = moto().cloudwatch();
-    let alarm = |name: String, state: StateValue| {
-        let cloudwatch = cloudwatch.clone();
-        async move {
-            cloudwatch
-                .put_metric_alarm()
-                .alarm_name(&name)
-                .namespace("AWS/DynamoDB")
-                .metric_name("ReadThrottleEvents")
-                .statistic(Statistic::Sum)
-                .period(60)
-                .evaluation_periods(1)
-                .threshold(1.0)
-                .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
-                .send()
-                .await
-                .unwrap();
-            cloudwatch
-                .set_alarm_state()
-                .alarm_name(&name)
-                .state_value(state)
-                .state_reason("test")
-                .send()
-                .await
-                .unwrap();
-            name
-        }
+    let alarm = |name: String, state: StateValue| async move {
+        alarm_in_state(&name, state).await;
+        name
     };
     let ok_alarm = alarm(unique("recovered"), StateValue::Ok).await;
     let firing_alarm = alarm(unique("still-firing"), StateValue::Alarm).await;
@@ -601,29 +577,8 @@ async fn stacks_failed_or_stuck_are_unhealthy_with_the_failure_reason() {
 async fn the_sweep_pauses_the_automation_after_repeated_failed_verifications() {
     let audit_table = create_audit_table(&moto().dynamodb()).await;
     let audit = AuditStore::new(moto().dynamodb(), audit_table.clone(), 1);
-    let cloudwatch = moto().cloudwatch();
     let firing = unique("firing");
-    cloudwatch
-        .put_metric_alarm()
-        .alarm_name(&firing)
-        .namespace("AWS/DynamoDB")
-        .metric_name("ReadThrottleEvents")
-        .statistic(Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(1.0)
-        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
-        .send()
-        .await
-        .unwrap();
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name(&firing)
-        .state_value(StateValue::Alarm)
-        .state_reason("test")
-        .send()
-        .await
-        .unwrap();
+    alarm_in_state(&firing, StateValue::Alarm).await;
     let failing = async || {
         let target = unique("t-failing");
         let settle_by = SettleBy::Alarm {

@@ -482,35 +482,15 @@ async fn a_stalled_attempt_is_retried() {
 /// Right before writing, the binary re-reads the alarm: one that is back to OK changes nothing.
 #[tokio::test]
 async fn an_alarm_back_to_ok_before_the_write_changes_nothing_through_the_binary() {
-    use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
+    use aws_sdk_cloudwatch::types::StateValue;
+    use runbook_tests::fixtures::alarm_in_state;
     let dynamodb = moto().dynamodb();
     let deployment = deploy_managed(&[]).await;
     let spec = TableSpec::provisioned("managed-orders", 5, 5);
     let table = spec.name.clone();
     spec.create(&dynamodb).await;
     let alarm = format!("{table}-read-throttles");
-    let cloudwatch = moto().cloudwatch();
-    cloudwatch
-        .put_metric_alarm()
-        .alarm_name(&alarm)
-        .namespace("AWS/DynamoDB")
-        .metric_name("ReadThrottleEvents")
-        .statistic(Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(1.0)
-        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
-        .send()
-        .await
-        .unwrap();
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name(&alarm)
-        .state_value(StateValue::Ok)
-        .state_reason("recovered")
-        .send()
-        .await
-        .unwrap();
+    alarm_in_state(&alarm, StateValue::Ok).await;
     let mut function = start(&deployment, &[]).await;
     let report = function
         .report(&event_file(
