@@ -185,13 +185,18 @@ pub fn some_of(items: &[String], shown: usize) -> String {
 impl Verification {
     /// One resource-level check that settles it at once: verified when it holds, failed when not.
     pub fn settled(check: Check) -> Self {
+        Self::settled_all(vec![check])
+    }
+
+    /// Resource-level checks that settle it at once: verified when all hold, failed when not.
+    pub fn settled_all(checks: Vec<Check>) -> Self {
         Self {
-            status: if check.ok {
+            status: if checks.iter().all(|check| check.ok) {
                 VerificationStatus::Verified
             } else {
                 VerificationStatus::Failed
             },
-            checks: vec![check],
+            checks,
             settle_by: None,
         }
     }

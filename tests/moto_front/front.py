@@ -343,6 +343,35 @@ def patch_cloudformation():
 _physical = threading.local()
 
 
+def patch_application_autoscaling():
+    """RegisterScalableTarget moves a DynamoDB table's or index's provisioned capacity into the new
+    range, as AWS documents ("it changes the resource's current capacity to a value that is inside
+    of this range"); moto records the range and leaves the table as it was."""
+    from moto.applicationautoscaling.models import ApplicationAutoscalingBackend
+    from moto.dynamodb.models import dynamodb_backends
+
+    register = ApplicationAutoscalingBackend.register_scalable_target
+
+    def register_scalable_target(self, namespace, r_id, dimension, min_capacity, max_capacity, *args, **kwargs):
+        target = register(self, namespace, r_id, dimension, min_capacity, max_capacity, *args, **kwargs)
+        if namespace == "dynamodb":
+            parts = r_id.split("/")  # table/<name> or table/<name>/index/<index>
+            try:
+                table = dynamodb_backends[self.account_id][self.region_name].get_table(parts[1])
+            except Exception:
+                return target
+            holder = table
+            if len(parts) == 4:
+                holder = next((gsi for gsi in table.global_indexes if gsi.name == parts[3]), None)
+            key = "ReadCapacityUnits" if dimension.endswith("ReadCapacityUnits") else "WriteCapacityUnits"
+            throughput = getattr(holder, "throughput", None)
+            if throughput and throughput.get(key):
+                throughput[key] = min(max(throughput[key], target.min_capacity), target.max_capacity)
+        return target
+
+    ApplicationAutoscalingBackend.register_scalable_target = register_scalable_target
+
+
 class CloudWatchAlarmResource(CloudFormationModel):
     """AWS::CloudWatch::Alarm in moto's stacks (moto's CloudFormation skips it): a metric alarm
     made through moto's own PutMetricAlarm."""
@@ -611,6 +640,7 @@ def build_app():
     patch_sqs()
     patch_cloudformation()
     patch_events()
+    patch_application_autoscaling()
     iam.patch_moto()
     controls.patch_controls()
     return ControlEndpoint(controls.DelayedAnswers(LambdaAccountSettings(CborBridge(

@@ -40,7 +40,7 @@ BATCH_ACTIONS = {
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
 }
-JSON_ERROR_SERVICES = {"dynamodb", "monitoring", "sqs", "lambda"}
+JSON_ERROR_SERVICES = {"dynamodb", "monitoring", "sqs", "lambda", "application-autoscaling"}
 
 
 class ServiceError(HTTPException):
@@ -273,7 +273,21 @@ def events_targets(response, region):
              context_with_tags(lambda: {})) for bus in sorted(buses)]
 
 
+def application_autoscaling_targets(response, region):
+    # DescribeScalableTargets has no resource-level permissions in AWS: it is judged against "*".
+    if response._get_action() != "RegisterScalableTarget":
+        return [("*", context_with_tags(lambda: {}))]
+    from moto.applicationautoscaling.models import applicationautoscaling_backends
+
+    backend = applicationautoscaling_backends[response.current_account][region]
+    dimension = request_param(response, "ScalableDimension")
+    target = backend.targets.get(dimension, {}).get(request_param(response, "ResourceId"))
+    arn = target.arn if target else f"arn:aws:application-autoscaling:{region}:{response.current_account}:scalable-target/new"
+    return [(arn, context_with_tags(lambda: {}))]
+
+
 TARGETS = {
+    "application-autoscaling": application_autoscaling_targets,
     "events": events_targets,
     "dynamodb": dynamodb_targets,
     "sqs": sqs_targets,

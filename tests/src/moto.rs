@@ -101,6 +101,10 @@ impl Moto {
         aws_sdk_cloudformation::Client::new(&self.sdk_config())
     }
 
+    pub fn auto_scaling(&self) -> aws_sdk_applicationautoscaling::Client {
+        aws_sdk_applicationautoscaling::Client::new(&self.sdk_config())
+    }
+
     pub fn lambda(&self) -> aws_sdk_lambda::Client {
         aws_sdk_lambda::Client::new(&self.sdk_config())
     }

@@ -141,6 +141,7 @@ const SERVICES: &[(&str, &str)] = &[
     ("aws-sdk-cloudformation", "cloudformation"),
     ("aws-sdk-cloudwatch", "cloudwatch"),
     ("aws-sdk-eventbridge", "events"),
+    ("aws-sdk-applicationautoscaling", "application-autoscaling"),
 ];
 
 /// Every operation of an SDK crate, as the snake_case names of its fluent client methods.

@@ -101,6 +101,58 @@ async fn alarm_action_and_index_alarm_through_the_binary() {
 }
 
 #[tokio::test]
+async fn a_table_under_auto_scaling_is_raised_through_its_range_by_the_binary() {
+    use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+    let dynamodb = moto().dynamodb();
+    let auto_scaling = moto().auto_scaling();
+    let deployment = deploy_managed(&[]).await;
+    let spec = TableSpec::provisioned("managed-scaled", 5, 5);
+    let table = spec.name.clone();
+    spec.create(&dynamodb).await;
+    let id = format!("table/{table}");
+    auto_scaling
+        .register_scalable_target()
+        .service_namespace(ServiceNamespace::Dynamodb)
+        .resource_id(&id)
+        .scalable_dimension(ScalableDimension::DynamoDbTableReadCapacityUnits)
+        .min_capacity(5)
+        .max_capacity(40)
+        .send()
+        .await
+        .expect("register");
+    let mut function = start(&deployment, &[]).await;
+
+    // Under the function's own policy: both Auto Scaling calls are allowed, on this target.
+    let report = function
+        .report(&event_file(
+            "dynamodb-throttle-alarm.json",
+            &[("orders", &table)],
+        ))
+        .await;
+    assert_eq!(report["outcome"], "remediated", "{report}");
+    assert_eq!(
+        report["actions"][0]["api"],
+        "application-autoscaling:RegisterScalableTarget"
+    );
+    assert_eq!(
+        report["actions"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    let target = auto_scaling
+        .describe_scalable_targets()
+        .service_namespace(ServiceNamespace::Dynamodb)
+        .resource_ids(&id)
+        .send()
+        .await
+        .expect("describe");
+    let read = &target.scalable_targets()[0];
+    assert_eq!((read.min_capacity(), read.max_capacity()), (10, 40));
+    assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+    function.stop().await;
+}
+
+#[tokio::test]
 async fn manual_payloads_through_the_binary() {
     let dynamodb = moto().dynamodb();
     let deployment = deploy_managed(&[]).await;

@@ -2,6 +2,7 @@
 //! and requests (no AWS involved: the plans are pure):
 //! - a raise never lowers any value it sends; a scale-down never goes below the baseline;
 //! - nothing it sends exceeds its cap, unless the current value already did (then it is kept);
+//! - an Auto Scaling range only rises, and holds the capacity a raise asks for;
 //! - the plan is a pure function of its inputs.
 //!
 //! Dry runs (the plan is returned, nothing applied) are checked against moto in never_worse.rs.
@@ -10,7 +11,8 @@ use alarm_responder::config::ResponderConfig;
 use alarm_responder::lambda_resources::{self, Evidence, Raise, Settings};
 use limit_scaler::config::ScalerConfig;
 use limit_scaler::dynamodb_capacity::{
-    self, Billing, CapacityTarget, Change, ConsumedPeaks, Observed, Plan, Side,
+    self, Billing, CapacityTarget, Change, ConsumedPeaks, Observed, Plan, Range, Ranges, Scaling,
+    Side,
 };
 use limit_scaler::lambda_concurrency::{self, ConcurrencyTarget};
 use limit_scaler::stored_limit;
@@ -180,6 +182,43 @@ proptest! {
         prop_assert!(next <= current, "{next} above {current}");
         prop_assert!(next >= baseline.min(current), "{next} below the baseline {baseline}");
         prop_assert_eq!(next, dynamodb_capacity::step_down(current, baseline, peak, &config));
+    }
+
+    #[test]
+    fn auto_scaling_ranges_never_lower_and_hold_the_raised_capacity(
+        read in proptest::option::of((1i64..5_000, 0i64..5_000)),
+        write in proptest::option::of((1i64..5_000, 0i64..5_000)),
+        from in (1i64..5_000, 1i64..5_000),
+        by in (0i64..5_000, 0i64..5_000),
+    ) {
+        let range = |(min, extra): (i64, i64)| Range { min, max: min + extra };
+        let ranges = Ranges { read: read.map(range), write: write.map(range) };
+        let to = (from.0 + by.0, from.1 + by.1);
+        let Some(scaling) = Scaling::of(&ranges, from, to) else {
+            // Nothing for Auto Scaling: no registered side rises.
+            for (range, from, to) in [(ranges.read, from.0, to.0), (ranges.write, from.1, to.1)] {
+                prop_assert!(range.is_none() || to <= from || range.is_some_and(|r| r.min >= to && r.max >= to));
+            }
+            return Ok(());
+        };
+        prop_assert_eq!(scaling.before, ranges);
+        for (before, after, from, to) in [
+            (ranges.read, scaling.after.read, from.0, to.0),
+            (ranges.write, scaling.after.write, from.1, to.1),
+        ] {
+            prop_assert_eq!(before.is_some(), after.is_some(), "a side registered or dropped");
+            if let (Some(before), Some(after)) = (before, after) {
+                prop_assert!(after.min >= before.min && after.max >= before.max, "{before:?} -> {after:?}");
+                prop_assert!(after.max >= after.min);
+                if to > from {
+                    prop_assert!(after.min >= to, "the raised capacity {to} below the new minimum {}", after.min);
+                    prop_assert!(after.min == before.min.max(to), "the minimum rose past the raise");
+                } else {
+                    prop_assert_eq!(after, before);
+                }
+            }
+        }
+        prop_assert_eq!(Scaling::of(&ranges, from, to), Some(scaling));
     }
 
     #[test]

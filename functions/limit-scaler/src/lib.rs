@@ -61,6 +61,8 @@ pub struct Clients {
     pub lambda: aws_sdk_lambda::Client,
     /// The stacks that may own a table or a function (a deploy in progress, drift).
     pub cloudformation: aws_sdk_cloudformation::Client,
+    /// Application Auto Scaling: a registered table or index is raised through its range.
+    pub auto_scaling: aws_sdk_applicationautoscaling::Client,
     pub audit: aws_sdk_dynamodb::Client,
 }
 
@@ -73,6 +75,7 @@ impl Clients {
             cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
             lambda: aws_sdk_lambda::Client::new(sdk),
             cloudformation: aws_sdk_cloudformation::Client::new(sdk),
+            auto_scaling: aws_sdk_applicationautoscaling::Client::new(sdk),
         }
     }
 }

@@ -27,6 +27,7 @@ async fn bad_inputs_are_rejected_without_any_aws_call() {
             cloudwatch,
             lambda,
             cloudformation: moto().cloudformation(),
+            auto_scaling: moto().auto_scaling(),
             audit,
         },
     );

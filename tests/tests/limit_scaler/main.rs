@@ -1,6 +1,7 @@
 //! limit-scaler's `dynamodb-capacity` runbook against moto (state and behaviour), and against
 //! replay clients for the faults moto cannot produce.
 
+mod auto_scaling;
 mod bad_inputs;
 mod capacity;
 mod concurrency;

@@ -151,6 +151,7 @@ async fn stored_limit_bad_inputs_and_a_lost_race() {
             cloudwatch: moto().cloudwatch(),
             lambda: moto().lambda(),
             cloudformation: moto().cloudformation(),
+            auto_scaling: moto().auto_scaling(),
             audit: moto().dynamodb(),
         },
     );

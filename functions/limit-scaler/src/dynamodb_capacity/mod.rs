@@ -1,11 +1,13 @@
 //! Runbook `dynamodb-capacity`: a DynamoDB table or global secondary index is throttling.
 //!
-//! Diagnose (DescribeTable, consumed capacity from CloudWatch) → plan (raise the throttled side
-//! within the caps, or switch to on-demand at the cap when allowed) → act (UpdateTable) →
-//! verify (DescribeTable until ACTIVE at the new numbers; the throttle alarm's OK transition
-//! closes the metric-level check). The schedule steps a provisioned raise back down
-//! (`scale_down`).
+//! Diagnose (DescribeTable, DescribeScalableTargets, consumed capacity from CloudWatch) → plan
+//! (raise the throttled side within the caps, or switch to on-demand at the cap when allowed) →
+//! act (UpdateTable; a side registered with Application Auto Scaling through its range
+//! instead, `auto_scaling`) → verify (DescribeTable until ACTIVE at the new numbers, and the
+//! ranges; the throttle alarm's OK transition closes the metric-level check). The schedule steps
+//! a provisioned raise back down (`scale_down`).
 
+mod auto_scaling;
 mod plan;
 mod scale_down;
 mod table;
@@ -21,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::Scaler;
 
+pub use auto_scaling::{Range, Ranges, Scaling};
 pub use plan::{Change, Plan, kept_text, plan, step_down};
 pub use scale_down::ScaleDown;
 pub use table::{Billing, ConsumedPeaks, Observed};
@@ -36,18 +39,20 @@ pub const THROTTLE_METRICS: [&str; 3] = [
     "ThrottledRequests",
 ];
 
-/// What the raise reads: the table or index, and its consumed peaks.
+/// What the raise reads: the table or index, its Auto Scaling ranges, and its consumed peaks.
 pub struct Diagnosis {
     observed: Observed,
+    ranges: Ranges,
     peaks: ConsumedPeaks,
 }
 
-/// The raise: the state it starts from (as the action's `before`), the change, and the sides
-/// kept as they were.
+/// The raise: the state it starts from (as the action's `before`), the change, the sides kept
+/// as they were, and the part made through Auto Scaling.
 pub struct Raise {
     before: Value,
     change: Change,
     kept: Vec<String>,
+    scaling: Option<Scaling>,
 }
 
 impl Runbook<Scaler> for CapacityTarget {
@@ -74,6 +79,18 @@ impl Runbook<Scaler> for CapacityTarget {
     /// Afresh under the lease: another run may have changed the table while this one waited.
     async fn diagnose(&self, ctx: &RunContext<'_, Scaler>, report: &mut Report) -> Step<Diagnosis> {
         let observed = ctx.observe(self).await?;
+        // A provisioned side registered with Auto Scaling is raised through its range: not
+        // knowing whether it is would risk a raise that Auto Scaling undoes.
+        let ranges = if observed.billing_mode == Billing::Provisioned {
+            ctx.scalable_ranges(self).await.map_err(|err| {
+                Ending::failed(format!(
+                    "could not tell whether {} is under Application Auto Scaling, so nothing was changed: {err}",
+                    self.name()
+                ))
+            })?
+        } else {
+            Ranges::default()
+        };
         let lookback = ctx.config.metric_lookback_minutes;
         let (peaks, metrics_error) = match ctx.consumed_peaks(self, lookback).await {
             Ok(peaks) => (peaks, None),
@@ -82,52 +99,132 @@ impl Runbook<Scaler> for CapacityTarget {
         };
         report.diagnosis = Some(json!({
             "observed": observed,
+            "auto_scaling": (!ranges.is_empty()).then_some(ranges),
             "consumed_peak": peaks,
             "lookback_minutes": lookback,
             "metrics_error": metrics_error,
         }));
-        Ok(Diagnosis { observed, peaks })
-    }
-
-    fn plan(&self, ctx: &RunContext<'_, Scaler>, diagnosis: &Diagnosis) -> Decision<Raise> {
-        plan(self, &diagnosis.observed, &diagnosis.peaks, &ctx.config).map(|plan| Raise {
-            before: before_state(&diagnosis.observed, &plan.change),
-            change: plan.change,
-            kept: plan.kept,
+        Ok(Diagnosis {
+            observed,
+            ranges,
+            peaks,
         })
     }
 
+    fn plan(&self, ctx: &RunContext<'_, Scaler>, diagnosis: &Diagnosis) -> Decision<Raise> {
+        let observed = &diagnosis.observed;
+        plan(self, observed, &diagnosis.peaks, &ctx.config).map(|plan| {
+            let scaling = match plan.change {
+                Change::Provisioned { read, write } => Scaling::of(
+                    &diagnosis.ranges,
+                    (observed.read, observed.write),
+                    (read, write),
+                ),
+                _ => None,
+            };
+            let mut before = before_state(observed, &plan.change);
+            if let Some(scaling) = &scaling {
+                before["auto_scaling"] = json!(scaling.before);
+            }
+            Raise {
+                before,
+                change: plan.change,
+                kept: plan.kept,
+                scaling,
+            }
+        })
+    }
+
+    /// UpdateTable; with Auto Scaling, RegisterScalableTarget first (the intent, so its `after`
+    /// holds only the ranges, which a retry can compare), then UpdateTable for a side that is
+    /// not registered.
     fn describe(&self, _: &RunContext<'_, Scaler>, raise: &Raise) -> Planned {
         let (target, after) = after_state(self, &raise.change);
-        let summary = format!(
-            "raised {} from {} to {}{}",
+        let mut summary = format!(
+            "raised {} from {} to {}",
             self.name(),
             state_text(&raise.before),
-            expected_text(&raise.change),
-            kept_text(&raise.kept)
+            expected_text(&raise.change, raise.scaling.as_ref()),
         );
-        Planned::one(
-            "dynamodb:UpdateTable",
-            &target,
+        let Some(scaling) = &raise.scaling else {
+            summary.push_str(&kept_text(&raise.kept));
+            return Planned::one(
+                "dynamodb:UpdateTable",
+                &target,
+                raise.before.clone(),
+                after,
+                summary,
+            );
+        };
+        summary.push_str(&format!(
+            " through its Application Auto Scaling range ({} → {}){}",
+            scaling.before.text(),
+            scaling.after.text(),
+            kept_text(&raise.kept)
+        ));
+        let mut planned = Planned::one(
+            auto_scaling::REGISTER,
+            &auto_scaling::resource_id(self),
             raise.before.clone(),
-            after,
+            json!({"auto_scaling": scaling.after}),
             summary,
-        )
+        );
+        if scaling.table_too {
+            let mut table_before = raise.before.clone();
+            if let Some(before) = table_before.as_object_mut() {
+                before.remove("auto_scaling");
+            }
+            planned.actions.extend(
+                Planned::one(
+                    "dynamodb:UpdateTable",
+                    &target,
+                    table_before,
+                    after,
+                    String::new(),
+                )
+                .actions,
+            );
+        }
+        planned
     }
 
     fn observed(&self, diagnosis: &Diagnosis) -> Option<Value> {
-        serde_json::to_value(&diagnosis.observed).ok()
+        scale_down::state_of(&diagnosis.observed, &diagnosis.ranges)
     }
 
+    /// A recorded registration is resumed with its ranges; an UpdateTable that may have followed
+    /// it is not known from the intent, so its side is not checked (a scale-down that finds it
+    /// changed stops tracking it).
     fn resumed(&self, action: &Action) -> Option<Raise> {
+        if action.api == auto_scaling::REGISTER {
+            let (before, after) = (Ranges::of(&action.before)?, Ranges::of(&action.after)?);
+            let side = |range: Option<Range>, key: &str| {
+                range.map(|range| range.min).or(action.before[key].as_i64())
+            };
+            return Some(Raise {
+                before: action.before.clone(),
+                change: Change::Provisioned {
+                    read: side(after.read, "read")?,
+                    write: side(after.write, "write")?,
+                },
+                kept: Vec::new(),
+                scaling: Some(Scaling {
+                    before,
+                    after,
+                    table_too: false,
+                }),
+            });
+        }
         Some(Raise {
             before: action.before.clone(),
             change: Change::from_state(&action.after)?,
             kept: Vec::new(),
+            scaling: None,
         })
     }
 
-    /// UpdateTable, waiting for an update already running to finish first.
+    /// The Auto Scaling ranges first, then UpdateTable (waiting for an update already running
+    /// to finish), all or nothing: a failed UpdateTable puts the ranges back.
     async fn apply(
         &self,
         ctx: &RunContext<'_, Scaler>,
@@ -136,13 +233,27 @@ impl Runbook<Scaler> for CapacityTarget {
     ) -> Result<Raise, NotApplied> {
         let name = self.name();
         let deadline = ctx.invocation.wait_deadline();
+        let (from, to) = raise
+            .scaling
+            .as_ref()
+            .map(|scaling| (scaling.before, scaling.after))
+            .unwrap_or_default();
+        let table = raise
+            .scaling
+            .as_ref()
+            .is_none_or(|scaling| scaling.table_too)
+            .then_some(&raise.change);
         match ctx
-            .apply_waiting_if_busy(self, &diagnosis.observed, &raise.change, deadline)
+            .apply_in_order(self, &diagnosis.observed, (&from, &to), table, deadline)
             .await
         {
             Ok(()) => Ok(raise),
-            Err(err) => {
+            Err((err, Some(left))) => Err(NotApplied::explained(&err, format!("{err}; {left}"))),
+            Err((err, None)) => {
                 let reason = match err.kind {
+                    _ if err.api == auto_scaling::REGISTER => format!(
+                        "Application Auto Scaling refused the new range of {name}; nothing was changed: {err}"
+                    ),
                     FaultKind::NotFound => format!(
                         "table {} disappeared before it could be updated; nothing was changed: {err}",
                         self.table
@@ -171,12 +282,13 @@ impl Runbook<Scaler> for CapacityTarget {
         report: &mut Report,
     ) -> Ending {
         let change = &raise.change;
+        let scaling = raise.scaling.as_ref();
         let settled = ctx
             .watch(self, ctx.invocation.wait_deadline(), |observed| {
-                observed.active() && in_force(observed, change)
+                observed.active() && in_force(observed, change, scaling)
             })
             .await;
-        let expected = expected_text(change);
+        let expected = expected_text(change, scaling);
         let (checks, settled) = match settled {
             Err(err) => (
                 vec![Check::new(
@@ -208,7 +320,7 @@ impl Runbook<Scaler> for CapacityTarget {
                     ),
                     Check::new(
                         "capacity",
-                        in_force(&observed, change),
+                        in_force(&observed, change, scaling),
                         expected,
                         observed_text(&observed),
                     ),
@@ -216,14 +328,25 @@ impl Runbook<Scaler> for CapacityTarget {
                 observed.active(),
             ),
         };
+        let (mut checks, mut settled) = (checks, settled);
+        if let Some(scaling) = scaling {
+            let range = ctx.range_check(self, &scaling.after).await;
+            // A range that did not hold fails at once, whatever the table shows yet.
+            settled |= !range.ok;
+            checks.push(range);
+        }
         report.verification =
             Verification::awaiting(checks, settled, ctx.alarm_name(), self.throttles());
         let ending = concluded(&report.verification, summary);
         match (&raise.change, ending.outcome) {
             (Change::Provisioned { read, write }, Outcome::Remediated) => {
-                let original =
+                let mut original =
                     json!({"read": raise.before["read"], "write": raise.before["write"]});
-                let current = json!({"read": read, "write": write});
+                let mut current = json!({"read": read, "write": write});
+                if let Some(scaling) = scaling {
+                    original["auto_scaling"] = json!(scaling.before);
+                    current["auto_scaling"] = json!(scaling.after);
+                }
                 let key = self.resource(&ctx.config.safety.home).key();
                 match ctx
                     .safety

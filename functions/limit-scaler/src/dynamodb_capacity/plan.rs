@@ -4,6 +4,7 @@
 use runbook_shared::runbook::Decision;
 use serde_json::{Value, json};
 
+use super::auto_scaling::{Capacity, Scaling};
 use super::table::{Billing, ConsumedPeaks, Observed};
 use super::target::{CapacityTarget, Side};
 use crate::config::ScalerConfig;
@@ -299,13 +300,19 @@ pub(super) fn state_text(state: &Value) -> String {
     }
 }
 
-/// Whether DescribeTable shows the change in force.
-pub(super) fn in_force(observed: &Observed, change: &Change) -> bool {
+/// Whether DescribeTable shows the change in force (a side raised through Auto Scaling at
+/// least at its new minimum).
+pub(super) fn in_force(observed: &Observed, change: &Change, scaling: Option<&Scaling>) -> bool {
     match change {
         Change::Provisioned { read, write } => {
             observed.billing_mode == Billing::Provisioned
-                && observed.read == *read
-                && observed.write == *write
+                && match scaling {
+                    Some(scaling) => {
+                        scaling.in_force(Capacity::Read, observed.read, *read)
+                            && scaling.in_force(Capacity::Write, observed.write, *write)
+                    }
+                    None => observed.read == *read && observed.write == *write,
+                }
         }
         Change::OnDemandMaximum { read, write } => {
             observed.max_read_request_units == *read && observed.max_write_request_units == *write
@@ -314,7 +321,19 @@ pub(super) fn in_force(observed: &Observed, change: &Change) -> bool {
     }
 }
 
-pub(super) fn expected_text(change: &Change) -> String {
+pub(super) fn expected_text(change: &Change, scaling: Option<&Scaling>) -> String {
+    if let (Change::Provisioned { read, write }, Some(scaling)) = (change, scaling) {
+        let side = |side: Capacity, planned: i64| match scaling.after.get(side) {
+            Some(range) => format!("at least {}", range.min),
+            None if scaling.table_too => planned.to_string(),
+            None => "unchanged".into(),
+        };
+        return format!(
+            "PROVISIONED read {}, write {}",
+            side(Capacity::Read, *read),
+            side(Capacity::Write, *write)
+        );
+    }
     match change {
         Change::Provisioned { read, write } => format!("PROVISIONED read {read}, write {write}"),
         Change::OnDemandMaximum { read, write } => format!(

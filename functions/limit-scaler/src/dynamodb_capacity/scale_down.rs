@@ -1,6 +1,8 @@
 //! The schedule's step for a capacity raise in force: when consumption stayed under
 //! SCALE_DOWN_UTILIZATION of the raised capacity for SCALE_DOWN_AFTER_HOURS, step back toward
-//! the recorded baseline (never below it), and move the raise record along.
+//! the recorded baseline (never below it), and move the raise record along. A side raised
+//! through Application Auto Scaling gets its original range back in one step, and Auto
+//! Scaling's own policy brings the capacity down.
 
 use runbook_shared::audit::Raise;
 use runbook_shared::aws::FaultKind;
@@ -12,6 +14,7 @@ use runbook_shared::runbook::{
 use serde_json::{Value, json};
 
 use super::RUNBOOK;
+use super::auto_scaling::{self, Capacity, Ranges, Scaling};
 use super::plan::{Change, expected_text, in_force, observed_text, step_down};
 use super::table::{Billing, ConsumedPeaks, Observed};
 use super::target::CapacityTarget;
@@ -27,23 +30,55 @@ pub struct ScaleDown {
 /// Read and write capacity.
 type Sides = (i64, i64);
 
+/// The table as a retry compares it with the intent: DescribeTable's view, and the ranges.
+pub(super) fn state_of(observed: &Observed, ranges: &Ranges) -> Option<Value> {
+    let mut state = serde_json::to_value(observed).ok()?;
+    if !ranges.is_empty() {
+        state["auto_scaling"] = json!(ranges);
+    }
+    Some(state)
+}
+
 pub struct Diagnosis {
     raise: Raise,
     baseline: Sides,
     ours: Sides,
+    /// The Auto Scaling ranges before the raise, and as the raise set them.
+    baseline_ranges: Ranges,
+    our_ranges: Ranges,
     observed: Observed,
+    ranges: Ranges,
     peaks: ConsumedPeaks,
 }
 
-/// From the capacity this automation set to a lower one, never below the baseline.
+/// From the capacity this automation set to a lower one, never below the baseline. A side
+/// registered with Auto Scaling steps through its range, and the table keeps what it shows on
+/// that side.
 pub struct StepDown {
     from: Sides,
     to: Sides,
     baseline: Sides,
+    ranges: (Ranges, Ranges),
+    baseline_ranges: Ranges,
+    /// Whether UpdateTable steps an unregistered side (unknown for a resumed registration).
+    table_too: bool,
+}
+
+impl StepDown {
+    fn at_baseline(&self) -> bool {
+        let registered = self.ranges.1;
+        registered == self.baseline_ranges
+            && (registered.read.is_some() || self.to.0 == self.baseline.0)
+            && (registered.write.is_some() || self.to.1 == self.baseline.1)
+    }
 }
 
 fn sides(state: &Value) -> Option<Sides> {
     Some((state["read"].as_i64()?, state["write"].as_i64()?))
+}
+
+fn provisioned((read, write): Sides) -> Value {
+    json!({"billing_mode": "PROVISIONED", "read": read, "write": write})
 }
 
 impl Runbook<Scaler> for ScaleDown {
@@ -70,7 +105,12 @@ impl Runbook<Scaler> for ScaleDown {
     async fn diagnose(&self, ctx: &RunContext<'_, Scaler>, report: &mut Report) -> Step<Diagnosis> {
         let raise = current_raise(ctx, &self.raise).await?;
         let name = self.target.name();
-        let (Some(baseline), Some(ours)) = (sides(&raise.original), sides(&raise.current)) else {
+        let (Some(baseline), Some(ours), Some(baseline_ranges), Some(our_ranges)) = (
+            sides(&raise.original),
+            sides(&raise.current),
+            Ranges::of(&raise.original),
+            Ranges::of(&raise.current),
+        ) else {
             return Err(Ending::failed(format!(
                 "the raise record of {name} is unreadable"
             )));
@@ -84,19 +124,28 @@ impl Runbook<Scaler> for ScaleDown {
             }
             Err(err) => return Err(Ending::failed(format!("could not describe {name}: {err}"))),
         };
+        let ranges = ctx.scalable_ranges(&self.target).await.map_err(|err| {
+            Ending::failed(format!(
+                "could not read the Auto Scaling ranges of {name}: {err}; the next schedule tries again"
+            ))
+        })?;
         let resource = self.resource(&ctx.config.safety.home);
-        let landed = serde_json::to_value(&observed)
-            .ok()
-            .and_then(|state| ctx.invocation.landed(&resource, &state));
+        let landed =
+            state_of(&observed, &ranges).and_then(|state| ctx.invocation.landed(&resource, &state));
+        // A registered side's capacity is Auto Scaling's to move; its range is ours to compare.
         if landed.is_none()
             && (observed.billing_mode != Billing::Provisioned
-                || (observed.read, observed.write) != ours)
+                || ranges != our_ranges
+                || (our_ranges.read.is_none() && observed.read != ours.0)
+                || (our_ranges.write.is_none() && observed.write != ours.1))
         {
             let reason = format!(
-                "{name} was changed by someone else since it was raised to read {}, write {} (now {}): left as it is",
+                "{name} was changed by someone else since it was raised to read {}, write {}, Auto Scaling ranges {} (now {}, ranges {}): left as it is",
                 ours.0,
                 ours.1,
-                observed_text(&observed)
+                our_ranges.text(),
+                observed_text(&observed),
+                ranges.text()
             );
             return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
         }
@@ -111,6 +160,7 @@ impl Runbook<Scaler> for ScaleDown {
             })?;
         report.diagnosis = Some(json!({
             "observed": observed,
+            "auto_scaling": (!ranges.is_empty()).then_some(ranges),
             "baseline": raise.original,
             "consumed_peak": peaks,
             "window_minutes": window_minutes,
@@ -119,7 +169,10 @@ impl Runbook<Scaler> for ScaleDown {
             raise,
             baseline,
             ours,
+            baseline_ranges,
+            our_ranges,
             observed,
+            ranges,
             peaks,
         })
     }
@@ -128,14 +181,42 @@ impl Runbook<Scaler> for ScaleDown {
         let Diagnosis {
             baseline,
             ours,
+            baseline_ranges,
+            our_ranges,
+            observed,
             peaks,
             ..
         } = diagnosis;
-        let to = (
-            step_down(ours.0, baseline.0, peaks.read_per_second, &ctx.config),
-            step_down(ours.1, baseline.1, peaks.write_per_second, &ctx.config),
-        );
-        if to == *ours {
+        let mut from = *ours;
+        let mut to = from;
+        let mut to_ranges = *our_ranges;
+        for (side, peak) in [
+            (Capacity::Read, peaks.read_per_second),
+            (Capacity::Write, peaks.write_per_second),
+        ] {
+            let (from, to, now, baseline) = match side {
+                Capacity::Read => (&mut from.0, &mut to.0, observed.read, baseline.0),
+                Capacity::Write => (&mut from.1, &mut to.1, observed.write, baseline.1),
+            };
+            match our_ranges.get(side) {
+                // Traffic fell below the raised minimum: the original range back, at once.
+                Some(range) => {
+                    (*from, *to) = (now, now);
+                    let original = baseline_ranges.get(side);
+                    if step_down(
+                        range.min,
+                        original.map_or(range.min, |r| r.min),
+                        peak,
+                        &ctx.config,
+                    ) < range.min
+                    {
+                        to_ranges.set(side, original);
+                    }
+                }
+                None => *to = step_down(*from, baseline, peak, &ctx.config),
+            }
+        }
+        if to == from && to_ranges == *our_ranges {
             return Decision::NoAction(format!(
                 "{} still uses at least {:.0}% of its raised capacity (or is at its baseline): kept",
                 self.target.name(),
@@ -143,61 +224,122 @@ impl Runbook<Scaler> for ScaleDown {
             ));
         }
         Decision::Act(StepDown {
-            from: *ours,
+            from,
             to,
             baseline: *baseline,
+            ranges: (*our_ranges, to_ranges),
+            baseline_ranges: *baseline_ranges,
+            table_too: to != from,
         })
     }
 
+    /// The ranges first (the intent, as in the raise), then UpdateTable for an unregistered side.
     fn describe(&self, _: &RunContext<'_, Scaler>, step: &StepDown) -> Planned {
-        let state = |(read, write): Sides| json!({"billing_mode": "PROVISIONED", "read": read, "write": write});
-        let StepDown { from, to, baseline } = step;
+        let StepDown {
+            from,
+            to,
+            baseline,
+            ranges,
+            ..
+        } = step;
         let name = self.target.name();
-        let summary = format!(
+        let mut summary = format!(
             "scaled {name} down from read {}, write {} to read {}, write {} (baseline read {}, write {})",
             from.0, from.1, to.0, to.1, baseline.0, baseline.1
         );
-        Planned::one(
-            "dynamodb:UpdateTable",
-            &name,
-            state(*from),
-            state(*to),
-            summary,
-        )
+        let mut actions = Vec::new();
+        if ranges.0 != ranges.1 {
+            summary.push_str(&format!(
+                ", its Auto Scaling range from {} back to {}",
+                ranges.0.text(),
+                ranges.1.text()
+            ));
+            actions.push((
+                auto_scaling::REGISTER,
+                auto_scaling::resource_id(&self.target),
+                json!({"auto_scaling": ranges.0}),
+                json!({"auto_scaling": ranges.1}),
+            ));
+        }
+        if step.table_too {
+            actions.push((
+                "dynamodb:UpdateTable",
+                name,
+                provisioned(*from),
+                provisioned(*to),
+            ));
+        }
+        let mut planned = Planned::one("", "", Value::Null, Value::Null, summary);
+        planned.actions = actions
+            .into_iter()
+            .flat_map(|(api, target, before, after)| {
+                Planned::one(api, &target, before, after, String::new()).actions
+            })
+            .collect();
+        planned
     }
 
     fn observed(&self, diagnosis: &Diagnosis) -> Option<Value> {
-        serde_json::to_value(&diagnosis.observed).ok()
+        state_of(&diagnosis.observed, &diagnosis.ranges)
     }
 
+    /// A resumed registration checks the ranges only (an UpdateTable that may have followed is
+    /// not known from the intent).
     fn resumed(&self, action: &Action) -> Option<StepDown> {
+        let ours = sides(&self.raise.current)?;
+        let baseline_ranges = Ranges::of(&self.raise.original)?;
+        if action.api == auto_scaling::REGISTER {
+            return Some(StepDown {
+                from: ours,
+                to: ours,
+                baseline: sides(&self.raise.original)?,
+                ranges: (Ranges::of(&action.before)?, Ranges::of(&action.after)?),
+                baseline_ranges,
+                table_too: false,
+            });
+        }
+        let ranges = Ranges::of(&self.raise.current)?;
         Some(StepDown {
             from: sides(&action.before)?,
             to: sides(&action.after)?,
             baseline: sides(&self.raise.original)?,
+            ranges: (ranges, ranges),
+            baseline_ranges,
+            table_too: true,
         })
     }
 
     async fn apply(
         &self,
         ctx: &RunContext<'_, Scaler>,
-        _: &Diagnosis,
+        diagnosis: &Diagnosis,
         step: StepDown,
     ) -> Result<StepDown, NotApplied> {
         let (read, write) = step.to;
         let name = self.target.name();
+        let change = Change::Provisioned { read, write };
         match ctx
-            .apply(&self.target, &Change::Provisioned { read, write })
+            .apply_in_order(
+                &self.target,
+                &diagnosis.observed,
+                (&step.ranges.0, &step.ranges.1),
+                step.table_too.then_some(&change),
+                ctx.invocation.wait_deadline(),
+            )
             .await
         {
             Ok(()) => Ok(step),
-            Err(err) if err.is(FaultKind::LimitExceeded) => Err(NotApplied::explained(
+            Err((err, Some(left))) => Err(NotApplied::explained(
+                &err,
+                format!("could not scale {name} down: {err}; {left}"),
+            )),
+            Err((err, None)) if err.is(FaultKind::LimitExceeded) => Err(NotApplied::explained(
                 &err,
                 format!(
                     "DynamoDB's quota of capacity decreases for {name} is used up for now: the next schedule tries again ({err})"
                 ),
             )),
-            Err(err) => Err(NotApplied::explained(
+            Err((err, None)) => Err(NotApplied::explained(
                 &err,
                 format!("could not scale {name} down: {err}; the next schedule tries again"),
             )),
@@ -216,25 +358,36 @@ impl Runbook<Scaler> for ScaleDown {
     ) -> Ending {
         let (read, write) = step.to;
         let change = Change::Provisioned { read, write };
-        let settled = ctx
-            .watch(&self.target, ctx.invocation.wait_deadline(), |o| {
-                o.active() && in_force(o, &change)
-            })
-            .await;
-        let (ok, seen) = match settled {
-            Ok(Some(now)) => (now.active() && in_force(&now, &change), observed_text(&now)),
-            Ok(None) => (false, "not described before the deadline".into()),
-            Err(err) => (false, format!("DescribeTable failed: {err}")),
+        let scaling = Scaling {
+            before: step.ranges.0,
+            after: step.ranges.1,
+            table_too: step.table_too,
         };
-        report.verification =
-            Verification::settled(Check::new("capacity", ok, expected_text(&change), seen));
+        let mut checks = Vec::new();
+        if step.table_too {
+            let in_force = |o: &Observed| o.active() && in_force(o, &change, Some(&scaling));
+            let settled = ctx
+                .watch(&self.target, ctx.invocation.wait_deadline(), in_force)
+                .await;
+            let (ok, seen) = match settled {
+                Ok(Some(now)) => (in_force(&now), observed_text(&now)),
+                Ok(None) => (false, "not described before the deadline".into()),
+                Err(err) => (false, format!("DescribeTable failed: {err}")),
+            };
+            let expected = expected_text(&change, Some(&scaling));
+            checks.push(Check::new("capacity", ok, expected, seen));
+        }
+        if step.ranges.0 != step.ranges.1 {
+            checks.push(ctx.range_check(&self.target, &step.ranges.1).await);
+        }
+        report.verification = Verification::settled_all(checks);
         let audit = &ctx.safety.audit;
         let resource = &diagnosis.raise.resource;
-        let recorded = if step.to == step.baseline {
+        let recorded = if step.at_baseline() {
             audit.end_raise(RUNBOOK, resource).await
         } else {
-            let original = json!({"read": step.baseline.0, "write": step.baseline.1});
-            let current = json!({"read": read, "write": write});
+            let original = json!({"read": step.baseline.0, "write": step.baseline.1, "auto_scaling": step.baseline_ranges});
+            let current = json!({"read": read, "write": write, "auto_scaling": step.ranges.1});
             audit
                 .put_raise(RUNBOOK, resource, &original, &current, None)
                 .await

@@ -13,6 +13,7 @@ use runbook_shared::runbook::{Ending, Step};
 use serde::Serialize;
 
 use super::NAMESPACE;
+use super::auto_scaling::Ranges;
 use super::plan::{Change, observed_text};
 use super::target::CapacityTarget;
 use crate::Scaler;
@@ -336,10 +337,14 @@ impl Scaler {
             .map_err(|message| Ending::failed(format!("{message}; nothing was changed")))
     }
 
+    /// UpdateTable; when another update runs (Auto Scaling's, or a person's), once it is done
+    /// and left the table as diagnosed, again. A side registered with Auto Scaling (`registered`)
+    /// may move meanwhile: Auto Scaling sets it.
     pub(super) async fn apply_waiting_if_busy(
         &self,
         target: &CapacityTarget,
         observed: &Observed,
+        registered: &Ranges,
         change: &Change,
         deadline: Deadline,
     ) -> Result<(), AwsError> {
@@ -350,8 +355,8 @@ impl Scaler {
                     Some(now)
                         if now.active()
                             && now.billing_mode == observed.billing_mode
-                            && now.read == observed.read
-                            && now.write == observed.write
+                            && (registered.read.is_some() || now.read == observed.read)
+                            && (registered.write.is_some() || now.write == observed.write)
                             && now.max_read_request_units == observed.max_read_request_units
                             && now.max_write_request_units == observed.max_write_request_units =>
                     {

@@ -1,0 +1,317 @@
+//! Application Auto Scaling on a table or index. A side (read or write) registered as a
+//! scalable target is raised through the target's MinCapacity (and its MaxCapacity when the new
+//! minimum exceeds it), never with UpdateTable alone, which Auto Scaling would undo within
+//! minutes. RegisterScalableTarget moves the capacity into the new range by itself; scale-down
+//! puts the original range back and leaves the capacity to Auto Scaling's own policy.
+
+use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+use runbook_shared::aws::AwsError;
+use runbook_shared::deadline::Deadline;
+use runbook_shared::report::Check;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::plan::Change;
+use super::table::Observed;
+use super::target::CapacityTarget;
+use crate::Scaler;
+
+pub const REGISTER: &str = "application-autoscaling:RegisterScalableTarget";
+const DESCRIBE: &str = "application-autoscaling:DescribeScalableTargets";
+
+/// A scalable target's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub min: i64,
+    pub max: i64,
+}
+
+/// The ranges of the read and write capacity of a table or index; a side without one is not
+/// registered with Application Auto Scaling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ranges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Range>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<Range>,
+}
+
+/// Read or write capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    Read,
+    Write,
+}
+
+impl Capacity {
+    const BOTH: [Self; 2] = [Self::Read, Self::Write];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+}
+
+impl Ranges {
+    pub fn is_empty(&self) -> bool {
+        self.read.is_none() && self.write.is_none()
+    }
+
+    pub fn get(&self, side: Capacity) -> Option<Range> {
+        match side {
+            Capacity::Read => self.read,
+            Capacity::Write => self.write,
+        }
+    }
+
+    pub fn set(&mut self, side: Capacity, range: Option<Range>) {
+        match side {
+            Capacity::Read => self.read = range,
+            Capacity::Write => self.write = range,
+        }
+    }
+
+    /// The ranges a state records under `auto_scaling` (none in records made before it was).
+    pub fn of(state: &Value) -> Option<Self> {
+        match state.get("auto_scaling") {
+            None | Some(Value::Null) => Some(Self::default()),
+            Some(ranges) => serde_json::from_value(ranges.clone()).ok(),
+        }
+    }
+
+    /// The ranges after raising the registered sides' capacity to `to` from `from`: a minimum
+    /// rises to the new capacity (never lower), and the maximum with it when exceeded.
+    pub fn raised(&self, from: (i64, i64), to: (i64, i64)) -> Self {
+        let mut after = *self;
+        for (side, from, to) in [
+            (Capacity::Read, from.0, to.0),
+            (Capacity::Write, from.1, to.1),
+        ] {
+            if let Some(range) = self.get(side).filter(|_| to > from) {
+                let min = range.min.max(to);
+                after.set(
+                    side,
+                    Some(Range {
+                        min,
+                        max: range.max.max(min),
+                    }),
+                );
+            }
+        }
+        after
+    }
+
+    /// `read min 5, max 40; write min 5, max 40`.
+    pub fn text(&self) -> String {
+        let sides: Vec<String> = Capacity::BOTH
+            .into_iter()
+            .filter_map(|side| {
+                self.get(side)
+                    .map(|range| format!("{} min {}, max {}", side.label(), range.min, range.max))
+            })
+            .collect();
+        if sides.is_empty() {
+            "none".into()
+        } else {
+            sides.join("; ")
+        }
+    }
+}
+
+/// The scalable target's resource id: `table/orders`, or `table/orders/index/by-customer`.
+pub fn resource_id(target: &CapacityTarget) -> String {
+    match &target.index {
+        Some(index) => format!("table/{}/index/{index}", target.table),
+        None => format!("table/{}", target.table),
+    }
+}
+
+fn dimension(target: &CapacityTarget, side: Capacity) -> ScalableDimension {
+    match (&target.index, side) {
+        (None, Capacity::Read) => ScalableDimension::DynamoDbTableReadCapacityUnits,
+        (None, Capacity::Write) => ScalableDimension::DynamoDbTableWriteCapacityUnits,
+        (Some(_), Capacity::Read) => ScalableDimension::DynamoDbIndexReadCapacityUnits,
+        (Some(_), Capacity::Write) => ScalableDimension::DynamoDbIndexWriteCapacityUnits,
+    }
+}
+
+impl Scaler {
+    /// The ranges Application Auto Scaling holds for the table or index.
+    pub(super) async fn scalable_ranges(
+        &self,
+        target: &CapacityTarget,
+    ) -> Result<Ranges, AwsError> {
+        let id = resource_id(target);
+        let output = self
+            .clients
+            .auto_scaling
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .resource_ids(&id)
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk(DESCRIBE, &id, &err))?;
+        let mut ranges = Ranges::default();
+        for side in Capacity::BOTH {
+            let wanted = dimension(target, side);
+            ranges.set(
+                side,
+                output
+                    .scalable_targets()
+                    .iter()
+                    .find(|t| t.resource_id() == id && *t.scalable_dimension() == wanted)
+                    .map(|t| Range {
+                        min: t.min_capacity().into(),
+                        max: t.max_capacity().into(),
+                    }),
+            );
+        }
+        Ok(ranges)
+    }
+
+    /// Registers each side whose range differs from `from`; when one fails, the sides already
+    /// registered are put back, so that a failure changes nothing.
+    pub(super) async fn register_ranges(
+        &self,
+        target: &CapacityTarget,
+        from: &Ranges,
+        to: &Ranges,
+    ) -> Result<(), AwsError> {
+        let changed: Vec<(Capacity, Range)> = Capacity::BOTH
+            .into_iter()
+            .filter(|side| to.get(*side) != from.get(*side))
+            .filter_map(|side| Some((side, to.get(side)?)))
+            .collect();
+        for (done, (side, range)) in changed.iter().enumerate() {
+            let Err(err) = self.register(target, *side, *range).await else {
+                continue;
+            };
+            for (side, _) in &changed[..done] {
+                let Some(original) = from.get(*side) else {
+                    continue;
+                };
+                if let Err(undo) = self.register(target, *side, original).await {
+                    return Err(AwsError {
+                        message: format!(
+                            "{}; and the {} range, already set, could not be put back to min {}, max {} ({undo}): put it back by hand",
+                            err.message,
+                            side.label(),
+                            original.min,
+                            original.max
+                        ),
+                        ..err
+                    });
+                }
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// The ranges from `ranges.0` to `ranges.1`, then UpdateTable to `change` when given (waiting
+    /// for an update already running), all or nothing: a failed UpdateTable puts the ranges
+    /// back. The error comes with what it left changed, when the ranges could not be put back.
+    pub(super) async fn apply_in_order(
+        &self,
+        target: &CapacityTarget,
+        observed: &Observed,
+        (from, to): (&Ranges, &Ranges),
+        change: Option<&Change>,
+        deadline: Deadline,
+    ) -> Result<(), (AwsError, Option<String>)> {
+        self.register_ranges(target, from, to)
+            .await
+            .map_err(|err| (err, None))?;
+        let Some(change) = change else {
+            return Ok(());
+        };
+        // Boxed: the wait inside outgrows a test thread's stack on the schedule's path.
+        let Err(err) =
+            Box::pin(self.apply_waiting_if_busy(target, observed, to, change, deadline)).await
+        else {
+            return Ok(());
+        };
+        match self.register_ranges(target, to, from).await {
+            Ok(()) => Err((err, None)),
+            Err(undo) => Err((
+                err,
+                Some(format!(
+                    "the Auto Scaling range of {}, already set to {}, could not be put back to {} ({undo}): put it back by hand",
+                    target.name(),
+                    to.text(),
+                    from.text()
+                )),
+            )),
+        }
+    }
+
+    /// The check that the ranges are as `expected`.
+    pub(super) async fn range_check(&self, target: &CapacityTarget, expected: &Ranges) -> Check {
+        let (ok, seen) = match self.scalable_ranges(target).await {
+            Ok(now) => (now == *expected, now.text()),
+            Err(err) => (false, format!("DescribeScalableTargets failed: {err}")),
+        };
+        Check::new("auto_scaling_range", ok, expected.text(), seen)
+    }
+
+    async fn register(
+        &self,
+        target: &CapacityTarget,
+        side: Capacity,
+        range: Range,
+    ) -> Result<(), AwsError> {
+        let id = resource_id(target);
+        let capacity = |value: i64| {
+            i32::try_from(value).map_err(|_| {
+                AwsError::invalid(REGISTER, &id, &format!("capacity {value} is out of range"))
+            })
+        };
+        self.clients
+            .auto_scaling
+            .register_scalable_target()
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .resource_id(&id)
+            .scalable_dimension(dimension(target, side))
+            .min_capacity(capacity(range.min)?)
+            .max_capacity(capacity(range.max)?)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| AwsError::from_sdk(REGISTER, &format!("{id} ({})", side.label()), &err))
+    }
+}
+
+/// A raise through Application Auto Scaling: the ranges before and after, and whether
+/// UpdateTable also raises a side that is not registered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scaling {
+    pub before: Ranges,
+    pub after: Ranges,
+    pub table_too: bool,
+}
+
+impl Scaling {
+    /// The scaling part of a raise of the capacity from `from` to `to` (read, write): none when
+    /// no registered side rises, which leaves the raise to UpdateTable alone. Pure.
+    pub fn of(ranges: &Ranges, from: (i64, i64), to: (i64, i64)) -> Option<Self> {
+        let after = ranges.raised(from, to);
+        (after != *ranges).then(|| Self {
+            before: *ranges,
+            after,
+            table_too: (ranges.read.is_none() && to.0 > from.0)
+                || (ranges.write.is_none() && to.1 > from.1),
+        })
+    }
+
+    /// Whether the table shows `seen` on `side` as the raise leaves it (`planned` for a side
+    /// that UpdateTable sets): a registered side at least at its new minimum (Auto Scaling may
+    /// go higher), an unregistered one at exactly `planned` when the table was written too.
+    pub fn in_force(&self, side: Capacity, seen: i64, planned: i64) -> bool {
+        match self.after.get(side) {
+            Some(range) => seen >= range.min,
+            None => !self.table_too || seen == planned,
+        }
+    }
+}
