@@ -123,6 +123,46 @@ async fn a_backup_is_made_verified_and_only_its_own_oldest_are_deleted() {
     assert!(third.audit_id.is_some());
 }
 
+/// The deletions after a verified backup are writes: a pause engaged while the backup was being
+/// made keeps the old backups.
+#[tokio::test]
+async fn a_pause_engaged_during_the_backup_keeps_the_old_ones() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let table = TableSpec::provisioned("managed-backup", 5, 5)
+        .create(&moto().dynamodb())
+        .await;
+    let responder = responder(&audit, &[("MAX_RUNBOOK_BACKUPS", "1")], responder_clients());
+    let first = run(&responder, backup(&table)).await;
+    assert_eq!(first.outcome, Outcome::Remediated, "{first:?}");
+
+    // The second backup is made at once, and its answer held for 2 s; the pause comes 1 s in.
+    moto().delay_answer("CreateBackup", &table, 2_000).await;
+    let second = run(&responder, backup(&table));
+    let pause = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        responder
+            .handle(
+                json!({"control": "pause", "reason": "hands off", "by": "carol"}),
+                &invocation(),
+            )
+            .await
+    };
+    let (second, paused) = tokio::join!(second, pause);
+    assert_eq!(paused.outcome, Outcome::Remediated, "{paused:?}");
+    assert_eq!(second.outcome, Outcome::Remediated, "{second:?}");
+    assert!(
+        second
+            .reason
+            .contains("were kept, as the automation is paused: paused by carol"),
+        "{}",
+        second.reason
+    );
+    assert_eq!(second.actions.len(), 2, "{second:?}");
+    assert_eq!(second.actions[1].api, "dynamodb:DeleteBackup");
+    assert!(!second.actions[1].applied);
+    assert_eq!(backups(&table).await.len(), 2, "the old backup is kept");
+}
+
 #[tokio::test]
 async fn a_dry_run_lists_the_backup_and_the_deletions_and_makes_nothing() {
     let audit = create_audit_table(&moto().dynamodb()).await;

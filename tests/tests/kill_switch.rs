@@ -288,3 +288,51 @@ async fn a_switch_that_cannot_be_read_writes_nothing() {
     assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (5, 5));
     assert!(denied.num_calls() >= 1);
 }
+
+/// A redrive can run for minutes: it reads the switch again every few seconds, and a pause
+/// engaged meanwhile stops it after the batches in flight, losing nothing.
+#[tokio::test]
+async fn a_pause_stops_a_redrive_already_running() {
+    use runbook_tests::fixtures::{QueuePair, depth, send_messages};
+
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let sqs = moto().sqs();
+    let pair = QueuePair::create(&sqs, "managed-paused-redrive", false).await;
+    let bodies: Vec<String> = (0..100).map(|i| json!({"id": i}).to_string()).collect();
+    send_messages(&sqs, &pair.dlq, &bodies, None, &[]).await;
+    let redriver = redriver(&audit, &[], redriver_clients());
+    let scaler = scaler(&audit, &[], scaler_clients());
+
+    // 100 messages at 10/s take 10 s; the pause comes 2 s in.
+    let running = invocation();
+    let redrive = redriver.handle(
+        json!({"dlq": pair.dlq.name, "action": "redrive", "rate_per_second": 10}),
+        &running,
+    );
+    let pause = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        one(scaler
+            .handle(
+                json!({"control": "pause", "reason": "stop the redrive", "by": "bob"}),
+                &invocation(),
+            )
+            .await)
+    };
+    let (report, paused) = tokio::join!(redrive, pause);
+    let report = one(report);
+    assert_eq!(paused.outcome, Outcome::Remediated, "{paused:?}");
+
+    let ledger = &report.details.as_ref().expect("details")["ledger"];
+    let moved = ledger["moved"].as_i64().expect("moved");
+    assert!(moved > 0 && moved < 100, "{report:?}");
+    assert!(
+        report
+            .reason
+            .contains("stopped early (paused: paused by bob"),
+        "{}",
+        report.reason
+    );
+    // Nothing lost: what was not moved is still in the DLQ.
+    assert_eq!(depth(&sqs, &pair.dlq).await, 100 - moved);
+    assert_eq!(depth(&sqs, &pair.source).await, moved);
+}

@@ -468,6 +468,18 @@ impl Runbook<Responder> for TableBackup {
         };
         match status {
             VerificationStatus::Verified => {
+                // Deletions are writes too: a pause engaged while the backup was made keeps them.
+                if !backup.expired.is_empty()
+                    && let Some(paused) = ctx.safety.switch.paused().await
+                {
+                    report.actions.extend(backup.expired.iter().map(deletion));
+                    return Ending::remediated(format!(
+                        "backed {} up as {} (AVAILABLE); its {} oldest automation backups were kept, as the automation is {paused}",
+                        self.table,
+                        backup.name,
+                        backup.expired.len()
+                    ));
+                }
                 let failures = ctx.delete_expired(&backup.expired, report).await;
                 if failures.is_empty() {
                     Ending::remediated(summary)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use chrono::Utc;
 use runbook_shared::aws::AwsError;
+use runbook_shared::control::Switch;
 use runbook_shared::deadline::Deadline;
 
 use super::ledger::{RedrivePlan, RedriveResult};
@@ -54,6 +55,9 @@ pub(super) struct State {
 
 /// Time kept before the deadline for releasing held messages and verifying.
 const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(5);
+/// How often a running redrive reads the kill switch again: a pause stops it within this long
+/// (the batches in flight finish), not at the end of a run that may last minutes.
+const SWITCH_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) struct Run<'a> {
     sqs: &'a aws_sdk_sqs::Client,
@@ -67,6 +71,9 @@ pub(super) struct Run<'a> {
     rate: RateLimiter,
     state: Mutex<State>,
     stop: Mutex<Option<String>>,
+    switch: &'a Switch,
+    /// When the switch was last read (the act step read it right before the run).
+    switch_read: tokio::sync::Mutex<Instant>,
 }
 
 /// Runs the redrive: `plan.concurrency` workers, each receiving, sending and deleting batches
@@ -76,6 +83,7 @@ pub async fn run(
     sqs: &aws_sdk_sqs::Client,
     plan: &RedrivePlan,
     deadline: Deadline,
+    switch: &Switch,
 ) -> RedriveResult {
     let started = Instant::now();
     let mut targets: Vec<&Queue> = plan.sources.iter().collect();
@@ -102,6 +110,8 @@ pub async fn run(
         },
         state: Mutex::new(State::default()),
         stop: Mutex::new(None),
+        switch,
+        switch_read: tokio::sync::Mutex::new(Instant::now()),
     };
     futures_util::future::join_all((0..plan.concurrency.max(1)).map(|_| run.worker())).await;
 
@@ -185,8 +195,24 @@ impl Run<'_> {
         self.claimed.fetch_sub(unused, Ordering::SeqCst);
     }
 
+    /// The pause engaged since the switch was last read, read at most every `SWITCH_EVERY` by
+    /// one worker at a time.
+    async fn paused(&self) -> Option<String> {
+        let mut read = self.switch_read.try_lock().ok()?;
+        if read.elapsed() < SWITCH_EVERY {
+            return None;
+        }
+        let paused = self.switch.paused().await;
+        *read = Instant::now();
+        paused
+    }
+
     async fn worker(&self) {
         while !self.stopped() {
+            if let Some(paused) = self.paused().await {
+                self.halt(format!("{paused}; the rest stays in the DLQ"));
+                return;
+            }
             let Some(usable) = self.deadline.remaining().checked_sub(STOP_BEFORE_DEADLINE) else {
                 self.halt("the Lambda deadline was near".into());
                 return;

@@ -176,7 +176,13 @@ impl Runbook<Redriver> for Redrive {
         _: &(),
         run: RedriveRun,
     ) -> Result<RedriveRun, NotApplied> {
-        let result = engine::run(&ctx.clients.sqs, &run.plan, ctx.invocation.deadline).await;
+        let result = engine::run(
+            &ctx.clients.sqs,
+            &run.plan,
+            ctx.invocation.deadline,
+            &ctx.safety.switch,
+        )
+        .await;
         Ok(RedriveRun {
             result: Some(result),
             ..run
