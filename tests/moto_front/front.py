@@ -45,6 +45,7 @@ import base64
 import datetime as dt
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -341,6 +342,30 @@ def patch_cloudformation():
 
 
 _physical = threading.local()
+
+
+def patch_cloudwatch_percentiles():
+    """GetMetricData answers a percentile statistic (`p99`, `p99.9`) as CloudWatch does; moto
+    answers None for any statistic but the five basic ones. Nearest rank over the period's raw
+    values (CloudWatch needs raw values for percentiles too: a StatisticSet has none)."""
+    from moto.cloudwatch.models import MetricDatum, Statistics
+
+    basic = Statistics.get_statistics_for_type
+
+    def get_statistics_for_type(self, stat):
+        found = PERCENTILE.fullmatch(stat or "")
+        if not found:
+            return basic(self, stat)
+        values = sorted(m.value for m in self.metric_data or [] if isinstance(m, MetricDatum))
+        if not values:
+            return None
+        rank = max(1, math.ceil(float(found[1]) / 100 * len(values)))
+        return values[min(rank, len(values)) - 1]
+
+    Statistics.get_statistics_for_type = get_statistics_for_type
+
+
+PERCENTILE = re.compile(r"p(\d{1,3}(?:\.\d+)?)")
 
 
 def patch_application_autoscaling():
@@ -641,6 +666,7 @@ def build_app():
     patch_cloudformation()
     patch_events()
     patch_application_autoscaling()
+    patch_cloudwatch_percentiles()
     iam.patch_moto()
     controls.patch_controls()
     return ControlEndpoint(controls.DelayedAnswers(LambdaAccountSettings(CborBridge(

@@ -478,6 +478,154 @@ async fn bad_probe_payloads_are_rejected_and_other_events_too() {
     }
 }
 
+/// Records `values` of a metric with one dimension, `seconds_ago`.
+async fn put_values(
+    namespace: &str,
+    metric: &str,
+    function: &str,
+    values: &[f64],
+    seconds_ago: i64,
+) {
+    moto()
+        .cloudwatch()
+        .put_metric_data()
+        .namespace(namespace)
+        .metric_data(
+            aws_sdk_cloudwatch::types::MetricDatum::builder()
+                .metric_name(metric)
+                .dimensions(
+                    Dimension::builder()
+                        .name("FunctionName")
+                        .value(function)
+                        .build(),
+                )
+                .set_values(Some(values.to_vec()))
+                .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                    chrono::Utc::now().timestamp() - seconds_ago,
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("put metric data");
+}
+
+#[tokio::test]
+async fn metric_probes_hold_a_statistic_within_its_bounds() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let namespace = unique("Custom/Orders");
+    let (quiet, failing, slow) = (unique("quiet"), unique("failing"), unique("slow"));
+    put_values(&namespace, "Errors", &quiet, &[0.0, 0.0], 60).await;
+    put_values(&namespace, "Errors", &failing, &[0.0, 3.0, 4.0], 60).await;
+    // 100 durations: p99 is the 99th of them, 990 ms; the maximum is 5,000 ms.
+    let mut durations: Vec<f64> = (1..=99).map(|i| f64::from(i) * 10.0).collect();
+    durations.push(5_000.0);
+    put_values(&namespace, "Duration", &slow, &durations, 60).await;
+    let metric = |name: &str, metric: &str, function: &str, stat: &str, bound: Value| {
+        let mut probe = json!({
+            "name": name, "kind": "metric", "namespace": namespace, "metric": metric,
+            "dimensions": {"FunctionName": function}, "stat": stat, "period_seconds": 60,
+            "minutes": 10,
+        });
+        probe
+            .as_object_mut()
+            .unwrap()
+            .extend(bound.as_object().unwrap().clone());
+        probe
+    };
+    let probes = json!([
+        metric("no-errors", "Errors", &quiet, "Sum", json!({"max": 0})),
+        metric("errors", "Errors", &failing, "Sum", json!({"max": 0})),
+        metric("p99-fast", "Duration", &slow, "p99", json!({"max": 1000})),
+        metric(
+            "max-slow",
+            "Duration",
+            &slow,
+            "Maximum",
+            json!({"max": 1000})
+        ),
+        metric(
+            "traffic",
+            "Errors",
+            &failing,
+            "SampleCount",
+            json!({"min": 5})
+        ),
+        metric("no-data", "Errors", "nobody", "Sum", json!({"max": 0})),
+        metric(
+            "no-data-ok",
+            "Errors",
+            "nobody",
+            "Sum",
+            json!({"max": 0, "missing_data": "healthy"})
+        ),
+    ]);
+    let report = run(&prober(&audit, &[]), json!({"probes": probes})).await;
+
+    let verdict = |name: &str| {
+        let probe = result(&report, name);
+        (probe.healthy, probe.detail.clone())
+    };
+    let (ok, detail) = verdict("no-errors");
+    assert!(
+        ok && detail.contains("Sum over the last 10 min: 0"),
+        "{detail}"
+    );
+    let (ok, detail) = verdict("errors");
+    assert!(!ok && detail.contains("7 is above the max 0"), "{detail}");
+    let (ok, detail) = verdict("p99-fast");
+    assert!(
+        ok && detail.contains("p99 over the last 10 min: 990"),
+        "{detail}"
+    );
+    let (ok, detail) = verdict("max-slow");
+    assert!(
+        !ok && detail.contains("5000 is above the max 1000"),
+        "{detail}"
+    );
+    let (ok, detail) = verdict("traffic");
+    assert!(!ok && detail.contains("3 is below the min 5"), "{detail}");
+    let (ok, detail) = verdict("no-data");
+    assert!(
+        !ok && detail.starts_with("no data") && detail.contains("missing_data is unhealthy"),
+        "{detail}"
+    );
+    let (ok, detail) = verdict("no-data-ok");
+    assert!(ok && detail.contains("missing_data is healthy"), "{detail}");
+    assert_eq!(result(&report, "errors").kind, "metric");
+    assert!(!report.healthy);
+
+    // Bad definitions are rejected, naming the probe and the field.
+    let invocation = Invocation::new("x", Deadline::after(Duration::from_secs(30)));
+    for (bound, expected) in [
+        (json!({}), "give \"max\", \"min\" or both"),
+        (json!({"max": 1, "stat": "p101"}), "\"stat\" must be one of"),
+        (
+            json!({"max": 1, "period_seconds": 45}),
+            "\"period_seconds\"",
+        ),
+        (json!({"min": 5, "max": 1}), "is above \"max\""),
+        (
+            json!({"max": 1, "missing_data": "maybe"}),
+            "unknown variant `maybe`",
+        ),
+    ] {
+        let probe = metric("bad", "Errors", &quiet, "Sum", bound);
+        let ProberOutput::Report(rejected) = prober(&audit, &[])
+            .handle(json!({"probes": [probe]}), &invocation)
+            .await
+        else {
+            panic!("{probe} accepted")
+        };
+        assert_eq!(rejected.outcome, Outcome::Rejected);
+        assert!(
+            rejected.reason.contains("probe \"bad\"") && rejected.reason.contains(expected),
+            "{}",
+            rejected.reason
+        );
+    }
+}
+
 /// Stack states moto cannot be put in, replayed on the real client.
 #[tokio::test]
 async fn stacks_failed_or_stuck_are_unhealthy_with_the_failure_reason() {

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::probes::{
-    AlarmsProbe, HttpProbe, LambdaProbe, Probe, QueueProbe, StackProbe, TableProbe,
+    AlarmsProbe, HttpProbe, LambdaProbe, MetricProbe, MissingData, Probe, QueueProbe, StackProbe,
+    TableProbe,
 };
 
 /// One probe's result, as the report shows it.
@@ -109,6 +110,7 @@ async fn check(clients: &Clients, probe: &Probe) -> (bool, String) {
         Probe::Stack(stack) => check_stack(clients, stack).await,
         Probe::Alarms(alarms) => check_alarms(clients, alarms).await,
         Probe::Lambda(function) => check_lambda(clients, function).await,
+        Probe::Metric(metric) => check_metric(clients, metric).await,
     };
     outcome.unwrap_or_else(|err| {
         let detail = if err.is(FaultKind::NotFound) {
@@ -531,4 +533,85 @@ async fn check_lambda(clients: &Clients, probe: &LambdaProbe) -> Result<(bool, S
         detail.push_str(&format!(" ({reason})"));
     }
     Ok((ok, detail))
+}
+
+/// Every datapoint of the last `minutes` within the bounds; the detail names the worst one and
+/// the bound it is held to.
+async fn check_metric(clients: &Clients, probe: &MetricProbe) -> Result<(bool, String), AwsError> {
+    let end = Utc::now();
+    let dimensions: Vec<Dimension> = probe
+        .dimensions
+        .iter()
+        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+        .collect();
+    let output = clients
+        .cloudwatch
+        .get_metric_data()
+        .metric_data_queries(
+            MetricDataQuery::builder()
+                .id("m")
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(
+                            Metric::builder()
+                                .namespace(&probe.namespace)
+                                .metric_name(&probe.metric)
+                                .set_dimensions(Some(dimensions))
+                                .build(),
+                        )
+                        .period(probe.period_seconds)
+                        .stat(&probe.stat)
+                        .build(),
+                )
+                .build(),
+        )
+        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            (end - chrono::Duration::minutes(probe.minutes)).timestamp(),
+        ))
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            end.timestamp(),
+        ))
+        .send()
+        .await
+        .map_err(|err| {
+            AwsError::from_sdk(
+                "cloudwatch:GetMetricData",
+                &format!("{} {}", probe.namespace, probe.metric),
+                &err,
+            )
+        })?;
+    let values: Vec<f64> = output
+        .metric_data_results()
+        .iter()
+        .flat_map(|result| result.values().iter().copied())
+        .collect();
+    let window = format!("{} over the last {} min", probe.stat, probe.minutes);
+    let bounds = match (probe.min, probe.max) {
+        (Some(min), Some(max)) => format!("from {min} to {max}"),
+        (Some(min), None) => format!("at least {min}"),
+        (_, max) => format!("at most {}", max.unwrap_or(f64::INFINITY)),
+    };
+    if values.is_empty() {
+        let healthy = probe.missing_data == MissingData::Healthy;
+        return Ok((
+            healthy,
+            format!(
+                "no data: no {window} (missing_data is {})",
+                if healthy { "healthy" } else { "unhealthy" }
+            ),
+        ));
+    }
+    let highest = values.iter().copied().fold(f64::MIN, f64::max);
+    let lowest = values.iter().copied().fold(f64::MAX, f64::min);
+    if let Some(max) = probe.max.filter(|max| highest > *max) {
+        return Ok((false, format!("{window}: {highest} is above the max {max}")));
+    }
+    if let Some(min) = probe.min.filter(|min| lowest < *min) {
+        return Ok((false, format!("{window}: {lowest} is below the min {min}")));
+    }
+    let value = if probe.max.is_some() { highest } else { lowest };
+    Ok((
+        true,
+        format!("{window}: {value} ({} datapoints, {bounds})", values.len()),
+    ))
 }

@@ -16,6 +16,7 @@ pub enum Probe {
     Stack(StackProbe),
     Alarms(AlarmsProbe),
     Lambda(LambdaProbe),
+    Metric(MetricProbe),
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -100,6 +101,59 @@ pub struct LambdaProbe {
     pub function: String,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// A CloudWatch statistic that must stay within bounds: healthy while every `period_seconds`
+/// datapoint of the last `minutes` is at most `max` and at least `min`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricProbe {
+    pub name: String,
+    pub namespace: String,
+    pub metric: String,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    /// `Sum`, `Average`, `Maximum`, `Minimum`, `SampleCount`, or a percentile (`p99`, `p99.9`).
+    pub stat: String,
+    #[serde(default = "default_period_seconds")]
+    pub period_seconds: i32,
+    #[serde(default = "default_metric_minutes")]
+    pub minutes: i64,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// What no datapoint in the window means.
+    #[serde(default)]
+    pub missing_data: MissingData,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+fn default_period_seconds() -> i32 {
+    60
+}
+
+fn default_metric_minutes() -> i64 {
+    5
+}
+
+/// What a metric probe without data in its window is.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingData {
+    Healthy,
+    #[default]
+    Unhealthy,
+}
+
+const STATISTICS: [&str; 5] = ["Sum", "Average", "Maximum", "Minimum", "SampleCount"];
+
+/// Whether `stat` is a CloudWatch percentile, `p0` to `p100` (`p99.9`).
+fn is_percentile(stat: &str) -> bool {
+    stat.strip_prefix('p')
+        .and_then(|number| number.parse::<f64>().ok())
+        .is_some_and(|number| (0.0..=100.0).contains(&number))
 }
 
 /// A comparison in a body condition.
@@ -241,6 +295,7 @@ impl Probe {
             Probe::Stack(p) => &p.name,
             Probe::Alarms(p) => &p.name,
             Probe::Lambda(p) => &p.name,
+            Probe::Metric(p) => &p.name,
         }
     }
 
@@ -252,10 +307,11 @@ impl Probe {
             Probe::Stack(_) => "stack",
             Probe::Alarms(_) => "alarms",
             Probe::Lambda(_) => "lambda",
+            Probe::Metric(_) => "metric",
         }
     }
 
-    /// What the probe looks at: the URL, table, queue, stack, alarm prefix or function.
+    /// What the probe looks at: the URL, table, queue, stack, alarm prefix, function or metric.
     pub fn target(&self) -> &str {
         match self {
             Probe::Http(p) => &p.url,
@@ -264,6 +320,7 @@ impl Probe {
             Probe::Stack(p) => &p.stack,
             Probe::Alarms(p) => &p.prefix,
             Probe::Lambda(p) => &p.function,
+            Probe::Metric(p) => &p.metric,
         }
     }
 
@@ -275,6 +332,7 @@ impl Probe {
             Probe::Stack(p) => p.timeout_ms,
             Probe::Alarms(p) => p.timeout_ms,
             Probe::Lambda(p) => p.timeout_ms,
+            Probe::Metric(p) => p.timeout_ms,
         }
     }
 
@@ -321,9 +379,48 @@ impl Probe {
             Probe::Stack(stack) if stack.max_in_progress_minutes < 1 => {
                 return Err("\"max_in_progress_minutes\" must be at least 1".into());
             }
+            Probe::Metric(metric) => metric.validate()?,
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl MetricProbe {
+    fn validate(&self) -> Result<(), String> {
+        if self.namespace.trim().is_empty() {
+            return Err("\"namespace\" must not be empty".into());
+        }
+        if !STATISTICS.contains(&self.stat.as_str()) && !is_percentile(&self.stat) {
+            return Err(format!(
+                "\"stat\" must be one of {} or a percentile like p99, got {:?}",
+                STATISTICS.join(", "),
+                self.stat
+            ));
+        }
+        // CloudWatch's periods: 1, 5, 10, 30 or a multiple of 60 seconds.
+        if !(matches!(self.period_seconds, 1 | 5 | 10 | 30)
+            || (self.period_seconds >= 60 && self.period_seconds % 60 == 0))
+        {
+            return Err(format!(
+                "\"period_seconds\" must be 1, 5, 10, 30 or a multiple of 60, got {}",
+                self.period_seconds
+            ));
+        }
+        if !(1..=1440).contains(&self.minutes) || self.minutes * 60 < i64::from(self.period_seconds)
+        {
+            return Err(format!(
+                "\"minutes\" must be from 1 to 1440 and cover at least one period, got {}",
+                self.minutes
+            ));
+        }
+        match (self.min, self.max) {
+            (None, None) => Err("give \"max\", \"min\" or both".into()),
+            (Some(min), Some(max)) if min > max => {
+                Err(format!("\"min\" {min} is above \"max\" {max}"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
