@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod deadline;
 pub mod entry;
+pub mod evidence;
 pub mod logging;
 pub mod managed;
 pub mod ownership;

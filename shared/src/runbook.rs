@@ -121,6 +121,11 @@ pub trait Function {
     fn stacks(&self) -> Option<&aws_sdk_cloudformation::Client> {
         None
     }
+    /// The clients its reports' evidence is read with, when its runbooks concern functions,
+    /// tables or queues.
+    fn evidence_sources(&self) -> Option<crate::evidence::Sources<'_>> {
+        None
+    }
 }
 
 /// What one run works with: the function (its clients and configuration), the invocation
@@ -129,6 +134,9 @@ pub struct RunContext<'a, F> {
     pub function: &'a F,
     pub invocation: &'a Invocation,
     pub alarm: Option<&'a AlarmTrigger>,
+    /// The evidence about the runbook's subject, read once per run before its diagnosis (and
+    /// in the report's `diagnosis.evidence`).
+    pub evidence: std::sync::OnceLock<crate::evidence::Evidence>,
 }
 
 impl<'a, F> RunContext<'a, F> {
@@ -141,6 +149,7 @@ impl<'a, F> RunContext<'a, F> {
             function,
             invocation,
             alarm,
+            evidence: std::sync::OnceLock::new(),
         }
     }
 
@@ -252,6 +261,12 @@ pub trait Runbook<F: Function> {
     /// Whether an earlier record of this runbook on the resource starts a cooldown.
     fn cooldown(&self, _record: &AuditRecord) -> bool {
         true
+    }
+
+    /// What its report's evidence is about: the function, table or queue (none for a runbook
+    /// that concerns none, or that finishes an earlier change).
+    fn evidence_subject(&self) -> Option<crate::evidence::Subject> {
+        None
     }
 
     /// Another resource its change is serialised on (for a live run), besides its own.
@@ -378,8 +393,14 @@ async fn change<F: Function, R: Runbook<F>>(
         spent: false,
     };
     let mut refused = Vec::new();
+    // Boxed: its reads run at once, and their futures outgrow a test thread's stack.
+    Box::pin(gather_evidence(ctx, runbook)).await;
     while refused.len() < REPLANS {
-        let diagnosis = runbook.diagnose(ctx, report).await?;
+        let diagnosis = runbook.diagnose(ctx, report).await;
+        if let Some(evidence) = ctx.evidence.get() {
+            attach(report, evidence);
+        }
+        let diagnosis = diagnosis?;
         if let Some((change, summary)) = resume(ctx, runbook, resource, &diagnosis, report) {
             return Ok(runbook
                 .verify(ctx, &diagnosis, change, &summary, report)
@@ -418,6 +439,33 @@ async fn change<F: Function, R: Runbook<F>>(
         resource.name(),
         refused.join("; ")
     )))
+}
+
+/// Reads the evidence about the runbook's subject, once per run, before its diagnosis (which
+/// may use it: a memory raise needs out-of-memory in the logs).
+async fn gather_evidence<F: Function, R: Runbook<F>>(ctx: &RunContext<'_, F>, runbook: &R) {
+    let (Some(subject), Some(sources)) =
+        (runbook.evidence_subject(), ctx.function.evidence_sources())
+    else {
+        return;
+    };
+    let config = &ctx.function.safety().config.evidence;
+    let window = crate::evidence::window(ctx.alarm, config, chrono::Utc::now());
+    let evidence = Box::pin(crate::evidence::gather(sources, &subject, window, config)).await;
+    let _ = ctx.evidence.set(evidence);
+}
+
+/// The evidence in the report's `diagnosis.evidence`.
+fn attach(report: &mut Report, evidence: &crate::evidence::Evidence) {
+    let Ok(evidence) = serde_json::to_value(evidence) else {
+        return;
+    };
+    match report.diagnosis.as_mut().and_then(Value::as_object_mut) {
+        Some(diagnosis) => {
+            diagnosis.insert("evidence".into(), evidence);
+        }
+        None => report.diagnosis = Some(serde_json::json!({"evidence": evidence})),
+    }
 }
 
 /// The change an earlier attempt of this request (Lambda's retry after a crash) made before it

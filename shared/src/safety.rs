@@ -36,6 +36,8 @@ pub struct SafetyConfig {
     pub max_changes_per_window: usize,
     /// ...within this window, account-wide, across every function and runbook.
     pub change_window: Duration,
+    /// What the evidence in a report covers.
+    pub evidence: crate::evidence::EvidenceConfig,
 }
 
 impl SafetyConfig {
@@ -56,6 +58,7 @@ impl SafetyConfig {
                 1,
                 1_440,
             )?),
+            evidence: crate::evidence::EvidenceConfig::from_env(env)?,
         })
     }
 }

@@ -143,6 +143,9 @@ _moving = threading.local()
 
 
 def patch_sqs():
+    # An event source mapping from a queue is listed, but moto does not invoke its function on
+    # each message (it would need Docker): the tests run the functions as processes.
+    sqs_models.Queue.lambda_event_source_mappings = property(lambda self: {}, lambda self, value: None)
     backend_cls = sqs_models.SQSBackend
     queue_cls = sqs_models.Queue
     receive = backend_cls.receive_message
@@ -366,6 +369,33 @@ def patch_cloudwatch_percentiles():
 
 
 PERCENTILE = re.compile(r"p(\d{1,3}(?:\.\d+)?)")
+
+
+def patch_logs_filter_patterns():
+    """FilterLogEvents with a pattern of optional terms (`?ERROR ?"Task timed out"`) matches an
+    event holding any of them, as CloudWatch Logs does; moto treats such a pattern as matching
+    everything."""
+    from moto.logs import utils as logs_utils
+
+    matches = logs_utils.EventMessageFilter.matches
+
+    def any_term(self, message):
+        terms = OPTIONAL_TERM.findall(self.pattern or "")
+        if not terms:
+            return matches(self, message)
+        return any((quoted or bare) in message for quoted, bare in terms)
+
+    init = logs_utils.EventMessageFilter.__init__
+
+    def remember(self, pattern):
+        init(self, pattern)
+        self.pattern = pattern
+
+    logs_utils.EventMessageFilter.__init__ = remember
+    logs_utils.EventMessageFilter.matches = any_term
+
+
+OPTIONAL_TERM = re.compile(r'\?(?:"([^"]*)"|(\S+))')
 
 
 def patch_application_autoscaling():
@@ -667,6 +697,7 @@ def build_app():
     patch_events()
     patch_application_autoscaling()
     patch_cloudwatch_percentiles()
+    patch_logs_filter_patterns()
     iam.patch_moto()
     controls.patch_controls()
     return ControlEndpoint(controls.DelayedAnswers(LambdaAccountSettings(CborBridge(

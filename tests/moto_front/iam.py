@@ -40,7 +40,7 @@ BATCH_ACTIONS = {
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
 }
-JSON_ERROR_SERVICES = {"dynamodb", "monitoring", "sqs", "lambda", "application-autoscaling"}
+JSON_ERROR_SERVICES = {"dynamodb", "monitoring", "sqs", "lambda", "application-autoscaling", "logs"}
 
 
 class ServiceError(HTTPException):
@@ -286,7 +286,13 @@ def application_autoscaling_targets(response, region):
     return [(arn, context_with_tags(lambda: {}))]
 
 
+def logs_targets(response, region):
+    group = request_param(response, "logGroupName") or request_param(response, "logGroupIdentifier") or "*"
+    return [(f"arn:aws:logs:{region}:{response.current_account}:log-group:{group}:*", context_with_tags(lambda: {}))]
+
+
 TARGETS = {
+    "logs": logs_targets,
     "application-autoscaling": application_autoscaling_targets,
     "events": events_targets,
     "dynamodb": dynamodb_targets,

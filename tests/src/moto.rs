@@ -105,6 +105,10 @@ impl Moto {
         aws_sdk_applicationautoscaling::Client::new(&self.sdk_config())
     }
 
+    pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&self.sdk_config())
+    }
+
     pub fn lambda(&self) -> aws_sdk_lambda::Client {
         aws_sdk_lambda::Client::new(&self.sdk_config())
     }

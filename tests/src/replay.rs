@@ -92,3 +92,32 @@ pub fn no_metrics() -> aws_sdk_cloudwatch::Client {
     });
     mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&rule, &no_alarm])
 }
+
+/// The evidence's reads of a function that a replay Lambda client does not otherwise answer:
+/// a bare configuration, and no versions or aliases (nothing changed recently).
+pub struct QuietFunction {
+    pub configuration: aws_smithy_mocks::Rule,
+    pub versions: aws_smithy_mocks::Rule,
+    pub aliases: aws_smithy_mocks::Rule,
+}
+
+impl QuietFunction {
+    pub fn new() -> Self {
+        Self {
+            configuration: mock!(aws_sdk_lambda::Client::get_function_configuration)
+                .then_output(|| GetFunctionConfigurationOutput::builder().build()),
+            versions: mock!(aws_sdk_lambda::Client::list_versions_by_function).then_output(|| {
+                aws_sdk_lambda::operation::list_versions_by_function::ListVersionsByFunctionOutput::builder().build()
+            }),
+            aliases: mock!(aws_sdk_lambda::Client::list_aliases).then_output(|| {
+                aws_sdk_lambda::operation::list_aliases::ListAliasesOutput::builder().build()
+            }),
+        }
+    }
+}
+
+impl Default for QuietFunction {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -6,8 +6,8 @@ use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
 use runbook_tests::fixtures::{
     create_audit_table, create_deployed_function, create_function, create_stack, event_file,
-    invocation, lambda_alarm_event, publish_version, put_durations, responder, responder_clients,
-    set_stack_status,
+    invocation, lambda_alarm_event, log_lines, publish_version, put_durations, responder,
+    responder_clients, set_stack_status,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
@@ -75,7 +75,14 @@ async fn errors_after_a_deploy_roll_the_alias_back_and_ok_verifies_it() {
     );
     let diagnosis = report.diagnosis.as_ref().unwrap();
     assert_eq!(diagnosis["versions"].as_array().unwrap().len(), 2);
-    assert!(diagnosis["owning_stack"].is_object());
+    // The fresh deploy is in the evidence: both versions were published within the window.
+    let changes = diagnosis["evidence"]["recent_changes"]
+        .as_array()
+        .expect("recent changes");
+    assert!(
+        changes.iter().any(|c| c["kind"] == "version_published"),
+        "{changes:?}"
+    );
 
     let closed = run(&responder, errors_alarm(&function, "OK")).await;
     assert_eq!(
@@ -291,6 +298,12 @@ async fn duration_alarms_raise_the_timeout_within_the_cap() {
     );
 
     put_durations(&function, &[29_900.0]).await;
+    // More memory needs evidence of out-of-memory in the logs.
+    log_lines(
+        &function,
+        &["REPORT RequestId: 1f2e Duration: 29900.00 ms Billed Duration: 29900 ms Memory Size: 256 MB Max Memory Used: 256 MB Status: error Error Type: Runtime.OutOfMemory"],
+    )
+    .await;
     let report = run(
         &responder,
         json!({"runbook": "lambda-resources", "function": function, "raise": "both"}),
@@ -571,10 +584,17 @@ async fn access_denied_on_update_alias_is_reported() {
                 .build(),
         )
     });
+    let quiet = runbook_tests::replay::QuietFunction::new();
     responder.clients.lambda = mock_client!(
         aws_sdk_lambda,
         RuleMode::MatchAny,
-        [&get_alias, &versions, &update]
+        [
+            &get_alias,
+            &versions,
+            &update,
+            &quiet.configuration,
+            &quiet.aliases
+        ]
     );
     let report = run(
         &responder,

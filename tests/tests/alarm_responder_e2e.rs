@@ -61,10 +61,25 @@ async fn lambda_runbooks_through_the_binary() {
     assert_eq!(raised["trigger"]["kind"], "alarm_action");
     assert_eq!(raised["runbook"], "lambda-resources");
 
+    // More memory needs out-of-memory in the worker's logs.
+    runbook_tests::fixtures::log_lines(
+        &worker,
+        &["RequestId: 9c1e Error: Runtime exited with error: signal: killed Runtime.ExitError"],
+    )
+    .await;
     let both = responder
         .report(&event_file("manual-lambda-resources.json", &names))
         .await;
     assert_eq!(both["outcome"], "remediated", "{both}");
+    // The evidence is in the report: the out-of-memory line, the figures, the recent changes.
+    let evidence = &both["diagnosis"]["evidence"];
+    assert_eq!(evidence["logs"]["out_of_memory"], 1, "{both}");
+    assert!(evidence["metrics"]["duration_max_ms"].is_object(), "{both}");
+    assert!(evidence["recent_changes"].is_array(), "{both}");
+    assert_eq!(
+        rolled["diagnosis"]["evidence"]["logs"]["events_read"], 0,
+        "{rolled}"
+    );
     responder.stop().await;
 }
 

@@ -142,6 +142,7 @@ const SERVICES: &[(&str, &str)] = &[
     ("aws-sdk-cloudwatch", "cloudwatch"),
     ("aws-sdk-eventbridge", "events"),
     ("aws-sdk-applicationautoscaling", "application-autoscaling"),
+    ("aws-sdk-cloudwatchlogs", "logs"),
 ];
 
 /// Every operation of an SDK crate, as the snake_case names of its fluent client methods.
@@ -314,6 +315,17 @@ const NEVER_CALLED: &[(&str, &str)] = &[
     (DLQ_REDRIVER, "cloudformation:DescribeStackResources"),
     (DLQ_REDRIVER, "cloudformation:DescribeStacks"),
     (HEALTH_PROBER, "cloudformation:DescribeStackResources"),
+    // The evidence in shared/src/evidence.rs reads a function's logs, versions, aliases and
+    // owning stack's events; dlq-redriver's evidence is its DLQ's metrics alone, and
+    // health-prober's reports carry none.
+    (DLQ_REDRIVER, "logs:FilterLogEvents"),
+    (DLQ_REDRIVER, "lambda:GetFunctionConfiguration"),
+    (DLQ_REDRIVER, "lambda:ListAliases"),
+    (DLQ_REDRIVER, "lambda:ListVersionsByFunction"),
+    (DLQ_REDRIVER, "cloudformation:DescribeStackEvents"),
+    (HEALTH_PROBER, "logs:FilterLogEvents"),
+    (HEALTH_PROBER, "lambda:ListAliases"),
+    (HEALTH_PROBER, "lambda:ListVersionsByFunction"),
     // The managed-table check in shared/src/safety.rs, for the functions that change tables.
     (HEALTH_PROBER, "dynamodb:ListTagsOfResource"),
     (DLQ_REDRIVER, "dynamodb:ListTagsOfResource"),

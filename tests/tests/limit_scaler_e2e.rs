@@ -377,13 +377,16 @@ async fn a_crashed_invocation_retried_with_its_request_id_acts_once() {
     let dynamodb = moto.dynamodb();
     let request_id = uuid::Uuid::new_v4().to_string();
 
-    // The first attempt dies in the middle of its diagnosis, holding the event and the lease.
+    // The first attempt dies in the middle of its diagnosis, holding the event and the lease:
+    // its evidence gives up on the first slowed read after a second, its diagnosis waits on the
+    // second.
+    moto.delay("GetMetricData", &table, 4_000).await;
     moto.delay("GetMetricData", &table, 4_000).await;
     crash(
         &env,
         &event,
         &request_id,
-        std::time::Duration::from_millis(1_500),
+        std::time::Duration::from_millis(2_500),
     )
     .await;
     assert_eq!(capacity(&dynamodb, &table, None).await, (5, 5));

@@ -266,6 +266,8 @@ proptest! {
         max_memory in 128i32..10_240,
         raise in prop_oneof![Just(Raise::Timeout), Just(Raise::Memory), Just(Raise::Both)],
         longest in proptest::option::of(0.0f64..1_000_000.0),
+        timeouts_logged in proptest::option::of(0usize..3),
+        out_of_memory_logged in proptest::option::of(0usize..3),
     ) {
         let pairs = vec![
             ("MAX_TIMEOUT_SECONDS".to_string(), max_timeout.to_string()),
@@ -279,21 +281,25 @@ proptest! {
             last_update: "Successful".into(),
             revision: None,
         };
-        let now = chrono::Utc::now();
-        let evidence = Evidence { longest_ms: longest, from: now, to: now };
-        let decision = lambda_resources::plan(&settings, raise, Some(&evidence), &config);
-        prop_assert_eq!(&decision, &lambda_resources::plan(&settings, raise, Some(&evidence), &config));
+        let evidence = Evidence { longest_ms: longest, timeouts_logged, out_of_memory_logged };
+        let decision = lambda_resources::plan(&settings, raise, &evidence, &config);
+        prop_assert_eq!(&decision, &lambda_resources::plan(&settings, raise, &evidence, &config));
         if let Decision::Act(change) = decision {
             if let Some((from, to)) = change.timeout {
                 prop_assert_eq!(from, timeout);
                 prop_assert!(to > from && to <= max_timeout);
                 prop_assert!(raise.timeout());
-                prop_assert!(longest.is_some_and(|ms| ms >= f64::from(timeout) * 1000.0 * lambda_resources::TIMEOUT_EVIDENCE_SHARE));
+                prop_assert!(
+                    longest.is_some_and(|ms| ms >= f64::from(timeout) * 1000.0 * lambda_resources::TIMEOUT_EVIDENCE_SHARE)
+                        || timeouts_logged.is_some_and(|n| n > 0),
+                    "a timeout raised without evidence"
+                );
             }
             if let Some((from, to)) = change.memory {
                 prop_assert_eq!(from, memory);
                 prop_assert!(to > from && to <= max_memory);
                 prop_assert!(raise.memory());
+                prop_assert!(out_of_memory_logged.is_some_and(|n| n > 0), "memory raised without out-of-memory");
             }
         }
     }

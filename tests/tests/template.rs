@@ -201,7 +201,7 @@ fn alarm_responder_defaults_are_a_valid_configuration() {
         .collect();
     let config = alarm_responder::config::ResponderConfig::from_env(&Env::from_pairs(&pairs))
         .expect("template defaults");
-    assert_eq!(config.rollback_window_minutes, 60);
+    assert_eq!(config.safety.evidence.recent_changes_minutes, 60);
     assert!(config.safety.dry_run);
 }
 

@@ -6,17 +6,12 @@ use runbook_shared::safety::SafetyConfig;
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResponderConfig {
     pub safety: SafetyConfig,
-    /// A version published longer ago than this is not a fresh deploy: no rollback.
-    pub rollback_window_minutes: i64,
     pub timeout_factor: f64,
     pub max_timeout_seconds: i32,
     pub memory_factor: f64,
     pub max_memory_mb: i32,
     /// An update in progress longer than this is cancelled.
     pub stack_stuck_minutes: i64,
-    /// The window evidence is read over when the alarm does not say which it evaluated (a
-    /// manual run).
-    pub evidence_window_minutes: i64,
     /// How many of its own on-demand backups dynamodb-backup keeps per table.
     pub max_runbook_backups: usize,
 }
@@ -25,13 +20,11 @@ impl ResponderConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             safety: SafetyConfig::from_env(env)?,
-            rollback_window_minutes: env.number("ROLLBACK_WINDOW_MINUTES", 60i64, 1, 10_080)?,
             timeout_factor: env.number("TIMEOUT_FACTOR", 1.5f64, 1.1, 10.0)?,
             max_timeout_seconds: env.number("MAX_TIMEOUT_SECONDS", 300i32, 1, 900)?,
             memory_factor: env.number("MEMORY_FACTOR", 1.5f64, 1.1, 10.0)?,
             max_memory_mb: env.number("MAX_MEMORY_MB", 3_008i32, 128, 10_240)?,
             stack_stuck_minutes: env.number("STACK_STUCK_MINUTES", 60i64, 5, 1_440)?,
-            evidence_window_minutes: env.number("EVIDENCE_WINDOW_MINUTES", 15i64, 1, 1_440)?,
             max_runbook_backups: env.number("MAX_RUNBOOK_BACKUPS", 5usize, 1, 50)?,
         })
     }
@@ -48,7 +41,10 @@ mod tests {
             ResponderConfig::from_env(&Env::from_pairs(&[home[0], home[1], ("AUDIT_TABLE", "a")]))
                 .unwrap();
         assert_eq!(
-            (config.rollback_window_minutes, config.max_timeout_seconds),
+            (
+                config.safety.evidence.recent_changes_minutes,
+                config.max_timeout_seconds
+            ),
             (60, 300)
         );
         let err = ResponderConfig::from_env(&Env::from_pairs(&[

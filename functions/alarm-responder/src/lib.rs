@@ -183,6 +183,8 @@ pub struct Clients {
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The functions' logs, for the evidence in the reports.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
     pub audit: aws_sdk_dynamodb::Client,
 }
 
@@ -193,6 +195,7 @@ impl Clients {
             lambda: aws_sdk_lambda::Client::new(sdk),
             cloudformation: aws_sdk_cloudformation::Client::new(sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
             audit: dynamodb.clone(),
             dynamodb,
         }
@@ -221,6 +224,15 @@ impl Function for Responder {
 
     fn stacks(&self) -> Option<&aws_sdk_cloudformation::Client> {
         Some(&self.clients.cloudformation)
+    }
+
+    fn evidence_sources(&self) -> Option<runbook_shared::evidence::Sources<'_>> {
+        Some(runbook_shared::evidence::Sources {
+            cloudwatch: &self.clients.cloudwatch,
+            logs: Some(&self.clients.logs),
+            lambda: Some(&self.clients.lambda),
+            cloudformation: Some(&self.clients.cloudformation),
+        })
     }
 }
 

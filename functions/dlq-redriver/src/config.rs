@@ -22,6 +22,8 @@ pub struct RedriverConfig {
     pub max_messages_per_run: u32,
     /// Messages sampled by an inspection when the request names no number.
     pub inspect_sample_size: u32,
+    /// A consumer is well again when its function had no errors for this long.
+    pub consumer_healthy_minutes: i64,
 }
 
 impl RedriverConfig {
@@ -46,6 +48,7 @@ impl RedriverConfig {
             max_rate_per_second,
             max_messages_per_run: env.number("MAX_MESSAGES_PER_RUN", 10_000u32, 1, 1_000_000)?,
             inspect_sample_size: env.number("INSPECT_SAMPLE_SIZE", 10u32, 1, 100)?,
+            consumer_healthy_minutes: env.number("CONSUMER_HEALTHY_MINUTES", 10i64, 1, 1_440)?,
         })
     }
 }

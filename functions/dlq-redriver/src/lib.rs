@@ -41,6 +41,8 @@ pub const MAX_SAMPLE: u32 = 100;
 pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// The source queues' consumers (their event source mappings).
+    pub lambda: aws_sdk_lambda::Client,
     pub audit: aws_sdk_dynamodb::Client,
 }
 
@@ -49,6 +51,7 @@ impl Clients {
         Self {
             sqs: aws_sdk_sqs::Client::new(sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+            lambda: aws_sdk_lambda::Client::new(sdk),
             audit: aws_sdk_dynamodb::Client::new(sdk),
         }
     }
@@ -75,6 +78,16 @@ impl Function for Redriver {
 
     fn alarms(&self) -> &aws_sdk_cloudwatch::Client {
         &self.clients.cloudwatch
+    }
+
+    /// The DLQ's depth and age (its messages are the function's failures).
+    fn evidence_sources(&self) -> Option<runbook_shared::evidence::Sources<'_>> {
+        Some(runbook_shared::evidence::Sources {
+            cloudwatch: &self.clients.cloudwatch,
+            logs: None,
+            lambda: None,
+            cloudformation: None,
+        })
     }
 }
 

@@ -11,6 +11,7 @@ pub mod stored_limit;
 
 use std::time::Duration;
 
+use runbook_shared::evidence::Sources;
 use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
 use runbook_shared::resource::{Home, ResourceId};
 use runbook_shared::runbook::{Function, RunContext, Runbook, run};
@@ -63,6 +64,8 @@ pub struct Clients {
     pub cloudformation: aws_sdk_cloudformation::Client,
     /// Application Auto Scaling: a registered table or index is raised through its range.
     pub auto_scaling: aws_sdk_applicationautoscaling::Client,
+    /// The functions' logs, for the evidence in the reports.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
     pub audit: aws_sdk_dynamodb::Client,
 }
 
@@ -76,6 +79,7 @@ impl Clients {
             lambda: aws_sdk_lambda::Client::new(sdk),
             cloudformation: aws_sdk_cloudformation::Client::new(sdk),
             auto_scaling: aws_sdk_applicationautoscaling::Client::new(sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
         }
     }
 }
@@ -102,6 +106,15 @@ impl Function for Scaler {
 
     fn stacks(&self) -> Option<&aws_sdk_cloudformation::Client> {
         Some(&self.clients.cloudformation)
+    }
+
+    fn evidence_sources(&self) -> Option<Sources<'_>> {
+        Some(Sources {
+            cloudwatch: &self.clients.cloudwatch,
+            logs: Some(&self.clients.logs),
+            lambda: Some(&self.clients.lambda),
+            cloudformation: Some(&self.clients.cloudformation),
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! dlq-redriver against moto (state and behaviour) and replay clients (faults moto cannot make).
 
+mod consumer;
 mod guards;
 mod inspect_purge;
 mod redrive;

@@ -26,9 +26,8 @@ async fn bad_inputs_are_rejected_without_any_aws_call() {
             dynamodb,
             cloudwatch,
             lambda,
-            cloudformation: moto().cloudformation(),
-            auto_scaling: moto().auto_scaling(),
             audit,
+            ..scaler_clients()
         },
     );
     scaler.poll_interval = Duration::from_millis(10);

@@ -148,11 +148,7 @@ async fn stored_limit_bad_inputs_and_a_lost_race() {
         ]),
         limit_scaler::Clients {
             dynamodb,
-            cloudwatch: moto().cloudwatch(),
-            lambda: moto().lambda(),
-            cloudformation: moto().cloudformation(),
-            auto_scaling: moto().auto_scaling(),
-            audit: moto().dynamodb(),
+            ..scaler_clients()
         },
     );
     raced.poll_interval = Duration::from_millis(10);

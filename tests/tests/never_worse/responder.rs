@@ -62,10 +62,11 @@ async fn lambda_resources_never_undoes_a_concurrent_deploy() {
     let no_aliases = mock!(aws_sdk_lambda::Client::list_aliases).then_output(|| {
         aws_sdk_lambda::operation::list_aliases::ListAliasesOutput::builder().build()
     });
+    let quiet = runbook_tests::replay::QuietFunction::new();
     let lambda = mock_client!(
         aws_sdk_lambda,
         RuleMode::MatchAny,
-        [&get, &conflict, &replanned, &no_aliases]
+        [&get, &conflict, &replanned, &no_aliases, &quiet.versions]
     );
     let responder = setup.responder_with(&[], lambda);
     let report = responder
@@ -241,10 +242,17 @@ async fn a_rollback_never_undoes_a_concurrent_alias_move() {
                 "The Revision Id provided does not match the latest Revision Id.",
             ))
         });
+    let quiet = runbook_tests::replay::QuietFunction::new();
     let lambda = mock_client!(
         aws_sdk_lambda,
         RuleMode::MatchAny,
-        [&get_alias, &versions, &moved]
+        [
+            &get_alias,
+            &versions,
+            &moved,
+            &quiet.configuration,
+            &quiet.aliases
+        ]
     );
     let responder = setup.responder_with(&[], lambda);
     let report = responder

@@ -11,6 +11,7 @@ mod plan;
 mod reads;
 
 use runbook_shared::aws::{AwsError, FaultKind};
+use runbook_shared::evidence::Subject;
 use runbook_shared::report::{Action, AwaitedMetric, Check, Report, Verification};
 use runbook_shared::resource::{Home, ResourceId};
 use runbook_shared::runbook::{
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::{Responder, function_of};
 
-pub use plan::{Change, Evidence, Raise, Settings, TIMEOUT_EVIDENCE_SHARE, evidence_window, plan};
+pub use plan::{Change, Evidence, Raise, Settings, TIMEOUT_EVIDENCE_SHARE, plan};
 
 pub const RUNBOOK: &str = "lambda-resources";
 
@@ -91,25 +92,12 @@ impl Resources {
             raise,
         })
     }
-
-    /// The run times that are evidence for a longer timeout: an alias's or a version's have
-    /// their own series; $LATEST's are the function's.
-    fn duration_dimensions(&self) -> Vec<(String, String)> {
-        let mut dimensions = vec![("FunctionName".to_string(), self.function.clone())];
-        if let Some(qualifier) = self.qualifier.as_deref().filter(|q| *q != "$LATEST") {
-            dimensions.push((
-                "Resource".to_string(),
-                format!("{}:{qualifier}", self.function),
-            ));
-        }
-        dimensions
-    }
 }
 
 /// What a raise reads.
 pub struct Diagnosis {
     settings: Settings,
-    evidence: Option<Evidence>,
+    evidence: Evidence,
 }
 
 fn field(state: &Value, key: &str) -> Option<i32> {
@@ -124,6 +112,14 @@ impl Runbook<Responder> for Resources {
 
     fn resource(&self, home: &Home) -> ResourceId {
         home.function(&self.function)
+    }
+
+    /// An alias's or a version's run times have their own series; $LATEST's are the function's.
+    fn evidence_subject(&self) -> Option<Subject> {
+        Some(Subject::Function {
+            name: self.function.clone(),
+            qualifier: self.qualifier.clone().filter(|q| q != "$LATEST"),
+        })
     }
 
     async fn managed(&self, ctx: &RunContext<'_, Responder>) -> Step<()> {
@@ -161,20 +157,9 @@ impl Runbook<Responder> for Resources {
                 )));
             }
         }
-        let evidence = if self.raise.timeout() {
-            let window = evidence_window(ctx.alarm, &ctx.config, chrono::Utc::now());
-            let evidence = ctx
-                .longest_run(&self.duration_dimensions(), window)
-                .await
-                .map_err(|err| {
-                    Ending::failed(format!(
-                        "could not read {function}'s run times, so there is no evidence for a longer timeout; nothing was changed: {err}"
-                    ))
-                })?;
-            Some(evidence)
-        } else {
-            None
-        };
+        // Runs reaching the timeout, timeouts and out-of-memory in the logs: the shared path
+        // read them before this diagnosis.
+        let evidence = Evidence::of(ctx.evidence.get());
         let settings = match ctx.settled_settings(function, ctx.invocation).await {
             Ok(Some(settings)) => settings,
             Ok(None) => {
@@ -193,18 +178,13 @@ impl Runbook<Responder> for Resources {
             "memory_mb": settings.memory,
             "last_update_status": settings.last_update,
             "revision_id": settings.revision,
-            "evidence": evidence.as_ref().map(|evidence| json!({
-                "longest_run_ms": evidence.longest_ms,
-                "from": runbook_shared::audit::timestamp(evidence.from),
-                "to": runbook_shared::audit::timestamp(evidence.to),
-                "timeout_share_needed": TIMEOUT_EVIDENCE_SHARE,
-            })),
+            "timeout_share_needed": TIMEOUT_EVIDENCE_SHARE,
         }));
         Ok(Diagnosis { settings, evidence })
     }
 
     fn plan(&self, ctx: &RunContext<'_, Responder>, d: &Diagnosis) -> Decision<Change> {
-        plan(&d.settings, self.raise, d.evidence.as_ref(), &ctx.config)
+        plan(&d.settings, self.raise, &d.evidence, &ctx.config)
     }
 
     fn describe(&self, _: &RunContext<'_, Responder>, change: &Change) -> Planned {
@@ -214,10 +194,10 @@ impl Runbook<Responder> for Resources {
             change.text(|(from, _)| from),
             change.text(|(_, to)| to),
             change
-                .timeout_kept
-                .as_ref()
-                .map(|why| format!("; the timeout was kept: {why}"))
-                .unwrap_or_default()
+                .kept
+                .iter()
+                .map(|why| format!("; {why}"))
+                .collect::<String>()
         );
         Planned::one(
             "lambda:UpdateFunctionConfiguration",
@@ -237,7 +217,7 @@ impl Runbook<Responder> for Resources {
         Some(Change {
             timeout: pair("timeout_seconds"),
             memory: pair("memory_mb"),
-            timeout_kept: None,
+            kept: Vec::new(),
         })
     }
 

@@ -1,9 +1,9 @@
 //! How `lambda-resources` plans: the timeout only on evidence that runs reach it (a latency
-//! alarm is not a timeout), memory when asked; nothing ever lowered, caps kept; pure.
+//! alarm is not a timeout), memory only on evidence of out-of-memory; nothing ever lowered,
+//! caps kept; pure.
 
-use chrono::{DateTime, Utc};
 use runbook_shared::runbook::Decision;
-use runbook_shared::trigger::{AlarmTrigger, Rejection};
+use runbook_shared::trigger::Rejection;
 use serde_json::{Value, json};
 
 use crate::config::ResponderConfig;
@@ -57,8 +57,8 @@ pub struct Settings {
 pub struct Change {
     pub timeout: Option<(i32, i32)>,
     pub memory: Option<(i32, i32)>,
-    /// Why the timeout was asked for and left as it is (the evidence says latency).
-    pub timeout_kept: Option<String>,
+    /// Why a field asked for was left as it is (no evidence for it).
+    pub kept: Vec<String>,
 }
 
 impl Change {
@@ -90,21 +90,47 @@ impl Change {
     }
 }
 
-/// The longest run in the window, as CloudWatch's `Maximum` of `Duration` (milliseconds).
-#[derive(Clone, Debug, PartialEq)]
+/// What the run's evidence shows about timeouts and memory: the longest run in the window
+/// (CloudWatch's `Maximum` of `Duration`, milliseconds), and the `Task timed out` and
+/// out-of-memory lines in the function's logs (`None`: not read).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Evidence {
     pub longest_ms: Option<f64>,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
+    pub timeouts_logged: Option<usize>,
+    pub out_of_memory_logged: Option<usize>,
+}
+
+impl Evidence {
+    /// From the run's evidence (none read: no evidence).
+    pub fn of(evidence: Option<&runbook_shared::evidence::Evidence>) -> Self {
+        let Some(evidence) = evidence else {
+            return Self::default();
+        };
+        Self {
+            longest_ms: evidence
+                .metrics
+                .get("duration_max_ms")
+                .and_then(|figures| figures.window),
+            timeouts_logged: evidence.logs.as_ref().map(|logs| logs.timeouts),
+            out_of_memory_logged: evidence.logs.as_ref().map(|logs| logs.out_of_memory),
+        }
+    }
+
+    fn logged(count: Option<usize>) -> String {
+        count.map_or("the logs could not be read".into(), |n| {
+            format!("{n} in the logs")
+        })
+    }
 }
 
 /// Plans the raise; pure, so dry runs and tests see the same plan. The timeout is raised only
-/// on evidence that runs reach `TIMEOUT_EVIDENCE_SHARE` of it; nothing is ever lowered, and a
-/// value already above its cap is kept.
+/// on evidence of timeouts (runs reaching `TIMEOUT_EVIDENCE_SHARE` of it, or `Task timed out`
+/// logged), memory only on evidence of out-of-memory in the logs; nothing is ever lowered, and
+/// a value already above its cap is kept.
 pub fn plan(
     settings: &Settings,
     raise: Raise,
-    evidence: Option<&Evidence>,
+    evidence: &Evidence,
     config: &ResponderConfig,
 ) -> Decision<Change> {
     let scaled = |current: i32, factor: f64, cap: i32| {
@@ -112,37 +138,52 @@ pub fn plan(
             .min(cap)
             .max(current)
     };
-    let mut latency = None;
+    let mut kept = Vec::new();
     let timeout = if raise.timeout() {
         let needed = f64::from(settings.timeout) * 1000.0 * TIMEOUT_EVIDENCE_SHARE;
-        match evidence.and_then(|evidence| evidence.longest_ms) {
-            Some(longest) if longest >= needed => Some(scaled(
+        let reached = evidence.longest_ms.is_some_and(|longest| longest >= needed);
+        if reached || evidence.timeouts_logged.unwrap_or(0) > 0 {
+            Some(scaled(
                 settings.timeout,
                 config.timeout_factor,
                 config.max_timeout_seconds,
-            )),
-            longest => {
-                latency = Some(match longest {
-                    Some(longest) => format!(
-                        "latency, not timeouts: the longest run was {longest:.0} ms, {:.0}% of the {} s timeout; a longer timeout only helps runs that reach {:.0}% of it",
-                        longest / (f64::from(settings.timeout) * 10.0),
-                        settings.timeout,
-                        TIMEOUT_EVIDENCE_SHARE * 100.0
-                    ),
-                    None => format!(
-                        "no Duration datapoints in the window, so no evidence that runs reach the {} s timeout: nothing was raised",
-                        settings.timeout
-                    ),
-                });
-                None
-            }
+            ))
+        } else {
+            let runs = match evidence.longest_ms {
+                Some(longest) => format!(
+                    "the longest run was {longest:.0} ms, {:.0}% of the {} s timeout",
+                    longest / (f64::from(settings.timeout) * 10.0),
+                    settings.timeout
+                ),
+                None => "no Duration datapoints in the window".into(),
+            };
+            kept.push(format!(
+                "timeout kept: latency, not timeouts ({runs}; Task timed out: {}); a longer timeout only helps runs that reach {:.0}% of it",
+                Evidence::logged(evidence.timeouts_logged),
+                TIMEOUT_EVIDENCE_SHARE * 100.0
+            ));
+            None
         }
     } else {
         None
     };
-    let memory = raise
-        .memory()
-        .then(|| scaled(settings.memory, config.memory_factor, config.max_memory_mb));
+    let memory = if raise.memory() {
+        if evidence.out_of_memory_logged.unwrap_or(0) > 0 {
+            Some(scaled(
+                settings.memory,
+                config.memory_factor,
+                config.max_memory_mb,
+            ))
+        } else {
+            kept.push(format!(
+                "memory kept: no evidence of out-of-memory (out-of-memory: {}); more memory only helps a function that runs out of it",
+                Evidence::logged(evidence.out_of_memory_logged)
+            ));
+            None
+        }
+    } else {
+        None
+    };
     let change = Change {
         timeout: timeout
             .filter(|to| *to > settings.timeout)
@@ -150,13 +191,13 @@ pub fn plan(
         memory: memory
             .filter(|to| *to > settings.memory)
             .map(|to| (settings.memory, to)),
-        timeout_kept: latency.clone(),
+        kept: kept.clone(),
     };
     if change.timeout.is_some() || change.memory.is_some() {
         return Decision::Act(change);
     }
-    if let Some(latency) = latency.as_ref().filter(|_| !raise.memory()) {
-        return Decision::NoAction(latency.clone());
+    if timeout.is_none() && memory.is_none() {
+        return Decision::NoAction(kept.join("; "));
     }
     let mut at_cap = Vec::new();
     if timeout.is_some() {
@@ -165,7 +206,7 @@ pub fn plan(
             settings.timeout, config.max_timeout_seconds
         ));
     }
-    if raise.memory() {
+    if memory.is_some() {
         at_cap.push(format!(
             "memory {} MB is at MAX_MEMORY_MB={}",
             settings.memory, config.max_memory_mb
@@ -174,22 +215,10 @@ pub fn plan(
     Decision::Skip(format!(
         "at cap: {}; the function itself needs attention{}",
         at_cap.join(" and "),
-        latency.map(|l| format!(" ({l})")).unwrap_or_default()
+        if kept.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kept.join("; "))
+        }
     ))
-}
-
-/// The window evidence is read over: the span the alarm evaluated, or the last
-/// EVIDENCE_WINDOW_MINUTES when it does not say (a manual run).
-pub fn evidence_window(
-    alarm: Option<&AlarmTrigger>,
-    config: &ResponderConfig,
-    now: DateTime<Utc>,
-) -> (DateTime<Utc>, DateTime<Utc>) {
-    match alarm.and_then(|alarm| alarm.window) {
-        Some((from, to)) if to > from => (from, to),
-        _ => (
-            now - chrono::Duration::minutes(config.evidence_window_minutes),
-            now,
-        ),
-    }
 }

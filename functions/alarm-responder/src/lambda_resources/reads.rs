@@ -1,13 +1,11 @@
 //! What `lambda-resources` reads: the function's configuration, its longest runs, and which
 //! versions its traffic runs on.
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-use chrono::{DateTime, Utc};
 use runbook_shared::aws::AwsError;
 use runbook_shared::deadline::poll_until;
 use runbook_shared::safety::Invocation;
 
-use super::plan::{Evidence, Settings};
+use super::plan::Settings;
 use crate::Responder;
 
 impl Responder {
@@ -53,68 +51,6 @@ impl Responder {
         })
         .await
         .transpose()
-    }
-
-    /// The longest run in the window, from CloudWatch.
-    pub(super) async fn longest_run(
-        &self,
-        dimensions: &[(String, String)],
-        window: (DateTime<Utc>, DateTime<Utc>),
-    ) -> Result<Evidence, AwsError> {
-        let (from, to) = window;
-        let metric = Metric::builder()
-            .namespace("AWS/Lambda")
-            .metric_name("Duration")
-            .set_dimensions(Some(
-                dimensions
-                    .iter()
-                    .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-                    .collect(),
-            ))
-            .build();
-        let output = self
-            .clients
-            .cloudwatch
-            .get_metric_data()
-            .metric_data_queries(
-                MetricDataQuery::builder()
-                    .id("longest")
-                    .metric_stat(
-                        MetricStat::builder()
-                            .metric(metric)
-                            .period(60)
-                            .stat("Maximum")
-                            .build(),
-                    )
-                    .return_data(true)
-                    .build(),
-            )
-            // Whole minutes around the window, as CloudWatch aggregates them.
-            .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-                from.timestamp() - from.timestamp().rem_euclid(60),
-            ))
-            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-                to.timestamp() + 60 - to.timestamp().rem_euclid(60),
-            ))
-            .send()
-            .await
-            .map_err(|err| {
-                AwsError::from_sdk(
-                    "cloudwatch:GetMetricData",
-                    "metric AWS/Lambda Duration",
-                    &err,
-                )
-            })?;
-        let longest_ms = output
-            .metric_data_results()
-            .iter()
-            .flat_map(|result| result.values().iter().copied())
-            .reduce(f64::max);
-        Ok(Evidence {
-            longest_ms,
-            from,
-            to,
-        })
     }
 
     /// `Some(reason)` when the function's aliases send traffic to published versions: an alarm

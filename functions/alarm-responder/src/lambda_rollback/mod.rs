@@ -120,6 +120,13 @@ impl Runbook<Responder> for Rollback {
         home.alias(&self.function, &self.alias)
     }
 
+    fn evidence_subject(&self) -> Option<runbook_shared::evidence::Subject> {
+        Some(runbook_shared::evidence::Subject::Function {
+            name: self.function.clone(),
+            qualifier: Some(self.alias.clone()),
+        })
+    }
+
     async fn managed(&self, ctx: &RunContext<'_, Responder>) -> Step<()> {
         let target = self.name();
         let state = ctx.alias(&self.function, &self.alias).await.map_err(|err| {
@@ -168,11 +175,10 @@ impl Runbook<Responder> for Rollback {
                 ))
             })?;
         let at = Utc::now();
-        let window = Duration::minutes(ctx.config.rollback_window_minutes);
+        // The owning stack's events are in the evidence's recent changes.
         report.diagnosis = Some(json!({
             "alias": {"version": alias.version, "routing_weights": alias.weights},
             "versions": versions.iter().map(|v| json!({"version": v.number, "published_at": v.published_at.map(runbook_shared::audit::timestamp)})).collect::<Vec<_>>(),
-            "owning_stack": ctx.owning_stack(function, at - window).await,
             "last_rollback": last.as_ref().map(|(from, to, at)| json!({"from": from, "to": to, "at": runbook_shared::audit::timestamp(*at)})),
         }));
         Ok(Diagnosis {
@@ -184,7 +190,7 @@ impl Runbook<Responder> for Rollback {
     }
 
     fn plan(&self, ctx: &RunContext<'_, Responder>, d: &Diagnosis) -> Decision<Change> {
-        let window = Duration::minutes(ctx.config.rollback_window_minutes);
+        let window = Duration::minutes(ctx.safety.config.evidence.recent_changes_minutes);
         plan(&d.alias, &d.versions, &d.last, window, d.at)
     }
 

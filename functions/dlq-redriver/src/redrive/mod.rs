@@ -5,10 +5,12 @@
 //! is no longer a source is `unroutable` unless a person named a `target` (re-targeted, listed
 //! per message); one that names none goes to the `target`, else to the single source.
 //!
-//! Diagnose (the DLQ's depth, found when it was located) → plan (the fallback target, the rate,
-//! the filter) → act (the engine: batches of 10, deleting only what a target accepted) → verify
+//! Diagnose (the DLQ's depth, found when it was located; before an automatic redrive, whether
+//! each source's consumer is well again, `consumer`) → plan (the fallback target, the rate, the
+//! filter) → act (the engine: batches of 10, deleting only what a target accepted) → verify
 //! (a ledger that must reconcile with the DLQ's depth after the run).
 
+mod consumer;
 mod engine;
 mod filter;
 mod ledger;
@@ -63,6 +65,12 @@ impl Runbook<Redriver> for Redrive {
         home.queue(&self.dlq.name)
     }
 
+    fn evidence_subject(&self) -> Option<runbook_shared::evidence::Subject> {
+        Some(runbook_shared::evidence::Subject::Queue {
+            name: self.dlq.name.clone(),
+        })
+    }
+
     /// The DLQ, and every queue it sends to: messages go back into the sources (and the
     /// target), so those are changed too.
     async fn managed(&self, ctx: &RunContext<'_, Redriver>) -> Step<()> {
@@ -91,7 +99,10 @@ impl Runbook<Redriver> for Redrive {
             .is_some_and(|details| details["complete"] == json!(true))
     }
 
-    async fn diagnose(&self, _: &RunContext<'_, Redriver>, report: &mut Report) -> Step<()> {
+    /// The DLQ's depth, and its sources' consumers: an automatic redrive into a consumer that
+    /// still fails is skipped (its messages would come straight back); a person's redrive goes
+    /// ahead with the warning.
+    async fn diagnose(&self, ctx: &RunContext<'_, Redriver>, report: &mut Report) -> Step<()> {
         let dlq = &self.dlq;
         report.diagnosis = Some(json!({
             "dlq": dlq,
@@ -103,7 +114,46 @@ impl Runbook<Redriver> for Redrive {
                 dlq.name
             )));
         }
-        Ok(())
+        let manual = report.trigger.kind.is_manual();
+        let minutes = ctx.config.consumer_healthy_minutes;
+        let check = match ctx.check_consumers(&self.sources, minutes).await {
+            Ok(check) => check,
+            Err(err) if manual => {
+                report.notes.push(format!(
+                    "warning: the consumers of {} could not be checked ({err}); redriven as a person asked",
+                    dlq.name
+                ));
+                return Ok(());
+            }
+            Err(err) => {
+                return Err(Ending::failed(format!(
+                    "could not check whether the consumers of {} are well again, so nothing was redriven: {err}",
+                    dlq.name
+                )));
+            }
+        };
+        if let Some(diagnosis) = report.diagnosis.as_mut() {
+            diagnosis["consumers"] = json!(check);
+        }
+        if !check.unchecked.is_empty() {
+            report.notes.push(format!(
+                "no Lambda event source mapping reads from {}: those consumers could not be checked",
+                some_of(&check.unchecked, 10)
+            ));
+        }
+        if check.failing.is_empty() {
+            return Ok(());
+        }
+        let failing = format!("consumer still failing: {}", check.failing.join("; "));
+        if manual {
+            report.notes.push(format!(
+                "warning: {failing}; redriven anyway, as a person asked: messages may come back"
+            ));
+            return Ok(());
+        }
+        Err(Ending::skipped(format!(
+            "{failing}; nothing was redriven, as its messages would come straight back: fix the consumer, then redrive by hand or let the next run do it"
+        )))
     }
 
     /// Messages that name no source go to the person's target, else to the single source.

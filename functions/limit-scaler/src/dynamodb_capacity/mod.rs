@@ -66,6 +66,13 @@ impl Runbook<Scaler> for CapacityTarget {
         self.resource(home)
     }
 
+    fn evidence_subject(&self) -> Option<runbook_shared::evidence::Subject> {
+        Some(runbook_shared::evidence::Subject::Table {
+            table: self.table.clone(),
+            index: self.index.clone(),
+        })
+    }
+
     /// A table that does not exist is reported as such before anything else.
     async fn managed(&self, ctx: &RunContext<'_, Scaler>) -> Step<()> {
         ctx.observe(self).await?;

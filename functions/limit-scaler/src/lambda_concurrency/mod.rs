@@ -287,6 +287,13 @@ impl Runbook<Scaler> for ConcurrencyTarget {
         home.function(&self.function)
     }
 
+    fn evidence_subject(&self) -> Option<runbook_shared::evidence::Subject> {
+        Some(runbook_shared::evidence::Subject::Function {
+            name: self.function.clone(),
+            qualifier: None,
+        })
+    }
+
     async fn managed(&self, ctx: &RunContext<'_, Scaler>) -> Step<()> {
         let function = &self.function;
         let configuration = ctx
