@@ -18,7 +18,8 @@ use crate::aws::AwsError;
 use crate::config::{ConfigError, Env};
 use crate::trigger::AlarmTrigger;
 
-/// How long one read may take: evidence adds about this much to a run, at most.
+/// How long the reads may take, together (they run at once, and a read that follows another
+/// shares its time): evidence adds about this much to a run, at most.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// The longest log message text kept.
 pub const MESSAGE_CHARS: usize = 200;
@@ -26,7 +27,7 @@ pub const MESSAGE_CHARS: usize = 200;
 const TOP_ERRORS: usize = 5;
 /// The log lines worth reading: errors, timeouts, out-of-memory, denials, throttling. AWS
 /// matches any of the terms; the lines are classified here again, whatever the filter let by.
-const LOG_PATTERN: &str = "?ERROR ?Error ?error ?Exception ?\"Task timed out\" ?\"signal: killed\" ?OutOfMemory ?AccessDenied ?AccessDeniedException ?ThrottlingException ?TooManyRequestsException ?ProvisionedThroughputExceededException ?\"Rate exceeded\"";
+const LOG_PATTERN: &str = "?ERROR ?FATAL ?error ?timeout ?\"Task timed out\" ?\"signal: killed\" ?OutOfMemory ?AccessDenied ?AccessDeniedException ?ThrottlingException ?TooManyRequestsException ?ProvisionedThroughputExceededException ?\"Rate exceeded\"";
 
 /// EVIDENCE_LOOKBACK_MINUTES, EVIDENCE_MAX_EVENTS and ROLLBACK_WINDOW_MINUTES.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,7 +155,12 @@ pub async fn gather(
         to: crate::audit::timestamp(to),
         ..Evidence::default()
     };
-    let metrics = bounded("metrics", metrics(sources.cloudwatch, subject, from, to));
+    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+    let metrics = bounded(
+        "metrics",
+        deadline,
+        metrics(sources.cloudwatch, subject, from, to),
+    );
     let Subject::Function { name, .. } = subject else {
         match metrics.await {
             Ok(figures) => evidence.metrics = figures,
@@ -167,7 +173,7 @@ pub async fn gather(
         let Some(lambda) = sources.lambda else {
             return (None, None);
         };
-        let configuration = bounded("configuration", async {
+        let configuration = bounded("configuration", deadline, async {
             lambda
                 .get_function_configuration()
                 .function_name(name)
@@ -193,15 +199,19 @@ pub async fn gather(
         let logs = async {
             let logs_client = sources.logs?;
             Some(
-                bounded(
-                    "logs",
-                    read_logs(logs_client, &log_group, from, to, config.max_events),
+                read_logs(
+                    logs_client,
+                    &log_group,
+                    (from, to),
+                    config.max_events,
+                    deadline,
                 )
                 .await,
             )
         };
         let changes = Box::pin(bounded(
             "recent changes",
+            deadline,
             recent_changes(
                 lambda,
                 sources.cloudformation,
@@ -231,12 +241,13 @@ pub async fn gather(
     evidence
 }
 
-/// `read` within `READ_TIMEOUT`, its failure or its running out of time as one line.
+/// `read` by `deadline`, its failure or its running out of time as one line.
 async fn bounded<T>(
     what: &str,
+    deadline: tokio::time::Instant,
     read: impl Future<Output = Result<T, AwsError>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(READ_TIMEOUT, read).await {
+    match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(format!("{what}: {err}")),
         Err(_) => Err(format!(
@@ -326,8 +337,11 @@ async fn metrics(
         dimensions,
         figures,
     } = queries(subject);
-    // CloudWatch's periods beyond a minute are multiples of 60 s.
+    // CloudWatch's periods beyond a minute are multiples of 60 s, and it rounds the start of a
+    // query down to the minute: the windows end on the next whole minute, so that each
+    // datapoint falls in the window it is counted in.
     let period = ((to - from).num_seconds().max(60) + 59) / 60 * 60;
+    let end = (to.timestamp() + 59) / 60 * 60;
     let dimensions: Vec<Dimension> = dimensions
         .iter()
         .map(|(name, value)| Dimension::builder().name(name).value(value).build())
@@ -335,11 +349,9 @@ async fn metrics(
     let mut request = cloudwatch
         .get_metric_data()
         .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-            to.timestamp() - 2 * period,
+            end - 2 * period,
         ))
-        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-            to.timestamp(),
-        ));
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(end));
     for (index, (_, metric, stat)) in figures.iter().enumerate() {
         request = request.metric_data_queries(
             MetricDataQuery::builder()
@@ -367,7 +379,7 @@ async fn metrics(
             &err,
         )
     })?;
-    let window_starts = to.timestamp() - period;
+    let window_starts = end - period;
     let mut found = BTreeMap::new();
     for (index, (figure, _, _)) in figures.iter().enumerate() {
         let id = format!("m{index}");
@@ -406,17 +418,19 @@ async fn metrics(
     Ok(found)
 }
 
-/// The function's log lines of interest over the window, at most `max_events`.
+/// The function's log lines of interest over the window, at most `max_events`, read until
+/// `deadline`: what was read by then counts (`complete` false), nothing read is an error.
 async fn read_logs(
     logs: &aws_sdk_cloudwatchlogs::Client,
     log_group: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
     max_events: usize,
-) -> Result<Logs, AwsError> {
+    deadline: tokio::time::Instant,
+) -> Result<Logs, String> {
     let mut tally = Tally::default();
     let mut token: Option<String> = None;
     let mut read = 0;
+    let mut pages = 0;
     let complete = loop {
         let page = logs
             .filter_log_events()
@@ -426,21 +440,30 @@ async fn read_logs(
             .filter_pattern(LOG_PATTERN)
             .limit(i32::try_from((max_events - read).min(10_000)).unwrap_or(10_000))
             .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|err| {
-                AwsError::from_sdk(
+            .send();
+        let page = match tokio::time::timeout_at(deadline, page).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(err)) => {
+                let err = AwsError::from_sdk(
                     "logs:FilterLogEvents",
                     &format!("log group {log_group}"),
                     &err,
-                )
-            });
-        let page = match page {
-            Ok(page) => page,
-            // A function that never logged has no log group yet: nothing logged, not a fault.
-            Err(err) if err.is(crate::aws::FaultKind::NotFound) => break true,
-            Err(err) => return Err(err),
+                );
+                // A function that never logged has no log group yet: nothing logged, no fault.
+                if err.is(crate::aws::FaultKind::NotFound) {
+                    break true;
+                }
+                return Err(format!("logs: {err}"));
+            }
+            Err(_) if pages == 0 => {
+                return Err(format!(
+                    "logs: not read within {} ms",
+                    READ_TIMEOUT.as_millis()
+                ));
+            }
+            Err(_) => break false,
         };
+        pages += 1;
         for event in page.events() {
             if read == max_events {
                 break;
@@ -468,36 +491,34 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, message: &str) {
-        if message.contains("Task timed out") {
+    /// Timeouts and out-of-memory count only in the Lambda platform's own lines, so that text a
+    /// function logs (an error it got from another function, a user's input) cannot make the
+    /// automation raise its settings. Only ERROR-level lines are listed.
+    fn add(&mut self, line: &str) {
+        let text = message_text(line);
+        let platform = PlatformLine::of(line, &text);
+        if platform.timed_out {
             self.timeouts += 1;
         }
-        if message.contains("OutOfMemory")
-            || message.contains("signal: killed")
-            || memory_at_limit(message)
-        {
+        if platform.out_of_memory {
             self.out_of_memory += 1;
         }
-        if message.contains("AccessDenied") {
+        if line.contains("AccessDenied") {
             self.access_denied += 1;
         }
         if [
-            "Throttl",
+            "ThrottlingException",
             "TooManyRequests",
             "ProvisionedThroughputExceeded",
             "Rate exceeded",
         ]
         .iter()
-        .any(|term| message.contains(term))
+        .any(|term| line.contains(term))
         {
             self.throttling += 1;
         }
-        // The platform's own lines (START, END, REPORT) are counted above, not listed.
-        let text = message_text(message);
-        if !["START ", "END ", "REPORT ", "INIT_"]
-            .iter()
-            .any(|p| text.starts_with(p))
-        {
+        let error_level = text.starts_with("ERROR") || text.starts_with("FATAL");
+        if error_level && !platform.is_platform {
             *self.errors.entry(normalise(&text)).or_default() += 1;
         }
     }
@@ -523,6 +544,53 @@ impl Tally {
             out_of_memory: self.out_of_memory,
             access_denied: self.access_denied,
             throttling: self.throttling,
+        }
+    }
+}
+
+/// What a line says when the Lambda platform wrote it.
+#[derive(Default)]
+struct PlatformLine {
+    is_platform: bool,
+    timed_out: bool,
+    out_of_memory: bool,
+}
+
+impl PlatformLine {
+    fn of(line: &str, text: &str) -> Self {
+        // JSON log format: the platform's records have a `type` of `platform.*`.
+        if let Ok(serde_json::Value::Object(record)) = serde_json::from_str(line) {
+            let is_platform = record
+                .get("type")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| t.starts_with("platform."));
+            // Indexing a Value (not the Map) reads a missing key as null instead of panicking.
+            let detail = record.get("record").unwrap_or(&serde_json::Value::Null);
+            return Self {
+                is_platform,
+                timed_out: is_platform && detail["status"] == "timeout",
+                out_of_memory: is_platform
+                    && (detail["errorType"] == "Runtime.OutOfMemory" || memory_at_limit(line)),
+            };
+        }
+        let report = text.starts_with("REPORT RequestId:");
+        let killed = text.starts_with("RequestId:")
+            && text.contains("Runtime exited with error: signal: killed");
+        Self {
+            is_platform: report
+                || killed
+                || [
+                    "START RequestId:",
+                    "END RequestId:",
+                    "INIT_",
+                    "Task timed out after",
+                ]
+                .iter()
+                .any(|prefix| text.starts_with(prefix)),
+            timed_out: text.starts_with("Task timed out after")
+                || (report && text.contains("Status: timeout")),
+            out_of_memory: killed
+                || (report && (text.contains("Runtime.OutOfMemory") || memory_at_limit(text))),
         }
     }
 }
@@ -564,15 +632,24 @@ fn message_text(line: &str) -> String {
             .unwrap_or_default();
         return format!("{} {message}", field("level")).trim().to_string();
     }
+    // Text format: `<time>\t<request id>\t<level>\t<message>`, or the platform's
+    // `<time> <request id> Task timed out …`.
     let fields: Vec<&str> = line.trim().split('\t').collect();
-    match fields.as_slice() {
-        [time, _request, rest @ ..]
-            if !rest.is_empty() && time.contains('T') && time.ends_with('Z') =>
-        {
-            rest.join(" ")
-        }
+    if let [time, _request, rest @ ..] = fields.as_slice()
+        && !rest.is_empty()
+        && is_timestamp(time)
+    {
+        return rest.join(" ");
+    }
+    let mut words = line.trim().splitn(3, ' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some(time), Some(_request), Some(rest)) if is_timestamp(time) => rest.to_string(),
         _ => line.trim().to_string(),
     }
+}
+
+fn is_timestamp(word: &str) -> bool {
+    word.len() >= 20 && word.contains('T') && word.ends_with('Z')
 }
 
 /// A message with what would split one error into many, or leak a payload, masked: quoted
@@ -604,10 +681,22 @@ pub fn normalise(message: &str) -> String {
     text
 }
 
-/// One word with its e-mail address, ids and numbers masked.
+/// One word with its e-mail address, tokens, ids, values and numbers masked.
 fn mask_word(word: &str) -> String {
-    if word.contains('@') && word.contains('.') {
+    if word.contains('@') || word.to_ascii_lowercase().contains("%40") {
         return "<email>".into();
+    }
+    // A URL keeps its address, not its query.
+    if let Some((address, _)) = word.split_once('?')
+        && word.contains("://")
+    {
+        return format!("{address}?…");
+    }
+    // `key=value`: the key says what it is, the value may be anything.
+    if let Some((key, _)) = word.split_once('=')
+        && !key.is_empty()
+    {
+        return format!("{key}=…");
     }
     let core = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
     let hex_id = core.len() >= 8
@@ -615,6 +704,13 @@ fn mask_word(word: &str) -> String {
         && core.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     if hex_id {
         return word.replace(core, "<id>");
+    }
+    // Keys, tokens and secrets: long runs of letters and digits together.
+    let token = core.len() >= 16
+        && core.chars().any(|c| c.is_ascii_digit())
+        && core.chars().any(|c| c.is_ascii_alphabetic());
+    if token {
+        return word.replace(core, "<token>");
     }
     let mut out = String::new();
     let mut in_number = false;
@@ -792,6 +888,16 @@ mod tests {
             "user <email> not found"
         );
         assert_eq!(normalise("timeout after 3000ms"), "timeout after <n>ms");
+        assert_eq!(
+            normalise(
+                "ERROR auth failed: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9 key AKIAIOSFODNN7EXAMPLE user=alice"
+            ),
+            "ERROR auth failed: Bearer <token> key <token> user=…"
+        );
+        assert_eq!(
+            normalise("ERROR GET https://api.example.com/orders?id=42 for alice%40example.com"),
+            "ERROR GET https://api.example.com/orders?… for <email>"
+        );
         let long = "x".repeat(500);
         assert_eq!(normalise(&long).chars().count(), MESSAGE_CHARS);
     }
@@ -831,6 +937,38 @@ mod tests {
                 .iter()
                 .all(|e| !e.message.starts_with("REPORT"))
         );
+    }
+
+    #[test]
+    fn only_the_platform_s_lines_count_as_timeouts_and_out_of_memory() {
+        let mut tally = Tally::default();
+        for line in [
+            // What a function logs about another function's failure, or a user's input.
+            "2026-11-30T10:00:00.000Z\t3f2a9c1e-77d4-4b0e-9d2a-1c2b3d4e5f60\tERROR\tdownstream said: Task timed out after 3.00 seconds",
+            "2026-11-30T10:00:00.000Z\t3f2a9c1e-77d4-4b0e-9d2a-1c2b3d4e5f60\tINFO\tcomment: Runtime.OutOfMemory signal: killed",
+            r#"{"level":"INFO","message":"error_count=0"}"#,
+        ] {
+            tally.add(line);
+        }
+        let logs = tally.into_logs("/aws/lambda/f", 3, true);
+        assert_eq!((logs.timeouts, logs.out_of_memory), (0, 0));
+        assert_eq!(
+            logs.top_errors.len(),
+            1,
+            "only the ERROR line: {:?}",
+            logs.top_errors
+        );
+
+        let mut tally = Tally::default();
+        for line in [
+            r#"{"time":"2026-11-30T10:00:00.000Z","type":"platform.report","record":{"requestId":"1","metrics":{"durationMs":3000,"memorySizeMB":128,"maxMemoryUsedMB":64},"status":"timeout"}}"#,
+            r#"{"time":"2026-11-30T10:00:01.000Z","type":"platform.report","record":{"requestId":"2","metrics":{"memorySizeMB":128,"maxMemoryUsedMB":128},"status":"error","errorType":"Runtime.OutOfMemory"}}"#,
+        ] {
+            tally.add(line);
+        }
+        let logs = tally.into_logs("/aws/lambda/f", 2, true);
+        assert_eq!((logs.timeouts, logs.out_of_memory), (1, 1));
+        assert!(logs.top_errors.is_empty());
     }
 
     #[test]

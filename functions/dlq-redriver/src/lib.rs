@@ -127,6 +127,11 @@ impl Redriver {
 
     /// Handles one invocation: one report, or one per DLQ for a scheduled sweep. Never fails.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
+        // On the heap: the runbooks' futures are too large for a small thread stack.
+        Box::pin(self.route(event, invocation)).await
+    }
+
+    async fn route(&self, event: Value, invocation: &Invocation) -> Output {
         let trigger = match recognise_from(&event, &self.config.safety.home) {
             Ok(trigger) => trigger,
             Err(rejection) => {

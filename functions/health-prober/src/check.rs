@@ -538,7 +538,11 @@ async fn check_lambda(clients: &Clients, probe: &LambdaProbe) -> Result<(bool, S
 /// Every datapoint of the last `minutes` within the bounds; the detail names the worst one and
 /// the bound it is held to.
 async fn check_metric(clients: &Clients, probe: &MetricProbe) -> Result<(bool, String), AwsError> {
-    let end = Utc::now();
+    // Up to the last whole period: a period still filling has a partial Sum or SampleCount.
+    let now = Utc::now().timestamp();
+    let end =
+        chrono::DateTime::from_timestamp(now - now.rem_euclid(i64::from(probe.period_seconds)), 0)
+            .unwrap_or_else(Utc::now);
     let dimensions: Vec<Dimension> = probe
         .dimensions
         .iter()

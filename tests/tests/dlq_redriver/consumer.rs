@@ -24,13 +24,18 @@ async fn consumer(queue: &str, enabled: bool) -> String {
 
 /// Records `count` errors of the function a minute ago.
 async fn errors(function: &str, count: f64) {
+    metric(function, "Errors", count).await;
+}
+
+/// Records `count` of the function's `metric` a minute ago.
+async fn metric(function: &str, metric: &str, count: f64) {
     moto()
         .cloudwatch()
         .put_metric_data()
         .namespace("AWS/Lambda")
         .metric_data(
             aws_sdk_cloudwatch::types::MetricDatum::builder()
-                .metric_name("Errors")
+                .metric_name(metric)
                 .dimensions(
                     aws_sdk_cloudwatch::types::Dimension::builder()
                         .name("FunctionName")
@@ -111,6 +116,24 @@ async fn a_disabled_mapping_holds_the_redrive_and_a_well_consumer_lets_it_go() {
     assert_eq!(held.outcome, Outcome::Skipped, "{held:?}");
     assert!(held.reason.contains("is Disabled"), "{}", held.reason);
     assert_eq!(depth(&setup.sqs, &held_pair.dlq).await, 2);
+
+    // Stopped with a reserved concurrency of 0: no errors, but every batch throttled.
+    let stopped_pair = QueuePair::create(&setup.sqs, "managed-stopped", false).await;
+    send_messages(&setup.sqs, &stopped_pair.dlq, &bodies("s", 2), None, &[]).await;
+    let stopped = consumer(&stopped_pair.source.arn, true).await;
+    metric(&stopped, "Throttles", 12.0).await;
+    let held = run(
+        &redriver,
+        queue_alarm_event("s", "ALARM", &stopped_pair.dlq.name),
+    )
+    .await;
+    assert_eq!(held.outcome, Outcome::Skipped, "{held:?}");
+    assert!(
+        held.reason.contains("was throttled 12 times"),
+        "{}",
+        held.reason
+    );
+    assert_eq!(depth(&setup.sqs, &stopped_pair.dlq).await, 2);
 
     let redriven = run(
         &redriver,

@@ -333,3 +333,45 @@ async fn a_failed_update_table_puts_the_range_back() {
         "the range was put back"
     );
 }
+
+/// UpdateTable sends both sides: the registered one goes out as the table shows it right then,
+/// never lower, as Auto Scaling may have raised it meanwhile.
+#[tokio::test]
+async fn update_table_never_lowers_a_side_auto_scaling_raised_meanwhile() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-half-scaled", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    register(&format!("table/{table}"), READ, 5, 40).await;
+    let event = throttle_alarm_event(
+        &format!("{table}-throttled"),
+        "ALARM",
+        "ThrottledRequests",
+        json!({"TableName": table}),
+    );
+    // The range is registered slowly; meanwhile Auto Scaling's policy takes read to 30.
+    moto().delay("RegisterScalableTarget", &table, 1_500).await;
+    let scaler = setup.scaler(&[]);
+    let raise = run(&scaler, event);
+    let scale_out = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        setup
+            .dynamodb
+            .update_table()
+            .table_name(&table)
+            .provisioned_throughput(
+                aws_sdk_dynamodb::types::ProvisionedThroughput::builder()
+                    .read_capacity_units(30)
+                    .write_capacity_units(5)
+                    .build()
+                    .expect("throughput"),
+            )
+            .send()
+            .await
+            .expect("scale out");
+    };
+    let (report, ()) = tokio::join!(raise, scale_out);
+
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(capacity(&setup.dynamodb, &table, None).await, (30, 10));
+}

@@ -1,8 +1,9 @@
 //! Before an automatic redrive: is each source queue's consumer well again? Messages redriven
 //! into a consumer that still fails come straight back, and each trip spends one of their
 //! redrives. A source's consumer is its Lambda event source mappings (ListEventSourceMappings by
-//! the queue's ARN): each must be `Enabled`, and its function's `Errors` over the last
-//! `CONSUMER_HEALTHY_MINUTES` must be zero.
+//! the queue's ARN): each must be `Enabled`, and its function's `Errors` and `Throttles` over the
+//! last `CONSUMER_HEALTHY_MINUTES` must be zero (a function stopped with a reserved concurrency
+//! of 0 logs no errors, but throttles every batch).
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use chrono::Utc;
@@ -19,8 +20,9 @@ pub struct Consumer {
     pub function: String,
     pub mapping: String,
     pub state: String,
-    /// `Errors` (Sum) of the function over the window; none without datapoints.
+    /// `Errors` and `Throttles` (Sum) of the function over the window; none without datapoints.
     pub errors: Option<f64>,
+    pub throttles: Option<f64>,
 }
 
 /// What the check found: the consumers, why any is still failing, and the sources with no
@@ -74,6 +76,7 @@ impl Redriver {
                         mapping: mapping.uuid().unwrap_or_default().to_string(),
                         state: mapping.state().unwrap_or("Unknown").to_string(),
                         errors: None,
+                        throttles: None,
                     });
                 }
             }
@@ -95,11 +98,18 @@ impl Redriver {
                     consumer.function
                 ));
             }
+            if let Some(throttles) = consumer.throttles.filter(|throttles| *throttles > 0.0) {
+                check.failing.push(format!(
+                    "{} was throttled {throttles} times in the last {minutes} minutes (its reserved concurrency, or the account's)",
+                    consumer.function
+                ));
+            }
         }
         Ok(check)
     }
 
-    /// Each consumer's `Errors` over the last `minutes`, in one GetMetricData call.
+    /// Each consumer's `Errors` and `Throttles` over the last `minutes`, in one GetMetricData
+    /// call.
     async fn consumer_errors(
         &self,
         consumers: &mut [Consumer],
@@ -120,16 +130,20 @@ impl Redriver {
             .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
                 end.timestamp(),
             ));
-        for (index, consumer) in consumers.iter().enumerate() {
+        for (index, (consumer, metric)) in consumers
+            .iter()
+            .flat_map(|consumer| [(consumer, "Errors"), (consumer, "Throttles")])
+            .enumerate()
+        {
             request = request.metric_data_queries(
                 MetricDataQuery::builder()
-                    .id(format!("e{index}"))
+                    .id(format!("m{index}"))
                     .metric_stat(
                         MetricStat::builder()
                             .metric(
                                 Metric::builder()
                                     .namespace("AWS/Lambda")
-                                    .metric_name("Errors")
+                                    .metric_name(metric)
                                     .dimensions(
                                         Dimension::builder()
                                             .name("FunctionName")
@@ -148,13 +162,17 @@ impl Redriver {
         let output = request.send().await.map_err(|err| {
             AwsError::from_sdk("cloudwatch:GetMetricData", "the consumers' Errors", &err)
         })?;
-        for (index, consumer) in consumers.iter_mut().enumerate() {
-            let id = format!("e{index}");
-            consumer.errors = output
+        let sum = |index: usize| {
+            let id = format!("m{index}");
+            output
                 .metric_data_results()
                 .iter()
                 .find(|result| result.id() == Some(id.as_str()))
-                .and_then(|result| result.values().iter().copied().reduce(|a, b| a + b));
+                .and_then(|result| result.values().iter().copied().reduce(|a, b| a + b))
+        };
+        for (index, consumer) in consumers.iter_mut().enumerate() {
+            consumer.errors = sum(2 * index);
+            consumer.throttles = sum(2 * index + 1);
         }
         Ok(())
     }

@@ -116,7 +116,8 @@ impl Runbook<Redriver> for Redrive {
         }
         let manual = report.trigger.kind.is_manual();
         let minutes = ctx.config.consumer_healthy_minutes;
-        let check = match ctx.check_consumers(&self.sources, minutes).await {
+        // Boxed: with its reads inline, the diagnosis outgrows a test thread's stack.
+        let check = match Box::pin(ctx.check_consumers(&self.sources, minutes)).await {
             Ok(check) => check,
             Err(err) if manual => {
                 report.notes.push(format!(

@@ -172,13 +172,14 @@ impl Scaler {
     }
 
     /// Registers each side whose range differs from `from`; when one fails, the sides already
-    /// registered are put back, so that a failure changes nothing.
+    /// registered are put back, so that a failure changes nothing. The error comes with what it
+    /// left changed, when a side could not be put back.
     pub(super) async fn register_ranges(
         &self,
         target: &CapacityTarget,
         from: &Ranges,
         to: &Ranges,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), (AwsError, Option<String>)> {
         let changed: Vec<(Capacity, Range)> = Capacity::BOTH
             .into_iter()
             .filter(|side| to.get(*side) != from.get(*side))
@@ -193,19 +194,17 @@ impl Scaler {
                     continue;
                 };
                 if let Err(undo) = self.register(target, *side, original).await {
-                    return Err(AwsError {
-                        message: format!(
-                            "{}; and the {} range, already set, could not be put back to min {}, max {} ({undo}): put it back by hand",
-                            err.message,
-                            side.label(),
-                            original.min,
-                            original.max
-                        ),
-                        ..err
-                    });
+                    let left = format!(
+                        "the {} range of {} was set and could not be put back to min {}, max {} ({undo}): put it back by hand",
+                        side.label(),
+                        target.name(),
+                        original.min,
+                        original.max
+                    );
+                    return Err((err, Some(left)));
                 }
             }
-            return Err(err);
+            return Err((err, None));
         }
         Ok(())
     }
@@ -221,9 +220,7 @@ impl Scaler {
         change: Option<&Change>,
         deadline: Deadline,
     ) -> Result<(), (AwsError, Option<String>)> {
-        self.register_ranges(target, from, to)
-            .await
-            .map_err(|err| (err, None))?;
+        self.register_ranges(target, from, to).await?;
         let Some(change) = change else {
             return Ok(());
         };
@@ -233,9 +230,14 @@ impl Scaler {
         else {
             return Ok(());
         };
+        if from == to {
+            return Err((err, None));
+        }
+        // Auto Scaling may have started moving the capacity into the raised range already: a
+        // capacity above the original range's is its policy's to scale back in.
         match self.register_ranges(target, to, from).await {
             Ok(()) => Err((err, None)),
-            Err(undo) => Err((
+            Err((undo, _)) => Err((
                 err,
                 Some(format!(
                     "the Auto Scaling range of {}, already set to {}, could not be put back to {} ({undo}): put it back by hand",

@@ -273,6 +273,16 @@ impl Runbook<Scaler> for CapacityTarget {
                     ),
                     _ => format!("the update of {name} failed; nothing was changed: {err}"),
                 };
+                // The range was raised and put back: Auto Scaling may have begun moving the
+                // capacity meanwhile.
+                let reason = if err.api != auto_scaling::REGISTER && from != to {
+                    format!(
+                        "{reason}; its Auto Scaling range was raised and put back to {} (Auto Scaling may already have moved the capacity up: its own policy scales it back in)",
+                        from.text()
+                    )
+                } else {
+                    reason
+                };
                 Err(NotApplied::explained(&err, reason))
             }
         }

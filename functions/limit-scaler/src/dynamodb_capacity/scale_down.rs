@@ -14,7 +14,7 @@ use runbook_shared::runbook::{
 use serde_json::{Value, json};
 
 use super::RUNBOOK;
-use super::auto_scaling::{self, Capacity, Ranges, Scaling};
+use super::auto_scaling::{self, Capacity, Range, Ranges, Scaling};
 use super::plan::{Change, expected_text, in_force, observed_text, step_down};
 use super::table::{Billing, ConsumedPeaks, Observed};
 use super::target::CapacityTarget;
@@ -199,19 +199,17 @@ impl Runbook<Scaler> for ScaleDown {
                 Capacity::Write => (&mut from.1, &mut to.1, observed.write, baseline.1),
             };
             match our_ranges.get(side) {
-                // Traffic fell below the raised minimum: the original range back, at once.
+                // Traffic fell below the raised minimum: the original minimum back, at once. The
+                // maximum goes back only as far as the traffic allows, so Auto Scaling is not
+                // capped below what the table consumes.
                 Some(range) => {
                     (*from, *to) = (now, now);
-                    let original = baseline_ranges.get(side);
-                    if step_down(
-                        range.min,
-                        original.map_or(range.min, |r| r.min),
-                        peak,
-                        &ctx.config,
-                    ) < range.min
-                    {
-                        to_ranges.set(side, original);
-                    }
+                    let original = baseline_ranges.get(side).unwrap_or(range);
+                    let fell = step_down(range.min, original.min, peak, &ctx.config) < range.min;
+                    let min = if fell { original.min } else { range.min };
+                    let needed = peak.map_or(0, |peak| (peak * ctx.config.headroom).ceil() as i64);
+                    let max = needed.max(original.max).min(range.max).max(min);
+                    to_ranges.set(side, Some(Range { min, max }));
                 }
                 None => *to = step_down(*from, baseline, peak, &ctx.config),
             }

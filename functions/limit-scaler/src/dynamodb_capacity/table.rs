@@ -348,7 +348,17 @@ impl Scaler {
         change: &Change,
         deadline: Deadline,
     ) -> Result<(), AwsError> {
-        match self.apply(target, change).await {
+        // UpdateTable sends both sides: a registered side goes out as what the table shows now
+        // (Auto Scaling may have raised it since the diagnosis), never lower.
+        let change = if registered.is_empty() {
+            change.clone()
+        } else {
+            let now = self.describe(&target.table).await?;
+            let now = Observed::from_table(&now, target.index.as_deref())
+                .map_err(|message| invalid_plan(target, &message))?;
+            lifted(change, registered, &now)
+        };
+        match self.apply(target, &change).await {
             Err(err) if err.is(FaultKind::InUse) => {
                 let settled = self.watch(target, deadline, Observed::active).await?;
                 match settled {
@@ -360,7 +370,7 @@ impl Scaler {
                             && now.max_read_request_units == observed.max_read_request_units
                             && now.max_write_request_units == observed.max_write_request_units =>
                     {
-                        self.apply(target, change).await
+                        self.apply(target, &lifted(&change, registered, &now)).await
                     }
                     Some(now) if now.active() => Err(AwsError {
                         kind: FaultKind::InUse,
@@ -382,6 +392,25 @@ impl Scaler {
             }
             other => other,
         }
+    }
+}
+
+/// `change` with each side registered with Auto Scaling at least at what the table shows now.
+fn lifted(change: &Change, registered: &Ranges, now: &Observed) -> Change {
+    match change {
+        Change::Provisioned { read, write } => Change::Provisioned {
+            read: if registered.read.is_some() {
+                (*read).max(now.read)
+            } else {
+                *read
+            },
+            write: if registered.write.is_some() {
+                (*write).max(now.write)
+            } else {
+                *write
+            },
+        },
+        other => other.clone(),
     }
 }
 
