@@ -375,3 +375,28 @@ async fn update_table_never_lowers_a_side_auto_scaling_raised_meanwhile() {
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert_eq!(capacity(&setup.dynamodb, &table, None).await, (30, 10));
 }
+
+/// The scale-down puts the original minimum back, but not a maximum below what the table still
+/// consumes: Auto Scaling would be capped under the traffic, and throttle again.
+#[tokio::test]
+async fn the_scale_down_keeps_the_maximum_the_traffic_still_needs() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-scaled", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let id = format!("table/{table}");
+    register(&id, READ, 5, 8).await;
+    let raised = run(&setup.scaler(&[]), json!({"table": table, "read": 30})).await;
+    assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
+    assert_eq!(range(&id, READ).await, Some((30, 30)));
+
+    // 8 units/s: under 30% of 30, so the minimum goes back; 8 × HEADROOM 1.2 needs 10.
+    consumed_read_units(&table, 480.0, 10).await;
+    let down = sweep(&setup.scaler(&[("SCALE_DOWN_AFTER_HOURS", "0")]))
+        .await
+        .into_iter()
+        .find(|r| r.target.as_deref() == Some(table.as_str()))
+        .expect("a report");
+    assert_eq!(down.outcome, Outcome::Remediated, "{down:?}");
+    assert_eq!(range(&id, READ).await, Some((5, 10)), "{down:?}");
+}
