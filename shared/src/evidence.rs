@@ -738,24 +738,7 @@ async fn recent_changes(
     since: DateTime<Utc>,
 ) -> Result<Vec<RecentChange>, AwsError> {
     let resource = format!("function {function}");
-    let versions = async {
-        let mut published = Vec::new();
-        let mut pages = lambda
-            .list_versions_by_function()
-            .function_name(function)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| {
-                AwsError::from_sdk("lambda:ListVersionsByFunction", &resource, &err)
-            })?;
-            published.extend(page.versions().iter().filter_map(|v| {
-                let version = v.version().filter(|v| *v != "$LATEST")?;
-                Some((version.to_string(), lambda_time(v.last_modified()?)?))
-            }));
-        }
-        Ok::<_, AwsError>(published)
-    };
+    let versions = published_versions(lambda, function);
     let aliases = async {
         lambda
             .list_aliases()
@@ -773,6 +756,10 @@ async fn recent_changes(
     let (versions, aliases, stack) = tokio::join!(versions, aliases, stack);
     let (versions, aliases, stack) = (versions?, aliases?, stack?);
     let mut changes = stack;
+    let versions: Vec<(String, DateTime<Utc>)> = versions
+        .into_iter()
+        .filter_map(|(number, at)| Some((number.to_string(), at?)))
+        .collect();
     for (version, at) in versions.iter().filter(|(_, at)| *at >= since) {
         changes.push(RecentChange {
             at: crate::audit::timestamp(*at),
@@ -820,6 +807,37 @@ async fn recent_changes(
     }
     changes.sort_by(|a, b| b.at.cmp(&a.at));
     Ok(changes)
+}
+
+/// The function's published versions (not `$LATEST`), each with when it was published when
+/// Lambda says; oldest first.
+pub async fn published_versions(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+) -> Result<Vec<(u64, Option<DateTime<Utc>>)>, AwsError> {
+    let mut versions = Vec::new();
+    let mut pages = lambda
+        .list_versions_by_function()
+        .function_name(function)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|err| {
+            AwsError::from_sdk(
+                "lambda:ListVersionsByFunction",
+                &format!("function {function}"),
+                &err,
+            )
+        })?;
+        versions.extend(page.versions().iter().filter_map(|v| {
+            Some((
+                v.version()?.parse().ok()?,
+                v.last_modified().and_then(lambda_time),
+            ))
+        }));
+    }
+    versions.sort_by_key(|(number, _)| *number);
+    Ok(versions)
 }
 
 /// The events of the stack that owns `function` since `since` (at most 20).
@@ -969,6 +987,13 @@ mod tests {
         let logs = tally.into_logs("/aws/lambda/f", 2, true);
         assert_eq!((logs.timeouts, logs.out_of_memory), (1, 1));
         assert!(logs.top_errors.is_empty());
+    }
+
+    #[test]
+    fn parses_lambda_timestamps() {
+        assert!(lambda_time("2026-11-23T08:00:00.000+0000").is_some());
+        assert!(lambda_time("2026-11-23T08:00:00Z").is_some());
+        assert!(lambda_time("yesterday").is_none());
     }
 
     #[test]

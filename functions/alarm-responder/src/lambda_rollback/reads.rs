@@ -2,7 +2,7 @@
 //! rollback in the audit history (the owning stack's events are in the run's evidence).
 
 use runbook_shared::aws::AwsError;
-use runbook_shared::evidence::lambda_time;
+use runbook_shared::evidence::published_versions;
 
 use super::RUNBOOK;
 use super::plan::{AliasState, LastRollback, Version};
@@ -38,31 +38,14 @@ impl Responder {
     }
 
     pub(super) async fn versions(&self, function: &str) -> Result<Vec<Version>, AwsError> {
-        let mut versions = Vec::new();
-        let mut pages = self
-            .clients
-            .lambda
-            .list_versions_by_function()
-            .function_name(function)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| {
-                AwsError::from_sdk(
-                    "lambda:ListVersionsByFunction",
-                    &format!("function {function}"),
-                    &err,
-                )
-            })?;
-            versions.extend(page.versions().iter().filter_map(|v| {
-                Some(Version {
-                    number: v.version()?.parse().ok()?,
-                    published_at: v.last_modified().and_then(lambda_time),
-                })
-            }));
-        }
-        versions.sort_by_key(|v| v.number);
-        Ok(versions)
+        let versions = published_versions(&self.clients.lambda, function).await?;
+        Ok(versions
+            .into_iter()
+            .map(|(number, published_at)| Version {
+                number,
+                published_at,
+            })
+            .collect())
     }
 
     /// The newest rollback of this alias by this runbook: (from, to, when).
