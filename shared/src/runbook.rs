@@ -1,7 +1,8 @@
 //! The one path every runbook takes, so that each guard is written once, in DESIGN's order:
 //!
-//! managed → idempotency → lease → cooldown → diagnose → plan → budget → dry run → intent →
-//! apply → verify.
+//! managed → idempotency → lease → cooldown → evidence → diagnose → plan → (kill switch, alarm
+//! re-check, owning stack, repeat and change brakes) → budget → dry run → intent → apply →
+//! verify.
 //!
 //! A runbook says how to read, plan, write and check its resource (`Runbook`); `run` decides when
 //! each of those happens and what stops it. A new guard (a kill switch, a brake, an approval
