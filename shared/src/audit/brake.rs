@@ -4,11 +4,17 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{AuditStore, get_n, get_s, n, s};
+use std::collections::BTreeMap;
+
+use super::window::back_off;
+use super::{AuditStore, n, s};
 use crate::aws::{AwsError, condition_held};
 
 /// How many times a taker re-reads and retries when another one wrote first.
 const ATTEMPTS: usize = 20;
+
+/// The window item's key.
+const CHANGES: &str = "brake#changes";
 
 /// The resources changed within the window, newest first.
 pub type Changed = Vec<(String, DateTime<Utc>)>;
@@ -23,26 +29,9 @@ pub struct Slot {
 }
 
 impl AuditStore {
-    async fn changes(&self) -> Result<(std::collections::BTreeMap<String, i64>, i64), AwsError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s("brake#changes"))
-            .key("sk", s("window"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|err| self.err("dynamodb:GetItem", &err))?;
-        let item = item.item();
-        let changed = item
-            .and_then(|item| get_s(item, "resources"))
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or_default();
-        Ok((
-            changed,
-            item.and_then(|item| get_n(item, "version")).unwrap_or(0),
-        ))
+    /// The resources changed recently (key -> epoch milliseconds) and the window's version.
+    async fn changes(&self) -> Result<(BTreeMap<String, i64>, i64), AwsError> {
+        self.read_window(CHANGES, "resources").await
     }
 
     /// Counts a change of `resource` at `now` in the brake's window: `Err` with the resources
@@ -71,11 +60,13 @@ impl AuditStore {
                 at: now.timestamp_millis(),
                 earlier: changed.insert(resource.to_string(), now.timestamp_millis()),
             };
-            if self.put_changes(&changed, version, now).await? {
+            if self
+                .write_window(CHANGES, "resources", &changed, version, now)
+                .await?
+            {
                 return Ok(Ok(slot));
             }
-            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
-            tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
+            back_off().await;
         }
         Err(self.window_contended())
     }
@@ -92,39 +83,15 @@ impl AuditStore {
                 Some(earlier) => changed.insert(resource.to_string(), earlier),
                 None => changed.remove(resource),
             };
-            if self.put_changes(&changed, version, Utc::now()).await? {
+            if self
+                .write_window(CHANGES, "resources", &changed, version, Utc::now())
+                .await?
+            {
                 return Ok(());
             }
-            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
-            tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
+            back_off().await;
         }
         Err(self.window_contended())
-    }
-
-    /// Writes the window if it is still at `version`: false when another writer came first.
-    async fn put_changes(
-        &self,
-        changed: &std::collections::BTreeMap<String, i64>,
-        version: i64,
-        now: DateTime<Utc>,
-    ) -> Result<bool, AwsError> {
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s("brake#changes"))
-            .item("sk", s("window"))
-            .item(
-                "resources",
-                s(serde_json::to_string(changed).unwrap_or_default()),
-            )
-            .item("version", n(version + 1))
-            .item("expires_at", n((now + Duration::days(2)).timestamp()))
-            .condition_expression("attribute_not_exists(pk) OR version = :version")
-            .expression_attribute_values(":version", n(version))
-            .send()
-            .await;
-        condition_held(put, "dynamodb:PutItem", &self.resource())
     }
 
     fn window_contended(&self) -> AwsError {

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-use super::{AuditStore, get_n, get_s, json_text, n, s};
+use super::window::back_off;
+use super::{AuditStore, get_n, get_s, n, s};
 use crate::aws::{AwsError, condition_held};
 use crate::report::Report;
 
@@ -222,25 +223,8 @@ impl AuditStore {
     /// The times (epoch milliseconds) of the runbook's actions in its budget item, and the
     /// item's version (0 when there is none).
     async fn budget_window(&self, runbook: &str) -> Result<(Vec<i64>, i64), AwsError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("budget#{runbook}")))
-            .key("sk", s("window"))
-            .consistent_read(true)
-            .send()
+        self.read_window(&format!("budget#{runbook}"), "actions")
             .await
-            .map_err(|err| self.err("dynamodb:GetItem", &err))?;
-        let item = item.item();
-        let stamps = item
-            .and_then(|item| get_s(item, "actions"))
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or_default();
-        Ok((
-            stamps,
-            item.and_then(|item| get_n(item, "version")).unwrap_or(0),
-        ))
     }
 
     /// Takes one action from the runbook's budget of `max` per sliding 60 minutes, at `now`:
@@ -259,25 +243,19 @@ impl AuditStore {
                 return Ok(Err(next));
             }
             recent.push(now.timestamp_millis());
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item("pk", s(format!("budget#{runbook}")))
-                .item("sk", s("window"))
-                .item("actions", s(json_text(&recent)))
-                .item("version", n(version + 1))
-                .item("expires_at", n((now + Duration::days(2)).timestamp()))
-                .condition_expression("attribute_not_exists(pk) OR version = :version")
-                .expression_attribute_values(":version", n(version))
-                .send()
-                .await;
-            if condition_held(put, "dynamodb:PutItem", &self.resource())? {
+            if self
+                .write_window(
+                    &format!("budget#{runbook}"),
+                    "actions",
+                    &recent,
+                    version,
+                    now,
+                )
+                .await?
+            {
                 return Ok(Ok(()));
             }
-            // Another taker wrote first: back off a little (with jitter) and read again.
-            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
-            tokio::time::sleep(std::time::Duration::from_millis(20 + jitter)).await;
+            back_off().await;
         }
         Err(AwsError {
             api: "dynamodb:PutItem".into(),

@@ -29,6 +29,7 @@ mod brake;
 mod control;
 mod guards;
 mod raises;
+mod window;
 
 pub use brake::{Changed, Slot};
 pub use control::Pause;
