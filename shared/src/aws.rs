@@ -167,6 +167,39 @@ fn classify(code: Option<&str>, message: &str) -> FaultKind {
     }
 }
 
+/// One statistic of one metric as a GetMetricData query named `id`: the shape every reader of
+/// CloudWatch here asks in (consumed capacity, evidence, probes, settling, consumers).
+pub fn metric_query<K: Into<String>, V: Into<String>>(
+    id: impl Into<String>,
+    namespace: &str,
+    metric: &str,
+    dimensions: impl IntoIterator<Item = (K, V)>,
+    period_seconds: i32,
+    stat: &str,
+) -> aws_sdk_cloudwatch::types::MetricDataQuery {
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+    let dimensions = dimensions
+        .into_iter()
+        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+        .collect();
+    MetricDataQuery::builder()
+        .id(id)
+        .metric_stat(
+            MetricStat::builder()
+                .metric(
+                    Metric::builder()
+                        .namespace(namespace)
+                        .metric_name(metric)
+                        .set_dimensions(Some(dimensions))
+                        .build(),
+                )
+                .period(period_seconds)
+                .stat(stat)
+                .build(),
+        )
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

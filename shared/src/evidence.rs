@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -342,10 +341,6 @@ async fn metrics(
     // datapoint falls in the window it is counted in.
     let period = ((to - from).num_seconds().max(60) + 59) / 60 * 60;
     let end = (to.timestamp() + 59) / 60 * 60;
-    let dimensions: Vec<Dimension> = dimensions
-        .iter()
-        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-        .collect();
     let mut request = cloudwatch
         .get_metric_data()
         .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
@@ -353,24 +348,14 @@ async fn metrics(
         ))
         .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(end));
     for (index, (_, metric, stat)) in figures.iter().enumerate() {
-        request = request.metric_data_queries(
-            MetricDataQuery::builder()
-                .id(format!("m{index}"))
-                .metric_stat(
-                    MetricStat::builder()
-                        .metric(
-                            Metric::builder()
-                                .namespace(namespace)
-                                .metric_name(*metric)
-                                .set_dimensions(Some(dimensions.clone()))
-                                .build(),
-                        )
-                        .period(i32::try_from(period).unwrap_or(i32::MAX))
-                        .stat(*stat)
-                        .build(),
-                )
-                .build(),
-        );
+        request = request.metric_data_queries(crate::aws::metric_query(
+            format!("m{index}"),
+            namespace,
+            metric,
+            dimensions.iter().cloned(),
+            i32::try_from(period).unwrap_or(i32::MAX),
+            stat,
+        ));
     }
     let output = request.send().await.map_err(|err| {
         AwsError::from_sdk(

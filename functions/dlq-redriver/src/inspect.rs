@@ -144,29 +144,15 @@ impl Redriver {
 
     /// ApproximateAgeOfOldestMessage's latest maximum, if CloudWatch has one.
     async fn oldest_age(&self, dlq: &Queue) -> Option<i64> {
-        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
         let end = Utc::now();
-        let query = MetricDataQuery::builder()
-            .id("age")
-            .metric_stat(
-                MetricStat::builder()
-                    .metric(
-                        Metric::builder()
-                            .namespace(NAMESPACE)
-                            .metric_name("ApproximateAgeOfOldestMessage")
-                            .dimensions(
-                                Dimension::builder()
-                                    .name("QueueName")
-                                    .value(&dlq.name)
-                                    .build(),
-                            )
-                            .build(),
-                    )
-                    .period(60)
-                    .stat("Maximum")
-                    .build(),
-            )
-            .build();
+        let query = runbook_shared::aws::metric_query(
+            "age",
+            NAMESPACE,
+            "ApproximateAgeOfOldestMessage",
+            [("QueueName", dlq.name.as_str())],
+            60,
+            "Maximum",
+        );
         let output = self
             .clients
             .cloudwatch

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::types::StackStatus;
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
+use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -336,26 +336,14 @@ async fn latest_maximum(
     let end = Utc::now();
     let output = cloudwatch
         .get_metric_data()
-        .metric_data_queries(
-            MetricDataQuery::builder()
-                .id("m")
-                .metric_stat(
-                    MetricStat::builder()
-                        .metric(
-                            Metric::builder()
-                                .namespace(namespace)
-                                .metric_name(metric)
-                                .dimensions(
-                                    Dimension::builder().name(dimension).value(value).build(),
-                                )
-                                .build(),
-                        )
-                        .period(60)
-                        .stat("Maximum")
-                        .build(),
-                )
-                .build(),
-        )
+        .metric_data_queries(runbook_shared::aws::metric_query(
+            "m",
+            namespace,
+            metric,
+            [(dimension, value)],
+            60,
+            "Maximum",
+        ))
         .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
             (end - chrono::Duration::minutes(10)).timestamp(),
         ))
@@ -543,32 +531,17 @@ async fn check_metric(clients: &Clients, probe: &MetricProbe) -> Result<(bool, S
     let end =
         chrono::DateTime::from_timestamp(now - now.rem_euclid(i64::from(probe.period_seconds)), 0)
             .unwrap_or_else(Utc::now);
-    let dimensions: Vec<Dimension> = probe
-        .dimensions
-        .iter()
-        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-        .collect();
     let output = clients
         .cloudwatch
         .get_metric_data()
-        .metric_data_queries(
-            MetricDataQuery::builder()
-                .id("m")
-                .metric_stat(
-                    MetricStat::builder()
-                        .metric(
-                            Metric::builder()
-                                .namespace(&probe.namespace)
-                                .metric_name(&probe.metric)
-                                .set_dimensions(Some(dimensions))
-                                .build(),
-                        )
-                        .period(probe.period_seconds)
-                        .stat(&probe.stat)
-                        .build(),
-                )
-                .build(),
-        )
+        .metric_data_queries(runbook_shared::aws::metric_query(
+            "m",
+            &probe.namespace,
+            &probe.metric,
+            probe.dimensions.clone(),
+            probe.period_seconds,
+            &probe.stat,
+        ))
         .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
             (end - chrono::Duration::minutes(probe.minutes)).timestamp(),
         ))

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
+use aws_sdk_cloudwatch::types::StateValue;
 use chrono::{DateTime, Duration, Utc};
 use runbook_shared::audit::{AuditRecord, AuditStore};
 use runbook_shared::aws::{AwsError, FaultKind};
@@ -348,10 +348,6 @@ async fn metric_sum(
 ) -> Result<(VerificationStatus, String), AwsError> {
     // The first minute after the change may still show what it fixed.
     let start = (since + Duration::minutes(1)).min(now - Duration::minutes(1));
-    let dimensions: Vec<Dimension> = dimensions
-        .iter()
-        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-        .collect();
     let mut request = cloudwatch
         .get_metric_data()
         .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
@@ -361,24 +357,14 @@ async fn metric_sum(
             now.timestamp(),
         ));
     for (index, metric) in metrics.iter().enumerate() {
-        request = request.metric_data_queries(
-            MetricDataQuery::builder()
-                .id(format!("m{index}"))
-                .metric_stat(
-                    MetricStat::builder()
-                        .metric(
-                            Metric::builder()
-                                .namespace(namespace)
-                                .metric_name(metric)
-                                .set_dimensions(Some(dimensions.clone()))
-                                .build(),
-                        )
-                        .period(60)
-                        .stat("Sum")
-                        .build(),
-                )
-                .build(),
-        );
+        request = request.metric_data_queries(runbook_shared::aws::metric_query(
+            format!("m{index}"),
+            namespace,
+            metric,
+            dimensions.clone(),
+            60,
+            "Sum",
+        ));
     }
     let output = request.send().await.map_err(|err| {
         AwsError::from_sdk(

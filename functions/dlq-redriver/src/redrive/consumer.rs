@@ -5,7 +5,6 @@
 //! last `CONSUMER_HEALTHY_MINUTES` must be zero (a function stopped with a reserved concurrency
 //! of 0 logs no errors, but throttles every batch).
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use chrono::Utc;
 use runbook_shared::aws::AwsError;
 use serde::Serialize;
@@ -135,29 +134,14 @@ impl Redriver {
             .flat_map(|consumer| [(consumer, "Errors"), (consumer, "Throttles")])
             .enumerate()
         {
-            request = request.metric_data_queries(
-                MetricDataQuery::builder()
-                    .id(format!("m{index}"))
-                    .metric_stat(
-                        MetricStat::builder()
-                            .metric(
-                                Metric::builder()
-                                    .namespace("AWS/Lambda")
-                                    .metric_name(metric)
-                                    .dimensions(
-                                        Dimension::builder()
-                                            .name("FunctionName")
-                                            .value(&consumer.function)
-                                            .build(),
-                                    )
-                                    .build(),
-                            )
-                            .period(period)
-                            .stat("Sum")
-                            .build(),
-                    )
-                    .build(),
-            );
+            request = request.metric_data_queries(runbook_shared::aws::metric_query(
+                format!("m{index}"),
+                "AWS/Lambda",
+                metric,
+                [("FunctionName", consumer.function.as_str())],
+                period,
+                "Sum",
+            ));
         }
         let output = request.send().await.map_err(|err| {
             AwsError::from_sdk("cloudwatch:GetMetricData", "the consumers' Errors", &err)

@@ -1,7 +1,6 @@
 //! The table as `dynamodb-capacity` reads and writes it: DescribeTable, consumed capacity from
 //! CloudWatch, UpdateTable, and the wait until the table shows a change.
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_dynamodb::types::{
     BillingMode, GlobalSecondaryIndexUpdate, OnDemandThroughput, ProvisionedThroughput,
     TableDescription, UpdateGlobalSecondaryIndexAction,
@@ -162,38 +161,13 @@ impl Scaler {
         target: &CapacityTarget,
         lookback_minutes: i64,
     ) -> Result<ConsumedPeaks, AwsError> {
-        let mut dimensions = vec![
-            Dimension::builder()
-                .name("TableName")
-                .value(&target.table)
-                .build(),
-        ];
+        let mut dimensions = vec![("TableName", target.table.as_str())];
         if let Some(index) = &target.index {
-            dimensions.push(
-                Dimension::builder()
-                    .name("GlobalSecondaryIndexName")
-                    .value(index)
-                    .build(),
-            );
+            dimensions.push(("GlobalSecondaryIndexName", index.as_str()));
         }
+        // return_data defaults to true.
         let query = |id: &str, metric: &str| {
-            MetricDataQuery::builder()
-                .id(id)
-                .metric_stat(
-                    MetricStat::builder()
-                        .metric(
-                            Metric::builder()
-                                .namespace(NAMESPACE)
-                                .metric_name(metric)
-                                .set_dimensions(Some(dimensions.clone()))
-                                .build(),
-                        )
-                        .period(60)
-                        .stat("Sum")
-                        .build(),
-                )
-                .return_data(true)
-                .build()
+            runbook_shared::aws::metric_query(id, NAMESPACE, metric, dimensions.clone(), 60, "Sum")
         };
         let end = Utc::now();
         let start = end - chrono::Duration::minutes(lookback_minutes);
