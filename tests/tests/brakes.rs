@@ -2,36 +2,13 @@
 //! functions, under concurrent invocations, escalating once per window) and the repeat-offender
 //! brake (a third automatic action on one resource in 24 hours waits for a person).
 
-use runbook_shared::report::{Outcome, Output, Report};
+use runbook_shared::report::{Outcome, Report};
 use runbook_tests::fixtures::{
-    TableSpec, alarm_in_state, capacity, create_audit_table, invocation, scaler, scaler_clients,
-    throttle_alarm_event,
+    alarm_in_state, capacity, create_audit_table, invocation, managed_table, one_report,
+    read_throttled, scaler, scaler_clients,
 };
 use runbook_tests::moto::moto;
-use serde_json::{Value, json};
-
-fn one(output: Output) -> Report {
-    match output {
-        Output::One(report) => *report,
-        Output::Sweep { reports } => panic!("expected one report, got {reports:?}"),
-    }
-}
-
-async fn table(name: &str) -> String {
-    let spec = TableSpec::provisioned(name, 5, 5);
-    let table = spec.name.clone();
-    spec.create(&moto().dynamodb()).await;
-    table
-}
-
-fn alarm(table: &str) -> Value {
-    throttle_alarm_event(
-        &format!("{table}-throttled"),
-        "ALARM",
-        "ReadThrottleEvents",
-        json!({"TableName": table}),
-    )
-}
+use serde_json::json;
 
 /// Generous per-runbook guards, so that only the brakes under test stop anything.
 const LOOSE: [(&str, &str); 2] = [("COOLDOWN_SECONDS", "0"), ("MAX_ACTIONS_PER_HOUR", "100")];
@@ -42,13 +19,11 @@ async fn six_alarms_at_once_give_five_raises_one_brake_and_one_escalation() {
     let scaler = scaler(&audit, &LOOSE, scaler_clients());
     let mut tables = Vec::new();
     for i in 0..6 {
-        tables.push(table(&format!("managed-brake{i}")).await);
+        tables.push(managed_table(&format!("managed-brake{i}")).await);
     }
-    let reports: Vec<Report> = futures_util::future::join_all(
-        tables
-            .iter()
-            .map(|table| async { one(scaler.handle(alarm(table), &invocation()).await) }),
-    )
+    let reports: Vec<Report> = futures_util::future::join_all(tables.iter().map(|table| async {
+        one_report(scaler.handle(read_throttled(table), &invocation()).await)
+    }))
     .await;
     let count = |outcome| reports.iter().filter(|r| r.outcome == outcome).count();
     assert_eq!(count(Outcome::Remediated), 5, "{reports:#?}");
@@ -83,8 +58,8 @@ async fn six_alarms_at_once_give_five_raises_one_brake_and_one_escalation() {
     );
 
     // The next one in the window is stopped too, without a second escalation.
-    let seventh = table("managed-brake6").await;
-    let again = one(scaler.handle(alarm(&seventh), &invocation()).await);
+    let seventh = managed_table("managed-brake6").await;
+    let again = one_report(scaler.handle(read_throttled(&seventh), &invocation()).await);
     assert_eq!(again.outcome, Outcome::Skipped, "{again:?}");
     assert!(again.escalation.is_none(), "one escalation per window");
 
@@ -93,13 +68,15 @@ async fn six_alarms_at_once_give_five_raises_one_brake_and_one_escalation() {
         .iter()
         .find(|table| **table != braked_table)
         .expect("a raised table");
-    let same = one(scaler.handle(alarm(first), &invocation()).await);
+    let same = one_report(scaler.handle(read_throttled(first), &invocation()).await);
     assert_eq!(same.outcome, Outcome::Remediated, "{same:?}");
 
     // A person's manual run is a decision the brake neither stops nor counts.
-    let manual = one(scaler
-        .handle(json!({"table": seventh, "read": 20}), &invocation())
-        .await);
+    let manual = one_report(
+        scaler
+            .handle(json!({"table": seventh, "read": 20}), &invocation())
+            .await,
+    );
     assert_eq!(manual.outcome, Outcome::Remediated, "{manual:?}");
 }
 
@@ -107,14 +84,14 @@ async fn six_alarms_at_once_give_five_raises_one_brake_and_one_escalation() {
 async fn a_third_automatic_action_on_one_resource_in_a_day_waits_for_a_person() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let scaler = scaler(&audit, &LOOSE, scaler_clients());
-    let table = table("managed-flapping").await;
-    let first = one(scaler.handle(alarm(&table), &invocation()).await);
-    let second = one(scaler.handle(alarm(&table), &invocation()).await);
+    let table = managed_table("managed-flapping").await;
+    let first = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
+    let second = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(first.outcome, Outcome::Remediated, "{first:?}");
     assert_eq!(second.outcome, Outcome::Remediated, "{second:?}");
     assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (20, 5));
 
-    let third = one(scaler.handle(alarm(&table), &invocation()).await);
+    let third = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(third.outcome, Outcome::Skipped, "{third:?}");
     assert!(
         third
@@ -134,9 +111,11 @@ async fn a_third_automatic_action_on_one_resource_in_a_day_waits_for_a_person() 
     assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (20, 5));
 
     // A person who has looked may still act.
-    let manual = one(scaler
-        .handle(json!({"table": table, "read": 40}), &invocation())
-        .await);
+    let manual = one_report(
+        scaler
+            .handle(json!({"table": table, "read": 40}), &invocation())
+            .await,
+    );
     assert_eq!(manual.outcome, Outcome::Remediated, "{manual:?}");
 }
 
@@ -145,10 +124,10 @@ async fn an_alarm_that_recovered_before_the_write_changes_nothing() {
     use aws_sdk_cloudwatch::types::StateValue;
     let audit = create_audit_table(&moto().dynamodb()).await;
     let scaler = scaler(&audit, &LOOSE, scaler_clients());
-    let table = table("managed-recovered").await;
+    let table = managed_table("managed-recovered").await;
     alarm_in_state(&format!("{table}-throttled"), StateValue::Ok).await;
 
-    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    let report = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
     assert!(
         report.reason.starts_with(&format!(
@@ -162,7 +141,7 @@ async fn an_alarm_that_recovered_before_the_write_changes_nothing() {
 
     // Still firing: it acts.
     alarm_in_state(&format!("{table}-throttled"), StateValue::Alarm).await;
-    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    let report = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert!(
         report
@@ -196,8 +175,8 @@ async fn an_alarm_that_cannot_be_re_read_stops_the_write() {
         ..scaler_clients()
     };
     let scaler = scaler(&audit, &LOOSE, clients);
-    let table = table("managed-unreadable-alarm").await;
-    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    let table = managed_table("managed-unreadable-alarm").await;
+    let report = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
     assert!(
         report.reason.starts_with(&format!(
@@ -229,7 +208,7 @@ async fn a_stacks_table_is_left_to_its_deploy_and_a_change_to_it_is_handed_back_
     )
     .await;
 
-    let raised = one(scaler.handle(alarm(&table), &invocation()).await);
+    let raised = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
     let drift = raised.stack_drift.as_ref().expect("drift handed back");
     assert_eq!(drift.stack, stack);
@@ -252,7 +231,7 @@ async fn a_stacks_table_is_left_to_its_deploy_and_a_change_to_it_is_handed_back_
 
     // While the stack deploys, the table is the deploy's.
     set_stack_status(moto(), &stack, "UPDATE_IN_PROGRESS", None, 0).await;
-    let left = one(scaler.handle(alarm(&table), &invocation()).await);
+    let left = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(left.outcome, Outcome::Skipped, "{left:?}");
     assert!(
         left.reason.starts_with(&format!(
@@ -264,8 +243,8 @@ async fn a_stacks_table_is_left_to_its_deploy_and_a_change_to_it_is_handed_back_
     assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (10, 5));
 
     // A table no stack owns has no drift to hand back.
-    let loose = self::table("managed-unstacked").await;
-    let report = one(scaler.handle(alarm(&loose), &invocation()).await);
+    let loose = managed_table("managed-unstacked").await;
+    let report = one_report(scaler.handle(read_throttled(&loose), &invocation()).await);
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert!(report.stack_drift.is_none());
 }
@@ -283,10 +262,12 @@ async fn a_run_that_writes_nothing_gives_its_brake_slot_back() {
         ("MAX_ACTIONS_PER_HOUR", "100"),
         ("MAX_CHANGES_PER_WINDOW", "2"),
     ];
-    let first = table("managed-slot-a").await;
-    let raised = one(scaler(&audit, &extra, scaler_clients())
-        .handle(alarm(&first), &invocation())
-        .await);
+    let first = managed_table("managed-slot-a").await;
+    let raised = one_report(
+        scaler(&audit, &extra, scaler_clients())
+            .handle(read_throttled(&first), &invocation())
+            .await,
+    );
     assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
 
     // Past the brake (one slot left), its UpdateTable refused: its slot goes back.
@@ -309,17 +290,21 @@ async fn a_run_that_writes_nothing_gives_its_brake_slot_back() {
         dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&describe, &refuse]),
         ..scaler_clients()
     };
-    let failed = one(scaler(&audit, &extra, clients)
-        .handle(alarm(&refused_table), &invocation())
-        .await);
+    let failed = one_report(
+        scaler(&audit, &extra, clients)
+            .handle(read_throttled(&refused_table), &invocation())
+            .await,
+    );
     assert_eq!(failed.outcome, Outcome::Failed, "{failed:?}");
     assert!(refuse.num_calls() >= 1);
 
     // So a third table finds one change in the window, not two.
-    let third = table("managed-slot-c").await;
-    let report = one(scaler(&audit, &extra, scaler_clients())
-        .handle(alarm(&third), &invocation())
-        .await);
+    let third = managed_table("managed-slot-c").await;
+    let report = one_report(
+        scaler(&audit, &extra, scaler_clients())
+            .handle(read_throttled(&third), &invocation())
+            .await,
+    );
     assert_eq!(
         report.outcome,
         Outcome::Remediated,

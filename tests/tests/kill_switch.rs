@@ -3,36 +3,13 @@
 //! pauses too, and a switch that cannot be read writes nothing.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use runbook_shared::report::{Outcome, Output, Report};
+use runbook_shared::report::Outcome;
 use runbook_tests::fixtures::{
-    TableSpec, capacity, create_audit_table, invocation, redriver, redriver_clients, scaler,
-    scaler_clients, throttle_alarm_event,
+    capacity, create_audit_table, invocation, managed_table, one_report, read_throttled, redriver,
+    redriver_clients, scaler, scaler_clients,
 };
 use runbook_tests::moto::moto;
-use serde_json::{Value, json};
-
-fn one(output: Output) -> Report {
-    match output {
-        Output::One(report) => *report,
-        Output::Sweep { reports } => panic!("expected one report, got {reports:?}"),
-    }
-}
-
-async fn table(name: &str) -> String {
-    let spec = TableSpec::provisioned(name, 5, 5);
-    let table = spec.name.clone();
-    spec.create(&moto().dynamodb()).await;
-    table
-}
-
-fn alarm(table: &str) -> Value {
-    throttle_alarm_event(
-        &format!("{table}-throttled"),
-        "ALARM",
-        "ReadThrottleEvents",
-        json!({"TableName": table}),
-    )
-}
+use serde_json::json;
 
 async fn switch_item(audit: &str, attributes: &[(&str, AttributeValue)]) {
     let mut put = moto()
@@ -52,9 +29,9 @@ async fn a_pause_through_one_function_stops_the_writes_of_every_other() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let scaler = scaler(&audit, &[], scaler_clients());
     let redriver = redriver(&audit, &[], redriver_clients());
-    let table = table("managed-paused").await;
+    let table = managed_table("managed-paused").await;
 
-    let paused = one(
+    let paused = one_report(
         redriver
             .handle(
                 json!({"control": "pause", "reason": "incident 4711: hands off", "minutes": 60, "by": "alice"}),
@@ -69,15 +46,17 @@ async fn a_pause_through_one_function_stops_the_writes_of_every_other() {
     assert!(paused.audit_id.is_some(), "pausing is audited");
 
     // Another function sees it in its status, and its runbooks plan but write nothing.
-    let status = one(scaler
-        .handle(json!({"control": "status"}), &invocation())
-        .await);
+    let status = one_report(
+        scaler
+            .handle(json!({"control": "status"}), &invocation())
+            .await,
+    );
     assert!(
         status.reason.starts_with("paused: paused by alice"),
         "{}",
         status.reason
     );
-    let skipped = one(scaler.handle(alarm(&table), &invocation()).await);
+    let skipped = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(skipped.outcome, Outcome::Skipped, "{skipped:?}");
     assert!(
         skipped.reason.starts_with("paused: paused by alice"),
@@ -91,12 +70,14 @@ async fn a_pause_through_one_function_stops_the_writes_of_every_other() {
     assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (5, 5));
 
     // A dry run is not stopped.
-    let dry = one(scaler
-        .handle(
-            json!({"table": table, "read": 10, "dry_run": true}),
-            &invocation(),
-        )
-        .await);
+    let dry = one_report(
+        scaler
+            .handle(
+                json!({"table": table, "read": 10, "dry_run": true}),
+                &invocation(),
+            )
+            .await,
+    );
     assert_eq!(dry.outcome, Outcome::Planned, "{dry:?}");
 
     // A pause spends none of the budget: with one action an hour, the run after the resume acts.
@@ -105,17 +86,19 @@ async fn a_pause_through_one_function_stops_the_writes_of_every_other() {
         &[("MAX_ACTIONS_PER_HOUR", "1"), ("COOLDOWN_SECONDS", "0")],
         scaler_clients(),
     );
-    let again = one(scaler.handle(alarm(&table), &invocation()).await);
+    let again = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(again.outcome, Outcome::Skipped);
-    let resumed = one(scaler
-        .handle(
-            json!({"control": "resume", "reason": "incident over"}),
-            &invocation(),
-        )
-        .await);
+    let resumed = one_report(
+        scaler
+            .handle(
+                json!({"control": "resume", "reason": "incident over"}),
+                &invocation(),
+            )
+            .await,
+    );
     assert_eq!(resumed.outcome, Outcome::Remediated, "{resumed:?}");
     assert_eq!(resumed.actions[0].after["paused"], false);
-    let acted = one(scaler.handle(alarm(&table), &invocation()).await);
+    let acted = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(acted.outcome, Outcome::Remediated, "{acted:?}");
     assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (10, 5));
 }
@@ -124,7 +107,7 @@ async fn a_pause_through_one_function_stops_the_writes_of_every_other() {
 async fn a_hand_written_switch_pauses_an_expired_one_does_not_and_a_malformed_one_fails_closed() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let scaler = scaler(&audit, &[("COOLDOWN_SECONDS", "0")], scaler_clients());
-    let table = table("managed-hand").await;
+    let table = managed_table("managed-hand").await;
 
     // What the docs give for `aws dynamodb put-item`, when the functions themselves misbehave.
     switch_item(
@@ -136,7 +119,7 @@ async fn a_hand_written_switch_pauses_an_expired_one_does_not_and_a_malformed_on
         ],
     )
     .await;
-    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    let report = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(report.outcome, Outcome::Skipped);
     assert!(
         report
@@ -157,9 +140,11 @@ async fn a_hand_written_switch_pauses_an_expired_one_does_not_and_a_malformed_on
         ],
     )
     .await;
-    let status = one(scaler
-        .handle(json!({"control": "status"}), &invocation())
-        .await);
+    let status = one_report(
+        scaler
+            .handle(json!({"control": "status"}), &invocation())
+            .await,
+    );
     assert_eq!(status.reason, "running: no pause in force");
 
     // A switch written wrongly is read as a pause.
@@ -171,7 +156,7 @@ async fn a_hand_written_switch_pauses_an_expired_one_does_not_and_a_malformed_on
         ],
     ] {
         switch_item(&audit, &malformed).await;
-        let report = one(scaler.handle(alarm(&table), &invocation()).await);
+        let report = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
         assert_eq!(report.outcome, Outcome::Skipped, "{malformed:?}");
         assert!(report.reason.contains("malformed"), "{}", report.reason);
     }
@@ -213,7 +198,7 @@ async fn bad_control_payloads_are_rejected_and_change_nothing() {
             "unknown field `minuts`",
         ),
     ] {
-        let report = one(scaler.handle(payload.clone(), &invocation()).await);
+        let report = one_report(scaler.handle(payload.clone(), &invocation()).await);
         assert_eq!(report.outcome, Outcome::Rejected, "{payload}");
         assert!(
             report.reason.contains(expected),
@@ -221,9 +206,11 @@ async fn bad_control_payloads_are_rejected_and_change_nothing() {
             report.reason
         );
     }
-    let status = one(scaler
-        .handle(json!({"control": "status"}), &invocation())
-        .await);
+    let status = one_report(
+        scaler
+            .handle(json!({"control": "status"}), &invocation())
+            .await,
+    );
     assert_eq!(status.reason, "running: no pause in force");
 }
 
@@ -231,17 +218,19 @@ async fn bad_control_payloads_are_rejected_and_change_nothing() {
 async fn a_pause_at_deploy_holds_until_the_stack_is_updated() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let scaler = scaler(&audit, &[("AUTOMATION_PAUSED", "true")], scaler_clients());
-    let table = table("managed-deploy").await;
-    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    let table = managed_table("managed-deploy").await;
+    let report = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(report.outcome, Outcome::Skipped);
     assert!(
         report.reason.contains("AutomationPaused"),
         "{}",
         report.reason
     );
-    let resumed = one(scaler
-        .handle(json!({"control": "resume", "reason": "try"}), &invocation())
-        .await);
+    let resumed = one_report(
+        scaler
+            .handle(json!({"control": "resume", "reason": "try"}), &invocation())
+            .await,
+    );
     assert!(
         resumed.reason.contains("the deployment still pauses them"),
         "{}",
@@ -272,9 +261,9 @@ async fn a_switch_that_cannot_be_read_writes_nothing() {
         .build();
     let unreadable = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&denied]);
     scaler.safety.switch = Switch::new(AuditStore::new(unreadable, audit.clone(), 90), false);
-    let table = table("managed-unreadable").await;
+    let table = managed_table("managed-unreadable").await;
 
-    let report = one(scaler.handle(alarm(&table), &invocation()).await);
+    let report = one_report(scaler.handle(read_throttled(&table), &invocation()).await);
     assert_eq!(report.outcome, Outcome::Skipped, "{report:?}");
     assert!(
         report
@@ -311,15 +300,17 @@ async fn a_pause_stops_a_redrive_already_running() {
     );
     let pause = async {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        one(scaler
-            .handle(
-                json!({"control": "pause", "reason": "stop the redrive", "by": "bob"}),
-                &invocation(),
-            )
-            .await)
+        one_report(
+            scaler
+                .handle(
+                    json!({"control": "pause", "reason": "stop the redrive", "by": "bob"}),
+                    &invocation(),
+                )
+                .await,
+        )
     };
     let (report, paused) = tokio::join!(redrive, pause);
-    let report = one(report);
+    let report = one_report(report);
     assert_eq!(paused.outcome, Outcome::Remediated, "{paused:?}");
 
     let ledger = &report.details.as_ref().expect("details")["ledger"];
