@@ -10,6 +10,7 @@ pub mod control;
 pub mod deadline;
 pub mod entry;
 pub mod evidence;
+pub mod handoff;
 pub mod logging;
 pub mod managed;
 pub mod ownership;

@@ -28,6 +28,8 @@ pub enum TriggerKind {
     Schedule,
     StackEvent,
     Manual,
+    /// A `Runbook Handoff` event: another function's runbook found the cause and hands it on.
+    Handoff,
     /// The input could not be recognised as any trigger.
     Unknown,
 }

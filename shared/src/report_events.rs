@@ -25,6 +25,29 @@ const BYTES_PER_CALL: usize = 240 * 1024;
 /// An entry may be 256 KiB; a bigger report (a large DLQ sample) is sent as its summary.
 const MAX_DETAIL_BYTES: usize = 200 * 1024;
 
+/// The bus reports and handoffs go to: `REPORT_EVENT_BUS` (a bus name or ARN; `default` unless
+/// set; `off`: none).
+pub fn bus_from_env(env: &Env) -> Result<Option<String>, ConfigError> {
+    let bus = env
+        .get("REPORT_EVENT_BUS")
+        .unwrap_or_else(|| "default".into());
+    if bus == "off" {
+        return Ok(None);
+    }
+    let valid_name = bus.len() <= 256
+        && bus
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:".contains(c));
+    if !valid_name {
+        return Err(ConfigError::Invalid {
+            var: "REPORT_EVENT_BUS",
+            value: bus,
+            expected: "an event bus name or ARN, `default`, or `off`".into(),
+        });
+    }
+    Ok(Some(bus))
+}
+
 /// Where reports go: `REPORT_EVENT_BUS` (a bus name or ARN; `default` unless set; `off` sends none).
 pub struct ReportEvents {
     client: aws_sdk_eventbridge::Client,
@@ -33,24 +56,7 @@ pub struct ReportEvents {
 
 impl ReportEvents {
     pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Option<Self>, ConfigError> {
-        let bus = env
-            .get("REPORT_EVENT_BUS")
-            .unwrap_or_else(|| "default".into());
-        if bus == "off" {
-            return Ok(None);
-        }
-        let valid_name = bus.len() <= 256
-            && bus
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/._-:".contains(c));
-        if !valid_name {
-            return Err(ConfigError::Invalid {
-                var: "REPORT_EVENT_BUS",
-                value: bus,
-                expected: "an event bus name or ARN, `default`, or `off`".into(),
-            });
-        }
-        Ok(Some(Self::new(aws_sdk_eventbridge::Client::new(sdk), bus)))
+        Ok(bus_from_env(env)?.map(|bus| Self::new(aws_sdk_eventbridge::Client::new(sdk), bus)))
     }
 
     pub fn new(client: aws_sdk_eventbridge::Client, bus: String) -> Self {

@@ -84,6 +84,13 @@ impl Home {
         })
     }
 
+    pub fn api(&self, api: &str, stage: Option<&str>) -> ResourceId {
+        self.id(Resource::Api {
+            api: api.into(),
+            stage: stage.map(str::to_string),
+        })
+    }
+
     pub fn stack(&self, stack: &str) -> ResourceId {
         self.id(Resource::Stack {
             stack: stack.into(),
@@ -317,6 +324,12 @@ pub enum Resource {
     },
     /// The account's unreserved Lambda concurrency.
     AccountConcurrency,
+    /// An API Gateway API (REST or HTTP, by the name or id its alarm or payload gives), or one
+    /// stage of it: what an `api-errors` triage is keyed by.
+    Api {
+        api: String,
+        stage: Option<String>,
+    },
 }
 
 /// A resource in one partition, region and account.
@@ -329,6 +342,8 @@ pub struct ResourceId {
 }
 
 const ITEM: &str = "/item/";
+const API_PREFIX: &str = "/apis/";
+const STAGE: &str = "/stages/";
 const ATTRIBUTE: &str = "/attribute/";
 
 impl ResourceId {
@@ -363,6 +378,15 @@ impl ResourceId {
                 &format!("table/{table}{ITEM}{key}{ATTRIBUTE}{attribute}"),
             ),
             Resource::AccountConcurrency => self.arn("lambda", "account-concurrency"),
+            // With the account, unlike API Gateway's own ARNs: two accounts' APIs of one name
+            // are two histories.
+            Resource::Api { api, stage } => self.arn(
+                "apigateway",
+                &match stage {
+                    Some(stage) => format!("{API_PREFIX}{api}{STAGE}{stage}"),
+                    None => format!("{API_PREFIX}{api}"),
+                },
+            ),
         }
     }
 
@@ -415,6 +439,10 @@ impl ResourceId {
                 attribute,
             } => format!("{table}/{key}/{attribute}"),
             Resource::AccountConcurrency => "the account's Lambda concurrency".into(),
+            Resource::Api { api, stage } => match stage {
+                Some(stage) => format!("{api} stage {stage}"),
+                None => api.clone(),
+            },
         }
     }
 
@@ -454,6 +482,19 @@ impl ResourceId {
             "sqs" => Resource::Queue {
                 queue: arn.resource.clone(),
             },
+            "apigateway" => {
+                let rest = arn.resource.strip_prefix(API_PREFIX)?;
+                match rest.split_once(STAGE) {
+                    Some((api, stage)) => Resource::Api {
+                        api: api.into(),
+                        stage: Some(stage.into()),
+                    },
+                    None => Resource::Api {
+                        api: rest.into(),
+                        stage: None,
+                    },
+                }
+            }
             _ => return None,
         };
         Some(Self {
@@ -532,6 +573,8 @@ mod tests {
             home.queue("q.fifo"),
             home.stored_limit("limits", "tenant#42/eu", "requests_per_second"),
             home.account_concurrency(),
+            home.api("orders api", Some("prod")),
+            home.api("a1b2c3d4e5", None),
         ] {
             assert_eq!(
                 ResourceId::from_key(&id.key()),

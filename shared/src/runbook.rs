@@ -397,21 +397,21 @@ async fn change<F: Function, R: Runbook<F>>(
     // Boxed: its reads run at once, and their futures outgrow a test thread's stack.
     Box::pin(gather_evidence(ctx, runbook)).await;
     while refused.len() < REPLANS {
-        let diagnosis = runbook.diagnose(ctx, report).await;
+        // Boxed, as are the steps below: a run can hold another (api-errors hands a rollback
+        // to its runbook in-process), and inline they outgrow a thread's stack.
+        let diagnosis = Box::pin(runbook.diagnose(ctx, report)).await;
         if let Some(evidence) = ctx.evidence.get() {
             attach(report, evidence);
         }
         let diagnosis = diagnosis?;
         if let Some((change, summary)) = resume(ctx, runbook, resource, &diagnosis, report) {
-            return Ok(runbook
-                .verify(ctx, &diagnosis, change, &summary, report)
-                .await);
+            return Ok(Box::pin(runbook.verify(ctx, &diagnosis, change, &summary, report)).await);
         }
         let change = runbook.plan(ctx, &diagnosis).into_step()?;
         let planned = runbook.describe(ctx, &change);
         let summary = planned.summary.clone();
         let apply = runbook.apply(ctx, &diagnosis, change);
-        match act(
+        match Box::pin(act(
             ctx,
             resource,
             R::STACK_PROPERTIES,
@@ -419,13 +419,13 @@ async fn change<F: Function, R: Runbook<F>>(
             planned,
             &mut budget,
             apply,
-        )
+        ))
         .await?
         {
             Acted::Applied(change) => {
-                return Ok(runbook
-                    .verify(ctx, &diagnosis, change, &summary, report)
-                    .await);
+                return Ok(
+                    Box::pin(runbook.verify(ctx, &diagnosis, change, &summary, report)).await,
+                );
             }
             Acted::ChangedUnder(error) => {
                 report
@@ -523,11 +523,12 @@ async fn act<F: Function, C>(
     {
         return withheld(report, planned, Ending::skipped(paused));
     }
-    // Still firing? An alarm that recovered since its event is no reason to change anything.
+    // Still firing? An alarm that recovered since its event is no reason to change anything
+    // (a handoff names the alarm that started its sender's run).
     if !report.dry_run
         && matches!(
             report.trigger.kind,
-            TriggerKind::Alarm | TriggerKind::AlarmAction
+            TriggerKind::Alarm | TriggerKind::AlarmAction | TriggerKind::Handoff
         )
         && let Some(alarm) = report.trigger.name.clone()
     {

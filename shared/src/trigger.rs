@@ -109,6 +109,8 @@ pub enum Trigger {
     Manual(Map<String, Value>),
     /// A kill-switch payload (`{"control": …}`), which every function serves the same way.
     Control(Map<String, Value>),
+    /// A `Runbook Handoff` event's detail.
+    Handoff(crate::handoff::Handoff),
 }
 
 impl Trigger {
@@ -133,6 +135,11 @@ impl Trigger {
                     .and_then(Value::as_str)
                     .map(str::to_string),
                 event_id: Some(event_id.clone()),
+            },
+            Trigger::Handoff(handoff) => TriggerInfo {
+                kind: TriggerKind::Handoff,
+                name: handoff.alarm.clone(),
+                event_id: Some(handoff.handoff_id.clone()),
             },
             Trigger::Manual(_) | Trigger::Control(_) => TriggerInfo {
                 kind: TriggerKind::Manual,
@@ -210,8 +217,16 @@ pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
                 detail: parsed.detail.unwrap_or(Value::Null),
             })
         }
+        (Some(crate::report_events::SOURCE), Some(crate::handoff::DETAIL_TYPE)) => {
+            let parsed: CloudWatchEvent<crate::handoff::Handoff> =
+                parse(event, crate::handoff::DETAIL_TYPE)?;
+            parsed
+                .detail
+                .map(Trigger::Handoff)
+                .ok_or_else(|| Rejection("Runbook Handoff event without a detail".into()))
+        }
         (source, detail_type) => Err(Rejection(format!(
-            "unrecognised event: source {} with detail-type {}; expected a CloudWatch alarm state change, a CloudWatch alarm action, a Scheduled Event or a manual payload",
+            "unrecognised event: source {} with detail-type {}; expected a CloudWatch alarm state change, a CloudWatch alarm action, a Scheduled Event, a Runbook Handoff or a manual payload",
             source.map_or_else(|| object["source"].to_string(), |s| format!("{s:?}")),
             detail_type.map_or("(none)".to_string(), |d| format!("{d:?}")),
         ))),

@@ -40,7 +40,7 @@ BATCH_ACTIONS = {
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
 }
-JSON_ERROR_SERVICES = {"dynamodb", "monitoring", "sqs", "lambda", "application-autoscaling", "logs"}
+JSON_ERROR_SERVICES = {"dynamodb", "monitoring", "sqs", "lambda", "application-autoscaling", "logs", "apigateway"}
 
 
 class ServiceError(HTTPException):
@@ -64,7 +64,7 @@ class AccessDenied(ServiceError):
         message = (f"User: {user} is not authorized to perform: {action} on resource: {resource} "
                    "because no identity-based policy allows the action")
         code = "AccessDeniedException" if service in JSON_ERROR_SERVICES else "AccessDenied"
-        super().__init__(service, 403 if service == "lambda" else 400, code, message)
+        super().__init__(service, 403 if service in ("lambda", "apigateway") else 400, code, message)
 
 
 def iam_user_of(access_key: str):
@@ -291,7 +291,15 @@ def logs_targets(response, region):
     return [(f"arn:aws:logs:{region}:{response.current_account}:log-group:{group}:*", context_with_tags(lambda: {}))]
 
 
+def apigateway_targets(response, region):
+    # API Gateway's resources are the paths of its management API, with no account; HTTP APIs'
+    # requests go to /v2/apis/..., their ARNs say /apis/....
+    path = response.path.removeprefix("/v2")
+    return [(f"arn:aws:apigateway:{region}::{path}", context_with_tags(lambda: {}))]
+
+
 TARGETS = {
+    "apigateway": apigateway_targets,
     "logs": logs_targets,
     "application-autoscaling": application_autoscaling_targets,
     "events": events_targets,
@@ -311,7 +319,8 @@ def patch_moto():
         if not found:
             return
         service = found["service"]
-        action = self._get_action()
+        # API Gateway's IAM actions are the HTTP methods of its management API.
+        action = self.method if service == "apigateway" else self._get_action()
 
         def targets(region):
             if service not in TARGETS:

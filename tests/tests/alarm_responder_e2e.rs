@@ -195,3 +195,99 @@ async fn the_change_brake_holds_across_functions_through_the_binaries() {
     scaler.stop().await;
     responder.stop().await;
 }
+
+/// api-errors through the binaries under their template policies: the alarm-responder binary
+/// triages a REST API's 5xx, finds the table behind its function throttling, and hands it off;
+/// the handoff, caught off the bus as the template's rule would deliver it, raises the table
+/// through the limit-scaler binary.
+#[tokio::test]
+async fn api_errors_hands_a_throttled_table_to_limit_scaler_through_the_binaries() {
+    use runbook_tests::fixtures::{
+        TableSpec, capacity, function_arn, handoffs_matching, lambda_uri, put_metric,
+        received_events, rest_api,
+    };
+    let deployment = deploy_managed(&[]).await;
+    let base = runbook_tests::unique("managed-orders");
+    let table = TableSpec::provisioned(&base, 5, 5);
+    let table_name = table.name.clone();
+    table.create(&moto().dynamodb()).await;
+    let function = format!("{base}-fn");
+    runbook_tests::fixtures::create_function(moto(), &function).await;
+    moto()
+        .lambda()
+        .update_function_configuration()
+        .function_name(&function)
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .variables("TABLE_NAME", &table_name)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("environment");
+    // events/api-5xx-alarm.json names the API orders-api: here <base>-api.
+    rest_api(
+        moto(),
+        &format!("{base}-api"),
+        &lambda_uri(&function_arn(&function, None)),
+        serde_json::json!({}),
+    );
+    put_metric(
+        moto(),
+        "AWS/DynamoDB",
+        "WriteThrottleEvents",
+        &[("TableName", &table_name)],
+        25.0,
+        60,
+    )
+    .await;
+    let caught = handoffs_matching(
+        moto(),
+        serde_json::json!({"target": {"table": {"table": [table_name]}}}),
+    )
+    .await;
+    let names = [("orders", base.as_str())];
+    let mut responder = start(&deployment).await;
+
+    let planned = responder
+        .report(&event_file("manual-api-errors-dry-run.json", &names))
+        .await;
+    assert_eq!(planned["outcome"], "planned", "{planned}");
+    assert_eq!(
+        planned["actions"][0]["api"], "events:PutEvents",
+        "{planned}"
+    );
+    assert!(
+        received_events(moto(), &caught).await.is_empty(),
+        "a dry run sends nothing"
+    );
+
+    let handed = responder
+        .report(&event_file("api-5xx-alarm.json", &names))
+        .await;
+    assert_eq!(handed["outcome"], "remediated", "{handed}");
+    assert_eq!(handed["runbook"], "api-errors");
+    assert_eq!(handed["diagnosis"]["causes"][0]["cause"], "table_throttled");
+    assert_eq!(
+        handed["diagnosis"]["functions"][0]["evidence"]["recent_changes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "the function's configuration change is in its evidence: {handed}"
+    );
+    let events = received_events(moto(), &caught).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    responder.stop().await;
+
+    let mut env = deployment.function_env(moto(), runbook_tests::deploy::LIMIT_SCALER);
+    env.push(("MANAGED_RESOURCES".into(), "managed-*".into()));
+    let mut scaler = LambdaProcess::start(&binary("limit-scaler"), &env).await;
+    let raised = scaler.report(&events[0]).await;
+    assert_eq!(raised["outcome"], "remediated", "{raised}");
+    assert_eq!(raised["trigger"]["kind"], "handoff");
+    assert_eq!(raised["runbook"], "dynamodb-capacity");
+    let (read, write) = capacity(&moto().dynamodb(), &table_name, None).await;
+    assert_eq!(read, 5);
+    assert!(write > 5, "write {write}");
+    scaler.stop().await;
+}

@@ -143,6 +143,8 @@ const SERVICES: &[(&str, &str)] = &[
     ("aws-sdk-eventbridge", "events"),
     ("aws-sdk-applicationautoscaling", "application-autoscaling"),
     ("aws-sdk-cloudwatchlogs", "logs"),
+    ("aws-sdk-apigateway", "apigateway"),
+    ("aws-sdk-apigatewayv2", "apigateway"),
 ];
 
 /// Every operation of an SDK crate, as the snake_case names of its fluent client methods.
@@ -189,6 +191,18 @@ fn rust_sources(dir: &Path, into: &mut Vec<String>) {
 }
 
 fn iam_action(prefix: &str, operation: &str) -> String {
+    // API Gateway's actions are the HTTP methods of its management API.
+    if prefix == "apigateway" {
+        let verb = operation.split('_').next().unwrap_or_default();
+        let method = match verb {
+            "get" => "GET",
+            "create" | "import" => "POST",
+            "update" => "PATCH",
+            "delete" => "DELETE",
+            _ => "PUT",
+        };
+        return format!("{prefix}:{method}");
+    }
     let camel: String = operation
         .split('_')
         .map(|word| {

@@ -280,7 +280,7 @@ fn rule_targets() -> BTreeMap<String, String> {
 }
 
 /// The functions whose code acts on an event EventBridge delivers: an alarm (in ALARM or OK)
-/// whose metric chooses one of their runbooks, or a stack status change. Alarm actions invoke a
+/// whose metric chooses one of their runbooks, a stack status change, or a handoff to them. Alarm actions invoke a
 /// function directly, schedules have no pattern, and manual payloads come from `aws lambda
 /// invoke`: no rule may deliver those.
 fn acting_functions(event: &Value) -> BTreeSet<String> {
@@ -305,9 +305,15 @@ fn acting_functions(event: &Value) -> BTreeSet<String> {
             if dlq_redriver::queue_of(&alarm).is_some() {
                 functions.insert(dlq_redriver::FUNCTION.to_string());
             }
+            if alarm_responder::api_errors::ApiErrors::watched_by(&alarm) {
+                functions.insert(alarm_responder::FUNCTION.to_string());
+            }
         }
         Trigger::StackEvent { .. } => {
             functions.insert(alarm_responder::FUNCTION.to_string());
+        }
+        Trigger::Handoff(handoff) => {
+            functions.insert(handoff.to);
         }
         _ => {}
     }
@@ -385,6 +391,8 @@ fn the_alarm_name_prefix_narrows_every_alarm_rule() {
         "lambda-throttles-alarm.json",
         "lambda-errors-alarm.json",
         "sqs-dlq-alarm.json",
+        "api-5xx-alarm.json",
+        "api-http-5xx-alarm.json",
     ] {
         let mut event = event_file(file, &[]);
         assert!(matched(&rules, &event).is_empty(), "{file}");
@@ -425,8 +433,8 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
     assert_eq!(count("AWS::IAM::Role"), 4);
     assert_eq!(
         count("AWS::Events::Rule"),
-        8,
-        "5 alarm and stack rules, 3 schedules"
+        10,
+        "6 alarm and stack rules, the handoff rule, 3 schedules"
     );
     assert_eq!(count("AWS::Logs::LogGroup"), 4);
     assert_eq!(count("AWS::DynamoDB::Table"), 1);
@@ -589,4 +597,19 @@ fn notification_rules_pick_remediations_failures_failed_verifications_pauses_and
     let mut elsewhere = remediated.clone();
     elsewhere["source"] = json!("my.app");
     assert!(matched(&rules, &elsewhere).is_empty());
+    // A handoff notifies no one (the report of the run that sent it does) and reaches only
+    // the function it names.
+    let handoff = event_file("runbook-handoff.json", &[]);
+    let targets = rule_targets();
+    let reached: BTreeSet<String> = matched(&rules, &handoff)
+        .iter()
+        .map(|rule| targets.get(rule).cloned().unwrap_or_else(|| rule.clone()))
+        .collect();
+    assert_eq!(reached, set(&["limit-scaler"]));
+    let mut to_another = handoff.clone();
+    to_another["detail"]["to"] = json!("dlq-redriver");
+    assert!(matched(&rules, &to_another).is_empty());
+    let mut forged_source = handoff;
+    forged_source["source"] = json!("my.app");
+    assert!(matched(&rules, &forged_source).is_empty());
 }

@@ -7,6 +7,7 @@ use runbook_shared::aws::AwsError;
 use runbook_shared::report::TriggerKind;
 use runbook_shared::trigger::{AlarmState, AlarmTrigger, MetricRef, Rejection};
 
+use crate::api_errors::ApiErrors;
 use crate::dynamodb_backup::TableBackup;
 use crate::lambda_resources::Resources;
 use crate::lambda_rollback::Rollback;
@@ -118,6 +119,7 @@ impl Responder {
         }
         let metric = lambda_metrics.first().copied();
         let runbook = match tags.get(RUNBOOK_TAG) {
+            None if ApiErrors::watched_by(alarm) => ResponderRunbook::ApiErrors,
             Some(tagged) => ResponderRunbook::from_id(tagged).ok_or_else(|| {
                 format!(
                     "alarm {}'s tag {RUNBOOK_TAG}={tagged} names no runbook of alarm-responder ({})",
@@ -129,7 +131,7 @@ impl Responder {
                 Some(runbook) => runbook,
                 None => {
                     return Err(format!(
-                        "alarm {} matches no runbook: AWS/Lambda Errors runs lambda-rollback and AWS/Lambda Duration runs lambda-resources; for anything else tag the alarm {RUNBOOK_TAG}=<{}>",
+                        "alarm {} matches no runbook: AWS/Lambda Errors runs lambda-rollback, AWS/Lambda Duration runs lambda-resources, AWS/ApiGateway 5XXError or 5xx runs api-errors; for anything else tag the alarm {RUNBOOK_TAG}=<{}>",
                         alarm.alarm_name,
                         ResponderRunbook::ALL.map(ResponderRunbook::id).join("|")
                     ));
@@ -163,6 +165,7 @@ impl Responder {
             ResponderRunbook::DynamodbBackup => TableBackup::named(tag("table")?, home)
                 .map(Job::Backup)
                 .map_err(|rejection| rejected("table", rejection)),
+            ResponderRunbook::ApiErrors => ApiErrors::from_alarm(alarm).map(Job::Api),
         }
     }
 }

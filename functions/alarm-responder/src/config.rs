@@ -14,6 +14,9 @@ pub struct ResponderConfig {
     pub stack_stuck_minutes: i64,
     /// How many of its own on-demand backups dynamodb-backup keeps per table.
     pub max_runbook_backups: usize,
+    /// Where api-errors sends its handoffs (`REPORT_EVENT_BUS`, which the template's handoff
+    /// rule listens on); none when it is `off`.
+    pub handoff_bus: Option<String>,
 }
 
 impl ResponderConfig {
@@ -26,6 +29,7 @@ impl ResponderConfig {
             max_memory_mb: env.number("MAX_MEMORY_MB", 3_008i32, 128, 10_240)?,
             stack_stuck_minutes: env.number("STACK_STUCK_MINUTES", 60i64, 5, 1_440)?,
             max_runbook_backups: env.number("MAX_RUNBOOK_BACKUPS", 5usize, 1, 50)?,
+            handoff_bus: runbook_shared::report_events::bus_from_env(env)?,
         })
     }
 }

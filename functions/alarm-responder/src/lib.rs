@@ -1,9 +1,11 @@
 //! alarm-responder: the "Lambda failure recovery" and "emergency rollback" runbooks —
 //! `lambda-rollback` (alias back to the version that worked), `lambda-resources` (timeout and
 //! memory within caps), `stack-recovery` (a stack stuck in UPDATE_ROLLBACK_FAILED or in an
-//! update that never ends) — and `dynamodb-backup` (an on-demand backup before a risky change).
+//! update that never ends) — `dynamodb-backup` (an on-demand backup before a risky change) and
+//! `api-errors` (API Gateway 5xx: triage, then a hand-off to the runbook that owns the remedy).
 
 pub mod alarms;
+pub mod api_errors;
 pub mod config;
 pub mod dynamodb_backup;
 pub mod lambda_resources;
@@ -21,6 +23,7 @@ use runbook_shared::trigger::{
 };
 use serde_json::{Map, Value};
 
+use crate::api_errors::ApiErrors;
 use crate::config::ResponderConfig;
 use crate::dynamodb_backup::TableBackup;
 use crate::lambda_resources::Resources;
@@ -39,14 +42,16 @@ pub enum ResponderRunbook {
     LambdaResources,
     StackRecovery,
     DynamodbBackup,
+    ApiErrors,
 }
 
 impl ResponderRunbook {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::LambdaRollback,
         Self::LambdaResources,
         Self::StackRecovery,
         Self::DynamodbBackup,
+        Self::ApiErrors,
     ];
 
     pub fn id(self) -> &'static str {
@@ -55,6 +60,7 @@ impl ResponderRunbook {
             Self::LambdaResources => lambda_resources::RUNBOOK,
             Self::StackRecovery => stack_recovery::RUNBOOK,
             Self::DynamodbBackup => dynamodb_backup::RUNBOOK,
+            Self::ApiErrors => api_errors::RUNBOOK,
         }
     }
 
@@ -84,6 +90,7 @@ pub enum Job {
     Resources(Resources),
     Stack(StackRecovery),
     Backup(TableBackup),
+    Api(ApiErrors),
 }
 
 impl Job {
@@ -93,6 +100,7 @@ impl Job {
             Job::Resources(_) => ResponderRunbook::LambdaResources,
             Job::Stack(_) => ResponderRunbook::StackRecovery,
             Job::Backup(_) => ResponderRunbook::DynamodbBackup,
+            Job::Api(_) => ResponderRunbook::ApiErrors,
         }
     }
 
@@ -103,6 +111,7 @@ impl Job {
             Job::Resources(target) => Runbook::<Responder>::resource(target, home),
             Job::Stack(target) => Runbook::<Responder>::resource(target, home),
             Job::Backup(target) => Runbook::<Responder>::resource(target, home),
+            Job::Api(target) => Runbook::<Responder>::resource(target, home),
         }
     }
 
@@ -159,6 +168,13 @@ impl Job {
                     request.dry_run == Some(true),
                 )
             }
+            ResponderRunbook::ApiErrors => {
+                let request: api_errors::Request = parse_runbook_request(payload, id)?;
+                (
+                    Job::Api(ApiErrors::from_request(&request)?),
+                    request.dry_run == Some(true),
+                )
+            }
         })
     }
 }
@@ -185,6 +201,11 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The functions' logs, for the evidence in the reports.
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// REST and HTTP APIs, read by api-errors.
+    pub apigateway: aws_sdk_apigateway::Client,
+    pub apigatewayv2: aws_sdk_apigatewayv2::Client,
+    /// The bus api-errors sends its handoffs to.
+    pub events: aws_sdk_eventbridge::Client,
     pub audit: aws_sdk_dynamodb::Client,
 }
 
@@ -196,6 +217,9 @@ impl Clients {
             cloudformation: aws_sdk_cloudformation::Client::new(sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
             logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
+            apigateway: aws_sdk_apigateway::Client::new(sdk),
+            apigatewayv2: aws_sdk_apigatewayv2::Client::new(sdk),
+            events: aws_sdk_eventbridge::Client::new(sdk),
             audit: dynamodb.clone(),
             dynamodb,
         }
@@ -305,6 +329,10 @@ impl Responder {
                 info,
                 "alarm-responder acts on alarms, stack status changes and manual payloads, not on schedules".into(),
             ),
+            Trigger::Handoff(handoff) => rejected(
+                info,
+                format!("a Runbook Handoff for {} reached alarm-responder, which takes none: check the template's handoff rule", handoff.to),
+            ),
         }
     }
 
@@ -412,6 +440,7 @@ impl Responder {
             Job::Resources(target) => Box::pin(run(&ctx, target, report)).await,
             Job::Stack(target) => Box::pin(run(&ctx, target, report)).await,
             Job::Backup(target) => Box::pin(run(&ctx, target, report)).await,
+            Job::Api(target) => Box::pin(run(&ctx, target, report)).await,
         }
     }
 }

@@ -164,11 +164,11 @@ impl Redriver {
                 }
                 .into()
             }
-            Trigger::StackEvent { .. } => invocation
+            Trigger::StackEvent { .. } | Trigger::Handoff(_) => invocation
                 .timed(Report::rejected(
                     FUNCTION,
                     info,
-                    "dlq-redriver acts on SQS depth alarms, schedules and manual payloads, not on stack events",
+                    "dlq-redriver acts on SQS depth alarms, schedules and manual payloads, not on stack events or handoffs",
                 ))
                 .into(),
         }

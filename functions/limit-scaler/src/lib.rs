@@ -1,10 +1,12 @@
 //! limit-scaler: raises throttled limits within caps, verifies the change and audits it.
 //! Runbooks: `dynamodb-capacity`, `lambda-concurrency`, `stored-limit`; on its schedule it puts
 //! raised reservations and stored limits back when their time is up, and steps raised capacity
-//! back down (`schedule`).
+//! back down (`schedule`). It also takes the `Runbook Handoff` events of other functions'
+//! runbooks (`handoff`).
 
 pub mod config;
 pub mod dynamodb_capacity;
+pub mod handoff;
 pub mod lambda_concurrency;
 pub mod schedule;
 pub mod stored_limit;
@@ -245,12 +247,17 @@ impl Scaler {
                 .await
                 .into(),
             Trigger::Manual(payload) => match Job::from_request(&payload, &self.config) {
-                Ok((job, dry_run)) => self.run(job, info, None, dry_run, invocation).await.into(),
+                Ok((job, dry_run)) => {
+                    let mut report = Report::new(FUNCTION, info, Outcome::NoAction, "");
+                    report.dry_run = dry_run;
+                    self.run(job, report, None, invocation).await.into()
+                }
                 Err(rejection) => invocation
                     .timed(Report::rejected(FUNCTION, info, rejection.0))
                     .into(),
             },
             Trigger::Schedule(_) => self.put_back_expired(info, invocation).await,
+            Trigger::Handoff(handoff) => self.on_handoff(handoff, info, invocation).await.into(),
             Trigger::StackEvent { .. } => invocation
                 .timed(Report::rejected(
                     FUNCTION,
@@ -308,7 +315,11 @@ impl Scaler {
             }
         };
         match alarm.state {
-            AlarmState::Alarm => self.run(job, info, Some(alarm), dry_run, invocation).await,
+            AlarmState::Alarm => {
+                let mut report = Report::new(FUNCTION, info, Outcome::NoAction, "");
+                report.dry_run = dry_run;
+                self.run(job, report, Some(alarm), invocation).await
+            }
             AlarmState::Ok => {
                 let mut report = Report::new(FUNCTION, info.clone(), Outcome::NoAction, "");
                 report.dry_run = dry_run;
@@ -336,16 +347,14 @@ impl Scaler {
         }
     }
 
+    /// Runs the job's runbook; `report` carries the trigger, the dry-run flag and any notes.
     async fn run(
         &self,
         job: Job,
-        info: TriggerInfo,
+        report: Report,
         alarm: Option<&AlarmTrigger>,
-        dry_run: bool,
         invocation: &Invocation,
     ) -> Report {
-        let mut report = Report::new(FUNCTION, info, Outcome::NoAction, "");
-        report.dry_run = dry_run;
         let ctx = RunContext::new(self, invocation, alarm);
         match job {
             Job::Capacity(target) => Box::pin(run(&ctx, target, report)).await,

@@ -7,8 +7,10 @@ use aws_sdk_cloudwatch::types::{
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, capacity, create_audit_table, create_deployed_function, create_function,
-    create_limits_table, create_stack, depth, event_file, fail_all, lambda_alarm_event,
-    queue_alarm_event, scheduled_event, send_messages, set_stack_status, throttle_alarm_event,
+    create_limits_table, create_stack, depth, event_file, fail_all, function_arn,
+    handoffs_matching, lambda_alarm_event, lambda_uri, put_metric, queue_alarm_event,
+    received_events, rest_api, scheduled_event, send_messages, set_stack_status,
+    throttle_alarm_event,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -330,7 +332,60 @@ async fn alarm_responder(moto: &Moto, audit: &str) -> Result<(), Error> {
         .await;
     let backup = json!({"runbook": "dynamodb-backup", "table": orders});
     show(&responder.report(&backup).await);
+
+    heading(
+        "alarm-responder / api-errors: the orders API answers 5xx; the table behind it throttles",
+    );
+    let worker = runbook_tests::unique("checkout-orders-fn");
+    create_function(moto, &worker).await;
+    moto.lambda()
+        .update_function_configuration()
+        .function_name(&worker)
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .variables("ORDERS_TABLE", &orders)
+                .build(),
+        )
+        .send()
+        .await?;
+    let api = runbook_tests::unique("checkout-api");
+    rest_api(
+        moto,
+        &api,
+        &lambda_uri(&function_arn(&worker, None)),
+        json!({}),
+    );
+    put_metric(
+        moto,
+        "AWS/DynamoDB",
+        "WriteThrottleEvents",
+        &[("TableName", &orders)],
+        40.0,
+        60,
+    )
+    .await;
+    let caught = handoffs_matching(moto, json!({"target": {"table": {"table": [orders]}}})).await;
+    println!(
+        "REST API {api}: GET /orders invokes {worker}, whose ORDERS_TABLE {orders} recorded 40 write throttle events a minute ago"
+    );
+    let triage = json!({"runbook": "api-errors", "api": api, "stage": "prod"});
+    show(&responder.report(&triage).await);
     responder.stop().await;
+
+    heading(
+        "limit-scaler / dynamodb-capacity: the Runbook Handoff that api-errors sent, as the template's rule delivers it",
+    );
+    let mut scaler = function_process(
+        moto,
+        "limit-scaler",
+        audit,
+        &[("MANAGED_RESOURCES", "checkout-*")],
+    )
+    .await;
+    for handoff in received_events(moto, &caught).await {
+        show(&scaler.report(&handoff).await);
+    }
+    scaler.stop().await;
     Ok(())
 }
 

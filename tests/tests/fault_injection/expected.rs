@@ -65,6 +65,9 @@ pub(super) fn expected_change(
                 changed.insert(part, Value::Null);
             }
         }
+        // A hand-off changes nothing itself: the rollback's own report (in the report's
+        // `details.handoff`, checked with it) lists what it changed, and an event is an event.
+        "runbook:lambda-rollback" | "events:PutEvents" => {}
         other => panic!("the test does not know what {other} changes"),
     }
 }
@@ -80,7 +83,8 @@ pub(super) fn mismatches(
     let mut changed = BTreeMap::new();
     let mut moved = 0;
     let mut purged = false;
-    for report in reports {
+    let handed = reports.iter().map(|report| &report["details"]["handoff"]);
+    for report in reports.iter().chain(handed) {
         for action in report["actions"].as_array().into_iter().flatten() {
             if action["applied"] == json!(true) {
                 expected_change(round, action, &mut changed);

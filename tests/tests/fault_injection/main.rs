@@ -19,7 +19,8 @@ use runbook_tests::deploy::{
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, capacity, create_deployed_function, create_function, create_limits_table,
-    create_stack, event_file, fail_all, peek_all, send_messages,
+    create_stack, event_file, fail_all, function_arn, http_api, lambda_uri, peek_all, put_metric,
+    rest_api, send_messages,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{Invoked, LambdaProcess, binary};
@@ -53,6 +54,7 @@ fn files() -> Vec<(&'static str, &'static str)> {
         "manual-dynamodb-on-demand-dry-run.json",
         "manual-lambda-concurrency-dry-run.json",
         "manual-stored-limit.json",
+        "runbook-handoff.json",
     ] {
         files.push((file, "limit-scaler"));
     }
@@ -76,6 +78,9 @@ fn files() -> Vec<(&'static str, &'static str)> {
         "manual-stack-recovery.json",
         "manual-dynamodb-backup.json",
         "manual-health-probes.json",
+        "api-5xx-alarm.json",
+        "api-http-5xx-alarm.json",
+        "manual-api-errors-dry-run.json",
     ] {
         let function = if file == "manual-health-probes.json" {
             "health-prober"
@@ -193,6 +198,7 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize, switch: Swi
     }
     let names = [
         ("orders", round.base.as_str()),
+        ("a1b2c3d4e5", round.http_api.as_str()),
         (
             "https://orders.example.com/health",
             endpoints.url("/health").leak(),

@@ -7,6 +7,8 @@ use super::*;
 pub(super) struct Round {
     pub(super) base: String,
     pub(super) pair: QueuePair,
+    /// The HTTP API in front of the worker (moto chooses its id).
+    pub(super) http_api: String,
 }
 
 impl Round {
@@ -39,9 +41,27 @@ impl Round {
     pub(super) async fn create(moto: &Moto, index: usize) -> Self {
         let sqs = moto.sqs();
         let pair = QueuePair::create_with(&sqs, &format!("managed-fault{index}"), false, 1).await;
+        let base = pair.source.name.clone();
+        // The REST API `<base>-api` in front of the aliased function (what api-errors' REST
+        // events name), the HTTP API in front of the worker, whose table is the round's.
+        rest_api(
+            moto,
+            &format!("{base}-api"),
+            &lambda_uri(&function_arn(
+                &format!("{base}-api"),
+                Some("${stageVariables.alias}"),
+            )),
+            json!({"alias": "live"}),
+        );
+        let http_api = http_api(
+            moto,
+            &format!("{base}-http"),
+            &function_arn(&format!("{base}-worker"), None),
+        );
         let round = Self {
-            base: pair.source.name.clone(),
+            base,
             pair,
+            http_api,
         };
         TableSpec {
             name: round.base.clone(),
@@ -54,6 +74,31 @@ impl Round {
         create_limits_table(&moto.dynamodb(), &round.limits(), 100).await;
         create_deployed_function(moto, &round.api(), "2").await;
         create_function(moto, &round.worker()).await;
+        moto.lambda()
+            .update_function_configuration()
+            .function_name(round.worker())
+            .environment(
+                aws_sdk_lambda::types::Environment::builder()
+                    .variables("ORDERS_TABLE", &round.base)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("environment");
+        let alias = format!("{}:live", round.api());
+        let api = round.api();
+        let alias_dimensions = [("FunctionName", api.as_str()), ("Resource", alias.as_str())];
+        put_metric(moto, "AWS/Lambda", "Errors", &alias_dimensions, 3.0, 30).await;
+        let table = [("TableName", round.base.as_str())];
+        put_metric(
+            moto,
+            "AWS/DynamoDB",
+            "WriteThrottleEvents",
+            &table,
+            12.0,
+            30,
+        )
+        .await;
         moto.lambda()
             .put_function_concurrency()
             .function_name(round.worker())

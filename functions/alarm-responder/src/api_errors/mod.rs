@@ -1,0 +1,599 @@
+//! Runbook `api-errors`: API Gateway 5xx (the P0 runbook). It changes nothing itself: it
+//! triages the stage and hands the cause to the runbook that owns the remedy.
+//!
+//! Diagnose (the API, its stage's integrations and the Lambda functions behind them; for each,
+//! the evidence: errors, throttles, duration against the integration timeout, recent deploys,
+//! and the tables its configuration names) → plan (the likely causes, ranked; the first one's
+//! remedy) → act (a fresh deploy behind an alias: lambda-rollback, in-process, under its own
+//! guards; throttling of a function or of a table behind it: a `Runbook Handoff` event to
+//! limit-scaler) → verify (the 5xx alarm back to OK: pending until then).
+
+mod reads;
+mod triage;
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use runbook_shared::evidence::{Evidence, Subject};
+use runbook_shared::handoff::{Handoff, HandoffTarget};
+use runbook_shared::report::{
+    AwaitedMetric, Check, Outcome, Report, TriggerInfo, TriggerKind, Verification,
+};
+use runbook_shared::resource::{Home, ResourceId};
+use runbook_shared::runbook::{
+    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, run,
+};
+use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use reads::{Api, invoked_function};
+pub use triage::{Cause, Remedy, Suspect, rank};
+
+use crate::lambda_rollback::Rollback;
+use crate::{FUNCTION, Responder};
+
+pub const RUNBOOK: &str = "api-errors";
+pub const NAMESPACE: &str = "AWS/ApiGateway";
+/// REST APIs' 5xx metric (dimension `ApiName`), and HTTP APIs' (dimension `ApiId`).
+pub const REST_METRIC: &str = "5XXError";
+pub const HTTP_METRIC: &str = "5xx";
+/// At most this many functions are triaged per run (their evidence is read at once).
+pub const MAX_SUSPECTS: usize = 10;
+
+/// The manual payload: `{"runbook": "api-errors", "api": "orders-api", "stage": "prod",
+/// "dry_run": true}`; `api` is the API's name or id.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub api: String,
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiKind {
+    Rest,
+    Http,
+}
+
+impl ApiKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKind::Rest => "REST",
+            ApiKind::Http => "HTTP",
+        }
+    }
+}
+
+/// The API (and stage) whose 5xx to triage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiErrors {
+    /// Its name or id.
+    pub api: String,
+    /// None: every stage (an alarm on the whole API).
+    pub stage: Option<String>,
+    /// What the alarm's metric says it is (a manual payload does not say).
+    pub kind: Option<ApiKind>,
+}
+
+impl ApiErrors {
+    pub fn from_request(request: &Request) -> Result<Self, Rejection> {
+        let api = request.api.trim();
+        if api.is_empty() {
+            return Err(Rejection(
+                "\"api\" must name an API Gateway API by its name or id".into(),
+            ));
+        }
+        let stage = request.stage.as_deref().map(str::trim);
+        if stage.is_some_and(str::is_empty) {
+            return Err(Rejection(
+                "\"stage\" must name a stage of the API, or be left out for all of them".into(),
+            ));
+        }
+        Ok(Self {
+            api: api.to_string(),
+            stage: stage.map(str::to_string),
+            kind: None,
+        })
+    }
+
+    /// Whether the alarm watches an API's 5xx.
+    pub fn watched_by(alarm: &AlarmTrigger) -> bool {
+        alarm.metrics.iter().any(is_5xx)
+    }
+
+    /// The API an `AWS/ApiGateway` `5XXError` (`ApiName`) or `5xx` (`ApiId`) alarm watches, with
+    /// its `Stage` when it has one; `Err` says why none.
+    pub fn from_alarm(alarm: &AlarmTrigger) -> Result<Self, String> {
+        let mut apis: Vec<Self> = alarm
+            .metrics
+            .iter()
+            .filter(|metric| is_5xx(metric))
+            .filter_map(|metric| {
+                let (api, kind) = match metric.dimension("ApiName") {
+                    Some(name) => (name, ApiKind::Rest),
+                    None => (metric.dimension("ApiId")?, ApiKind::Http),
+                };
+                Some(Self {
+                    api: api.to_string(),
+                    stage: metric.dimension("Stage").map(str::to_string),
+                    kind: Some(kind),
+                })
+            })
+            .collect();
+        apis.dedup();
+        match apis.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(format!(
+                "alarm {} watches no API: an {NAMESPACE} {REST_METRIC} alarm needs the dimension ApiName, a {HTTP_METRIC} alarm ApiId",
+                alarm.alarm_name
+            )),
+            many => Err(format!(
+                "alarm {} watches the 5xx of several APIs or stages ({}): nothing was triaged; alarm on each, or run api-errors by hand on one",
+                alarm.alarm_name,
+                many.iter()
+                    .map(|api| api.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.stage {
+            Some(stage) => format!("{} stage {stage}", self.api),
+            None => self.api.clone(),
+        }
+    }
+
+    /// The 5xx metric the verification waits on, for a run without an alarm.
+    fn awaited(&self, api: &Api) -> AwaitedMetric {
+        let (metric, dimension, value) = match api.kind {
+            ApiKind::Rest => (REST_METRIC, "ApiName", api.name.clone()),
+            ApiKind::Http => (HTTP_METRIC, "ApiId", api.id.clone()),
+        };
+        let mut dimensions: BTreeMap<String, String> = [(dimension.to_string(), value)].into();
+        if let Some(stage) = &self.stage {
+            dimensions.insert("Stage".into(), stage.clone());
+        }
+        AwaitedMetric {
+            check: "api_5xx_stopped",
+            expected: format!("no 5xx from {}", self.name()),
+            namespace: NAMESPACE.into(),
+            metrics: vec![metric.into()],
+            dimensions,
+        }
+    }
+}
+
+fn is_5xx(metric: &MetricRef) -> bool {
+    metric.namespace == NAMESPACE && (metric.name == REST_METRIC || metric.name == HTTP_METRIC)
+}
+
+/// What the triage read.
+pub struct Diagnosis {
+    api: Api,
+    causes: Vec<Cause>,
+    /// Each suspect's evidence, by function or table name, for the handoff.
+    evidence: BTreeMap<String, Evidence>,
+}
+
+/// The hand-off of the first-ranked cause.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// lambda-rollback, in-process; its report once it ran.
+    Rollback {
+        rollback: Rollback,
+        cause: Cause,
+        report: Option<Box<Report>>,
+    },
+    /// A `Runbook Handoff` event to limit-scaler.
+    Handoff { handoff: Box<Handoff>, bus: String },
+}
+
+/// The trigger a hand-off runs under: the run's own, its event id suffixed with the runbook
+/// handed to, so that a retried run meets the first hand-off's record instead of acting twice.
+fn handed_trigger(ctx: &RunContext<'_, Responder>, runbook: &str) -> TriggerInfo {
+    match ctx.alarm {
+        Some(alarm) => TriggerInfo {
+            kind: alarm.kind,
+            name: Some(alarm.alarm_name.clone()),
+            event_id: Some(format!("{}/{runbook}", alarm.event_id)),
+        },
+        None => TriggerInfo {
+            kind: TriggerKind::Manual,
+            name: None,
+            event_id: Some(format!("{}/{runbook}", ctx.invocation.request_id)),
+        },
+    }
+}
+
+impl Runbook<Responder> for ApiErrors {
+    const ID: &'static str = RUNBOOK;
+    /// The runbook it hands to spends its own budget, under its own brakes.
+    const BUDGETED: bool = false;
+    type Diagnosis = Diagnosis;
+    type Change = Change;
+
+    fn resource(&self, home: &Home) -> ResourceId {
+        home.api(&self.api, self.stage.as_deref())
+    }
+
+    /// Reading an API changes nothing; whatever a hand-off changes is checked by its runbook.
+    async fn managed(&self, _: &RunContext<'_, Responder>) -> Step<()> {
+        Ok(())
+    }
+
+    async fn diagnose(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        report: &mut Report,
+    ) -> Step<Diagnosis> {
+        let target = self.name();
+        let failed = |why: String| {
+            Ending::failed(format!(
+                "could not triage the 5xx of {target}, nothing was changed: {why}"
+            ))
+        };
+        let api = ctx.find_api(self).await.map_err(failed)?;
+        let stage_names = match &self.stage {
+            Some(stage) => vec![stage.clone()],
+            None => ctx.stage_names(&api).await.map_err(failed)?,
+        };
+        let mut stages = Vec::new();
+        for stage in stage_names {
+            let variables = ctx.stage_variables(&api, &stage).await.map_err(failed)?;
+            stages.push((stage, variables));
+        }
+        let integrations = ctx.integrations(&api, &stages).await.map_err(failed)?;
+        let mut suspects: Vec<Suspect> = Vec::new();
+        for invoked in &integrations.invoked {
+            match suspects
+                .iter_mut()
+                .find(|s| s.function == invoked.function && s.qualifier == invoked.qualifier)
+            {
+                Some(suspect) => {
+                    suspect.routes.push(invoked.route.clone());
+                    suspect.integration_timeout_ms =
+                        suspect.integration_timeout_ms.min(invoked.timeout_ms);
+                }
+                None => suspects.push(Suspect {
+                    function: invoked.function.clone(),
+                    qualifier: invoked.qualifier.clone(),
+                    routes: vec![invoked.route.clone()],
+                    integration_timeout_ms: invoked.timeout_ms,
+                    evidence: Evidence::default(),
+                    tables: Vec::new(),
+                }),
+            }
+        }
+        let mut notes = integrations.unresolved.clone();
+        if suspects.len() > MAX_SUSPECTS {
+            notes.push(format!(
+                "{} functions are behind {target}: the first {MAX_SUSPECTS} were triaged",
+                suspects.len()
+            ));
+            suspects.truncate(MAX_SUSPECTS);
+        }
+        // Every suspect's evidence at once: the run waits for the slowest, not the sum.
+        let window =
+            runbook_shared::evidence::window(ctx.alarm, &ctx.safety.config.evidence, Utc::now());
+        let read = suspects
+            .iter()
+            .map(|suspect| Box::pin(ctx.suspect_evidence(suspect, window)));
+        let read = futures_util::future::join_all(read).await;
+        for (suspect, (evidence, tables)) in suspects.iter_mut().zip(read) {
+            suspect.evidence = evidence;
+            suspect.tables = tables;
+        }
+        let causes = rank(&suspects);
+        report.diagnosis = Some(json!({
+            "api": {"kind": api.kind.as_str(), "id": api.id, "name": api.name},
+            "stages": stages.iter().map(|(stage, _)| stage).collect::<Vec<_>>(),
+            "functions": suspects.iter().map(|suspect| json!({
+                "function": suspect.name(),
+                "routes": suspect.routes,
+                "integration_timeout_ms": suspect.integration_timeout_ms,
+                "evidence": suspect.evidence,
+                "tables": suspect.tables.iter().map(|(table, evidence)| json!({"table": table, "evidence": evidence})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "causes": causes,
+            "unresolved": notes,
+        }));
+        let mut evidence = BTreeMap::new();
+        for suspect in suspects {
+            evidence.insert(suspect.function.clone(), suspect.evidence);
+            evidence.extend(suspect.tables);
+        }
+        Ok(Diagnosis {
+            api,
+            causes,
+            evidence,
+        })
+    }
+
+    fn plan(&self, ctx: &RunContext<'_, Responder>, d: &Diagnosis) -> Decision<Change> {
+        let target = self.name();
+        let Some(top) = d.causes.first() else {
+            return Decision::NoAction(format!(
+                "the functions behind {target} show no errors, throttles, timeouts or fresh deploys in the window, so the 5xx come from API Gateway itself (the integration's permission to invoke, a mapping template, an authorizer, a quota): read the stage's execution logs; nothing was changed"
+            ));
+        };
+        let said = format!(
+            "likely cause: {} of {} ({})",
+            top.cause, top.target, top.figures
+        );
+        let handoff = |runbook: &str, to: HandoffTarget| {
+            let Some(bus) = ctx.config.handoff_bus.clone() else {
+                return Decision::Skip(format!(
+                    "{said}: it is limit-scaler's {runbook} to remedy, but REPORT_EVENT_BUS is off, so the handoff cannot be sent; nothing was changed"
+                ));
+            };
+            Decision::Act(Change::Handoff {
+                handoff: Box::new(Handoff {
+                    handoff_id: handed_trigger(ctx, runbook).event_id.unwrap_or_default(),
+                    to: runbook_shared::handoff::LIMIT_SCALER.into(),
+                    runbook: runbook.into(),
+                    evidence: json!(d.evidence.get(&top.target)),
+                    target: to,
+                    alarm: ctx.alarm_name().map(str::to_string),
+                    from: format!("{FUNCTION}/{RUNBOOK} on {target}"),
+                    reason: said.clone(),
+                }),
+                bus,
+            })
+        };
+        match &top.then {
+            Remedy::Rollback { function, alias } => Decision::Act(Change::Rollback {
+                rollback: Rollback {
+                    function: function.clone(),
+                    alias: alias.clone(),
+                },
+                cause: top.clone(),
+                report: None,
+            }),
+            Remedy::Concurrency { function } => handoff(
+                runbook_shared::handoff::LAMBDA_CONCURRENCY,
+                HandoffTarget::Function {
+                    function: function.clone(),
+                },
+            ),
+            Remedy::Capacity { table, read, write } => handoff(
+                runbook_shared::handoff::DYNAMODB_CAPACITY,
+                HandoffTarget::Table {
+                    table: table.clone(),
+                    index: None,
+                    read: *read,
+                    write: *write,
+                },
+            ),
+            Remedy::Person { advice } => Decision::NoAction(format!(
+                "{said}; {advice}. Nothing here is automated, so nothing was changed; every cause is ranked in the diagnosis"
+            )),
+        }
+    }
+
+    fn describe(&self, _: &RunContext<'_, Responder>, change: &Change) -> Planned {
+        match change {
+            Change::Rollback {
+                rollback, cause, ..
+            } => {
+                let alias = format!("{}:{}", rollback.function, rollback.alias);
+                Planned::one(
+                    "runbook:lambda-rollback",
+                    &alias,
+                    Value::Null,
+                    json!({"cause": cause.cause, "figures": cause.figures}),
+                    format!(
+                        "handed the rollback of {alias} to lambda-rollback ({}: {})",
+                        cause.cause, cause.figures
+                    ),
+                )
+            }
+            Change::Handoff { handoff, bus } => Planned::one(
+                "events:PutEvents",
+                bus,
+                Value::Null,
+                json!({
+                    "detail-type": runbook_shared::handoff::DETAIL_TYPE,
+                    "to": handoff.to,
+                    "runbook": handoff.runbook,
+                    "target": handoff.target,
+                    "handoff_id": handoff.handoff_id,
+                }),
+                format!(
+                    "handed {} to {} ({}): {}",
+                    handoff.target.name(),
+                    handoff.to,
+                    handoff.runbook,
+                    handoff.reason
+                ),
+            ),
+        }
+    }
+
+    async fn apply(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        _: &Diagnosis,
+        change: Change,
+    ) -> Result<Change, NotApplied> {
+        match change {
+            Change::Rollback {
+                rollback,
+                cause,
+                report: _,
+            } => {
+                // Its own run: its managed check, idempotency, lease, cooldown, evidence,
+                // brakes, budget, intent and verification.
+                let info = handed_trigger(ctx, crate::lambda_rollback::RUNBOOK);
+                let handed = Report::new(FUNCTION, info, Outcome::NoAction, "");
+                let inner = RunContext::new(ctx.function, ctx.invocation, ctx.alarm);
+                let report = Box::pin(run(&inner, rollback.clone(), handed)).await;
+                Ok(Change::Rollback {
+                    rollback,
+                    cause,
+                    report: Some(Box::new(report)),
+                })
+            }
+            Change::Handoff { handoff, bus } => {
+                runbook_shared::handoff::send(&ctx.clients.events, &bus, &handoff)
+                    .await
+                    .map_err(|err| {
+                        NotApplied::explained(
+                            &err,
+                            format!(
+                                "the handoff of {} to {} was not sent, nothing was changed: {err}",
+                                handoff.target.name(),
+                                handoff.to
+                            ),
+                        )
+                    })?;
+                Ok(Change::Handoff { handoff, bus })
+            }
+        }
+    }
+
+    /// The hand-off's result, and the 5xx alarm's return to OK awaited (closed by its OK
+    /// transition or the sweep).
+    async fn verify(
+        &self,
+        ctx: &RunContext<'_, Responder>,
+        d: &Diagnosis,
+        change: Change,
+        summary: &str,
+        report: &mut Report,
+    ) -> Ending {
+        let check = match change {
+            Change::Rollback {
+                report: Some(handed),
+                ..
+            } => {
+                let (outcome, reason) = (handed.outcome, handed.reason.clone());
+                // The hand-off counts as applied only if the rollback changed something (a
+                // skipped or planned rollback changed nothing).
+                let changed = handed.actions.iter().any(|action| action.applied);
+                for action in &mut report.actions {
+                    action.applied &= changed;
+                }
+                report.details = Some(json!({"handoff": handed}));
+                let said = format!("{summary}; lambda-rollback: {reason}");
+                if outcome != Outcome::Remediated {
+                    return Ending::new(outcome, said);
+                }
+                Check::new("handoff", true, "lambda-rollback remediated", reason)
+            }
+            Change::Rollback { report: None, .. } => {
+                return Ending::failed(format!("{summary}, but lambda-rollback did not report"));
+            }
+            Change::Handoff { handoff, bus } => Check::new(
+                "handoff",
+                true,
+                format!(
+                    "a {} event to {}",
+                    runbook_shared::handoff::DETAIL_TYPE,
+                    handoff.to
+                ),
+                format!("sent to bus {bus} as {}", handoff.handoff_id),
+            ),
+        };
+        report.verification =
+            Verification::awaiting(vec![check], true, ctx.alarm_name(), self.awaited(&d.api));
+        Ending::remediated(summary)
+    }
+}
+
+impl Responder {
+    /// A suspect's evidence, and that of the tables its configuration names.
+    async fn suspect_evidence(
+        &self,
+        suspect: &Suspect,
+        window: (chrono::DateTime<Utc>, chrono::DateTime<Utc>),
+    ) -> (Evidence, Vec<(String, Evidence)>) {
+        let Some(sources) = runbook_shared::runbook::Function::evidence_sources(self) else {
+            return (Evidence::default(), Vec::new());
+        };
+        let config = &self.config.safety.evidence;
+        let subject = Subject::Function {
+            name: suspect.function.clone(),
+            qualifier: suspect.qualifier.clone(),
+        };
+        let (evidence, tables) = tokio::join!(
+            Box::pin(runbook_shared::evidence::gather(
+                sources, &subject, window, config
+            )),
+            self.tables_of(suspect)
+        );
+        let tables = match tables {
+            Ok(tables) => tables,
+            Err(err) => {
+                let mut evidence = evidence;
+                evidence.errors.push(format!("tables: {err}"));
+                return (evidence, Vec::new());
+            }
+        };
+        let reads = tables.iter().map(|table| {
+            let subject = Subject::Table {
+                table: table.clone(),
+                index: None,
+            };
+            async move {
+                let evidence = Box::pin(runbook_shared::evidence::gather(
+                    sources, &subject, window, config,
+                ))
+                .await;
+                (subject, evidence)
+            }
+        });
+        let tables = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .filter_map(|(subject, evidence)| match subject {
+                Subject::Table { table, .. } => Some((table, evidence)),
+                _ => None,
+            })
+            .collect();
+        (evidence, tables)
+    }
+
+    /// The DynamoDB tables a function's configuration names: the values of its environment
+    /// variables whose name says `TABLE` (`ORDERS_TABLE`, `TABLE_NAME`), by name or ARN, in
+    /// this account and region.
+    async fn tables_of(&self, suspect: &Suspect) -> Result<Vec<String>, String> {
+        let configuration = self
+            .clients
+            .lambda
+            .get_function_configuration()
+            .function_name(&suspect.function)
+            .set_qualifier(suspect.qualifier.clone())
+            .send()
+            .await
+            .map_err(|err| {
+                runbook_shared::aws::AwsError::from_sdk(
+                    "lambda:GetFunctionConfiguration",
+                    &format!("function {}", suspect.name()),
+                    &err,
+                )
+                .to_string()
+            })?;
+        let home = &self.config.safety.home;
+        let mut tables: Vec<String> = configuration
+            .environment()
+            .and_then(|environment| environment.variables())
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| name.to_ascii_uppercase().contains("TABLE"))
+            .filter_map(|(_, value)| match home.parse_table(value).ok()?.resource {
+                runbook_shared::resource::Resource::Table { table } => Some(table),
+                _ => None,
+            })
+            .collect();
+        tables.sort();
+        tables.dedup();
+        tables.truncate(MAX_SUSPECTS);
+        Ok(tables)
+    }
+}

@@ -1,0 +1,200 @@
+//! A `Runbook Handoff` from another function's runbook (api-errors found a throttled table or
+//! function behind an API's 5xx). It is a trigger like an alarm: it is confirmed against what
+//! limit-scaler reads itself (the target throttles now), then its runbook runs under its own
+//! guards (managed, idempotency by the handoff id, lease, cooldown, brakes, budget, the sender's
+//! alarm still firing) and its own verification. A handoff that anyone could forge onto the bus
+//! therefore changes nothing that is not throttling, managed and within the caps.
+
+use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
+use runbook_shared::aws::{AwsError, metric_query};
+use runbook_shared::handoff::{Handoff, HandoffTarget};
+use runbook_shared::report::{Outcome, Report, TriggerInfo};
+use runbook_shared::resource::Resource;
+use runbook_shared::safety::Invocation;
+use runbook_shared::trigger::Rejection;
+
+use crate::dynamodb_capacity::{CapacityTarget, Side};
+use crate::lambda_concurrency::ConcurrencyTarget;
+use crate::{FUNCTION, Job, Scaler, ScalerRunbook, dynamodb_capacity, lambda_concurrency};
+
+impl Scaler {
+    pub(crate) async fn on_handoff(
+        &self,
+        handoff: Handoff,
+        info: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        let job = match self.job_of_handoff(&handoff) {
+            Ok(job) => job,
+            Err(rejection) => {
+                return invocation.timed(Report::rejected(FUNCTION, info, rejection.0));
+            }
+        };
+        let mut report = Report::new(FUNCTION, info, Outcome::NoAction, "");
+        report.dry_run = self.config.safety.dry_run;
+        report.runbook = Some(job.runbook().id().into());
+        report.target = Some(handoff.target.name());
+        report.notes.push(format!(
+            "handed off by {}: {}",
+            handoff.from, handoff.reason
+        ));
+        match self.throttles_now(&handoff.target).await {
+            Ok(throttles) if throttles > 0.0 => {
+                report.notes.push(format!(
+                    "confirmed: {throttles} throttles on {} in the last {} minutes",
+                    handoff.target.name(),
+                    self.config.safety.evidence.lookback_minutes
+                ));
+                self.run(job, report, None, invocation).await
+            }
+            Ok(_) => invocation.timed(report.finish(
+                Outcome::NoAction,
+                format!(
+                    "handed off for throttling, but {} shows no throttles in the last {} minutes: nothing was changed",
+                    handoff.target.name(),
+                    self.config.safety.evidence.lookback_minutes
+                ),
+            )),
+            Err(err) => invocation.timed(report.finish(
+                Outcome::Failed,
+                format!(
+                    "could not confirm the throttling of {} that was handed off, so nothing was changed: {err}",
+                    handoff.target.name()
+                ),
+            )),
+        }
+    }
+
+    /// The runbook and target the handoff names, validated as a manual request would be.
+    fn job_of_handoff(&self, handoff: &Handoff) -> Result<Job, Rejection> {
+        if handoff.to != FUNCTION {
+            return Err(Rejection(format!(
+                "a Runbook Handoff for {} reached limit-scaler: check the template's handoff rule",
+                handoff.to
+            )));
+        }
+        let home = &self.config.safety.home;
+        match (handoff.runbook.as_str(), &handoff.target) {
+            (
+                dynamodb_capacity::RUNBOOK,
+                HandoffTarget::Table {
+                    table,
+                    index,
+                    read,
+                    write,
+                },
+            ) => {
+                if !read && !write {
+                    return Err(Rejection(format!(
+                        "the handoff of table {table} names neither its read nor its write side"
+                    )));
+                }
+                let Resource::Table { table } = home.parse_table(table)?.resource else {
+                    return Err(Rejection(format!("{table:?} is not a DynamoDB table")));
+                };
+                let side = |throttled: bool| if throttled { Side::Raise } else { Side::Keep };
+                Ok(Job::Capacity(CapacityTarget {
+                    table,
+                    index: index.clone(),
+                    read: side(*read),
+                    write: side(*write),
+                    factor: self.config.scale_factor,
+                    switch_to_on_demand: false,
+                }))
+            }
+            (lambda_concurrency::RUNBOOK, HandoffTarget::Function { function }) => {
+                let Resource::Function { function } = home.parse_function(function)?.resource
+                else {
+                    return Err(Rejection(format!(
+                        "{function:?} must name a function, without a qualifier: concurrency is reserved per function"
+                    )));
+                };
+                Ok(Job::Concurrency(ConcurrencyTarget { function, to: None }))
+            }
+            (runbook, target) => Err(Rejection(format!(
+                "limit-scaler takes handoffs for {} (a table) and {} (a function), not {runbook:?} on {}",
+                ScalerRunbook::DynamodbCapacity.id(),
+                ScalerRunbook::LambdaConcurrency.id(),
+                target.name()
+            ))),
+        }
+    }
+
+    /// The target's throttles over the evidence lookback, read now.
+    async fn throttles_now(&self, target: &HandoffTarget) -> Result<f64, AwsError> {
+        let minutes = self.config.safety.evidence.lookback_minutes;
+        let period = i32::try_from(minutes * 60).unwrap_or(i32::MAX);
+        let (namespace, dimensions, metrics): (&str, Vec<(&str, &str)>, Vec<&str>) = match target {
+            HandoffTarget::Table {
+                table,
+                index,
+                read,
+                write,
+            } => {
+                let mut dimensions = vec![("TableName", table.as_str())];
+                if let Some(index) = index {
+                    dimensions.push(("GlobalSecondaryIndexName", index.as_str()));
+                }
+                let sides = [
+                    (*read, "ReadThrottleEvents"),
+                    (*write, "WriteThrottleEvents"),
+                ];
+                let metrics = sides
+                    .into_iter()
+                    .filter(|(throttled, _)| *throttled)
+                    .map(|(_, metric)| metric)
+                    .collect();
+                (dynamodb_capacity::NAMESPACE, dimensions, metrics)
+            }
+            HandoffTarget::Function { function } => (
+                lambda_concurrency::NAMESPACE,
+                vec![("FunctionName", function.as_str())],
+                vec![lambda_concurrency::THROTTLE_METRIC],
+            ),
+        };
+        let end = chrono::Utc::now().timestamp();
+        let mut request = self
+            .clients
+            .cloudwatch
+            .get_metric_data()
+            .start_time(AwsDateTime::from_secs(end - i64::from(period)))
+            .end_time(AwsDateTime::from_secs(end));
+        for (index, metric) in metrics.iter().enumerate() {
+            request = request.metric_data_queries(metric_query(
+                format!("m{index}"),
+                namespace,
+                metric,
+                dimensions.iter().copied(),
+                period,
+                "Sum",
+            ));
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk("cloudwatch:GetMetricData", &target.name(), &err))?;
+        Ok(output
+            .metric_data_results()
+            .iter()
+            .flat_map(|result| result.values())
+            .sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handoff_names_are_limit_scalers_own() {
+        assert_eq!(runbook_shared::handoff::LIMIT_SCALER, FUNCTION);
+        assert_eq!(
+            runbook_shared::handoff::DYNAMODB_CAPACITY,
+            dynamodb_capacity::RUNBOOK
+        );
+        assert_eq!(
+            runbook_shared::handoff::LAMBDA_CONCURRENCY,
+            lambda_concurrency::RUNBOOK
+        );
+    }
+}

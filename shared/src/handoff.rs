@@ -1,0 +1,115 @@
+//! A `Runbook Handoff`: one function's runbook found the cause and hands it to the function
+//! that runs the remedy, as an EventBridge event (`source` `runbook.automation`) that the
+//! template routes by `detail.to`. No function imports another; the receiver treats the handoff
+//! as a trigger, confirms it against what it reads itself, and runs its runbook under its own
+//! guards and verification.
+
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::aws::AwsError;
+
+pub const DETAIL_TYPE: &str = "Runbook Handoff";
+/// The receiver of handoffs, and the runbooks it accepts them for (limit-scaler's own ids; a
+/// test there holds them equal).
+pub const LIMIT_SCALER: &str = "limit-scaler";
+pub const DYNAMODB_CAPACITY: &str = "dynamodb-capacity";
+pub const LAMBDA_CONCURRENCY: &str = "lambda-concurrency";
+
+/// The event's `detail`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    /// Stable across re-sends of one decision (the triggering event's id and the runbook): the
+    /// receiver's idempotency key, so a retried sender does not act twice.
+    pub handoff_id: String,
+    /// The function that runs it (`limit-scaler`): what the template's rule routes on.
+    pub to: String,
+    /// The receiver's runbook (`dynamodb-capacity`, `lambda-concurrency`).
+    pub runbook: String,
+    pub target: HandoffTarget,
+    /// The alarm that started the sender's run, if an alarm did: the receiver re-checks that it
+    /// still fires before it writes.
+    #[serde(default)]
+    pub alarm: Option<String>,
+    /// Who hands it on: `alarm-responder/api-errors on orders-api stage prod`.
+    pub from: String,
+    /// Why, with the figures.
+    pub reason: String,
+    /// The sender's evidence about the target.
+    #[serde(default)]
+    pub evidence: Value,
+}
+
+/// What the receiver's runbook acts on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HandoffTarget {
+    /// A table or index whose `read` and/or `write` side throttles.
+    Table {
+        table: String,
+        #[serde(default)]
+        index: Option<String>,
+        read: bool,
+        write: bool,
+    },
+    /// A function that throttles.
+    Function { function: String },
+}
+
+impl HandoffTarget {
+    /// As a person reads it: `orders`, `orders/index/by-day`, `checkout`.
+    pub fn name(&self) -> String {
+        match self {
+            HandoffTarget::Table {
+                table,
+                index: Some(index),
+                ..
+            } => format!("{table}/index/{index}"),
+            HandoffTarget::Table { table, .. } => table.clone(),
+            HandoffTarget::Function { function } => function.clone(),
+        }
+    }
+}
+
+/// Sends `handoff` to `bus`.
+pub async fn send(
+    events: &aws_sdk_eventbridge::Client,
+    bus: &str,
+    handoff: &Handoff,
+) -> Result<(), AwsError> {
+    let detail = serde_json::to_string(handoff)
+        .map_err(|err| AwsError::invalid("events:PutEvents", bus, &err.to_string()))?;
+    let answer = events
+        .put_events()
+        .entries(
+            PutEventsRequestEntry::builder()
+                .event_bus_name(bus)
+                .source(crate::report_events::SOURCE)
+                .detail_type(DETAIL_TYPE)
+                .detail(detail)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|err| AwsError::from_sdk("events:PutEvents", bus, &err))?;
+    if answer.failed_entry_count() > 0 {
+        let why = answer
+            .entries()
+            .iter()
+            .filter_map(|entry| {
+                entry
+                    .error_code()
+                    .map(|code| format!("{code}: {}", entry.error_message().unwrap_or_default()))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(AwsError::invalid(
+            "events:PutEvents",
+            bus,
+            &format!("the handoff event was refused ({why})"),
+        ));
+    }
+    Ok(())
+}

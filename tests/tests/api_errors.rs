@@ -1,0 +1,401 @@
+//! api-errors against moto: REST and HTTP APIs in front of Lambda functions; the triage ranks
+//! the cause from each function's evidence and hands it on: a fresh deploy behind an alias to
+//! lambda-rollback in-process, a throttled table to limit-scaler by a `Runbook Handoff` event
+//! that limit-scaler confirms and acts on; anything else is no action with the ranked causes.
+
+use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
+use runbook_tests::fixtures::{
+    TableSpec, api_alarm_event, capacity, create_audit_table, create_deployed_function,
+    create_function, function_arn, handoffs_matching, http_api, invocation, lambda_uri, one_report,
+    put_metric, received_events, responder, responder_clients, rest_api, scaler, scaler_clients,
+};
+use runbook_tests::moto::moto;
+use runbook_tests::unique;
+use serde_json::{Value, json};
+
+async fn alias_version(function: &str) -> String {
+    moto()
+        .lambda()
+        .get_alias()
+        .function_name(function)
+        .name("live")
+        .send()
+        .await
+        .expect("get alias")
+        .function_version
+        .unwrap_or_default()
+}
+
+/// `errors` on the function's alias `live` a minute ago, as Lambda records them.
+async fn alias_errors(function: &str, errors: f64) {
+    let resource = format!("{function}:live");
+    let dimensions = [("FunctionName", function), ("Resource", resource.as_str())];
+    put_metric(moto(), "AWS/Lambda", "Errors", &dimensions, errors, 60).await;
+    put_metric(moto(), "AWS/Lambda", "Invocations", &dimensions, 100.0, 60).await;
+}
+
+/// A REST API whose `GET /orders` invokes `function:${stageVariables.alias}`, `alias=live`.
+fn rest_api_in_front_of(function: &str) -> String {
+    let name = unique("orders-api");
+    rest_api(
+        moto(),
+        &name,
+        &lambda_uri(&function_arn(function, Some("${stageVariables.alias}"))),
+        json!({"alias": "live"}),
+    );
+    name
+}
+
+fn causes(report: &Report) -> Vec<String> {
+    report.diagnosis.as_ref().expect("diagnosis")["causes"]
+        .as_array()
+        .expect("causes")
+        .iter()
+        .map(|cause| cause["cause"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_fresh_deploy_behind_the_api_is_rolled_back_through_lambda_rollback_and_ok_closes_it() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-checkout");
+    create_deployed_function(moto(), &function, "2").await;
+    alias_errors(&function, 12.0).await;
+    let api = rest_api_in_front_of(&function);
+    let responder = responder(&audit, &[], responder_clients());
+    let alarm = format!("{api}-5xx");
+
+    let report = responder
+        .handle(api_alarm_event(&alarm, "ALARM", true, &api), &invocation())
+        .await;
+
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:#?}");
+    assert_eq!(report.runbook.as_deref(), Some("api-errors"));
+    assert_eq!(report.target, Some(format!("{api} stage prod")));
+    assert_eq!(alias_version(&function).await, "1");
+    assert_eq!(causes(&report)[0], "fresh_deploy");
+    let diagnosis = report.diagnosis.as_ref().unwrap();
+    assert_eq!(diagnosis["api"]["kind"], "REST");
+    assert_eq!(
+        diagnosis["functions"][0]["function"],
+        format!("{function}:live")
+    );
+    assert_eq!(diagnosis["functions"][0]["routes"], json!(["GET /orders"]));
+    assert_eq!(
+        diagnosis["functions"][0]["evidence"]["metrics"]["errors"]["window"],
+        json!(12.0)
+    );
+    // The rollback ran as its own runbook, with its own report, audit record and checks.
+    let handed = &report.details.as_ref().expect("details")["handoff"];
+    assert_eq!(handed["runbook"], "lambda-rollback");
+    assert_eq!(handed["outcome"], "remediated");
+    assert_eq!(handed["actions"][0]["after"], json!({"version": "1"}));
+    assert_ne!(handed["audit_id"], Value::Null);
+    assert_eq!(report.actions[0].api, "runbook:lambda-rollback");
+    assert!(report.actions[0].applied);
+    assert_eq!(report.verification.status, VerificationStatus::Pending);
+    assert_eq!(
+        report.verification.settle_by,
+        Some(SettleBy::Alarm {
+            name: alarm.clone()
+        })
+    );
+
+    // A second alarm on the API within the cooldown: api-errors itself waits.
+    let mut second = api_alarm_event(&alarm, "ALARM", true, &api);
+    second["id"] = json!(unique("event"));
+    let again = responder.handle(second, &invocation()).await;
+    assert_eq!(again.outcome, Outcome::Skipped, "{again:#?}");
+    assert!(again.reason.starts_with("cooldown"), "{}", again.reason);
+
+    let ok = responder
+        .handle(api_alarm_event(&alarm, "OK", true, &api), &invocation())
+        .await;
+    assert_eq!(ok.runbook.as_deref(), Some("api-errors"));
+    assert_eq!(
+        ok.verification.status,
+        VerificationStatus::Verified,
+        "{ok:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_table_behind_an_http_api_is_handed_to_limit_scaler_which_raises_it() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&moto().dynamodb())
+        .await;
+    let function = unique("managed-orders-fn");
+    create_function(moto(), &function).await;
+    moto()
+        .lambda()
+        .update_function_configuration()
+        .function_name(&function)
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .variables("ORDERS_TABLE", &table)
+                .variables("LOG_LEVEL", "info")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("environment");
+    put_metric(
+        moto(),
+        "AWS/DynamoDB",
+        "WriteThrottleEvents",
+        &[("TableName", &table)],
+        40.0,
+        60,
+    )
+    .await;
+    let api = http_api(
+        moto(),
+        &unique("orders-http"),
+        &function_arn(&function, None),
+    );
+    let caught = handoffs_matching(moto(), json!({"target": {"table": {"table": [table]}}})).await;
+    let responder = responder(&audit, &[], responder_clients());
+
+    let report = responder
+        .handle(
+            api_alarm_event(&format!("{api}-5xx"), "ALARM", false, &api),
+            &invocation(),
+        )
+        .await;
+
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:#?}");
+    assert_eq!(causes(&report), ["table_throttled"]);
+    assert_eq!(report.actions[0].api, "events:PutEvents");
+    let events = received_events(moto(), &caught).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let handoff = &events[0];
+    assert_eq!(handoff["detail-type"], "Runbook Handoff");
+    assert_eq!(handoff["detail"]["to"], "limit-scaler");
+    assert_eq!(handoff["detail"]["runbook"], "dynamodb-capacity");
+    assert_eq!(
+        handoff["detail"]["target"],
+        json!({"table": {"table": table, "index": null, "read": false, "write": true}})
+    );
+    assert_eq!(
+        handoff["detail"]["evidence"]["metrics"]["write_throttle_events"]["window"],
+        json!(40.0)
+    );
+
+    // limit-scaler takes the handoff as a trigger: confirmed, raised, verified.
+    let scaler = scaler(&audit, &[], scaler_clients());
+    let raised = one_report(scaler.handle(handoff.clone(), &invocation()).await);
+    assert_eq!(raised.outcome, Outcome::Remediated, "{raised:#?}");
+    assert_eq!(raised.runbook.as_deref(), Some("dynamodb-capacity"));
+    assert_eq!(
+        raised.trigger.kind,
+        runbook_shared::report::TriggerKind::Handoff
+    );
+    assert!(
+        raised
+            .notes
+            .iter()
+            .any(|note| note.contains("handed off by alarm-responder/api-errors")),
+        "{raised:#?}"
+    );
+    let (read, write) = capacity(&moto().dynamodb(), &table, None).await;
+    assert_eq!(read, 5, "the read side was not throttled");
+    assert!(write > 5, "write {write}");
+    // The same handoff again does nothing more.
+    let again = one_report(scaler.handle(handoff.clone(), &invocation()).await);
+    assert_eq!(
+        capacity(&moto().dynamodb(), &table, None).await.1,
+        write,
+        "{again:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_handoff_that_the_target_does_not_confirm_or_that_names_the_wrong_runbook_changes_nothing()
+ {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let table = TableSpec::provisioned("managed-quiet", 5, 5)
+        .create(&moto().dynamodb())
+        .await;
+    let scaler = scaler(&audit, &[], scaler_clients());
+    let handoff = |detail: Value| {
+        json!({"version": "0", "id": unique("event"), "source": "runbook.automation",
+               "detail-type": "Runbook Handoff", "account": runbook_tests::moto::ACCOUNT,
+               "region": runbook_tests::moto::REGION, "time": "2026-11-30T08:00:00Z",
+               "resources": [], "detail": detail})
+    };
+    let detail = json!({"handoff_id": unique("h"), "to": "limit-scaler", "runbook": "dynamodb-capacity",
+        "target": {"table": {"table": table, "read": true, "write": false}},
+        "from": "someone", "reason": "forged"});
+
+    let quiet = one_report(scaler.handle(handoff(detail.clone()), &invocation()).await);
+    assert_eq!(quiet.outcome, Outcome::NoAction, "{quiet:#?}");
+    assert!(
+        quiet.reason.contains("shows no throttles"),
+        "{}",
+        quiet.reason
+    );
+
+    let mut wrong = detail.clone();
+    wrong["runbook"] = json!("stored-limit");
+    let wrong = one_report(scaler.handle(handoff(wrong), &invocation()).await);
+    assert_eq!(wrong.outcome, Outcome::Rejected, "{wrong:#?}");
+    let mut elsewhere = detail;
+    elsewhere["to"] = json!("dlq-redriver");
+    let elsewhere = one_report(scaler.handle(handoff(elsewhere), &invocation()).await);
+    assert_eq!(elsewhere.outcome, Outcome::Rejected);
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (5, 5));
+}
+
+#[tokio::test]
+async fn without_errors_throttles_or_timeouts_behind_it_the_5xx_is_api_gateways_own() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-calm");
+    create_deployed_function(moto(), &function, "1").await;
+    let api = rest_api_in_front_of(&function);
+    let responder = responder(&audit, &[], responder_clients());
+
+    let report = responder
+        .handle(
+            json!({"runbook": "api-errors", "api": api, "stage": "prod"}),
+            &invocation(),
+        )
+        .await;
+
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:#?}");
+    assert!(
+        report.reason.contains("API Gateway itself"),
+        "{}",
+        report.reason
+    );
+    assert!(report.actions.is_empty());
+    assert_eq!(alias_version(&function).await, "1");
+}
+
+#[tokio::test]
+async fn a_duration_at_the_integration_timeout_is_left_to_people_with_the_reason() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-slow");
+    create_deployed_function(moto(), &function, "1").await;
+    let resource = format!("{function}:live");
+    put_metric(
+        moto(),
+        "AWS/Lambda",
+        "Duration",
+        &[("FunctionName", &function), ("Resource", &resource)],
+        28_500.0,
+        60,
+    )
+    .await;
+    let api = rest_api_in_front_of(&function);
+    let responder = responder(&audit, &[], responder_clients());
+
+    let report = responder
+        .handle(
+            json!({"runbook": "api-errors", "api": api, "stage": "prod"}),
+            &invocation(),
+        )
+        .await;
+
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:#?}");
+    assert_eq!(causes(&report)[0], "integration_timeout");
+    assert!(report.reason.contains("answers 504"), "{}", report.reason);
+}
+
+#[tokio::test]
+async fn a_dry_run_plans_the_handoff_and_changes_nothing() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-dry");
+    create_deployed_function(moto(), &function, "2").await;
+    alias_errors(&function, 3.0).await;
+    let api = rest_api_in_front_of(&function);
+    let responder = responder(&audit, &[], responder_clients());
+
+    let report = responder
+        .handle(
+            json!({"runbook": "api-errors", "api": api, "stage": "prod", "dry_run": true}),
+            &invocation(),
+        )
+        .await;
+
+    assert_eq!(report.outcome, Outcome::Planned, "{report:#?}");
+    assert_eq!(report.actions[0].api, "runbook:lambda-rollback");
+    assert_eq!(report.actions[0].target, format!("{function}:live"));
+    assert!(!report.actions[0].applied);
+    assert_eq!(alias_version(&function).await, "2");
+}
+
+#[tokio::test]
+async fn bad_payloads_are_rejected_and_an_unknown_api_or_stage_fails_naming_it() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let responder = responder(&audit, &[], responder_clients());
+    for (payload, says) in [
+        (json!({"runbook": "api-errors"}), "\"api\" is required"),
+        (
+            json!({"runbook": "api-errors", "api": " "}),
+            "\"api\" must name",
+        ),
+        (
+            json!({"runbook": "api-errors", "api": "a", "stage": ""}),
+            "\"stage\" must name",
+        ),
+        (
+            json!({"runbook": "api-errors", "api": "a", "path": "/"}),
+            "\"path\" is not used",
+        ),
+    ] {
+        let report = responder.handle(payload.clone(), &invocation()).await;
+        assert_eq!(report.outcome, Outcome::Rejected, "{payload}");
+        assert!(report.reason.contains(says), "{payload}: {}", report.reason);
+    }
+    let missing = unique("no-such-api");
+    let report = responder
+        .handle(
+            json!({"runbook": "api-errors", "api": missing}),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.reason.contains(&missing), "{}", report.reason);
+
+    let function = unique("managed-staged");
+    create_deployed_function(moto(), &function, "1").await;
+    let api = rest_api_in_front_of(&function);
+    let report = responder
+        .handle(
+            json!({"runbook": "api-errors", "api": api, "stage": "beta"}),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+    assert!(report.reason.contains("stage beta"), "{}", report.reason);
+}
+
+#[tokio::test]
+async fn a_rollback_its_own_guards_refuse_is_reported_as_refused_and_changes_nothing() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    // Not managed: lambda-rollback's own managed check refuses it.
+    let function = unique("other-team-checkout");
+    create_deployed_function(moto(), &function, "2").await;
+    alias_errors(&function, 5.0).await;
+    let api = rest_api_in_front_of(&function);
+    let responder = responder(&audit, &[], responder_clients());
+
+    let report = responder
+        .handle(
+            api_alarm_event(&format!("{api}-5xx"), "ALARM", true, &api),
+            &invocation(),
+        )
+        .await;
+
+    assert_eq!(report.outcome, Outcome::Skipped, "{report:#?}");
+    assert!(
+        report.reason.contains("lambda-rollback:"),
+        "{}",
+        report.reason
+    );
+    assert!(!report.actions[0].applied, "{report:#?}");
+    let handed = &report.details.as_ref().expect("details")["handoff"];
+    assert_eq!(handed["outcome"], "skipped");
+    assert_eq!(alias_version(&function).await, "2");
+}
