@@ -247,19 +247,30 @@ async fn api_errors_hands_a_throttled_table_to_limit_scaler_through_the_binaries
     )
     .await;
     let names = [("orders", base.as_str())];
+    // The alarm events/api-5xx-alarm.json is about, firing: limit-scaler acts on a handoff only
+    // while it does.
+    runbook_tests::fixtures::alarm_in_state(
+        &format!("{base}-api-prod-5xx"),
+        aws_sdk_cloudwatch::types::StateValue::Alarm,
+    )
+    .await;
     let mut responder = start(&deployment).await;
 
     let planned = responder
         .report(&event_file("manual-api-errors-dry-run.json", &names))
         .await;
-    assert_eq!(planned["outcome"], "planned", "{planned}");
-    assert_eq!(
-        planned["actions"][0]["api"], "events:PutEvents",
+    // By hand (here a dry run), the triage names the cause and what to invoke: only an alarm's
+    // run hands off.
+    assert_eq!(planned["outcome"], "skipped", "{planned}");
+    assert!(
+        planned["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("invoke limit-scaler with")),
         "{planned}"
     );
     assert!(
         received_events(moto(), &caught).await.is_empty(),
-        "a dry run sends nothing"
+        "nothing was sent"
     );
 
     let handed = responder

@@ -5,9 +5,10 @@
 
 use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
 use runbook_tests::fixtures::{
-    TableSpec, api_alarm_event, capacity, create_audit_table, create_deployed_function,
-    create_function, function_arn, handoffs_matching, http_api, invocation, lambda_uri, one_report,
-    put_metric, received_events, responder, responder_clients, rest_api, scaler, scaler_clients,
+    TableSpec, alarm_in_state, api_alarm_event, capacity, create_audit_table,
+    create_deployed_function, create_function, function_arn, handoffs_matching, http_api,
+    invocation, lambda_uri, one_report, put_metric, received_events, responder, responder_clients,
+    rest_api, scaler, scaler_clients,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
@@ -91,12 +92,18 @@ async fn a_fresh_deploy_behind_the_api_is_rolled_back_through_lambda_rollback_an
     assert_eq!(handed["outcome"], "remediated");
     assert_eq!(handed["actions"][0]["after"], json!({"version": "1"}));
     assert_ne!(handed["audit_id"], Value::Null);
+    assert_eq!(handed["trigger"]["kind"], "handoff");
     assert_eq!(report.actions[0].api, "runbook:lambda-rollback");
     assert!(report.actions[0].applied);
-    assert_eq!(report.verification.status, VerificationStatus::Pending);
+    // One verification per incident: the rollback's own, which the 5xx alarm settles.
     assert_eq!(
-        report.verification.settle_by,
-        Some(SettleBy::Alarm {
+        report.verification.status,
+        VerificationStatus::NotApplicable
+    );
+    assert_eq!(handed["verification"]["status"], "pending");
+    assert_eq!(
+        handed["verification"]["settle_by"],
+        json!(SettleBy::Alarm {
             name: alarm.clone()
         })
     );
@@ -112,11 +119,99 @@ async fn a_fresh_deploy_behind_the_api_is_rolled_back_through_lambda_rollback_an
         .handle(api_alarm_event(&alarm, "OK", true, &api), &invocation())
         .await;
     assert_eq!(ok.runbook.as_deref(), Some("api-errors"));
-    assert_eq!(
-        ok.verification.status,
-        VerificationStatus::Verified,
-        "{ok:#?}"
+    assert_eq!(ok.outcome, Outcome::NoAction, "{ok:#?}");
+}
+
+/// An alarm on the API's 5xx, in ALARM in moto, as `{"alarm_name": …}` replays read it.
+async fn api_alarm(alarm: &str, api: &str) {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
+    let cloudwatch = moto().cloudwatch();
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(alarm)
+        .namespace("AWS/ApiGateway")
+        .metric_name("5XXError")
+        .dimensions(Dimension::builder().name("ApiName").value(api).build())
+        .dimensions(Dimension::builder().name("Stage").value("prod").build())
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+        .send()
+        .await
+        .expect("alarm");
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(alarm)
+        .state_value(StateValue::Alarm)
+        .state_reason("set by the test")
+        .send()
+        .await
+        .expect("alarm state");
+}
+
+#[tokio::test]
+async fn each_replay_of_the_alarm_hands_off_afresh_and_the_rollbacks_cooldown_holds() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-replayed");
+    create_deployed_function(moto(), &function, "2").await;
+    alias_errors(&function, 12.0).await;
+    let api = rest_api_in_front_of(&function);
+    let alarm = format!("{api}-5xx");
+    api_alarm(&alarm, &api).await;
+    let responder = responder(&audit, &[], responder_clients());
+    let replay = json!({"alarm_name": alarm});
+
+    let first = responder.handle(replay.clone(), &invocation()).await;
+    assert_eq!(first.outcome, Outcome::Remediated, "{first:#?}");
+    assert_eq!(alias_version(&function).await, "1");
+    let first_handed = first.details.as_ref().expect("details")["handoff"].clone();
+
+    // A second replay is a second request: its hand-off is a new run of lambda-rollback (here
+    // stopped by that alias's cooldown), not the first run's report again.
+    let second = responder.handle(replay, &invocation()).await;
+    let second_handed = &second.details.as_ref().expect("details")["handoff"];
+    assert_ne!(
+        second_handed["audit_id"], first_handed["audit_id"],
+        "{second:#?}"
     );
+    assert_eq!(second.outcome, Outcome::Skipped, "{second:#?}");
+    assert!(
+        second_handed["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with("cooldown")),
+        "{second:#?}"
+    );
+    assert!(!second.actions[0].applied);
+    assert_eq!(alias_version(&function).await, "1");
+}
+
+#[tokio::test]
+async fn a_braked_rollback_escalates_in_the_report_that_is_published() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let responder = responder(
+        &audit,
+        &[("MAX_CHANGES_PER_WINDOW", "1")],
+        responder_clients(),
+    );
+    let mut reports = Vec::new();
+    for prefix in ["managed-brake-a", "managed-brake-b"] {
+        let function = unique(prefix);
+        create_deployed_function(moto(), &function, "2").await;
+        alias_errors(&function, 4.0).await;
+        let api = rest_api_in_front_of(&function);
+        let event = api_alarm_event(&format!("{api}-5xx"), "ALARM", true, &api);
+        reports.push(responder.handle(event, &invocation()).await);
+    }
+    assert_eq!(reports[0].outcome, Outcome::Remediated, "{:#?}", reports[0]);
+    let braked = &reports[1];
+    assert_eq!(braked.outcome, Outcome::Skipped, "{braked:#?}");
+    let escalation = braked
+        .escalation
+        .as_ref()
+        .expect("the escalation travels up");
+    assert_eq!(escalation.kind, "brake");
 }
 
 #[tokio::test]
@@ -156,12 +251,22 @@ async fn a_throttled_table_behind_an_http_api_is_handed_to_limit_scaler_which_ra
     );
     let caught = handoffs_matching(moto(), json!({"target": {"table": {"table": [table]}}})).await;
     let responder = responder(&audit, &[], responder_clients());
+    let alarm = format!("{api}-5xx");
+    alarm_in_state(&alarm, aws_sdk_cloudwatch::types::StateValue::Alarm).await;
 
-    let report = responder
+    // By hand, the triage names the cause and the payload; only an alarm's run hands off.
+    let by_hand = responder
         .handle(
-            api_alarm_event(&format!("{api}-5xx"), "ALARM", false, &api),
+            json!({"runbook": "api-errors", "api": api, "stage": "prod"}),
             &invocation(),
         )
+        .await;
+    assert_eq!(by_hand.outcome, Outcome::Skipped, "{by_hand:#?}");
+    let payload = format!("invoke limit-scaler with {}", json!({"table": table}));
+    assert!(by_hand.reason.contains(&payload), "{}", by_hand.reason);
+
+    let report = responder
+        .handle(api_alarm_event(&alarm, "ALARM", false, &api), &invocation())
         .await;
 
     assert_eq!(report.outcome, Outcome::Remediated, "{report:#?}");
@@ -203,11 +308,8 @@ async fn a_throttled_table_behind_an_http_api_is_handed_to_limit_scaler_which_ra
     assert!(write > 5, "write {write}");
     // The same handoff again does nothing more.
     let again = one_report(scaler.handle(handoff.clone(), &invocation()).await);
-    assert_eq!(
-        capacity(&moto().dynamodb(), &table, None).await.1,
-        write,
-        "{again:#?}"
-    );
+    assert_eq!(again.audit_id, raised.audit_id, "{again:#?}");
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await.1, write);
 }
 
 #[tokio::test]
@@ -224,11 +326,40 @@ async fn a_handoff_that_the_target_does_not_confirm_or_that_names_the_wrong_runb
                "region": runbook_tests::moto::REGION, "time": "2026-11-30T08:00:00Z",
                "resources": [], "detail": detail})
     };
+    let firing = unique("firing");
+    alarm_in_state(&firing, aws_sdk_cloudwatch::types::StateValue::Alarm).await;
+    let recovered = unique("recovered");
+    alarm_in_state(&recovered, aws_sdk_cloudwatch::types::StateValue::Ok).await;
     let detail = json!({"handoff_id": unique("h"), "to": "limit-scaler", "runbook": "dynamodb-capacity",
         "target": {"table": {"table": table, "read": true, "write": false}},
-        "from": "someone", "reason": "forged"});
+        "alarm": firing, "from": "someone", "reason": "forged"});
+    put_metric(
+        moto(),
+        "AWS/DynamoDB",
+        "ReadThrottleEvents",
+        &[("TableName", &table)],
+        9.0,
+        60,
+    )
+    .await;
+    for (alarm, outcome, says) in [
+        (Value::Null, Outcome::Rejected, "names none"),
+        (json!(unique("gone")), Outcome::NoAction, "does not exist"),
+        (json!(recovered), Outcome::NoAction, "which is OK"),
+    ] {
+        let mut stale = detail.clone();
+        stale["handoff_id"] = json!(unique("h"));
+        stale["alarm"] = alarm;
+        let report = one_report(scaler.handle(handoff(stale), &invocation()).await);
+        assert_eq!(report.outcome, outcome, "{report:#?}");
+        assert!(report.reason.contains(says), "{}", report.reason);
+    }
+    assert_eq!(capacity(&moto().dynamodb(), &table, None).await, (5, 5));
 
-    let quiet = one_report(scaler.handle(handoff(detail.clone()), &invocation()).await);
+    // Firing, but the table shows no throttles on the side named.
+    let mut write_side = detail.clone();
+    write_side["target"] = json!({"table": {"table": table, "read": false, "write": true}});
+    let quiet = one_report(scaler.handle(handoff(write_side), &invocation()).await);
     assert_eq!(quiet.outcome, Outcome::NoAction, "{quiet:#?}");
     assert!(
         quiet.reason.contains("shows no throttles"),

@@ -369,7 +369,7 @@ impl Responder {
         match self.replay(alarm_name).await {
             Ok(Some(alarm)) => {
                 let dry_run = self.config.safety.dry_run || dry_run;
-                self.on_alarm(&alarm, info, dry_run, invocation).await
+                Box::pin(self.on_alarm(&alarm, info, dry_run, invocation)).await
             }
             Ok(None) => rejected(format!("alarm {alarm_name} does not exist")),
             Err(err) => invocation.timed(Report::new(

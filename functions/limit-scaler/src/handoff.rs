@@ -1,13 +1,15 @@
 //! A `Runbook Handoff` from another function's runbook (api-errors found a throttled table or
 //! function behind an API's 5xx). It is a trigger like an alarm: it is confirmed against what
-//! limit-scaler reads itself (the target throttles now), then its runbook runs under its own
-//! guards (managed, idempotency by the handoff id, lease, cooldown, brakes, budget, the sender's
-//! alarm still firing) and its own verification. A handoff that anyone could forge onto the bus
-//! therefore changes nothing that is not throttling, managed and within the caps.
+//! limit-scaler reads itself (the alarm it names fires, and the target throttles now), then its
+//! runbook runs under its own guards (managed, idempotency by the handoff id, lease, cooldown,
+//! brakes, budget) and its own verification. A handoff that anyone with events:PutEvents on the
+//! bus could forge therefore changes nothing that is not throttling while an alarm fires,
+//! managed and within the caps.
 
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use runbook_shared::aws::{AwsError, metric_query};
 use runbook_shared::handoff::{Handoff, HandoffTarget};
+use runbook_shared::recheck::{AlarmNow, alarm_now};
 use runbook_shared::report::{Outcome, Report, TriggerInfo};
 use runbook_shared::resource::Resource;
 use runbook_shared::safety::Invocation;
@@ -38,6 +40,37 @@ impl Scaler {
             "handed off by {}: {}",
             handoff.from, handoff.reason
         ));
+        // A handoff comes from a firing alarm, still firing: one that names none, or one that
+        // recovered or does not exist, changes nothing (a forged or stale event among them).
+        let Some(alarm) = handoff.alarm.as_deref() else {
+            return invocation.timed(report.finish(
+                Outcome::Rejected,
+                "a Runbook Handoff names the alarm that started it, and this one names none: nothing was changed",
+            ));
+        };
+        match alarm_now(&self.clients.cloudwatch, alarm).await {
+            Ok(AlarmNow::Firing) => {}
+            Ok(AlarmNow::NotFiring(now)) => {
+                return invocation.timed(report.finish(
+                    Outcome::NoAction,
+                    format!("handed off for alarm {alarm}, which is {now}: nothing was changed"),
+                ));
+            }
+            Ok(AlarmNow::Gone) => {
+                return invocation.timed(report.finish(
+                    Outcome::NoAction,
+                    format!(
+                        "handed off for alarm {alarm}, which does not exist: nothing was changed"
+                    ),
+                ));
+            }
+            Err(err) => {
+                return invocation.timed(report.finish(
+                    Outcome::Failed,
+                    format!("could not read alarm {alarm}, which the handoff names, so nothing was changed: {err}"),
+                ));
+            }
+        }
         match self.throttles_now(&handoff.target).await {
             Ok(throttles) if throttles > 0.0 => {
                 report.notes.push(format!(

@@ -6,11 +6,11 @@ use aws_sdk_cloudwatch::types::{
 };
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
-    QueuePair, TableSpec, capacity, create_audit_table, create_deployed_function, create_function,
-    create_limits_table, create_stack, depth, event_file, fail_all, function_arn,
-    handoffs_matching, lambda_alarm_event, lambda_uri, put_metric, queue_alarm_event,
-    received_events, rest_api, scheduled_event, send_messages, set_stack_status,
-    throttle_alarm_event,
+    QueuePair, TableSpec, alarm_in_state_on, api_alarm_event, capacity, create_audit_table,
+    create_deployed_function, create_function, create_limits_table, create_stack, depth,
+    event_file, fail_all, function_arn, handoffs_matching, lambda_alarm_event, lambda_uri,
+    put_metric, queue_alarm_event, received_events, rest_api, scheduled_event, send_messages,
+    set_stack_status, throttle_alarm_event,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -368,8 +368,13 @@ async fn alarm_responder(moto: &Moto, audit: &str) -> Result<(), Error> {
     println!(
         "REST API {api}: GET /orders invokes {worker}, whose ORDERS_TABLE {orders} recorded 40 write throttle events a minute ago"
     );
-    let triage = json!({"runbook": "api-errors", "api": api, "stage": "prod"});
-    show(&responder.report(&triage).await);
+    let alarm = format!("{api}-prod-5xx");
+    alarm_in_state_on(moto, &alarm, StateValue::Alarm).await;
+    show(
+        &responder
+            .report(&api_alarm_event(&alarm, "ALARM", true, &api))
+            .await,
+    );
     responder.stop().await;
 
     heading(

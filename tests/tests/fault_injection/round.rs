@@ -89,6 +89,12 @@ impl Round {
         let api = round.api();
         let alias_dimensions = [("FunctionName", api.as_str()), ("Resource", alias.as_str())];
         put_metric(moto, "AWS/Lambda", "Errors", &alias_dimensions, 3.0, 30).await;
+        runbook_tests::fixtures::alarm_in_state_on(
+            moto,
+            &format!("{}-prod-5xx", round.api()),
+            aws_sdk_cloudwatch::types::StateValue::Alarm,
+        )
+        .await;
         let table = [("TableName", round.base.as_str())];
         put_metric(
             moto,

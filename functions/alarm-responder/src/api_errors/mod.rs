@@ -194,20 +194,20 @@ pub enum Change {
     Handoff { handoff: Box<Handoff>, bus: String },
 }
 
-/// The trigger a hand-off runs under: the run's own, its event id suffixed with the runbook
-/// handed to, so that a retried run meets the first hand-off's record instead of acting twice.
-fn handed_trigger(ctx: &RunContext<'_, Responder>, runbook: &str) -> TriggerInfo {
-    match ctx.alarm {
-        Some(alarm) => TriggerInfo {
-            kind: alarm.kind,
-            name: Some(alarm.alarm_name.clone()),
-            event_id: Some(format!("{}/{runbook}", alarm.event_id)),
-        },
-        None => TriggerInfo {
-            kind: TriggerKind::Manual,
-            name: None,
-            event_id: Some(format!("{}/{runbook}", ctx.invocation.request_id)),
-        },
+/// The trigger a hand-off runs under: kind `handoff` (automatic: the cooldown, the budget and
+/// the brakes apply, whoever started the triage), the alarm that started it, and an event id
+/// from the triggering event, the runbook and the target, so that a retried run meets the first
+/// hand-off's record instead of acting twice. An alarm's event id is stable across
+/// redeliveries; a replay's or a manual run's request id is its own.
+fn handed_trigger(ctx: &RunContext<'_, Responder>, runbook: &str, target: &str) -> TriggerInfo {
+    let event = match ctx.alarm {
+        Some(alarm) if alarm.kind != TriggerKind::Manual => alarm.event_id.clone(),
+        _ => ctx.invocation.request_id.clone(),
+    };
+    TriggerInfo {
+        kind: TriggerKind::Handoff,
+        name: ctx.alarm_name().map(str::to_string),
+        event_id: Some(format!("{event}/{runbook}/{target}")),
     }
 }
 
@@ -289,6 +289,27 @@ impl Runbook<Responder> for ApiErrors {
             suspect.evidence = evidence;
             suspect.tables = tables;
         }
+        // Without a function's figures the ranking would be a guess (no errors read is not no
+        // errors): the run stops and says which reads failed.
+        let unread: Vec<String> = suspects
+            .iter()
+            .filter(|suspect| {
+                suspect.evidence.metrics.is_empty() && !suspect.evidence.errors.is_empty()
+            })
+            .map(|suspect| {
+                format!(
+                    "{} ({})",
+                    suspect.name(),
+                    suspect.evidence.errors.join("; ")
+                )
+            })
+            .collect();
+        if !unread.is_empty() {
+            return Err(failed(format!(
+                "the figures of {} could not be read",
+                unread.join(", ")
+            )));
+        }
         let causes = rank(&suspects);
         report.diagnosis = Some(json!({
             "api": {"kind": api.kind.as_str(), "id": api.id, "name": api.name},
@@ -327,6 +348,16 @@ impl Runbook<Responder> for ApiErrors {
             top.cause, top.target, top.figures
         );
         let handoff = |runbook: &str, to: HandoffTarget| {
+            // limit-scaler acts on a handoff only while the alarm it names fires.
+            let Some(alarm) = ctx.alarm_name() else {
+                let payload = match &to {
+                    HandoffTarget::Table { table, .. } => json!({"table": table}),
+                    HandoffTarget::Function { function } => json!({"function": function}),
+                };
+                return Decision::Skip(format!(
+                    "{said}: it is limit-scaler's {runbook} to remedy, and a run without an alarm hands nothing on: invoke limit-scaler with {payload} (add \"dry_run\": true to see its plan); nothing was changed"
+                ));
+            };
             let Some(bus) = ctx.config.handoff_bus.clone() else {
                 return Decision::Skip(format!(
                     "{said}: it is limit-scaler's {runbook} to remedy, but REPORT_EVENT_BUS is off, so the handoff cannot be sent; nothing was changed"
@@ -334,12 +365,14 @@ impl Runbook<Responder> for ApiErrors {
             };
             Decision::Act(Change::Handoff {
                 handoff: Box::new(Handoff {
-                    handoff_id: handed_trigger(ctx, runbook).event_id.unwrap_or_default(),
+                    handoff_id: handed_trigger(ctx, runbook, &to.name())
+                        .event_id
+                        .unwrap_or_default(),
                     to: runbook_shared::handoff::LIMIT_SCALER.into(),
                     runbook: runbook.into(),
                     evidence: json!(d.evidence.get(&top.target)),
                     target: to,
-                    alarm: ctx.alarm_name().map(str::to_string),
+                    alarm: Some(alarm.to_string()),
                     from: format!("{FUNCTION}/{RUNBOOK} on {target}"),
                     reason: said.clone(),
                 }),
@@ -429,7 +462,8 @@ impl Runbook<Responder> for ApiErrors {
             } => {
                 // Its own run: its managed check, idempotency, lease, cooldown, evidence,
                 // brakes, budget, intent and verification.
-                let info = handed_trigger(ctx, crate::lambda_rollback::RUNBOOK);
+                let alias = format!("{}:{}", rollback.function, rollback.alias);
+                let info = handed_trigger(ctx, crate::lambda_rollback::RUNBOOK, &alias);
                 let handed = Report::new(FUNCTION, info, Outcome::NoAction, "");
                 let inner = RunContext::new(ctx.function, ctx.invocation, ctx.alarm);
                 let report = Box::pin(run(&inner, rollback.clone(), handed)).await;
@@ -457,8 +491,9 @@ impl Runbook<Responder> for ApiErrors {
         }
     }
 
-    /// The hand-off's result, and the 5xx alarm's return to OK awaited (closed by its OK
-    /// transition or the sweep).
+    /// The hand-off's result. A rollback is verified by its own run (its alarm's return to OK
+    /// closes it, one verification per incident); a handoff to limit-scaler leaves the 5xx
+    /// alarm's return to OK awaited (closed by its OK transition or the sweep).
     async fn verify(
         &self,
         ctx: &RunContext<'_, Responder>,
@@ -467,42 +502,66 @@ impl Runbook<Responder> for ApiErrors {
         summary: &str,
         report: &mut Report,
     ) -> Ending {
-        let check = match change {
+        match change {
             Change::Rollback {
                 report: Some(handed),
                 ..
             } => {
-                let (outcome, reason) = (handed.outcome, handed.reason.clone());
                 // The hand-off counts as applied only if the rollback changed something (a
                 // skipped or planned rollback changed nothing).
                 let changed = handed.actions.iter().any(|action| action.applied);
                 for action in &mut report.actions {
                     action.applied &= changed;
                 }
+                // What calls for a person travels up: the report's events and notifications
+                // are the outer report's.
+                report.escalation.clone_from(&handed.escalation);
+                report.stack_drift.clone_from(&handed.stack_drift);
+                let said = format!("{summary}; lambda-rollback: {}", handed.reason);
+                report.verification = Verification {
+                    status: runbook_shared::report::VerificationStatus::NotApplicable,
+                    checks: vec![Check::new(
+                        "handoff",
+                        changed,
+                        "lambda-rollback changed the alias, and verifies it in its own record",
+                        format!(
+                            "{:?}: audit {}",
+                            handed.outcome,
+                            handed.audit_id.as_deref().unwrap_or("none")
+                        ),
+                    )],
+                    settle_by: None,
+                };
+                let outcome = handed.outcome;
                 report.details = Some(json!({"handoff": handed}));
-                let said = format!("{summary}; lambda-rollback: {reason}");
-                if outcome != Outcome::Remediated {
-                    return Ending::new(outcome, said);
-                }
-                Check::new("handoff", true, "lambda-rollback remediated", reason)
+                Ending::new(outcome, said)
             }
             Change::Rollback { report: None, .. } => {
-                return Ending::failed(format!("{summary}, but lambda-rollback did not report"));
+                Ending::failed(format!("{summary}, but lambda-rollback did not report"))
             }
-            Change::Handoff { handoff, bus } => Check::new(
-                "handoff",
-                true,
-                format!(
-                    "a {} event to {}",
-                    runbook_shared::handoff::DETAIL_TYPE,
-                    handoff.to
-                ),
-                format!("sent to bus {bus} as {}", handoff.handoff_id),
-            ),
-        };
-        report.verification =
-            Verification::awaiting(vec![check], true, ctx.alarm_name(), self.awaited(&d.api));
-        Ending::remediated(summary)
+            Change::Handoff { handoff, bus } => {
+                let check = Check::new(
+                    "handoff",
+                    true,
+                    format!(
+                        "a {} event to {}",
+                        runbook_shared::handoff::DETAIL_TYPE,
+                        handoff.to
+                    ),
+                    format!("sent to bus {bus} as {}", handoff.handoff_id),
+                );
+                report.verification = Verification::awaiting(
+                    vec![check],
+                    true,
+                    ctx.alarm_name(),
+                    self.awaited(&d.api),
+                );
+                Ending::remediated(format!(
+                    "{summary}; limit-scaler confirms the throttling and acts under its own guards, reporting under trigger {}",
+                    handoff.handoff_id
+                ))
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::Responder;
 /// API Gateway's default integration timeout (REST APIs: at most 29 s; HTTP APIs: 30 s).
 const REST_TIMEOUT_MS: i64 = 29_000;
 const HTTP_TIMEOUT_MS: i64 = 30_000;
-/// Pages read of one list (500 items each): an API with more is read in part, and says so.
+/// Pages read of one list (500 items each): an account or API with more is refused, named.
 const MAX_PAGES: usize = 20;
 
 /// The API, found.
@@ -39,6 +39,21 @@ pub struct Invoked {
 pub struct Integrations {
     pub invoked: Vec<Invoked>,
     pub unresolved: Vec<String>,
+}
+
+/// A list longer than a triage reads: refused, not read in part.
+fn too_many(what: &str) -> String {
+    format!(
+        "there are more than {} {what}, more than a triage reads: run the runbooks of the functions behind the API by hand",
+        MAX_PAGES * 500
+    )
+}
+
+/// The same for the HTTP API lists read in one page of 500.
+fn too_many_http(what: &str) -> String {
+    format!(
+        "there are more than 500 {what}, more than a triage reads: run the runbooks of the functions behind the API by hand"
+    )
 }
 
 fn read_error(api: &str, resource: &str) -> impl Fn(AwsError) -> String {
@@ -110,10 +125,10 @@ impl Responder {
             }));
             position = page.position().map(str::to_string);
             if position.is_none() {
-                break;
+                return Ok(found);
             }
         }
-        Ok(found)
+        Err(too_many("REST APIs in this region"))
     }
 
     async fn http_apis_named(&self, wanted: &str) -> Result<Vec<Api>, String> {
@@ -141,10 +156,10 @@ impl Responder {
             }));
             token = page.next_token().map(str::to_string);
             if token.is_none() {
-                break;
+                return Ok(found);
             }
         }
-        Ok(found)
+        Err(too_many("HTTP APIs in this region"))
     }
 
     /// The stage's variables (for integration URIs that name `${stageVariables.x}`); the stage
@@ -205,9 +220,14 @@ impl Responder {
                 .apigatewayv2
                 .get_stages()
                 .api_id(&api.id)
+                .max_results("500")
                 .send()
                 .await
-                .map_err(|err| AwsError::from_sdk("apigateway:GET", &what, &err).to_string())?
+                .map_err(|err| AwsError::from_sdk("apigateway:GET", &what, &err).to_string())
+                .and_then(|page| match page.next_token() {
+                    Some(_) => Err(too_many_http(&format!("stages in HTTP API {}", api.id))),
+                    None => Ok(page),
+                })?
                 .items()
                 .iter()
                 .filter_map(|stage| stage.stage_name().map(str::to_string))
@@ -292,11 +312,11 @@ impl Responder {
             }
             position = page.position().map(str::to_string);
             if position.is_none() {
-                break;
+                routes.sort();
+                return Ok(routes);
             }
         }
-        routes.sort();
-        Ok(routes)
+        Err(too_many(&format!("resources in REST API {id}")))
     }
 
     /// (route keys, integration URI, timeout) of every integration of an HTTP API.
@@ -315,6 +335,11 @@ impl Responder {
             .map_err(|err| AwsError::from_sdk("apigateway:GET", &what, &err).to_string())?;
         let routes =
             routes.map_err(|err| AwsError::from_sdk("apigateway:GET", &what, &err).to_string())?;
+        if integrations.next_token().is_some() || routes.next_token().is_some() {
+            return Err(too_many_http(&format!(
+                "integrations or routes in HTTP API {id}"
+            )));
+        }
         let mut found = Vec::new();
         for integration in integrations.items() {
             let (Some(integration_id), Some(uri)) =
