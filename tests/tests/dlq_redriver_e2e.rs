@@ -78,7 +78,12 @@ async fn alarm_inspects_then_manual_redrive_and_purge_through_the_binary() {
         .report(&event_file("manual-dlq-redrive.json", &names))
         .await;
     assert_eq!(redriven["outcome"], "remediated", "{redriven}");
-    assert_eq!(redriven["verification"]["status"], "verified");
+    // The ledger reconciled; the messages must still stay out for the verification window.
+    assert_eq!(redriven["verification"]["status"], "pending");
+    assert_eq!(
+        redriven["verification"]["checks"][2]["name"],
+        "redriven_stay_out"
+    );
     assert_eq!(redriven["details"]["ledger"]["moved"], 12);
     assert_eq!(depth(&sqs, &pair.dlq).await, 0);
     assert_eq!(depth(&sqs, &pair.source).await, 12);
@@ -191,7 +196,7 @@ async fn killing_the_function_mid_redrive_never_loses_a_message() {
         .report(&json!({"dlq": pair.dlq.name, "action": "redrive", "rate_per_second": 1000}))
         .await;
     assert_eq!(report["outcome"], "remediated", "{report}");
-    assert_eq!(report["verification"]["status"], "verified", "{report}");
+    assert_eq!(report["verification"]["status"], "pending", "{report}");
     assert_eq!(depth(&sqs, &pair.dlq).await, 0);
     let home: HashSet<String> = ids_in(&peek_all(&sqs, &pair.source).await)
         .into_iter()

@@ -81,6 +81,11 @@ impl Redriver {
             };
             by_source.entry(source).or_default().push(message.summary());
         }
+        let returned: Vec<_> = sampled
+            .iter()
+            .filter_map(crate::returned::Returned::of)
+            .collect();
+        self.settle_returned(dlq, &returned, &mut report).await;
         let after = queues::describe(&self.clients.sqs, &dlq.name, &dlq.url).await;
         report.details = Some(json!({
             "count": {"visible": dlq.visible, "in_flight": dlq.in_flight, "delayed": dlq.delayed},

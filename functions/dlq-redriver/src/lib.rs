@@ -13,6 +13,7 @@ pub mod purge;
 pub mod queues;
 pub mod redrive;
 pub mod request;
+pub mod returned;
 
 use std::time::Duration;
 

@@ -389,3 +389,68 @@ async fn held_messages_are_released_within_the_deadline() {
     );
     assert_eq!(depth(&setup.sqs, &pair.dlq).await, 100, "nothing lost");
 }
+
+/// A redrive nobody saw fail again is settled by the sweep on the DLQ's depth: verified when it
+/// holds no more than the redrive left behind, failed when failures arrived since.
+#[tokio::test]
+async fn the_sweep_settles_an_open_redrive_by_what_arrived_in_the_dlq_since() {
+    let setup = Setup::new().await;
+    let sweep = |store: AuditStore| async move {
+        let sqs = moto().sqs();
+        let (cloudwatch, cloudformation) = (moto().cloudwatch(), moto().cloudformation());
+        let clients = health_prober::sweep::SweepClients {
+            cloudwatch: &cloudwatch,
+            cloudformation: &cloudformation,
+            sqs: &sqs,
+            dynamodb: &moto().dynamodb(),
+        };
+        health_prober::sweep::settle_pending(
+            &store,
+            &clients,
+            &health_prober::sweep::Window {
+                after: chrono::Duration::zero(),
+                give_up: chrono::Duration::hours(24),
+            },
+            Deadline::after(Duration::from_secs(30)),
+        )
+        .await
+        .expect("sweep")
+    };
+    let mut statuses = Vec::new();
+    for arrives in [false, true] {
+        let pair = QueuePair::create(&setup.sqs, "managed-settle", false).await;
+        let bodies: Vec<String> = (0..4).map(|i| json!({"id": i}).to_string()).collect();
+        send_messages(&setup.sqs, &pair.source, &bodies, None, &[]).await;
+        fail_all(&setup.sqs, &pair.source).await;
+        let report = run(
+            &setup.redriver(&[]),
+            json!({"dlq": pair.dlq.name, "action": "redrive"}),
+        )
+        .await;
+        assert_eq!(
+            report.verification.status,
+            VerificationStatus::Pending,
+            "{report:?}"
+        );
+        if arrives {
+            send_messages(
+                &setup.sqs,
+                &pair.dlq,
+                &["{\"id\": \"new\"}".to_string()],
+                None,
+                &[],
+            )
+            .await;
+        }
+        let settled = sweep(setup.audit_store()).await;
+        let settled = settled
+            .iter()
+            .find(|s| Some(&s.audit_id) == report.audit_id.as_ref())
+            .unwrap_or_else(|| panic!("{settled:?}"));
+        statuses.push(settled.status);
+    }
+    assert_eq!(
+        statuses,
+        [VerificationStatus::Verified, VerificationStatus::Failed]
+    );
+}

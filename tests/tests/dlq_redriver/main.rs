@@ -5,6 +5,7 @@ mod guards;
 mod inspect_purge;
 mod redrive;
 mod replayed;
+mod returned;
 
 use std::time::{Duration, Instant};
 

@@ -23,9 +23,11 @@ async fn redrive_moves_every_message_home_keeping_attributes_and_counting_redriv
     )
     .await;
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    // The ledger reconciles now; whether the messages stay out, the verification window says
+    // (tests/tests/dlq_redriver/returned.rs).
     assert_eq!(
         report.verification.status,
-        VerificationStatus::Verified,
+        VerificationStatus::Pending,
         "{:?}",
         report.verification
     );
@@ -272,7 +274,7 @@ async fn filters_poison_and_attribute_limit_stay_in_the_dlq() {
     );
     assert_eq!(
         report.verification.status,
-        VerificationStatus::Verified,
+        VerificationStatus::Pending,
         "{:?}",
         report.verification
     );
@@ -373,7 +375,7 @@ async fn a_run_stopped_by_the_deadline_reports_progress_and_the_next_run_continu
         "{}",
         first.reason
     );
-    assert_eq!(first.verification.status, VerificationStatus::Verified);
+    assert_eq!(first.verification.status, VerificationStatus::Pending);
     assert_eq!(depth(&setup.sqs, &pair.dlq).await, 60 - moved);
 
     // Not held back by the cooldown: the next run continues and finishes.

@@ -84,6 +84,8 @@ pub struct RedriveResult {
     /// Messages a person's target took although they name another queue: (id, named queue).
     pub retargeted: Vec<Value>,
     pub not_deleted_ids: Vec<String>,
+    /// Messages an earlier redrive sent that came back (they carry `redrive-count`).
+    pub returned: Vec<crate::returned::Returned>,
     /// Lambda OnFailure destination records among the messages sent (the envelope, not the
     /// original event, is what the target receives).
     pub lambda_records: u64,

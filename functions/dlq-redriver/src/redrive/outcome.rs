@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use runbook_shared::deadline::{Deadline, poll_until};
 use runbook_shared::report::{
-    Action, Check, Outcome, Report, Verification, VerificationStatus, capped, some_of,
+    Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus, capped, some_of,
 };
 use runbook_shared::runbook::{Ending, RunContext};
 use serde_json::{Value, json};
@@ -127,15 +127,32 @@ pub(super) async fn reconcile(
         });
     }
     let verified = checks.iter().all(|check| check.ok);
+    // Moved messages stay out only if their consumer now takes them: the check stays open for
+    // the verification window (settled failed by a message that comes back, else by the
+    // sweep on the DLQ's depth: more than this run left means failures are arriving again).
+    let open = match &dlq_after {
+        Ok(after) if verified && ledger.moved > 0 => Some(SettleBy::QueueDepth {
+            name: dlq.name.clone(),
+            url: dlq.url.clone(),
+            below: after.depth() + 1,
+        }),
+        _ => None,
+    };
+    if open.is_some() {
+        checks.push(crate::returned::stayed_out(ledger.moved, &dlq.name));
+    }
     report.verification = Verification {
-        settle_by: None,
-        status: if verified {
+        status: if open.is_some() {
+            VerificationStatus::Pending
+        } else if verified {
             VerificationStatus::Verified
         } else {
             VerificationStatus::Failed
         },
+        settle_by: open,
         checks,
     };
+    ctx.settle_returned(dlq, &result.returned, report).await;
     let complete = result.stopped_early.is_none() && result.error.is_none();
     let seconds = result.elapsed.as_secs_f64().max(0.001);
     report.details = Some(json!({

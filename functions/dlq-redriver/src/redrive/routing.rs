@@ -49,6 +49,12 @@ impl Run<'_> {
         message: &Received,
         now: DateTime<Utc>,
     ) -> Option<(usize, SendMessageBatchRequestEntry)> {
+        if let Some(returned) = crate::returned::Returned::of(message) {
+            let result = &mut self.state().result;
+            if !result.returned.iter().any(|seen| seen.id == returned.id) {
+                result.returned.push(returned);
+            }
+        }
         if self.held_behind(message) {
             return None;
         }

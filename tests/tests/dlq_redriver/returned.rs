@@ -1,0 +1,158 @@
+//! After a redrive: its verification stays open, and a redriven message that comes back to the
+//! DLQ (its redrive-count set, sent by the redrive) settles it as failed, seen by the next
+//! inspection or redrive; otherwise the sweep settles it by the DLQ's depth.
+
+use runbook_shared::audit::{AuditRecord, AuditStore};
+use runbook_shared::report::SettleBy;
+
+use super::*;
+
+/// The audit record of `audit_id` on the DLQ, as it stands now.
+async fn record(setup: &Setup, dlq: &str, audit_id: &str) -> AuditRecord {
+    let store = AuditStore::new(moto().dynamodb(), setup.audit.clone(), 30);
+    let key = format!(
+        "arn:aws:sqs:{}:{}:{dlq}",
+        runbook_tests::moto::REGION,
+        runbook_tests::moto::ACCOUNT
+    );
+    store
+        .history(&key)
+        .await
+        .expect("history")
+        .into_iter()
+        .find(|record| record.audit_id == audit_id)
+        .expect("the redrive's record")
+}
+
+/// Five messages failed into the DLQ and redriven home: the redrive's report.
+async fn redriven(setup: &Setup, pair: &QueuePair) -> Report {
+    send_messages(&setup.sqs, &pair.source, &bodies("back", 5), None, &[]).await;
+    fail_all(&setup.sqs, &pair.source).await;
+    let report = run(
+        &setup.redriver(&[]),
+        json!({"dlq": pair.dlq.name, "action": "redrive"}),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:#?}");
+    report
+}
+
+#[tokio::test]
+async fn a_redrive_stays_open_until_its_messages_stay_out() {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-stays", false).await;
+    let report = redriven(&setup, &pair).await;
+    assert_eq!(
+        report.verification.status,
+        VerificationStatus::Pending,
+        "{:#?}",
+        report.verification
+    );
+    let open: Vec<&str> = report
+        .verification
+        .checks
+        .iter()
+        .filter(|check| check.is_awaited())
+        .map(|check| check.name.as_str())
+        .collect();
+    assert_eq!(open, ["redriven_stay_out"]);
+    assert_eq!(
+        report.verification.settle_by,
+        Some(SettleBy::QueueDepth {
+            name: pair.dlq.name.clone(),
+            url: pair.dlq.url.clone(),
+            below: 1,
+        })
+    );
+}
+
+#[tokio::test]
+async fn redriven_messages_that_come_back_fail_the_redrive_when_an_inspection_sees_them() {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-back", false).await;
+    let first = redriven(&setup, &pair).await;
+    let audit_id = first.audit_id.clone().expect("audit id");
+    // The consumer still fails them: they are back in the DLQ, redrive-count 1.
+    fail_all(&setup.sqs, &pair.source).await;
+    assert_eq!(depth(&setup.sqs, &pair.dlq).await, 5);
+
+    let inspected = run(
+        &setup.redriver(&[]),
+        json!({"dlq": pair.dlq.name, "action": "inspect"}),
+    )
+    .await;
+
+    assert!(
+        inspected
+            .notes
+            .iter()
+            .any(|note| note.contains(&format!("the redrive {audit_id} of"))
+                && note.contains("failed its verification: 5 of the messages it sent came back")),
+        "{inspected:#?}"
+    );
+    let settled = record(&setup, &pair.dlq.name, &audit_id).await;
+    let verification = &settled.report.verification;
+    assert_eq!(verification.status, VerificationStatus::Failed);
+    let check = verification
+        .checks
+        .iter()
+        .find(|check| check.name == "redriven_stay_out")
+        .expect("the check");
+    assert!(!check.ok);
+    assert!(
+        check.observed.starts_with("5 came back"),
+        "{}",
+        check.observed
+    );
+    assert!(
+        check.observed.contains("(redrive-count 1)"),
+        "{}",
+        check.observed
+    );
+}
+
+#[tokio::test]
+async fn the_next_redrive_fails_the_one_whose_messages_came_back_and_messages_from_before_it_do_not()
+ {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-again", false).await;
+    let first = redriven(&setup, &pair).await;
+    fail_all(&setup.sqs, &pair.source).await;
+    let second = run(
+        &setup.redriver(&[]),
+        json!({"dlq": pair.dlq.name, "action": "redrive"}),
+    )
+    .await;
+    assert_eq!(second.outcome, Outcome::Remediated, "{second:#?}");
+    let first_id = first.audit_id.clone().expect("audit id");
+    assert!(
+        second
+            .notes
+            .iter()
+            .any(|note| note.contains(&format!("the redrive {first_id} of"))),
+        "{second:#?}"
+    );
+    let settled = record(&setup, &pair.dlq.name, &first_id).await;
+    assert_eq!(
+        settled.report.verification.status,
+        VerificationStatus::Failed
+    );
+    // The second redrive is open in turn; its messages come back too, but an inspection settles
+    // only the second: the first is closed, and what it sent is older than the second.
+    let second_id = second.audit_id.clone().expect("audit id");
+    assert_eq!(second.verification.status, VerificationStatus::Pending);
+    fail_all(&setup.sqs, &pair.source).await;
+    let inspected = run(
+        &setup.redriver(&[]),
+        json!({"dlq": pair.dlq.name, "action": "inspect"}),
+    )
+    .await;
+    let notes: Vec<&String> = inspected
+        .notes
+        .iter()
+        .filter(|note| note.contains("failed its verification"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains(&second_id), "{notes:?}");
+    assert!(notes[0].contains("(redrive-count 2)"), "{notes:?}");
+}
