@@ -119,8 +119,23 @@ fn env(moto: &Moto, audit: &str, extra: &[(&str, String)]) -> Vec<(String, Strin
     let mut env = moto.function_env();
     env.push(("AUDIT_TABLE".into(), audit.into()));
     env.push(("MANAGED_RESOURCES".into(), "bench-*".into()));
+    // Every run changes a resource of its own within seconds: the budget and the change brake
+    // (tests/tests/brakes.rs) would stop most of them, and this measures the work.
+    env.push(("MAX_ACTIONS_PER_HOUR".into(), "1000".into()));
+    env.push(("MAX_CHANGES_PER_WINDOW".into(), "1000".into()));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     env
+}
+
+/// An events/ file as a new event: its own id, so that every run does the work (with the
+/// file's fixed id, every run after the first would be answered from the first one's record,
+/// which measures the duplicate-event path, not the runbook).
+fn fresh_event(name: &str, replacements: &[(&str, &str)]) -> Value {
+    let mut event = event_file(name, replacements);
+    if event.get("id").is_some() {
+        event["id"] = json!(uuid::Uuid::new_v4().to_string());
+    }
+    event
 }
 
 /// A typical event for the function, on resources of its own.
@@ -135,7 +150,7 @@ async fn typical_event(
             let table = spec.name.clone();
             spec.create(&moto.dynamodb()).await;
             (
-                event_file("dynamodb-throttle-alarm.json", &[("orders", &table)]),
+                fresh_event("dynamodb-throttle-alarm.json", &[("orders", &table)]),
                 vec![],
             )
         }
@@ -145,7 +160,7 @@ async fn typical_event(
             let bodies: Vec<String> = (0..25).map(|i| json!({"id": i}).to_string()).collect();
             send_messages(&sqs, &pair.dlq, &bodies, None, &[]).await;
             (
-                event_file("sqs-dlq-alarm.json", &[("orders", &pair.source.name)]),
+                fresh_event("sqs-dlq-alarm.json", &[("orders", &pair.source.name)]),
                 vec![],
             )
         }
@@ -154,7 +169,7 @@ async fn typical_event(
             let name = format!("{base}-api");
             create_deployed_function(moto, &name, "2").await;
             (
-                event_file("lambda-errors-alarm.json", &[("orders", &base)]),
+                fresh_event("lambda-errors-alarm.json", &[("orders", &base)]),
                 vec![],
             )
         }
@@ -167,7 +182,7 @@ async fn typical_event(
                 {"name": "table", "kind": "dynamodb_table", "table": table},
             ]);
             (
-                event_file("scheduled-event.json", &[]),
+                fresh_event("scheduled-event.json", &[]),
                 vec![("PROBES", probes.to_string())],
             )
         }
@@ -240,7 +255,7 @@ async fn alarm_to_verified(moto: &Moto) -> Result<Value, Error> {
         let spec = TableSpec::provisioned("bench-orders", 5, 5);
         let table = spec.name.clone();
         spec.create(&moto.dynamodb()).await;
-        let event = event_file("dynamodb-throttle-alarm.json", &[("orders", &table)]);
+        let event = fresh_event("dynamodb-throttle-alarm.json", &[("orders", &table)]);
         let started = Instant::now();
         let report = process.report(&event).await;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
