@@ -136,12 +136,15 @@ pub enum SettleBy {
     /// The DynamoDB backup is AVAILABLE (verified), or gone or failed (failed); still CREATING
     /// stays pending.
     Backup { arn: String },
-    /// The queue holds fewer messages than `below` (a purge removed what was there; failures
-    /// arriving faster than that mean the cause is still there).
+    /// The queue holds fewer messages than `below` (a purge removed what was there, a redrive
+    /// left that many behind; more means failures arrive again), once `not_before` has passed
+    /// (a redriven message needs its source's visibility timeout × maxReceiveCount to fail back).
     QueueDepth {
         name: String,
         url: String,
         below: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 

@@ -118,8 +118,15 @@ async fn a_fresh_deploy_behind_the_api_is_rolled_back_through_lambda_rollback_an
     let ok = responder
         .handle(api_alarm_event(&alarm, "OK", true, &api), &invocation())
         .await;
-    assert_eq!(ok.runbook.as_deref(), Some("api-errors"));
-    assert_eq!(ok.outcome, Outcome::NoAction, "{ok:#?}");
+    // The API's alarm going OK closes the rollback's verification.
+    assert_eq!(ok.runbook.as_deref(), Some("lambda-rollback"), "{ok:#?}");
+    assert_eq!(ok.target, Some(format!("{function}:live")));
+    assert_eq!(
+        ok.verification.status,
+        VerificationStatus::Verified,
+        "{ok:#?}"
+    );
+    assert_eq!(ok.audit_id, handed["audit_id"].as_str().map(str::to_string));
 }
 
 /// An alarm on the API's 5xx, in ALARM in moto, as `{"alarm_name": …}` replays read it.

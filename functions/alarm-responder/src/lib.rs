@@ -401,9 +401,14 @@ impl Responder {
             AlarmState::Ok => {
                 let report = Report::new(FUNCTION, info.clone(), Outcome::NoAction, "");
                 let resource = job.resource(&self.config.safety.home);
-                let close = self
-                    .safety
-                    .close_on_ok(job.runbook().id(), &resource, alarm, report);
+                // An API's alarm going OK verifies the rollback api-errors handed off, which
+                // keeps the incident's one open verification.
+                let handed = match &job {
+                    Job::Api(_) => self.handed_rollback(&resource).await,
+                    _ => None,
+                };
+                let (runbook, resource) = handed.unwrap_or((job.runbook().id(), resource));
+                let close = self.safety.close_on_ok(runbook, &resource, alarm, report);
                 self.safety
                     .once(FUNCTION, &info, false, invocation, close)
                     .await
@@ -422,6 +427,22 @@ impl Responder {
                 invocation.timed(report)
             }
         }
+    }
+
+    /// The alias the latest api-errors run on `api` handed to lambda-rollback (within the
+    /// verification's give-up time), if it handed one.
+    async fn handed_rollback(&self, api: &ResourceId) -> Option<(&'static str, ResourceId)> {
+        let since = chrono::Utc::now() - chrono::Duration::hours(24);
+        let record = self
+            .safety
+            .audit
+            .last_remediation_since(&api.key(), api_errors::RUNBOOK, since)
+            .await
+            .inspect_err(|err| tracing::warn!(error = %err, "the handed-off rollback could not be looked up"))
+            .ok()??;
+        let handed = record.report.details.as_ref()?.get("handoff")?;
+        let alias = ResourceId::from_key(handed.get("resource")?.as_str()?)?;
+        Some((lambda_rollback::RUNBOOK, alias))
     }
 
     async fn run(

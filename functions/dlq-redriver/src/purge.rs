@@ -164,6 +164,7 @@ impl Runbook<Redriver> for Purge {
                 name: dlq.name.clone(),
                 url: dlq.url.clone(),
                 below: removed,
+                not_before: None,
             }),
         };
         report.details = Some(json!({"removed": removed}));

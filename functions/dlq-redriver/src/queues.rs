@@ -93,6 +93,10 @@ pub struct Queue {
     /// The largest message it accepts (bytes of body and attributes).
     #[serde(skip)]
     pub max_message_size: i64,
+    /// How long a message sent to it takes at least to fail into its DLQ: its visibility
+    /// timeout × its RedrivePolicy's maxReceiveCount, plus its delay (0 without a policy).
+    #[serde(skip)]
+    pub fails_back_after_seconds: i64,
 }
 
 impl Queue {
@@ -192,6 +196,18 @@ pub async fn describe(sqs: &Client, name: &str, url: &str) -> Result<Queue, AwsE
             .get(&QueueAttributeName::MaximumMessageSize)
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+        fails_back_after_seconds: attributes
+            .get(&QueueAttributeName::RedrivePolicy)
+            .and_then(|policy| serde_json::from_str::<serde_json::Value>(policy).ok())
+            .and_then(|policy| match &policy["maxReceiveCount"] {
+                serde_json::Value::Number(n) => n.as_i64(),
+                serde_json::Value::String(s) => s.parse().ok(),
+                _ => None,
+            })
+            .map_or(0, |receives| {
+                number(QueueAttributeName::VisibilityTimeout) * receives
+                    + number(QueueAttributeName::DelaySeconds)
+            }),
     })
 }
 

@@ -139,9 +139,19 @@ async fn check(
         Some(SettleBy::Alarm { name }) => alarm_state(clients.cloudwatch, name).await,
         Some(SettleBy::Stack { name }) => stack_state(clients.cloudformation, name).await,
         Some(SettleBy::Backup { arn }) => backup_state(clients.dynamodb, arn).await,
-        Some(SettleBy::QueueDepth { name, url, below }) => {
-            queue_depth(clients.sqs, name, url, *below).await
-        }
+        Some(SettleBy::QueueDepth {
+            not_before: Some(not_before),
+            ..
+        }) if *not_before > now => Ok((
+            VerificationStatus::Pending,
+            format!(
+                "not before {}: what was sent back needs its queue's visibility timeout × maxReceiveCount to fail back",
+                runbook_shared::audit::timestamp(*not_before)
+            ),
+        )),
+        Some(SettleBy::QueueDepth {
+            name, url, below, ..
+        }) => queue_depth(clients.sqs, name, url, *below).await,
         Some(SettleBy::Metric {
             namespace,
             metrics,
@@ -166,8 +176,9 @@ async fn check(
     }
 }
 
-/// A purge is verified when the queue holds fewer messages than it removed; as many or more
-/// means failures keep arriving (the cause is still there).
+/// Verified when the queue holds fewer messages than `below` (a purge: what it removed; a
+/// redrive: what it left behind, plus one); as many or more means failures keep arriving (the
+/// cause is still there).
 async fn queue_depth(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
@@ -198,16 +209,12 @@ async fn queue_depth(
     Ok(if depth < below {
         (
             VerificationStatus::Verified,
-            format!(
-                "queue {name} holds {depth} messages, fewer than the {below} the purge removed"
-            ),
+            format!("queue {name} holds {depth} messages, fewer than {below}"),
         )
     } else {
         (
             VerificationStatus::Failed,
-            format!(
-                "queue {name} holds {depth} messages again, as many as the {below} the purge removed: failures keep arriving"
-            ),
+            format!("queue {name} holds {depth} messages, {below} or more: failures keep arriving"),
         )
     })
 }

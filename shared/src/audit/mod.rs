@@ -273,6 +273,17 @@ impl AuditStore {
         resource: &str,
         runbook: &str,
     ) -> Result<Option<AuditRecord>, AwsError> {
+        Ok(self.pending(resource, runbook, 1).await?.into_iter().next())
+    }
+
+    /// The resource's records of `runbook` whose verification is still open, newest first, at
+    /// most `at_most` (reading stops once it has them).
+    pub async fn pending(
+        &self,
+        resource: &str,
+        runbook: &str,
+        at_most: usize,
+    ) -> Result<Vec<AuditRecord>, AwsError> {
         let mut pages = self
             .client
             .query()
@@ -286,13 +297,16 @@ impl AuditStore {
             .consistent_read(true)
             .into_paginator()
             .send();
+        let mut found = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| self.err("dynamodb:Query", &err))?;
-            if let Some(record) = page.items().iter().find_map(AuditRecord::from_item) {
-                return Ok(Some(record));
+            found.extend(page.items().iter().filter_map(AuditRecord::from_item));
+            if found.len() >= at_most {
+                found.truncate(at_most);
+                break;
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// The oldest `at_most` records whose verification is still open and that started before

@@ -56,14 +56,20 @@ async fn a_redrive_stays_open_until_its_messages_stay_out() {
         .map(|check| check.name.as_str())
         .collect();
     assert_eq!(open, ["redriven_stay_out"]);
-    assert_eq!(
-        report.verification.settle_by,
-        Some(SettleBy::QueueDepth {
-            name: pair.dlq.name.clone(),
-            url: pair.dlq.url.clone(),
-            below: 1,
-        })
-    );
+    // Nothing left behind; and a message sent home needs the source's visibility timeout (30 s)
+    // × maxReceiveCount (1) to fail back, so the sweep waits that long at least.
+    let Some(SettleBy::QueueDepth {
+        name,
+        below,
+        not_before: Some(not_before),
+        ..
+    }) = &report.verification.settle_by
+    else {
+        panic!("{:#?}", report.verification)
+    };
+    assert_eq!((name, *below), (&pair.dlq.name, 1));
+    let wait = (*not_before - chrono::Utc::now()).num_seconds();
+    assert!((25..=30).contains(&wait), "{wait} s");
 }
 
 #[tokio::test]
@@ -155,4 +161,44 @@ async fn the_next_redrive_fails_the_one_whose_messages_came_back_and_messages_fr
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].contains(&second_id), "{notes:?}");
     assert!(notes[0].contains("(redrive-count 2)"), "{notes:?}");
+}
+
+#[tokio::test]
+async fn messages_a_redrive_did_not_send_do_not_fail_it() {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-other", false).await;
+    let other = QueuePair::source_of(
+        &setup.sqs,
+        &runbook_tests::unique("managed-other-b"),
+        &pair.dlq,
+        false,
+    )
+    .await;
+    let first = redriven(&setup, &pair).await;
+    // Back through the other source, and counted as redriven once (by some other run): not
+    // what this redrive sent, although they arrive while it is open.
+    send_messages(
+        &setup.sqs,
+        &other,
+        &bodies("elsewhere", 3),
+        None,
+        &[("redrive-count", "1")],
+    )
+    .await;
+    fail_all(&setup.sqs, &other).await;
+    let inspected = run(
+        &setup.redriver(&[]),
+        json!({"dlq": pair.dlq.name, "action": "inspect"}),
+    )
+    .await;
+    assert!(
+        !inspected
+            .notes
+            .iter()
+            .any(|note| note.contains("failed its verification")),
+        "{inspected:#?}"
+    );
+    let audit_id = first.audit_id.clone().expect("audit id");
+    let open = record(&setup, &pair.dlq.name, &audit_id).await;
+    assert_eq!(open.report.verification.status, VerificationStatus::Pending);
 }

@@ -38,6 +38,8 @@ pub const NAMESPACE: &str = "AWS/ApiGateway";
 /// REST APIs' 5xx metric (dimension `ApiName`), and HTTP APIs' (dimension `ApiId`).
 pub const REST_METRIC: &str = "5XXError";
 pub const HTTP_METRIC: &str = "5xx";
+/// How an evidence error names the tables a function's configuration could not be read for.
+const TABLES_UNREAD: &str = "tables: ";
 /// At most this many functions are triaged per run (their evidence is read at once).
 pub const MAX_SUSPECTS: usize = 10;
 
@@ -291,19 +293,29 @@ impl Runbook<Responder> for ApiErrors {
         }
         // Without a function's figures the ranking would be a guess (no errors read is not no
         // errors): the run stops and says which reads failed.
-        let unread: Vec<String> = suspects
-            .iter()
-            .filter(|suspect| {
-                suspect.evidence.metrics.is_empty() && !suspect.evidence.errors.is_empty()
-            })
-            .map(|suspect| {
-                format!(
-                    "{} ({})",
-                    suspect.name(),
-                    suspect.evidence.errors.join("; ")
-                )
-            })
-            .collect();
+        let unread_figures = |evidence: &Evidence| {
+            (evidence.metrics.is_empty() && !evidence.errors.is_empty())
+                .then(|| evidence.errors.join("; "))
+        };
+        let mut unread: Vec<String> = Vec::new();
+        for suspect in &suspects {
+            if let Some(errors) = unread_figures(&suspect.evidence) {
+                unread.push(format!("{} ({errors})", suspect.name()));
+            }
+            if let Some(tables) = suspect
+                .evidence
+                .errors
+                .iter()
+                .find(|e| e.starts_with(TABLES_UNREAD))
+            {
+                unread.push(format!("the tables {} uses ({tables})", suspect.name()));
+            }
+            for (table, evidence) in &suspect.tables {
+                if let Some(errors) = unread_figures(evidence) {
+                    unread.push(format!("{table} ({errors})"));
+                }
+            }
+        }
         if !unread.is_empty() {
             return Err(failed(format!(
                 "the figures of {} could not be read",
@@ -518,11 +530,19 @@ impl Runbook<Responder> for ApiErrors {
                 report.escalation.clone_from(&handed.escalation);
                 report.stack_drift.clone_from(&handed.stack_drift);
                 let said = format!("{summary}; lambda-rollback: {}", handed.reason);
+                // A rollback whose own check already failed says so here too: this is the
+                // report that is published and notified on.
+                let failed = handed.verification.status
+                    == runbook_shared::report::VerificationStatus::Failed;
                 report.verification = Verification {
-                    status: runbook_shared::report::VerificationStatus::NotApplicable,
+                    status: if failed {
+                        runbook_shared::report::VerificationStatus::Failed
+                    } else {
+                        runbook_shared::report::VerificationStatus::NotApplicable
+                    },
                     checks: vec![Check::new(
                         "handoff",
-                        changed,
+                        changed && !failed,
                         "lambda-rollback changed the alias, and verifies it in its own record",
                         format!(
                             "{:?}: audit {}",
@@ -590,7 +610,7 @@ impl Responder {
             Ok(tables) => tables,
             Err(err) => {
                 let mut evidence = evidence;
-                evidence.errors.push(format!("tables: {err}"));
+                evidence.errors.push(format!("{TABLES_UNREAD}{err}"));
                 return (evidence, Vec::new());
             }
         };

@@ -134,7 +134,21 @@ pub(super) async fn reconcile(
         Ok(after) if verified && ledger.moved > 0 => Some(SettleBy::QueueDepth {
             name: dlq.name.clone(),
             url: dlq.url.clone(),
-            below: after.depth() + 1,
+            // The sweep counts delayed messages too.
+            below: after.depth() + after.delayed + 1,
+            not_before: Some(
+                chrono::Utc::now()
+                    + chrono::Duration::seconds(
+                        candidates
+                            .iter()
+                            .filter(|target| {
+                                result.accepted_by.get(&target.name).is_some_and(|n| *n > 0)
+                            })
+                            .map(|target| target.fails_back_after_seconds)
+                            .max()
+                            .unwrap_or(0),
+                    ),
+            ),
         }),
         _ => None,
     };
