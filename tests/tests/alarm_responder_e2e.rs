@@ -204,7 +204,7 @@ async fn the_change_brake_holds_across_functions_through_the_binaries() {
 async fn api_errors_hands_a_throttled_table_to_limit_scaler_through_the_binaries() {
     use runbook_tests::fixtures::{
         TableSpec, capacity, function_arn, handoffs_matching, lambda_uri, put_metric,
-        received_events, rest_api,
+        received_events, rest_api, set_environment,
     };
     let deployment = deploy_managed(&[]).await;
     let base = runbook_tests::unique("managed-orders");
@@ -213,18 +213,7 @@ async fn api_errors_hands_a_throttled_table_to_limit_scaler_through_the_binaries
     table.create(&moto().dynamodb()).await;
     let function = format!("{base}-fn");
     runbook_tests::fixtures::create_function(moto(), &function).await;
-    moto()
-        .lambda()
-        .update_function_configuration()
-        .function_name(&function)
-        .environment(
-            aws_sdk_lambda::types::Environment::builder()
-                .variables("TABLE_NAME", &table_name)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("environment");
+    set_environment(moto(), &function, &[("TABLE_NAME", &table_name)]).await;
     // events/api-5xx-alarm.json names the API orders-api: here <base>-api.
     rest_api(
         moto(),

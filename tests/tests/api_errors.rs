@@ -7,8 +7,8 @@ use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
 use runbook_tests::fixtures::{
     TableSpec, alarm_in_state, api_alarm_event, capacity, create_audit_table,
     create_deployed_function, create_function, function_arn, handoffs_matching, http_api,
-    invocation, lambda_uri, one_report, put_metric, received_events, responder, responder_clients,
-    rest_api, scaler, scaler_clients,
+    invocation, lambda_uri, metric_alarm_in_state, one_report, put_metric, received_events,
+    responder, responder_clients, rest_api, scaler, scaler_clients, set_environment,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
@@ -131,31 +131,16 @@ async fn a_fresh_deploy_behind_the_api_is_rolled_back_through_lambda_rollback_an
 
 /// An alarm on the API's 5xx, in ALARM in moto, as `{"alarm_name": …}` replays read it.
 async fn api_alarm(alarm: &str, api: &str) {
-    use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
-    let cloudwatch = moto().cloudwatch();
-    cloudwatch
-        .put_metric_alarm()
-        .alarm_name(alarm)
-        .namespace("AWS/ApiGateway")
-        .metric_name("5XXError")
-        .dimensions(Dimension::builder().name("ApiName").value(api).build())
-        .dimensions(Dimension::builder().name("Stage").value("prod").build())
-        .statistic(Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(1.0)
-        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
-        .send()
-        .await
-        .expect("alarm");
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name(alarm)
-        .state_value(StateValue::Alarm)
-        .state_reason("set by the test")
-        .send()
-        .await
-        .expect("alarm state");
+    let dimensions = [("ApiName", api), ("Stage", "prod")];
+    let state = aws_sdk_cloudwatch::types::StateValue::Alarm;
+    metric_alarm_in_state(
+        moto(),
+        alarm,
+        state,
+        ("AWS/ApiGateway", "5XXError"),
+        &dimensions,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -229,19 +214,12 @@ async fn a_throttled_table_behind_an_http_api_is_handed_to_limit_scaler_which_ra
         .await;
     let function = unique("managed-orders-fn");
     create_function(moto(), &function).await;
-    moto()
-        .lambda()
-        .update_function_configuration()
-        .function_name(&function)
-        .environment(
-            aws_sdk_lambda::types::Environment::builder()
-                .variables("ORDERS_TABLE", &table)
-                .variables("LOG_LEVEL", "info")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("environment");
+    set_environment(
+        moto(),
+        &function,
+        &[("ORDERS_TABLE", &table), ("LOG_LEVEL", "info")],
+    )
+    .await;
     put_metric(
         moto(),
         "AWS/DynamoDB",

@@ -72,32 +72,11 @@ async fn reports_reach_a_rules_queue_and_the_notification_topic() {
     );
 
     // A team's own rule: every report of the automation to its queue.
-    let team_queue = create_queue(&sqs, &runbook_tests::unique("team-reports"), &[]).await;
-    let events = aws_sdk_eventbridge::Client::new(&moto().sdk_config());
-    let rule = runbook_tests::unique("all-runbook-reports");
-    events
-        .put_rule()
-        .name(&rule)
-        .event_pattern(
-            json!({"source": ["runbook.automation"], "detail-type": ["Runbook Report"]})
-                .to_string(),
-        )
-        .send()
-        .await
-        .expect("rule");
-    events
-        .put_targets()
-        .rule(&rule)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("team-queue")
-                .arn(&team_queue.arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("target");
+    let team_queue = runbook_tests::fixtures::events_to_queue(
+        moto(),
+        json!({"source": ["runbook.automation"], "detail-type": ["Runbook Report"]}),
+    )
+    .await;
 
     // The on-call's inbox: a queue subscribed to the template's notification topic.
     let inbox = create_queue(&sqs, &runbook_tests::unique("oncall-inbox"), &[]).await;

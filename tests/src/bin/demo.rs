@@ -10,7 +10,7 @@ use runbook_tests::fixtures::{
     create_deployed_function, create_function, create_limits_table, create_stack, depth,
     event_file, fail_all, function_arn, handoffs_matching, lambda_alarm_event, lambda_uri,
     put_metric, queue_alarm_event, received_events, rest_api, scheduled_event, send_messages,
-    set_stack_status, throttle_alarm_event,
+    set_environment, set_stack_status, throttle_alarm_event,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -338,16 +338,7 @@ async fn alarm_responder(moto: &Moto, audit: &str) -> Result<(), Error> {
     );
     let worker = runbook_tests::unique("checkout-orders-fn");
     create_function(moto, &worker).await;
-    moto.lambda()
-        .update_function_configuration()
-        .function_name(&worker)
-        .environment(
-            aws_sdk_lambda::types::Environment::builder()
-                .variables("ORDERS_TABLE", &orders)
-                .build(),
-        )
-        .send()
-        .await?;
+    set_environment(moto, &worker, &[("ORDERS_TABLE", &orders)]).await;
     let api = runbook_tests::unique("checkout-api");
     rest_api(
         moto,

@@ -323,25 +323,7 @@ async fn a_purge_waits_a_minute_at_most_and_the_sweep_settles_it() {
     );
     // The sweep reads the queue (in moto, where the purge above never ran: still 3 messages,
     // as many as before it) and settles the purge as failed; the record is no longer pending.
-    let sqs = moto().sqs();
-    let (cloudwatch, cloudformation) = (moto().cloudwatch(), moto().cloudformation());
-    let clients = health_prober::sweep::SweepClients {
-        cloudwatch: &cloudwatch,
-        cloudformation: &cloudformation,
-        sqs: &sqs,
-        dynamodb: &moto().dynamodb(),
-    };
-    let settled = health_prober::sweep::settle_pending(
-        &setup.audit_store(),
-        &clients,
-        &health_prober::sweep::Window {
-            after: chrono::Duration::zero(),
-            give_up: chrono::Duration::hours(24),
-        },
-        Deadline::after(Duration::from_secs(30)),
-    )
-    .await
-    .unwrap();
+    let settled = sweep_now(&setup.audit_store()).await;
     let settled = settled
         .iter()
         .find(|s| Some(&s.audit_id) == report.audit_id.as_ref())
@@ -395,27 +377,6 @@ async fn held_messages_are_released_within_the_deadline() {
 #[tokio::test]
 async fn the_sweep_settles_an_open_redrive_by_what_arrived_in_the_dlq_since() {
     let setup = Setup::new().await;
-    let sweep = |store: AuditStore| async move {
-        let sqs = moto().sqs();
-        let (cloudwatch, cloudformation) = (moto().cloudwatch(), moto().cloudformation());
-        let clients = health_prober::sweep::SweepClients {
-            cloudwatch: &cloudwatch,
-            cloudformation: &cloudformation,
-            sqs: &sqs,
-            dynamodb: &moto().dynamodb(),
-        };
-        health_prober::sweep::settle_pending(
-            &store,
-            &clients,
-            &health_prober::sweep::Window {
-                after: chrono::Duration::zero(),
-                give_up: chrono::Duration::hours(24),
-            },
-            Deadline::after(Duration::from_secs(30)),
-        )
-        .await
-        .expect("sweep")
-    };
     let mut statuses = Vec::new();
     for (arrives, visibility) in [(false, "0"), (true, "0"), (false, "30")] {
         let pair = QueuePair::create(&setup.sqs, "managed-settle", false).await;
@@ -451,7 +412,7 @@ async fn the_sweep_settles_an_open_redrive_by_what_arrived_in_the_dlq_since() {
             )
             .await;
         }
-        let settled = sweep(setup.audit_store()).await;
+        let settled = sweep_now(&setup.audit_store()).await;
         statuses.push(
             settled
                 .iter()
@@ -469,4 +430,27 @@ async fn the_sweep_settles_an_open_redrive_by_what_arrived_in_the_dlq_since() {
             Some(VerificationStatus::Pending)
         ]
     );
+}
+
+/// The health-prober's sweep over the records open now (no verification window).
+async fn sweep_now(store: &AuditStore) -> Vec<health_prober::sweep::Settled> {
+    let sqs = moto().sqs();
+    let (cloudwatch, cloudformation) = (moto().cloudwatch(), moto().cloudformation());
+    let clients = health_prober::sweep::SweepClients {
+        cloudwatch: &cloudwatch,
+        cloudformation: &cloudformation,
+        sqs: &sqs,
+        dynamodb: &moto().dynamodb(),
+    };
+    health_prober::sweep::settle_pending(
+        store,
+        &clients,
+        &health_prober::sweep::Window {
+            after: chrono::Duration::zero(),
+            give_up: chrono::Duration::hours(24),
+        },
+        Deadline::after(Duration::from_secs(30)),
+    )
+    .await
+    .expect("sweep")
 }

@@ -20,7 +20,7 @@ use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, capacity, create_deployed_function, create_function, create_limits_table,
     create_stack, event_file, fail_all, function_arn, http_api, lambda_uri, peek_all, put_metric,
-    rest_api, send_messages,
+    rest_api, send_messages, set_environment,
 };
 use runbook_tests::moto::Moto;
 use runbook_tests::runtime::{Invoked, LambdaProcess, binary};

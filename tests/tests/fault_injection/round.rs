@@ -74,17 +74,7 @@ impl Round {
         create_limits_table(&moto.dynamodb(), &round.limits(), 100).await;
         create_deployed_function(moto, &round.api(), "2").await;
         create_function(moto, &round.worker()).await;
-        moto.lambda()
-            .update_function_configuration()
-            .function_name(round.worker())
-            .environment(
-                aws_sdk_lambda::types::Environment::builder()
-                    .variables("ORDERS_TABLE", &round.base)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("environment");
+        set_environment(moto, &round.worker(), &[("ORDERS_TABLE", &round.base)]).await;
         let alias = format!("{}:live", round.api());
         let api = round.api();
         let alias_dimensions = [("FunctionName", api.as_str()), ("Resource", alias.as_str())];
