@@ -81,35 +81,11 @@ pub async fn send(
 ) -> Result<(), AwsError> {
     let detail = serde_json::to_string(handoff)
         .map_err(|err| AwsError::invalid("events:PutEvents", bus, &err.to_string()))?;
-    let answer = events
-        .put_events()
-        .entries(
-            PutEventsRequestEntry::builder()
-                .event_bus_name(bus)
-                .source(crate::report_events::SOURCE)
-                .detail_type(DETAIL_TYPE)
-                .detail(detail)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|err| AwsError::from_sdk("events:PutEvents", bus, &err))?;
-    if answer.failed_entry_count() > 0 {
-        let why = answer
-            .entries()
-            .iter()
-            .filter_map(|entry| {
-                entry
-                    .error_code()
-                    .map(|code| format!("{code}: {}", entry.error_message().unwrap_or_default()))
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(AwsError::invalid(
-            "events:PutEvents",
-            bus,
-            &format!("the handoff event was refused ({why})"),
-        ));
-    }
-    Ok(())
+    let entry = PutEventsRequestEntry::builder()
+        .event_bus_name(bus)
+        .source(crate::report_events::SOURCE)
+        .detail_type(DETAIL_TYPE)
+        .detail(detail)
+        .build();
+    crate::report_events::put_events(events, bus, vec![entry], "handoff events").await
 }

@@ -95,34 +95,7 @@ impl ReportEvents {
                         .build()
                 })
                 .collect();
-            let answer = self
-                .client
-                .put_events()
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|err| AwsError::from_sdk("events:PutEvents", &self.bus, &err))?;
-            if answer.failed_entry_count() > 0 {
-                let why: Vec<String> = answer
-                    .entries()
-                    .iter()
-                    .filter_map(|entry| {
-                        entry.error_code().map(|code| {
-                            format!("{code}: {}", entry.error_message().unwrap_or_default())
-                        })
-                    })
-                    .collect();
-                return Err(AwsError::invalid(
-                    "events:PutEvents",
-                    &self.bus,
-                    &format!(
-                        "{} of {} report events were refused ({})",
-                        answer.failed_entry_count(),
-                        chunk.len(),
-                        why.join("; ")
-                    ),
-                ));
-            }
+            put_events(&self.client, &self.bus, entries, "report events").await?;
         }
         Ok(details.len())
     }
@@ -231,6 +204,44 @@ fn detail_text(report: &Value) -> String {
         }
     }
     summary.to_string()
+}
+
+/// Puts `entries` on `bus`; an entry EventBridge refuses is an error naming why (`what`: what
+/// the entries are, for the message).
+pub(crate) async fn put_events(
+    client: &aws_sdk_eventbridge::Client,
+    bus: &str,
+    entries: Vec<PutEventsRequestEntry>,
+    what: &str,
+) -> Result<(), AwsError> {
+    let sent = entries.len();
+    let answer = client
+        .put_events()
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|err| AwsError::from_sdk("events:PutEvents", bus, &err))?;
+    if answer.failed_entry_count() == 0 {
+        return Ok(());
+    }
+    let why: Vec<String> = answer
+        .entries()
+        .iter()
+        .filter_map(|entry| {
+            entry
+                .error_code()
+                .map(|code| format!("{code}: {}", entry.error_message().unwrap_or_default()))
+        })
+        .collect();
+    Err(AwsError::invalid(
+        "events:PutEvents",
+        bus,
+        &format!(
+            "{} of {sent} {what} were refused ({})",
+            answer.failed_entry_count(),
+            why.join("; ")
+        ),
+    ))
 }
 
 #[cfg(test)]
