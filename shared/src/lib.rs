@@ -2,6 +2,7 @@
 //! recognition, resource identities, the report, the safety core (dry run, managed check, lease, idempotency,
 //! cooldown, budget), the audit table, deadline-bounded verification and JSON logs.
 
+pub mod approval;
 pub mod audit;
 pub mod aws;
 pub mod brakes;
@@ -13,6 +14,7 @@ pub mod evidence;
 pub mod handoff;
 pub mod logging;
 pub mod managed;
+pub mod modes;
 pub mod ownership;
 pub mod recheck;
 pub mod report;

@@ -8,8 +8,10 @@ use serde_json::Value;
 pub enum Outcome {
     /// Actions were applied and the resource-level check passed.
     Remediated,
-    /// Dry run: the exact actions it would take.
+    /// Dry run (or the runbook's mode is observe): the exact actions it would take.
     Planned,
+    /// The runbook's mode is approve: the plan is stored and waits for a person's decision.
+    AwaitingApproval,
     /// Nothing to do, with the diagnosis in `reason`.
     NoAction,
     /// A guard stopped it (cooldown, lock held, not managed, budget spent, at cap).
@@ -305,7 +307,52 @@ pub struct Report {
     /// The change was made to a resource of a CloudFormation stack, outside its template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_drift: Option<crate::ownership::StackDrift>,
+    /// It puts back an earlier change (a scale-down, a put-back at expiry).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub put_back: bool,
+    /// The plan awaiting approval, or the decision this run carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     pub duration_ms: u64,
+}
+
+/// Where a plan's approval stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Stored, awaiting a person's decision.
+    Requested,
+    Approved,
+    Denied,
+    /// Nobody decided before its expiry.
+    Expired,
+}
+
+/// A plan that waits for a person, or a person's decision on one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub plan_id: String,
+    pub status: ApprovalStatus,
+    /// SHA-256 of the state the plan was made from (see `approval::state`).
+    pub state_hash: String,
+    /// After this, approving it does nothing (APPROVAL_MINUTES after it was made).
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The exact commands that approve or deny it (on a requested plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<ApprovalCommands>,
+    /// The same plan was asked for before and still awaits: no new request is sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_requested: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalCommands {
+    pub approve: String,
+    pub deny: String,
 }
 
 /// A call for a person: what stopped the automation, and the evidence.
@@ -358,6 +405,8 @@ impl Report {
             audit_id: None,
             escalation: None,
             stack_drift: None,
+            put_back: false,
+            approval: None,
             duration_ms: 0,
         }
     }

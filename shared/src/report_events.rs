@@ -18,6 +18,8 @@ pub const PAUSED: &str = "Runbook Automation Paused";
 pub const RESUMED: &str = "Runbook Automation Resumed";
 /// The detail-type of a call for a person (a brake stopped the fleet, a resource flaps).
 pub const ESCALATION: &str = "Runbook Escalation";
+/// The detail-type of a plan that awaits a person's approval.
+pub const APPROVAL_REQUESTED: &str = "Runbook Approval Requested";
 /// PutEvents takes at most 10 entries per call...
 const ENTRIES_PER_CALL: usize = 10;
 /// ...and 256 KiB per request (entries are packed under this, leaving room for the envelope).
@@ -80,7 +82,11 @@ impl ReportEvents {
             .into_iter()
             .flat_map(|report| {
                 let escalation = escalation(report).map(|detail| (ESCALATION, detail.to_string()));
-                std::iter::once((detail_type(report), detail_text(report))).chain(escalation)
+                let approval = approval_requested(report)
+                    .map(|detail| (APPROVAL_REQUESTED, detail.to_string()));
+                std::iter::once((detail_type(report), detail_text(report)))
+                    .chain(escalation)
+                    .chain(approval)
             })
             .collect();
         for chunk in requests(&details) {
@@ -163,6 +169,42 @@ pub fn detail_type(report: &Value) -> &'static str {
         Some(false) => RESUMED,
         None => DETAIL_TYPE,
     }
+}
+
+/// The `Runbook Approval Requested` event's detail of a report whose plan newly awaits approval:
+/// the plan (its id, state hash, expiry and exact actions), the evidence it was made from, and
+/// the commands that approve or deny it.
+pub fn approval_requested(report: &Value) -> Option<Value> {
+    let requested = |approval: &&Value| {
+        approval["status"] == "requested" && approval["already_requested"] != true
+    };
+    // A run that carries out an approval of its own keeps it; a plan of the run it handed
+    // over (api-errors' rollback) is then in its details.
+    let approval = report.get("approval").filter(requested).or_else(|| {
+        report
+            .pointer("/details/handoff/approval")
+            .filter(requested)
+    })?;
+    let mut detail = json!({
+        "plan_id": approval["plan_id"],
+        "state_hash": approval["state_hash"],
+        "expires_at": approval["expires_at"],
+        "commands": approval["commands"],
+        "actions": report["actions"],
+        "evidence": report.get("diagnosis").cloned().unwrap_or(Value::Null),
+    });
+    for field in [
+        "function", "runbook", "trigger", "target", "resource", "reason",
+    ] {
+        if let Some(value) = report.get(field) {
+            detail[field] = value.clone();
+        }
+    }
+    // The plan and the commands must arrive; evidence too large for an event is in the logs.
+    if detail.to_string().len() > MAX_DETAIL_BYTES {
+        detail["evidence"] = json!({"truncated": true, "see": "the report in the function's logs"});
+    }
+    Some(detail)
 }
 
 /// The `Runbook Escalation` event's detail of a report that escalates: the escalation, and
@@ -328,6 +370,28 @@ mod tests {
             detail_type(&json!({"runbook": "dynamodb-capacity", "outcome": "remediated"})),
             DETAIL_TYPE
         );
+    }
+
+    #[test]
+    fn a_new_plan_awaiting_approval_is_also_an_approval_event() {
+        let report = json!({"function": "limit-scaler", "runbook": "dynamodb-capacity",
+            "outcome": "awaiting_approval", "target": "orders",
+            "diagnosis": {"evidence": {"metrics": "x".repeat(MAX_DETAIL_BYTES)}},
+            "actions": [{"api": "dynamodb:UpdateTable"}],
+            "approval": {"plan_id": "p-1", "status": "requested", "state_hash": "ab",
+                "expires_at": "t", "commands": {"approve": "aws lambda invoke …", "deny": "…"}}});
+        let detail = approval_requested(&report).expect("an approval event");
+        assert_eq!(detail["plan_id"], "p-1");
+        assert_eq!(detail["commands"]["approve"], "aws lambda invoke …");
+        assert_eq!(detail["actions"][0]["api"], "dynamodb:UpdateTable");
+        assert_eq!(detail["evidence"]["truncated"], true);
+        assert!(detail.to_string().len() <= MAX_DETAIL_BYTES);
+        // Asked before, or decided: no new request.
+        let mut again = report.clone();
+        again["approval"]["already_requested"] = json!(true);
+        assert!(approval_requested(&again).is_none());
+        again["approval"] = json!({"plan_id": "p-1", "status": "approved"});
+        assert!(approval_requested(&again).is_none());
     }
 
     #[test]

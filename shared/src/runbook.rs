@@ -1,8 +1,9 @@
 //! The one path every runbook takes, so that each guard is written once, in DESIGN's order:
 //!
 //! managed → idempotency → lease → cooldown → evidence → diagnose → plan → (kill switch, alarm
-//! re-check, owning stack, repeat and change brakes) → budget → dry run → intent → apply →
-//! verify.
+//! re-check, owning stack, repeat and change brakes) → budget → mode (observe: planned;
+//! approve: the plan stored for a person) → intent → apply → verify. An approved plan comes
+//! back through the same path, and is applied only if it is the plan made again.
 //!
 //! A runbook says how to read, plan, write and check its resource (`Runbook`); `run` decides when
 //! each of those happens and what stops it. A new guard (a kill switch, a brake, an approval
@@ -13,9 +14,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::approval::Approving;
 use crate::audit::AuditRecord;
+use crate::modes::Mode;
 use crate::recheck::AlarmNow;
-use crate::report::{Action, Outcome, Report, TriggerKind, Verification, VerificationStatus};
+use crate::report::{
+    Action, Approval, ApprovalStatus, Outcome, Report, TriggerInfo, TriggerKind, Verification,
+    VerificationStatus,
+};
 use crate::resource::{Home, ResourceId};
 use crate::safety::{Invocation, RESUMED, Safety};
 use crate::trigger::AlarmTrigger;
@@ -242,6 +248,9 @@ pub trait Runbook<F: Function> {
     /// Whether an automatic run spends one of the runbook's actions per hour (a put-back that
     /// finishes an earlier change does not).
     const BUDGETED: bool = true;
+    /// Whether it puts back an earlier change (a scale-down, a put-back at expiry): the
+    /// scorecard counts those apart from the remediations.
+    const PUTS_BACK: bool = false;
     /// The template properties its change sets (`ReservedConcurrentExecutions`): a resource of a
     /// stack being deployed is left alone, and a change to one is reported as drift. Empty for a
     /// change no template holds (a backup, a message, a stored limit, a put-back to the original).
@@ -285,6 +294,13 @@ pub trait Runbook<F: Function> {
     /// The change as the report lists it.
     fn describe(&self, ctx: &RunContext<'_, F>, change: &Self::Change) -> Planned;
 
+    /// What an approval compares of a plan — the state it was made from and its actions — less
+    /// what is made or read afresh at every run (a generated name, a message count): the plan
+    /// as it was approved, and as it is made again when the approval is carried out.
+    fn approval_view(&self, planned: &Planned) -> Planned {
+        planned.clone()
+    }
+
     /// The resource as the action's `after` would show it (`None`: the runbook has no state to
     /// compare, so a crashed attempt's change cannot be recognised and is not resumed).
     fn observed(&self, _diagnosis: &Self::Diagnosis) -> Option<Value> {
@@ -327,26 +343,125 @@ pub async fn run<F: Function, R: Runbook<F>>(
     report.runbook = Some(R::ID.into());
     report.target = Some(resource.name());
     report.resource = Some(resource.key());
+    report.put_back = R::PUTS_BACK;
     tracing::Span::current().record("target", resource.name());
+    let reach = reach(ctx, R::ID, &resource, &mut report);
+    // A run an approval's event holds besides the approved one only plans, and is no run of
+    // its own for the scorecard.
+    let logged = ctx
+        .invocation
+        .approving
+        .as_deref()
+        .is_none_or(|approving| approving.covers(R::ID, &resource));
     if let Err(ending) = runbook.managed(ctx).await {
-        return ctx.invocation.timed(report.ended(ending));
+        let report = ctx.invocation.timed(report.ended(ending));
+        if logged {
+            safety
+                .audit
+                .log_run(&report, ctx.invocation.started_at)
+                .await;
+        }
+        return report;
     }
     let trigger = report.trigger.clone();
     let dry_run = report.dry_run;
-    let guarded = safety.guarded(
-        &resource,
-        report,
-        ctx.invocation,
-        |record| runbook.cooldown(record),
-        async |report: &mut Report| {
-            serialised(ctx, &runbook, &resource, report)
-                .await
-                .unwrap_or_else(|ending| ending)
-        },
-    );
+    let guarded = async {
+        let report = safety
+            .guarded(
+                &resource,
+                report,
+                ctx.invocation,
+                |record| runbook.cooldown(record),
+                async |report: &mut Report| {
+                    serialised(ctx, &runbook, &resource, reach, report)
+                        .await
+                        .unwrap_or_else(|ending| ending)
+                },
+            )
+            .await;
+        if logged {
+            safety
+                .audit
+                .log_run(&report, ctx.invocation.started_at)
+                .await;
+        }
+        report
+    };
+    // Boxed: a run can hold another (api-errors hands a rollback to its runbook in-process).
     safety
-        .once(F::NAME, &trigger, dry_run, ctx.invocation, guarded)
+        .once(
+            F::NAME,
+            &trigger,
+            dry_run,
+            ctx.invocation,
+            Box::pin(guarded),
+        )
         .await
+}
+
+/// How far a run goes, by its runbook's mode and what the invocation carries out.
+#[derive(Clone, Copy, Debug)]
+enum Reach<'a> {
+    /// It acts (auto).
+    Acts,
+    /// It plans and reports (a dry run, observe, or another run of an approved plan's event):
+    /// the report is a dry run's.
+    Plans,
+    /// It stores its plan for a person to approve (approve).
+    AsksApproval,
+    /// It carries out this approved plan, when the state is still the one it was made from.
+    Carries(&'a Approving),
+}
+
+/// The run's reach; a run that only plans is marked a dry run, and one that carries out an
+/// approved plan runs under the plan's trigger, once per plan.
+fn reach<'a, F: Function>(
+    ctx: &RunContext<'a, F>,
+    runbook: &str,
+    resource: &ResourceId,
+    report: &mut Report,
+) -> Reach<'a> {
+    let mode = ctx.function.safety().config.modes.of(runbook);
+    if let Some(approving) = ctx.invocation.approving.as_deref() {
+        if approving.covers(runbook, resource) && mode == Mode::Observe {
+            // Moved back to observe since the plan was made: nobody's approval makes it act.
+            report.dry_run = true;
+            report.approval = Some(approving.approval());
+            report.notes.push(format!(
+                "plan {} was approved, but {runbook} is now in observe mode (RUNBOOK_MODES, DEFAULT_MODE or DRY_RUN): it only plans",
+                approving.plan.plan_id
+            ));
+            return Reach::Plans;
+        }
+        if approving.covers(runbook, resource) && !report.dry_run {
+            report.trigger = TriggerInfo {
+                event_id: Some(approving.event_id()),
+                ..approving.plan.trigger.clone()
+            };
+            report.approval = Some(approving.approval());
+            return Reach::Carries(approving);
+        }
+        report.dry_run = true;
+        report.notes.push(format!(
+            "handled again to carry out approved plan {} ({} on {}): this run only plans",
+            approving.plan.plan_id, approving.plan.runbook, approving.plan.target
+        ));
+        return Reach::Plans;
+    }
+    if report.dry_run {
+        return Reach::Plans;
+    }
+    match mode {
+        Mode::Observe => {
+            report.dry_run = true;
+            report.notes.push(format!(
+                "{runbook} is in observe mode (RUNBOOK_MODES or DEFAULT_MODE): it plans and reports, and changes nothing"
+            ));
+            Reach::Plans
+        }
+        Mode::Approve => Reach::AsksApproval,
+        Mode::Auto => Reach::Acts,
+    }
 }
 
 /// Under the resource's lease, and for a live run the lease of what the change is serialised on.
@@ -354,6 +469,7 @@ async fn serialised<F: Function, R: Runbook<F>>(
     ctx: &RunContext<'_, F>,
     runbook: &R,
     resource: &ResourceId,
+    reach: Reach<'_>,
     report: &mut Report,
 ) -> Step<Ending> {
     let safety = ctx.function.safety();
@@ -361,7 +477,7 @@ async fn serialised<F: Function, R: Runbook<F>>(
         .serialised_on(&safety.config.home)
         .filter(|_| !report.dry_run)
     else {
-        return change(ctx, runbook, resource, report).await;
+        return change(ctx, runbook, resource, reach, report).await;
     };
     match safety
         .acquire_waiting(&shared, ctx.invocation, SERIALISED_WAIT)
@@ -376,7 +492,7 @@ async fn serialised<F: Function, R: Runbook<F>>(
             )));
         }
     }
-    let ended = change(ctx, runbook, resource, report).await;
+    let ended = change(ctx, runbook, resource, reach, report).await;
     safety.release(&shared, false, ctx.invocation).await;
     ended
 }
@@ -387,6 +503,7 @@ async fn change<F: Function, R: Runbook<F>>(
     ctx: &RunContext<'_, F>,
     runbook: &R,
     resource: &ResourceId,
+    reach: Reach<'_>,
     report: &mut Report,
 ) -> Step<Ending> {
     let mut budget = Budget {
@@ -407,14 +524,31 @@ async fn change<F: Function, R: Runbook<F>>(
         if let Some((change, summary)) = resume(ctx, runbook, resource, &diagnosis, report) {
             return Ok(Box::pin(runbook.verify(ctx, &diagnosis, change, &summary, report)).await);
         }
-        let change = runbook.plan(ctx, &diagnosis).into_step()?;
+        let change = match (reach, runbook.plan(ctx, &diagnosis)) {
+            (Reach::Carries(approving), Decision::NoAction(now) | Decision::Skip(now)) => {
+                return Err(Ending::skipped(format!(
+                    "state changed since the plan was made: it was made from {}, and now: {now}; nothing was applied",
+                    approving.plan.state["before"]
+                )));
+            }
+            (_, decision) => decision.into_step()?,
+        };
         let planned = runbook.describe(ctx, &change);
+        let view = runbook.approval_view(&planned);
+        if let Reach::Carries(approving) = reach {
+            approved_as_made(approving, resource, R::ID, report, &planned, &view)?;
+        }
         let summary = planned.summary.clone();
         let apply = runbook.apply(ctx, &diagnosis, change);
         match Box::pin(act(
             ctx,
             resource,
-            R::STACK_PROPERTIES,
+            Plan {
+                runbook: R::ID,
+                stack_properties: R::STACK_PROPERTIES,
+                reach,
+                view: &view,
+            },
             report,
             planned,
             &mut budget,
@@ -440,6 +574,33 @@ async fn change<F: Function, R: Runbook<F>>(
         resource.name(),
         refused.join("; ")
     )))
+}
+
+/// An approved plan is applied only as it was made: from the same state (the hash of what its
+/// actions saw before), with the same actions.
+fn approved_as_made(
+    approving: &Approving,
+    resource: &ResourceId,
+    runbook: &str,
+    report: &mut Report,
+    planned: &Planned,
+    view: &Planned,
+) -> Step<()> {
+    let (state, hash) = crate::approval::state(resource, runbook, view);
+    let refused = if hash != approving.plan.state_hash {
+        format!(
+            "state changed since the plan was made: it was made from {}, and it is now {}; nothing was applied",
+            approving.plan.state["before"], state["before"]
+        )
+    } else if crate::approval::fingerprint(&hash, view) != approving.plan.fingerprint {
+        format!(
+            "the plan made now differs from the approved one (approved: {}; now: {}); nothing was applied: the runbook plans again at its next trigger",
+            approving.plan.summary, planned.summary
+        )
+    } else {
+        return Ok(());
+    };
+    withheld(report, planned.clone(), Ending::skipped(refused))
 }
 
 /// Reads the evidence about the runbook's subject, once per run, before its diagnosis (which
@@ -489,6 +650,16 @@ fn resume<F: Function, R: Runbook<F>>(
     Some((change, summary))
 }
 
+/// What the act step needs to know of the runbook and the run.
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    runbook: &'static str,
+    stack_properties: &'static [&'static str],
+    reach: Reach<'a>,
+    /// The plan as an approval compares it (`Runbook::approval_view`).
+    view: &'a Planned,
+}
+
 /// The action budget of one run: spent once, however often it plans.
 struct Budget {
     spend: bool,
@@ -508,24 +679,26 @@ enum Acted<C> {
 async fn act<F: Function, C>(
     ctx: &RunContext<'_, F>,
     resource: &ResourceId,
-    stack_properties: &[&str],
+    plan: Plan<'_>,
     report: &mut Report,
     planned: Planned,
     budget: &mut Budget,
     apply: impl Future<Output = Result<C, NotApplied>>,
 ) -> Step<Acted<C>> {
     let safety = ctx.function.safety();
+    let stack_properties = plan.stack_properties;
+    // A plan that asks for approval writes nothing, so the guards of the write wait for the
+    // approval, which runs them all.
+    let plans_only = report.dry_run || matches!(plan.reach, Reach::AsksApproval);
     // The kill switch, read right before the first write (and again before each write of a
     // re-planned run), and before the budget so that a pause spends none of it: a pause, or a
     // switch that cannot be read, writes nothing. A dry run writes nothing anyway.
-    if !report.dry_run
-        && let Some(paused) = safety.switch.paused().await
-    {
+    if !plans_only && let Some(paused) = safety.switch.paused().await {
         return withheld(report, planned, Ending::skipped(paused));
     }
     // Still firing? An alarm that recovered since its event is no reason to change anything
     // (a handoff names the alarm that started its sender's run).
-    if !report.dry_run
+    if !plans_only
         && matches!(
             report.trigger.kind,
             TriggerKind::Alarm | TriggerKind::AlarmAction | TriggerKind::Handoff
@@ -554,7 +727,7 @@ async fn act<F: Function, C>(
     // and the report hands the drift back. A stack that cannot be read stops the write.
     let owner = match (ctx.function.stacks(), resource.physical_id()) {
         (Some(cloudformation), Some(physical_id))
-            if !report.dry_run && !stack_properties.is_empty() =>
+            if !plans_only && !stack_properties.is_empty() =>
         {
             match crate::ownership::owner_of(cloudformation, &physical_id).await {
                 Ok(owner) => owner,
@@ -587,7 +760,7 @@ async fn act<F: Function, C>(
     }
     // A resource that automatic runs keep changing waits for a person (before the budget, so
     // that it spends none). A put-back (not budgeted) finishes an earlier change and is let by.
-    if !report.dry_run && budget.spend {
+    if !plans_only && budget.spend {
         match safety.repeat_brake(resource, report).await {
             Ok(Ok(())) => {}
             Ok(Err(skip)) => {
@@ -603,7 +776,7 @@ async fn act<F: Function, C>(
     // The fleet-wide brake, before the budget (a braked run spends none of it). A slot it
     // gives is given back when the run writes nothing after all, so the window counts only
     // changes made. Put-backs (not budgeted) finish earlier changes and are let by.
-    let slot = if !report.dry_run && budget.spend {
+    let slot = if !plans_only && budget.spend {
         match safety.change_brake(resource, report).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(skip)) => {
@@ -620,14 +793,7 @@ async fn act<F: Function, C>(
     };
     // Boxed: with the checks above inline, the future outgrows a test thread's stack.
     let acted = Box::pin(write(
-        ctx,
-        resource,
-        stack_properties,
-        owner,
-        report,
-        planned,
-        budget,
-        apply,
+        ctx, resource, plan, owner, report, planned, budget, apply,
     ))
     .await;
     if let Some(slot) = slot
@@ -653,7 +819,7 @@ fn withheld<T>(report: &mut Report, planned: Planned, ending: Ending) -> Step<T>
 async fn write<F: Function, C>(
     ctx: &RunContext<'_, F>,
     resource: &ResourceId,
-    stack_properties: &[&str],
+    plan: Plan<'_>,
     owner: Option<crate::ownership::Owner>,
     report: &mut Report,
     planned: Planned,
@@ -661,7 +827,9 @@ async fn write<F: Function, C>(
     apply: impl Future<Output = Result<C, NotApplied>>,
 ) -> Step<Acted<C>> {
     let safety = ctx.function.safety();
-    if budget.spend && !budget.spent {
+    let stack_properties = plan.stack_properties;
+    let asks_approval = matches!(plan.reach, Reach::AsksApproval);
+    if budget.spend && !budget.spent && !asks_approval {
         match safety.spend_budget(report).await {
             Ok(Ok(())) => budget.spent = true,
             Ok(Err(skip)) => {
@@ -677,6 +845,18 @@ async fn write<F: Function, C>(
     if report.dry_run {
         let would = format!("dry run: would have {}", planned.summary);
         return withheld(report, planned, Ending::new(Outcome::Planned, would));
+    }
+    if asks_approval {
+        let asked = Box::pin(ask_approval(
+            ctx,
+            resource,
+            plan.runbook,
+            report,
+            &planned,
+            plan.view,
+        ))
+        .await;
+        return withheld(report, planned, asked);
     }
     // Read again: the checks above took their time, and a pause engaged meanwhile holds.
     if let Some(paused) = safety.switch.paused().await {
@@ -715,4 +895,113 @@ async fn write<F: Function, C>(
             Err(Ending::failed(reason))
         }
     }
+}
+
+/// Stores the plan for a person's approval (or points at the same plan already awaiting one),
+/// and ends the run `awaiting_approval` with the commands that decide it.
+async fn ask_approval<F: Function>(
+    ctx: &RunContext<'_, F>,
+    resource: &ResourceId,
+    runbook: &str,
+    report: &mut Report,
+    planned: &Planned,
+    view: &Planned,
+) -> Ending {
+    let safety = ctx.function.safety();
+    let Some(event) = ctx.invocation.event.as_deref() else {
+        return Ending::failed(
+            "the plan cannot be stored for approval without the event that made it; nothing was changed",
+        );
+    };
+    let (state, state_hash) = crate::approval::state(resource, runbook, view);
+    let fingerprint = crate::approval::fingerprint(&state_hash, view);
+    let last = safety
+        .audit
+        .last_plan(runbook, &resource.key(), &fingerprint)
+        .await;
+    let (plan, already_requested) = match last {
+        Ok(Some(open))
+            if open.status == ApprovalStatus::Requested
+                && open.plan.expires_at > chrono::Utc::now() =>
+        {
+            (open.plan, true)
+        }
+        // A person said no to exactly this plan from exactly this state: not asked again
+        // until something changes.
+        Ok(Some(denied)) if denied.status == ApprovalStatus::Denied => {
+            return Ending::skipped(format!(
+                "denied by {}: the same plan from the same state ({}) was denied at {}{}; not asked again until the state changes",
+                denied.decided_by.as_deref().unwrap_or("?"),
+                denied.plan.plan_id,
+                denied.decided_at.as_deref().unwrap_or("?"),
+                denied
+                    .decided_reason
+                    .as_deref()
+                    .map(|reason| format!(" ({reason})"))
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(_) => {
+            let now = chrono::Utc::now();
+            let plan = crate::audit::Plan {
+                plan_id: uuid::Uuid::new_v4().to_string(),
+                function: F::NAME.to_string(),
+                runbook: runbook.to_string(),
+                resource: resource.key(),
+                target: resource.name(),
+                state_hash,
+                state,
+                fingerprint: fingerprint.clone(),
+                actions: planned.actions.clone(),
+                then: planned.then.clone(),
+                summary: planned.summary.clone(),
+                trigger: report.trigger.clone(),
+                event: event.clone(),
+                created_at: now,
+                expires_at: now + safety.config.approval_window,
+            };
+            if let Err(err) = safety.audit.put_plan(&plan, &fingerprint).await {
+                return Ending::failed(format!(
+                    "could not store the plan for approval, so nothing was changed: {err}"
+                ));
+            }
+            (plan, false)
+        }
+        Err(err) => {
+            return Ending::failed(format!(
+                "could not look up the plans awaiting approval on {}, so nothing was changed: {err}",
+                resource.name()
+            ));
+        }
+    };
+    let function = safety.config.function_name.as_deref().unwrap_or(F::NAME);
+    let expires_at = crate::audit::timestamp(plan.expires_at);
+    if already_requested {
+        report.notes.push(format!(
+            "the same plan ({}) awaits approval since {}: not asked again",
+            plan.plan_id,
+            crate::audit::timestamp(plan.created_at)
+        ));
+    }
+    report.approval = Some(Approval {
+        plan_id: plan.plan_id.clone(),
+        status: ApprovalStatus::Requested,
+        state_hash: plan.state_hash.clone(),
+        expires_at: expires_at.clone(),
+        by: None,
+        reason: None,
+        commands: Some(crate::approval::commands(
+            function,
+            &safety.config.home.region,
+            &plan.plan_id,
+        )),
+        already_requested,
+    });
+    Ending::new(
+        Outcome::AwaitingApproval,
+        format!(
+            "awaiting approval: would have {}; plan {} can be approved or denied until {expires_at} (approval.commands)",
+            planned.summary, plan.plan_id
+        ),
+    )
 }

@@ -38,6 +38,12 @@ pub struct SafetyConfig {
     pub change_window: Duration,
     /// What the evidence in a report covers.
     pub evidence: crate::evidence::EvidenceConfig,
+    /// Each runbook's mode (observe, approve, auto).
+    pub modes: crate::modes::Modes,
+    /// How long a plan awaits approval (APPROVAL_MINUTES).
+    pub approval_window: Duration,
+    /// The function's deployed name (AWS_LAMBDA_FUNCTION_NAME), for the approval commands.
+    pub function_name: Option<String>,
 }
 
 impl SafetyConfig {
@@ -59,6 +65,14 @@ impl SafetyConfig {
                 1_440,
             )?),
             evidence: crate::evidence::EvidenceConfig::from_env(env)?,
+            modes: crate::modes::Modes::from_env(env)?,
+            approval_window: Duration::minutes(env.number(
+                "APPROVAL_MINUTES",
+                30i64,
+                1,
+                7 * 24 * 60,
+            )?),
+            function_name: env.get("AWS_LAMBDA_FUNCTION_NAME"),
         })
     }
 }
@@ -73,6 +87,10 @@ pub struct Invocation {
     /// The actions an earlier attempt of this request recorded on the leases it now took over,
     /// by lease key.
     resumed: std::sync::Arc<std::sync::Mutex<HashMap<String, Action>>>,
+    /// The event being handled: a plan made for approval stores it, to handle it again.
+    pub event: Option<std::sync::Arc<Value>>,
+    /// The approved plan this invocation carries out, when it handles a plan's event again.
+    pub approving: Option<std::sync::Arc<crate::approval::Approving>>,
 }
 
 impl Invocation {
@@ -83,6 +101,34 @@ impl Invocation {
             started: std::time::Instant::now(),
             started_at: Utc::now(),
             resumed: Default::default(),
+            event: None,
+            approving: None,
+        }
+    }
+
+    /// The invocation handling `event` (what a plan made in it stores).
+    pub fn handling(&self, event: &Value) -> Self {
+        Self {
+            event: Some(std::sync::Arc::new(event.clone())),
+            ..self.clone()
+        }
+    }
+
+    /// The invocation of a run another run holds (api-errors hands a rollback over in-process):
+    /// `event` runs it again on its own, and an approval the outer run carries out is not its.
+    pub fn nested(&self, event: &Value) -> Self {
+        Self {
+            approving: None,
+            ..self.handling(event)
+        }
+    }
+
+    /// The invocation carrying out an approved plan: it handles the plan's event again.
+    pub fn approving(&self, approving: crate::approval::Approving) -> Self {
+        Self {
+            event: Some(std::sync::Arc::new(approving.plan.event.clone())),
+            approving: Some(std::sync::Arc::new(approving)),
+            ..self.clone()
         }
     }
 
@@ -192,6 +238,23 @@ impl Safety {
     where
         F: Future<Output = Report>,
     {
+        // Handling a plan's event again for its approval: only the approved run writes.
+        if let Some(approving) = invocation.approving.as_deref()
+            && !dry_run
+            && trigger.event_id.as_deref() != Some(approving.event_id().as_str())
+        {
+            let mut report = Report::new(
+                function,
+                trigger.clone(),
+                Outcome::Skipped,
+                format!(
+                    "handled again to carry out approved plan {}: only its own run writes",
+                    approving.plan.plan_id
+                ),
+            );
+            self.finish(&mut report, invocation).await;
+            return report;
+        }
         let Some(event_id) = trigger.event_id.clone().filter(|_| !dry_run) else {
             let mut report = handle.await;
             self.finish(&mut report, invocation).await;

@@ -109,6 +109,8 @@ pub enum Trigger {
     Manual(Map<String, Value>),
     /// A kill-switch payload (`{"control": …}`), which every function serves the same way.
     Control(Map<String, Value>),
+    /// A person's decision on a plan (`{"approve": …}` or `{"deny": …}`).
+    Approval(Map<String, Value>),
     /// A `Runbook Handoff` event's detail.
     Handoff(crate::handoff::Handoff),
 }
@@ -141,7 +143,7 @@ impl Trigger {
                 name: handoff.alarm.clone(),
                 event_id: Some(handoff.handoff_id.clone()),
             },
-            Trigger::Manual(_) | Trigger::Control(_) => TriggerInfo {
+            Trigger::Manual(_) | Trigger::Control(_) | Trigger::Approval(_) => TriggerInfo {
                 kind: TriggerKind::Manual,
                 name: None,
                 event_id: Some(request_id.to_string()),
@@ -190,6 +192,9 @@ pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
     let Some(source) = object.get("source") else {
         if object.contains_key("control") {
             return Ok(Trigger::Control(object.clone()));
+        }
+        if object.contains_key("approve") || object.contains_key("deny") {
+            return Ok(Trigger::Approval(object.clone()));
         }
         return Ok(Trigger::Manual(object.clone()));
     };

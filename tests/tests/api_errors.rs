@@ -515,3 +515,86 @@ async fn a_rollback_its_own_guards_refuse_is_reported_as_refused_and_changes_not
     assert_eq!(handed["outcome"], "skipped");
     assert_eq!(alias_version(&function).await, "2");
 }
+
+#[tokio::test]
+async fn a_rollback_in_approve_mode_behind_the_api_waits_for_a_person_then_rolls_back() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-checkout");
+    create_deployed_function(moto(), &function, "2").await;
+    alias_errors(&function, 12.0).await;
+    let api = rest_api_in_front_of(&function);
+    let alarm = format!("{api}-5xx");
+    api_alarm(&alarm, &api).await;
+    let responder = responder(
+        &audit,
+        &[("RUNBOOK_MODES", r#"{"lambda-rollback": "approve"}"#)],
+        responder_clients(),
+    );
+
+    let report = responder
+        .handle(api_alarm_event(&alarm, "ALARM", true, &api), &invocation())
+        .await;
+    // api-errors (auto) hands the rollback over; lambda-rollback (approve) asks a person.
+    assert_eq!(report.outcome, Outcome::AwaitingApproval, "{report:#?}");
+    let handed = &report.details.as_ref().expect("details")["handoff"];
+    assert_eq!(handed["outcome"], "awaiting_approval");
+    let approval = report.approval.clone().expect("the handed plan's approval");
+    assert_eq!(handed["approval"]["plan_id"], approval.plan_id.as_str());
+    assert!(!report.actions[0].applied, "{report:#?}");
+    assert_eq!(alias_version(&function).await, "2");
+
+    let approved = responder
+        .handle(
+            json!({"approve": approval.plan_id, "by": "carol", "reason": "bad deploy"}),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(approved.outcome, Outcome::Remediated, "{approved:#?}");
+    assert_eq!(approved.runbook.as_deref(), Some("lambda-rollback"));
+    // Under the hand-off's trigger (its alarm re-checked), once per plan.
+    assert_eq!(approved.trigger.name.as_deref(), Some(alarm.as_str()));
+    assert_eq!(
+        approved.trigger.event_id,
+        Some(format!("approval/{}", approval.plan_id))
+    );
+    assert_eq!(alias_version(&function).await, "1");
+}
+
+#[tokio::test]
+async fn an_approved_api_errors_hand_off_rolls_back_through_lambda_rollback() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-checkout");
+    create_deployed_function(moto(), &function, "2").await;
+    alias_errors(&function, 12.0).await;
+    let api = rest_api_in_front_of(&function);
+    let alarm = format!("{api}-5xx");
+    api_alarm(&alarm, &api).await;
+    let responder = responder(
+        &audit,
+        &[("RUNBOOK_MODES", r#"{"api-errors": "approve"}"#)],
+        responder_clients(),
+    );
+
+    let asked = responder
+        .handle(api_alarm_event(&alarm, "ALARM", true, &api), &invocation())
+        .await;
+    assert_eq!(asked.outcome, Outcome::AwaitingApproval, "{asked:#?}");
+    assert_eq!(alias_version(&function).await, "2");
+    // More errors meanwhile: the figures change, the cause does not.
+    alias_errors(&function, 30.0).await;
+
+    let plan_id = asked.approval.expect("approval").plan_id;
+    let approved = responder
+        .handle(json!({"approve": plan_id, "by": "carol"}), &invocation())
+        .await;
+    assert_eq!(approved.outcome, Outcome::Remediated, "{approved:#?}");
+    assert_eq!(approved.runbook.as_deref(), Some("api-errors"));
+    let approval = approved
+        .approval
+        .as_ref()
+        .expect("the approval it carried out");
+    assert_eq!(approval.plan_id, plan_id);
+    let handed = &approved.details.as_ref().expect("details")["handoff"];
+    assert_eq!(handed["outcome"], "remediated", "{handed}");
+    assert_eq!(alias_version(&function).await, "1");
+}

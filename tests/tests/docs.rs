@@ -32,12 +32,32 @@ fn pages() -> Vec<(String, String)> {
 }
 
 /// The pages of docs/ that are no runbook's.
-const NOT_RUNBOOKS: [&str; 4] = [
+const NOT_RUNBOOKS: [&str; 5] = [
     "README.md",
     "adding-a-runbook.md",
     "brakes.md",
     "evidence.md",
+    "modes.md",
 ];
+
+#[test]
+fn every_runbook_that_acts_can_be_given_a_mode() {
+    // health-check only reads; every other runbook in the code is in RUNBOOK_MODES' list.
+    let acting: BTreeSet<&str> = runbooks()
+        .into_iter()
+        .map(|(_, id)| id)
+        .filter(|id| *id != health_prober::RUNBOOK)
+        .collect();
+    let modes: BTreeSet<&str> = runbook_shared::modes::RUNBOOKS.iter().copied().collect();
+    assert_eq!(acting, modes);
+    let page = std::fs::read_to_string(workspace_root().join("docs/modes.md")).expect("page");
+    for runbook in modes {
+        assert!(
+            page.contains(&format!("`{runbook}`")),
+            "docs/modes.md names {runbook}"
+        );
+    }
+}
 
 #[test]
 fn every_runbook_in_the_code_has_a_page_linked_from_the_index() {

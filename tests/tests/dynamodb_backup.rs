@@ -568,3 +568,28 @@ async fn the_sweep_settles_a_pending_backup() {
     assert_eq!(ours.status, VerificationStatus::Verified, "{ours:?}");
     assert!(ours.observed.contains("AVAILABLE"), "{ours:?}");
 }
+
+#[tokio::test]
+async fn an_approved_backup_is_made_though_its_name_is_the_time_of_the_run() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let table = TableSpec::provisioned("managed-approved", 5, 5)
+        .create(&moto().dynamodb())
+        .await;
+    let responder = responder(
+        &audit,
+        &[("RUNBOOK_MODES", r#"{"dynamodb-backup": "approve"}"#)],
+        responder_clients(),
+    );
+    let asked = run(&responder, backup(&table)).await;
+    assert_eq!(asked.outcome, Outcome::AwaitingApproval, "{asked:?}");
+    assert!(backups(&table).await.is_empty());
+    // Asked again a second later: the same plan (its backup would be named differently).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = run(&responder, backup(&table)).await;
+    let plan_id = asked.approval.expect("approval").plan_id;
+    assert_eq!(again.approval.expect("approval").plan_id, plan_id);
+
+    let approved = run(&responder, json!({"approve": plan_id, "by": "alice"})).await;
+    assert_eq!(approved.outcome, Outcome::Remediated, "{approved:?}");
+    assert_eq!(backups(&table).await.len(), 1);
+}

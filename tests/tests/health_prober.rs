@@ -51,7 +51,7 @@ async fn run(prober: &Prober, event: Value) -> HealthReport {
     );
     match prober.handle(event, &invocation).await {
         ProberOutput::Health(report) => *report,
-        ProberOutput::Report(report) => panic!("rejected: {report:?}"),
+        other => panic!("not a health report: {other:?}"),
     }
 }
 

@@ -343,6 +343,10 @@ const NEVER_CALLED: &[(&str, &str)] = &[
     // The managed-table check in shared/src/safety.rs, for the functions that change tables.
     (HEALTH_PROBER, "dynamodb:ListTagsOfResource"),
     (DLQ_REDRIVER, "dynamodb:ListTagsOfResource"),
+    // The scorecard's read of the audit table (shared/src/audit/plans.rs) is health-prober's.
+    (LIMIT_SCALER, "dynamodb:Scan"),
+    (DLQ_REDRIVER, "dynamodb:Scan"),
+    (ALARM_RESPONDER, "dynamodb:Scan"),
 ];
 
 /// Per function: (actions called but not allowed, actions allowed but never called).
@@ -410,4 +414,113 @@ fn the_static_check_fails_when_an_action_is_removed_or_added() {
         unused,
         &BTreeSet::from(["lambda:DeleteFunction".to_string()])
     );
+}
+
+/// What lets the automation approve its own plans: a role's action that grants invoking a
+/// Lambda function (`lambda:InvokeFunction`, a wildcard that covers it, or a `NotAction`), and a
+/// rule target that sends an input of its own instead of the event.
+fn self_approval_paths(template: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for function in [LIMIT_SCALER, DLQ_REDRIVER, ALARM_RESPONDER, HEALTH_PROBER] {
+        let role = &template["Resources"][format!("{function}Role")];
+        if role.to_string().contains("\"NotAction\"") {
+            found.push(format!("{function}: a NotAction statement"));
+        }
+        for action in actions_allowed(template, function) {
+            if [
+                "lambda:InvokeFunction",
+                "lambda:InvokeAsync",
+                "lambda:InvokeFunctionUrl",
+            ]
+            .iter()
+            .any(|invoke| iam_pattern_matches(&action, invoke))
+            {
+                found.push(format!("{function}: {action}"));
+            }
+        }
+    }
+    let resources = template["Resources"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (name, resource) in &resources {
+        let targets = match resource["Type"].as_str() {
+            Some("AWS::Events::Rule") => resource["Properties"]["Targets"].clone(),
+            Some("AWS::Scheduler::Schedule") => json!([resource["Properties"]["Target"]]),
+            _ => continue,
+        };
+        for target in targets.as_array().into_iter().flatten() {
+            for crafted in ["Input", "InputPath", "InputTransformer"] {
+                if !target[crafted].is_null() {
+                    found.push(format!("rule {name}: a target with {crafted}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// IAM's action matching: case-insensitive, `*` any run of characters, `?` one.
+fn iam_pattern_matches(pattern: &str, action: &str) -> bool {
+    fn matches(pattern: &[u8], text: &[u8]) -> bool {
+        match (pattern.first(), text.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => {
+                matches(&pattern[1..], text) || (!text.is_empty() && matches(pattern, &text[1..]))
+            }
+            (Some(b'?'), Some(_)) => matches(&pattern[1..], &text[1..]),
+            (Some(p), Some(t)) if p.eq_ignore_ascii_case(t) => matches(&pattern[1..], &text[1..]),
+            _ => false,
+        }
+    }
+    matches(pattern.as_bytes(), action.as_bytes())
+}
+
+#[test]
+fn no_function_can_invoke_a_function_and_no_rule_crafts_an_input() {
+    // The approvers are people: nothing the automation runs as can send an approval.
+    let paths = self_approval_paths(transformed_template());
+    assert!(paths.is_empty(), "{paths:?}");
+    let rules = transformed_template()["Resources"]
+        .as_object()
+        .expect("resources")
+        .values()
+        .filter(|resource| resource["Type"] == "AWS::Events::Rule")
+        .count();
+    assert!(rules >= 5, "the check sees the rules ({rules})");
+
+    // The check finds each path, should one be added.
+    for (role, action) in [
+        ("LimitScalerFunctionRole", "lambda:InvokeFunction"),
+        ("DlqRedriverFunctionRole", "lambda:Invoke*"),
+        ("HealthProberFunctionRole", "*"),
+    ] {
+        let mut template = transformed_template().clone();
+        let policy = template["Resources"][role]["Properties"]["Policies"]
+            .as_array_mut()
+            .expect("policies")
+            .iter_mut()
+            .find(|policy| {
+                !policy["PolicyName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .ends_with("OnFailureSQSPolicy")
+            })
+            .expect("the function's own policy");
+        policy["PolicyDocument"]["Statement"]
+            .as_array_mut()
+            .expect("statements")
+            .push(json!({"Effect": "Allow", "Action": action, "Resource": "*"}));
+        let paths = self_approval_paths(&template);
+        assert_eq!(paths.len(), 1, "{role} {action}: {paths:?}");
+    }
+    let mut template = transformed_template().clone();
+    let rule = template["Resources"]
+        .as_object_mut()
+        .expect("resources")
+        .values_mut()
+        .find(|resource| resource["Type"] == "AWS::Events::Rule")
+        .expect("a rule");
+    rule["Properties"]["Targets"][0]["Input"] = json!(r#"{"approve": "plan"}"#);
+    assert_eq!(self_approval_paths(&template).len(), 1);
 }

@@ -127,6 +127,11 @@ fn environment_with_defaults(function: &str) -> Vec<(String, String)> {
         .iter()
         .map(|(name, value)| {
             let value = match value {
+                // A name made from the stack's (the scorecard's rule).
+                serde_json::Value::Object(sub) if sub.contains_key("Fn::Sub") => sub["Fn::Sub"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace("${AWS::StackName}", "runbook"),
                 serde_json::Value::Object(reference) if reference["Ref"] == "AWS::AccountId" => {
                     runbook_tests::moto::ACCOUNT.to_string()
                 }
@@ -159,7 +164,14 @@ fn limit_scaler_defaults_are_a_valid_configuration() {
         .collect();
     let config = limit_scaler::config::ScalerConfig::from_env(&Env::from_pairs(&pairs))
         .expect("template defaults");
-    assert!(config.safety.dry_run, "a first deploy starts in dry run");
+    // A first deploy only plans: every runbook starts in observe.
+    assert!(!config.safety.dry_run);
+    for runbook in runbook_shared::modes::RUNBOOKS {
+        assert_eq!(
+            config.safety.modes.of(runbook),
+            runbook_shared::modes::Mode::Observe
+        );
+    }
     assert_eq!(config.scale_factor, 2.0);
 }
 
@@ -202,7 +214,11 @@ fn alarm_responder_defaults_are_a_valid_configuration() {
     let config = alarm_responder::config::ResponderConfig::from_env(&Env::from_pairs(&pairs))
         .expect("template defaults");
     assert_eq!(config.safety.evidence.recent_changes_minutes, 60);
-    assert!(config.safety.dry_run);
+    assert_eq!(
+        config.safety.modes.of("lambda-rollback"),
+        runbook_shared::modes::Mode::Observe
+    );
+    assert_eq!(config.safety.approval_window, chrono::Duration::minutes(30));
 }
 
 // --- Event patterns -----------------------------------------------------------------------------
@@ -231,10 +247,9 @@ fn rules(alarm_name_prefix: &str) -> Quamina<String> {
         }
         let pattern = &resource["Properties"]["EventPattern"];
         if pattern.is_null() {
-            assert!(
-                resource["Properties"]["ScheduleExpression"].is_object(),
-                "{logical}"
-            );
+            // A schedule: its expression from a parameter, or the scorecard's fixed one.
+            let schedule = &resource["Properties"]["ScheduleExpression"];
+            assert!(schedule.is_object() || schedule.is_string(), "{logical}");
             continue;
         }
         let pattern = resolve(pattern, alarm_name_prefix);
@@ -416,7 +431,7 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
         .deploy(DeployRequest {
             parameters: vec![
                 ("ManagedResources", "orders-*,payments"),
-                ("DryRun", "true"),
+                ("DefaultMode", "observe"),
             ],
             ..DeployRequest::default()
         })
@@ -433,8 +448,8 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
     assert_eq!(count("AWS::IAM::Role"), 4);
     assert_eq!(
         count("AWS::Events::Rule"),
-        10,
-        "6 alarm and stack rules, the handoff rule, 3 schedules"
+        11,
+        "6 alarm and stack rules, the handoff rule, 4 schedules"
     );
     assert_eq!(count("AWS::Logs::LogGroup"), 4);
     assert_eq!(count("AWS::DynamoDB::Table"), 1);
@@ -472,7 +487,8 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
     let variables = &scaler["Environment"]["Variables"];
     assert_eq!(variables["AUDIT_TABLE"], deployment.audit_table());
     assert_eq!(variables["MANAGED_RESOURCES"], "orders-*,payments");
-    assert_eq!(variables["DRY_RUN"], "true");
+    assert_eq!(variables["DEFAULT_MODE"], "observe");
+    assert_eq!(variables["RUNBOOK_MODES"], "{}");
 
     // Every function's failed asynchronous invocations go to the failed-invocations queue.
     let queue_url = &deployment.outputs["FailedInvocationsQueueUrl"];

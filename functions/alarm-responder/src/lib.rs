@@ -14,6 +14,7 @@ pub mod stack_recovery;
 
 use std::time::Duration;
 
+use runbook_shared::approval;
 use runbook_shared::report::{Outcome, Report, TriggerInfo, TriggerKind};
 use runbook_shared::resource::{Home, Resource, ResourceId};
 use runbook_shared::runbook::{Function, RunContext, Runbook, run};
@@ -278,10 +279,29 @@ impl Responder {
     /// Handles one invocation and returns its report. Never fails.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Report {
         // On the heap: the runbooks' futures are too large for a small thread stack.
-        Box::pin(self.route(event, invocation)).await
+        let invocation = invocation.handling(&event);
+        Box::pin(self.route(event, &invocation)).await
     }
 
+    /// An approve or deny payload, or any other input.
     async fn route(&self, event: Value, invocation: &Invocation) -> Report {
+        let Some(payload) = approval::payload(&event) else {
+            return Box::pin(self.dispatch(event, invocation)).await;
+        };
+        approval::serve(
+            &self.safety,
+            FUNCTION,
+            &payload,
+            invocation,
+            // The plan's event again; never an approval, so this does not recurse.
+            Box::new(move |event, invocation| {
+                Box::pin(async move { self.dispatch(event, &invocation).await.into() })
+            }),
+        )
+        .await
+    }
+
+    async fn dispatch(&self, event: Value, invocation: &Invocation) -> Report {
         let home = &self.config.safety.home;
         let trigger = match recognise_from(&event, home) {
             Ok(trigger) => trigger,
@@ -316,6 +336,7 @@ impl Responder {
                     .control(FUNCTION, &payload, info, invocation)
                     .await
             }
+            Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation),
             Trigger::Manual(payload) => {
                 if let Some(alarm_name) = payload.get("alarm_name") {
                     return self.replayed(alarm_name, &payload, info, invocation).await;

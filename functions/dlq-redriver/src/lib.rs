@@ -17,6 +17,7 @@ pub mod returned;
 
 use std::time::Duration;
 
+use runbook_shared::approval;
 use runbook_shared::aws::FaultKind;
 use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind, capped};
 use runbook_shared::runbook::{Ending, Function, RunContext, Step, run};
@@ -129,10 +130,30 @@ impl Redriver {
     /// Handles one invocation: one report, or one per DLQ for a scheduled sweep. Never fails.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
         // On the heap: the runbooks' futures are too large for a small thread stack.
-        Box::pin(self.route(event, invocation)).await
+        let invocation = invocation.handling(&event);
+        Box::pin(self.route(event, &invocation)).await
     }
 
+    /// An approve or deny payload, or any other input.
     async fn route(&self, event: Value, invocation: &Invocation) -> Output {
+        let Some(payload) = approval::payload(&event) else {
+            return Box::pin(self.dispatch(event, invocation)).await;
+        };
+        approval::serve(
+            &self.safety,
+            FUNCTION,
+            &payload,
+            invocation,
+            // The plan's event again; never an approval, so this does not recurse.
+            Box::new(move |event, invocation| {
+                Box::pin(async move { self.dispatch(event, &invocation).await })
+            }),
+        )
+        .await
+        .into()
+    }
+
+    async fn dispatch(&self, event: Value, invocation: &Invocation) -> Output {
         let trigger = match recognise_from(&event, &self.config.safety.home) {
             Ok(trigger) => trigger,
             Err(rejection) => {
@@ -156,6 +177,7 @@ impl Redriver {
                 .control(FUNCTION, &payload, info, invocation)
                 .await
                 .into(),
+            Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation).into(),
             Trigger::Manual(payload) => {
                 let job = parse_manual::<Request>(&payload)
                     .and_then(|request| Job::from_request(&request, &self.config));

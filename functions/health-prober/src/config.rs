@@ -24,6 +24,8 @@ pub struct ProberConfig {
     /// The sweep pauses the automation after this many verifications settle as failed within
     /// 60 minutes (0: never).
     pub pause_after_failed_verifications: usize,
+    /// The name of the daily schedule rule whose events publish the scorecard (SCORECARD_RULE).
+    pub scorecard_rule: Option<String>,
 }
 
 impl ProberConfig {
@@ -66,7 +68,16 @@ impl ProberConfig {
                 0,
                 100,
             )?,
+            scorecard_rule: env.get("SCORECARD_RULE"),
         })
+    }
+
+    /// Whether a schedule's rule (its ARN, `…:rule/<name>`) is the scorecard's.
+    pub fn is_scorecard_rule(&self, rule: Option<&str>) -> bool {
+        match (&self.scorecard_rule, rule) {
+            (Some(name), Some(arn)) => arn.rsplit('/').next() == Some(name.as_str()),
+            _ => false,
+        }
     }
 }
 

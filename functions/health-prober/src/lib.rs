@@ -6,6 +6,7 @@ pub mod check;
 pub mod config;
 pub mod metrics;
 pub mod probes;
+pub mod scorecard;
 pub mod sweep;
 
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub enum ProberOutput {
     Health(Box<HealthReport>),
     /// A rejected input, or a kill-switch payload's report.
     Report(Box<Report>),
+    /// `{"report": "scorecard"}`, or the daily scorecard schedule.
+    Scorecard(Box<scorecard::Scorecard>),
 }
 
 pub struct Prober {
@@ -140,7 +143,43 @@ impl Prober {
                     .await;
                 return ProberOutput::Report(Box::new(report));
             }
+            Trigger::Approval(_) => {
+                return rejected(
+                    info,
+                    "health-prober makes no plans: approve or deny a plan on the function that made it (the function of its awaiting_approval report)".into(),
+                );
+            }
+            Trigger::Schedule(schedule)
+                if self.config.is_scorecard_rule(schedule.rule.as_deref()) =>
+            {
+                return self
+                    .scorecard(scorecard::DEFAULT_DAYS, true, info, invocation)
+                    .await;
+            }
             Trigger::Schedule(_) => self.config.probes.clone(),
+            Trigger::Manual(payload) if payload.contains_key("report") => {
+                let request = runbook_shared::trigger::parse_manual::<scorecard::Request>(payload);
+                let days = match request {
+                    Err(rejection) => return rejected(info, rejection.0),
+                    Ok(request) if request.report != "scorecard" => {
+                        return rejected(
+                            info,
+                            format!("\"report\" must be \"scorecard\", got {:?}", request.report),
+                        );
+                    }
+                    Ok(request) => request.days.unwrap_or(scorecard::DEFAULT_DAYS),
+                };
+                let retention = self.config.audit_retention_days;
+                if !(1..=retention).contains(&days) {
+                    return rejected(
+                        info,
+                        format!(
+                            "\"days\" must be from 1 to {retention} (AUDIT_RETENTION_DAYS: older runs are gone), got {days}"
+                        ),
+                    );
+                }
+                return self.scorecard(days, false, info, invocation).await;
+            }
             Trigger::Manual(payload) => {
                 let request = runbook_shared::trigger::parse_manual::<ProbeRequest>(payload);
                 match request.map(|request| request.probes) {
@@ -162,6 +201,58 @@ impl Prober {
             }
         };
         self.probe(probes, info, invocation).await
+    }
+
+    /// The scorecard of the last `days` days; `publish` also puts its metrics (the daily
+    /// schedule).
+    async fn scorecard(
+        &self,
+        days: i64,
+        publish: bool,
+        trigger: TriggerInfo,
+        invocation: &Invocation,
+    ) -> ProberOutput {
+        let now = Utc::now();
+        let mut card = scorecard::Scorecard {
+            function: FUNCTION.into(),
+            report: "scorecard".into(),
+            trigger,
+            days,
+            since: runbook_shared::audit::timestamp(now - chrono::Duration::days(days)),
+            runbooks: Vec::new(),
+            truncated: false,
+            metrics: None,
+            errors: Vec::new(),
+            duration_ms: 0,
+        };
+        match scorecard::read(&self.audit, days, now).await {
+            Ok((runbooks, truncated)) => {
+                card.runbooks = runbooks;
+                card.truncated = truncated;
+            }
+            Err(err) => card.errors.push(format!("scorecard: {err}")),
+        }
+        if publish && card.truncated {
+            // A part of the table is no day's figure: better none than a wrong one.
+            card.errors.push(format!(
+                "scorecard metrics not published: the audit table was read only in part ({} pages)",
+                runbook_shared::audit::SCAN_PAGES
+            ));
+        }
+        if publish && card.errors.is_empty() {
+            match metrics::publish(
+                &self.clients.cloudwatch,
+                &self.config.metrics_namespace,
+                scorecard::datums(&card.runbooks),
+            )
+            .await
+            {
+                Ok(published) => card.metrics = Some(published),
+                Err(err) => card.errors.push(format!("scorecard metrics: {err}")),
+            }
+        }
+        card.duration_ms = invocation.elapsed_ms();
+        ProberOutput::Scorecard(Box::new(card))
     }
 
     async fn probe(

@@ -13,6 +13,7 @@ pub mod stored_limit;
 
 use std::time::Duration;
 
+use runbook_shared::approval;
 use runbook_shared::evidence::Sources;
 use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
 use runbook_shared::resource::{Home, ResourceId};
@@ -220,10 +221,30 @@ impl Scaler {
     /// fails, so a bad input cannot cause a retry storm.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
         // On the heap: the runbooks' futures are too large for a small thread stack.
-        Box::pin(self.route(event, invocation)).await
+        let invocation = invocation.handling(&event);
+        Box::pin(self.route(event, &invocation)).await
     }
 
+    /// An approve or deny payload, or any other input.
     async fn route(&self, event: Value, invocation: &Invocation) -> Output {
+        let Some(payload) = approval::payload(&event) else {
+            return Box::pin(self.dispatch(event, invocation)).await;
+        };
+        approval::serve(
+            &self.safety,
+            FUNCTION,
+            &payload,
+            invocation,
+            // The plan's event again; never an approval, so this does not recurse.
+            Box::new(move |event, invocation| {
+                Box::pin(async move { self.dispatch(event, &invocation).await })
+            }),
+        )
+        .await
+        .into()
+    }
+
+    async fn dispatch(&self, event: Value, invocation: &Invocation) -> Output {
         let trigger = match recognise_from(&event, &self.config.safety.home) {
             Ok(trigger) => trigger,
             Err(rejection) => {
@@ -246,6 +267,7 @@ impl Scaler {
                 .control(FUNCTION, &payload, info, invocation)
                 .await
                 .into(),
+            Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation).into(),
             Trigger::Manual(payload) => match Job::from_request(&payload, &self.config) {
                 Ok((job, dry_run)) => {
                     let mut report = Report::new(FUNCTION, info, Outcome::NoAction, "");

@@ -75,21 +75,7 @@ impl AuditStore {
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                let item = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(format!("event#{event_id}")))
-                    .key("sk", s("event"))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|err| self.err("dynamodb:GetItem", &err))?;
-                let report = item
-                    .item()
-                    .and_then(|item| get_s(item, "report"))
-                    .and_then(|report| serde_json::from_str::<Report>(report).ok());
-                Ok(match report {
+                Ok(match self.event_report(event_id).await? {
                     Some(report) => EventClaim::Completed(Box::new(report)),
                     None => EventClaim::InFlight,
                 })

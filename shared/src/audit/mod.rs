@@ -15,6 +15,7 @@
 //!   reverts use;
 //! - change brake: `pk = brake#changes`, `sk = window`: the resources changed in the last
 //!   CHANGE_WINDOW_MINUTES, versioned; `pk = brake#escalated`, `sk = window`: its last escalation;
+//! - plans awaiting approval, open plans and the run log: see `plans.rs`;
 //! - kill switch: `pk = control#automation`, `sk = switch`: `paused` (boolean), `by`, `reason`,
 //!   `since`, `until` (RFC 3339; none: until resumed).
 
@@ -28,12 +29,14 @@ use serde_json::Value;
 mod brake;
 mod control;
 mod guards;
+mod plans;
 mod raises;
 mod window;
 
 pub use brake::{Changed, Slot};
 pub use control::Pause;
 pub use guards::{EventClaim, LeaseOutcome};
+pub use plans::{Plan, PlanLine, PlanRecord, RunLine, SCAN_PAGES, ScorecardItems};
 pub use raises::Raise;
 
 use crate::aws::{AwsError, condition_held};
@@ -354,11 +357,12 @@ impl AuditStore {
             .key("pk", s(format!("target#{}", record.resource)))
             .key("sk", s(&record.sk))
             .update_expression(
-                "SET verification = :verification, report = :report REMOVE verify_status",
+                "SET verification = :verification, report = :report, settled_at = :settled_at REMOVE verify_status",
             )
             .condition_expression("verify_status = :pending")
             .expression_attribute_values(":verification", s(json_text(verification)))
             .expression_attribute_values(":report", s(json_text(&report)))
+            .expression_attribute_values(":settled_at", s(timestamp(Utc::now())))
             .expression_attribute_values(":pending", s(PENDING))
             .send()
             .await;

@@ -197,6 +197,8 @@ async fn limit_scaler_other_limits(moto: &Moto, audit: &str) -> Result<(), Error
         ("MANAGED_RESOURCES", "orders-*"),
         ("LIMITS_TABLE", limits.as_str()),
         ("LIMITS_VALUE_ATTRS", "requests_per_second"),
+        // stored-limit waits for a person's approval; the other runbooks act.
+        ("RUNBOOK_MODES", r#"{"stored-limit": "approve"}"#),
     ];
     let mut scaler = function_process(moto, "limit-scaler", audit, &extra).await;
 
@@ -211,10 +213,17 @@ async fn limit_scaler_other_limits(moto: &Moto, audit: &str) -> Result<(), Error
     show(&scaler.report(&throttles).await);
 
     heading(
-        "limit-scaler / stored-limit: raise tenant#42's stored rate limit for an hour (manual payload)",
+        "limit-scaler / stored-limit in approve mode: raise tenant#42's stored rate limit for an hour (the plan waits for a person)",
     );
     let raise = json!({"limit": {"key": "tenant#42", "attribute": "requests_per_second", "value": 200, "for_minutes": 60}});
-    show(&scaler.report(&raise).await);
+    let asked = scaler.report(&raise).await;
+    show(&asked);
+    let plan_id = asked["approval"]["plan_id"].as_str().unwrap_or_default();
+    let approve = json!({"approve": plan_id, "by": "alice", "reason": "tenant 42's launch"});
+    heading(&format!(
+        "limit-scaler: alice approves plan {plan_id} ({approve}): diagnosed again, the same state, applied once"
+    ));
+    show(&scaler.report(&approve).await);
 
     heading("limit-scaler: its schedule (nothing is due to go back yet)");
     println!("{}", scaler.report(&scheduled_event()).await);
@@ -431,6 +440,21 @@ async fn health_prober(moto: &Moto, audit: &str, table: &str, dlq: &str) -> Resu
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
+    heading("health-prober: the scorecard of every runbook this demo ran (manual payload)");
+    let card = prober
+        .report(&json!({"report": "scorecard", "days": 1}))
+        .await;
+    for runbook in card["runbooks"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<20} runs {:>2}  remediated {:>2}  verified {:>2}  approved {}  -> {}",
+            runbook["runbook"].as_str().unwrap_or(""),
+            runbook["runs"],
+            runbook["remediated"],
+            runbook["verified"],
+            runbook["approvals"]["approved"],
+            runbook["readiness"].as_str().unwrap_or("")
+        );
+    }
     prober.stop().await;
     Ok(())
 }

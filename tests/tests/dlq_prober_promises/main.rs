@@ -96,7 +96,7 @@ async fn run(redriver: &Redriver, event: Value) -> Report {
 async fn probe(prober: &Prober, event: Value, budget: Duration) -> HealthReport {
     match prober.handle(event, &invocation_within(budget)).await {
         ProberOutput::Health(report) => *report,
-        ProberOutput::Report(report) => panic!("rejected: {report:?}"),
+        other => panic!("not a health report: {other:?}"),
     }
 }
 

@@ -392,3 +392,31 @@ async fn a_run_stopped_by_the_deadline_reports_progress_and_the_next_run_continu
     assert_eq!(depth(&setup.sqs, &pair.dlq).await, 0);
     assert_eq!(depth(&setup.sqs, &pair.source).await, 60);
 }
+
+#[tokio::test]
+async fn an_approved_redrive_moves_what_the_dlq_holds_when_it_is_carried_out() {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-approved", false).await;
+    send_messages(&setup.sqs, &pair.source, &bodies("a", 5), None, &[]).await;
+    fail_all(&setup.sqs, &pair.source).await;
+    let redriver = setup.redriver(&[("RUNBOOK_MODES", r#"{"dlq-redrive": "approve"}"#)]);
+
+    let asked = run(
+        &redriver,
+        json!({"dlq": pair.dlq.name, "action": "redrive"}),
+    )
+    .await;
+    assert_eq!(asked.outcome, Outcome::AwaitingApproval, "{asked:?}");
+    assert_eq!(depth(&setup.sqs, &pair.dlq).await, 5);
+    // More failures arrive while the plan waits: the approval still holds (the depths are
+    // read afresh; the queues it redrives into are the same).
+    send_messages(&setup.sqs, &pair.source, &bodies("b", 3), None, &[]).await;
+    fail_all(&setup.sqs, &pair.source).await;
+    assert_eq!(depth(&setup.sqs, &pair.dlq).await, 8);
+
+    let plan_id = asked.approval.expect("approval").plan_id;
+    let approved = run(&redriver, json!({"approve": plan_id, "by": "alice"})).await;
+    assert_eq!(approved.outcome, Outcome::Remediated, "{approved:?}");
+    assert_eq!(depth(&setup.sqs, &pair.dlq).await, 0);
+    assert_eq!(drain_all(&setup.sqs, &pair.source).await.len(), 8);
+}

@@ -421,6 +421,18 @@ impl Runbook<Responder> for ApiErrors {
         }
     }
 
+    /// The cause without its figures, which are read afresh: an approval of the hand-off holds
+    /// while the same cause ranks first.
+    fn approval_view(&self, planned: &Planned) -> Planned {
+        let mut view = planned.clone();
+        for action in &mut view.actions {
+            if let Some(after) = action.after.as_object_mut() {
+                after.remove("figures");
+            }
+        }
+        view
+    }
+
     fn describe(&self, _: &RunContext<'_, Responder>, change: &Change) -> Planned {
         match change {
             Change::Rollback {
@@ -477,7 +489,16 @@ impl Runbook<Responder> for ApiErrors {
                 let alias = format!("{}:{}", rollback.function, rollback.alias);
                 let info = handed_trigger(ctx, crate::lambda_rollback::RUNBOOK, &alias);
                 let handed = Report::new(FUNCTION, info, Outcome::NoAction, "");
-                let inner = RunContext::new(ctx.function, ctx.invocation, ctx.alarm);
+                // A plan it makes for approval is approved as lambda-rollback's own manual
+                // payload (the API's alarm would be triaged again instead). When this run
+                // carries out an approval of api-errors' own plan, that approval covered the
+                // hand-off: the rollback runs in its own mode, as after any hand-off.
+                let invocation = ctx.invocation.nested(&json!({
+                    "runbook": crate::lambda_rollback::RUNBOOK,
+                    "function": rollback.function,
+                    "alias": rollback.alias,
+                }));
+                let inner = RunContext::new(ctx.function, &invocation, ctx.alarm);
                 let report = Box::pin(run(&inner, rollback.clone(), handed)).await;
                 Ok(Change::Rollback {
                     rollback,
@@ -529,6 +550,11 @@ impl Runbook<Responder> for ApiErrors {
                 // are the outer report's.
                 report.escalation.clone_from(&handed.escalation);
                 report.stack_drift.clone_from(&handed.stack_drift);
+                // The rollback's own plan awaiting approval travels up, unless this run carries
+                // out an approval of its own (which the approval's report must carry).
+                if report.approval.is_none() {
+                    report.approval.clone_from(&handed.approval);
+                }
                 let said = format!("{summary}; lambda-rollback: {}", handed.reason);
                 // A rollback whose own check already failed says so here too: this is the
                 // report that is published and notified on.

@@ -180,6 +180,18 @@ impl Runbook<Redriver> for Redrive {
         })
     }
 
+    /// The queues it redrives into, without the depths: messages keep arriving during an
+    /// incident, and the redrive's own limits (MAX_MESSAGES_PER_RUN, the rate, the poison
+    /// count) bound what an approval moves.
+    fn approval_view(&self, planned: &Planned) -> Planned {
+        let mut view = planned.clone();
+        for action in &mut view.actions {
+            action.before = serde_json::Value::Null;
+            action.after = serde_json::Value::Null;
+        }
+        view
+    }
+
     fn describe(&self, _: &RunContext<'_, Redriver>, run: &RedriveRun) -> Planned {
         let (plan, dlq) = (&run.plan, &self.dlq);
         let candidates = plan.candidates();

@@ -85,6 +85,7 @@ impl Runbook<Scaler> for ScaleDown {
     const ID: &'static str = RUNBOOK;
     /// It finishes a raise that already spent its action.
     const BUDGETED: bool = false;
+    const PUTS_BACK: bool = true;
     type Diagnosis = Diagnosis;
     type Change = StepDown;
 

@@ -43,6 +43,7 @@ impl Runbook<Scaler> for PutBack {
     const ID: &'static str = RUNBOOK;
     /// It finishes a raise that already spent its action.
     const BUDGETED: bool = false;
+    const PUTS_BACK: bool = true;
     type Diagnosis = PutBackDiagnosis;
     type Change = LimitChange;
 
