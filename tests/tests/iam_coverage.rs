@@ -277,26 +277,6 @@ fn actions_called(crate_dir: &str) -> BTreeSet<String> {
 /// The actions a function's role allows, from the transformed template (every statement, both
 /// branches of conditions).
 fn actions_allowed(template: &Value, function: &str) -> BTreeSet<String> {
-    fn collect(value: &Value, into: &mut BTreeSet<String>) {
-        match value {
-            Value::Object(map) => {
-                if let Some(actions) = map.get("Action") {
-                    match actions {
-                        Value::String(action) => {
-                            into.insert(action.clone());
-                        }
-                        Value::Array(list) => {
-                            into.extend(list.iter().filter_map(|a| a.as_str().map(String::from)))
-                        }
-                        _ => {}
-                    }
-                }
-                map.values().for_each(|v| collect(v, into));
-            }
-            Value::Array(list) => list.iter().for_each(|v| collect(v, into)),
-            _ => {}
-        }
-    }
     let mut allowed = BTreeSet::new();
     let policies = template["Resources"][format!("{function}Role")]["Properties"]["Policies"]
         .as_array()
@@ -307,10 +287,32 @@ fn actions_allowed(template: &Value, function: &str) -> BTreeSet<String> {
         // asynchronous events, the code does not.
         let name = policy["PolicyName"].as_str().unwrap_or_default();
         if !name.ends_with("EventInvokeConfigOnFailureSQSPolicy") {
-            collect(&policy["PolicyDocument"], &mut allowed);
+            collect_actions(&policy["PolicyDocument"], &mut allowed);
         }
     }
     allowed
+}
+
+/// Every `Action` in a policy document (every statement, both branches of conditions).
+fn collect_actions(value: &Value, into: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(actions) = map.get("Action") {
+                match actions {
+                    Value::String(action) => {
+                        into.insert(action.clone());
+                    }
+                    Value::Array(list) => {
+                        into.extend(list.iter().filter_map(|a| a.as_str().map(String::from)))
+                    }
+                    _ => {}
+                }
+            }
+            map.values().for_each(|v| collect_actions(v, into));
+        }
+        Value::Array(list) => list.iter().for_each(|v| collect_actions(v, into)),
+        _ => {}
+    }
 }
 
 /// Calls the scan finds in shared/ that a function never makes, so its policy rightly lacks them.
@@ -523,4 +525,84 @@ fn no_function_can_invoke_a_function_and_no_rule_crafts_an_input() {
         .expect("a rule");
     rule["Properties"]["Targets"][0]["Input"] = json!(r#"{"approve": "plan"}"#);
     assert_eq!(self_approval_paths(&template).len(), 1);
+}
+
+/// What the functions call on the hub's own resources (its audit table, its bus, its metrics),
+/// which the spoke role does not carry: they act there with their own roles. limit-scaler
+/// also reads and writes items of the stored-limits table in the account it remediates.
+fn on_the_hub(function: &str, action: &str) -> bool {
+    const ALL: &[&str] = &[
+        "events:PutEvents",
+        "cloudwatch:PutMetricData",
+        "dynamodb:Scan",
+        "dynamodb:Query",
+        "dynamodb:DeleteItem",
+        "dynamodb:PutItem",
+    ];
+    ALL.contains(&action)
+        || (function != LIMIT_SCALER
+            && ["dynamodb:GetItem", "dynamodb:UpdateItem"].contains(&action))
+}
+
+/// The actions spoke.yaml's role allows for one function's runbooks (its policy of that name).
+fn spoke_actions(function: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(workspace_root().join("spoke.yaml")).expect("spoke.yaml");
+    let spoke: Value = serde_yaml::from_str(&text).expect("spoke.yaml is YAML");
+    let name = function.trim_end_matches("Function");
+    let policy = spoke["Resources"]["RunbookAutomationSpoke"]["Properties"]["Policies"]
+        .as_array()
+        .and_then(|policies| policies.iter().find(|policy| policy["PolicyName"] == name))
+        .unwrap_or_else(|| panic!("spoke.yaml has no policy {name}"));
+    let mut actions = BTreeSet::new();
+    collect_actions(&policy["PolicyDocument"], &mut actions);
+    actions
+}
+
+#[test]
+fn the_spoke_role_allows_what_each_function_calls_in_the_accounts_it_remediates() {
+    for (function, dir) in [
+        (LIMIT_SCALER, "functions/limit-scaler"),
+        (DLQ_REDRIVER, "functions/dlq-redriver"),
+        (ALARM_RESPONDER, "functions/alarm-responder"),
+        (HEALTH_PROBER, "functions/health-prober"),
+    ] {
+        let mut called = actions_called(dir);
+        for (never, action) in NEVER_CALLED {
+            if *never == function {
+                called.remove(*action);
+            }
+        }
+        let spoke = spoke_actions(function);
+        let missing: BTreeSet<&String> = called
+            .iter()
+            .filter(|action| !spoke.contains(*action) && !on_the_hub(function, action))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{function}: the spoke role lacks {missing:?}"
+        );
+        let unused: BTreeSet<&String> = spoke.difference(&called).collect();
+        assert!(
+            unused.is_empty(),
+            "{function}: the spoke role allows {unused:?}, never called"
+        );
+        // No hub-side access rides along into the target accounts.
+        for hub_only in [
+            "events:PutEvents",
+            "cloudwatch:PutMetricData",
+            "dynamodb:Scan",
+        ] {
+            assert!(!spoke.contains(hub_only), "{function}: {hub_only}");
+        }
+    }
+    assert!(self_approval_paths_in_spoke().is_empty());
+}
+
+/// The spoke role may not invoke functions either.
+fn self_approval_paths_in_spoke() -> Vec<String> {
+    [LIMIT_SCALER, DLQ_REDRIVER, ALARM_RESPONDER, HEALTH_PROBER]
+        .iter()
+        .flat_map(|function| spoke_actions(function))
+        .filter(|action| iam_pattern_matches(action, "lambda:InvokeFunction"))
+        .collect()
 }

@@ -37,11 +37,20 @@ fn venv_tool(name: &str, args: &[&str]) -> (Output, String) {
 
 #[test]
 fn cfn_lint_passes_without_warnings() {
-    let (output, printed) = venv_tool("cfn-lint", &["template.yaml"]);
-    assert!(
-        output.status.success() && printed.trim().is_empty(),
-        "cfn-lint:\n{printed}"
-    );
+    for file in ["template.yaml", "spoke.yaml"] {
+        let (output, printed) = venv_tool("cfn-lint", &[file]);
+        assert!(
+            output.status.success() && printed.trim().is_empty(),
+            "cfn-lint {file}:\n{printed}"
+        );
+    }
+}
+
+/// spoke.yaml is generated from template.yaml's policies, so the two cannot drift.
+#[test]
+fn spoke_yaml_is_what_the_script_makes_from_template_yaml() {
+    let (output, printed) = venv_tool("python", &["scripts/spoke_template.py", "--check"]);
+    assert!(output.status.success(), "{printed}");
 }
 
 /// cfn-lint on the SAM template sees the SAM resources; some CloudFormation rules (such as
@@ -79,11 +88,16 @@ fn sam_validate_lint_passes() {
 /// No failed check; every skip is written in the template with its reason.
 #[test]
 fn checkov_finds_nothing_unexplained() {
+    checkov_passes("template.yaml");
+    checkov_passes("spoke.yaml");
+}
+
+fn checkov_passes(file: &str) {
     let (output, printed) = venv_tool(
         "checkov",
         &[
             "--file",
-            "template.yaml",
+            file,
             "--framework",
             "cloudformation",
             "--skip-download",
