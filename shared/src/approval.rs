@@ -186,12 +186,32 @@ pub fn commands(function: &str, region: &str, plan_id: &str) -> ApprovalCommands
 pub type Replay<'a> =
     Box<dyn FnOnce(Value, Invocation) -> Pin<Box<dyn Future<Output = Output> + 'a>> + 'a>;
 
-/// The approve or deny payload the input is, if it is one (what `serve` takes).
-pub fn payload(event: &Value) -> Option<Map<String, Value>> {
-    match crate::trigger::recognise(event) {
-        Ok(crate::trigger::Trigger::Approval(payload)) => Some(payload),
-        _ => None,
-    }
+/// One input of `function`: an approve or deny payload is decided here (an approval handles its
+/// plan's event again through `dispatch`), anything else goes to `dispatch`. `dispatch` takes
+/// no decision itself (`refused`), so an approval cannot recurse.
+pub async fn route<'a, O, D, Fut>(
+    safety: &Safety,
+    function: &str,
+    event: Value,
+    invocation: &Invocation,
+    dispatch: D,
+) -> O
+where
+    D: Fn(Value, Invocation) -> Fut + 'a,
+    Fut: Future<Output = O> + 'a,
+    O: From<Report> + Into<Output> + 'a,
+{
+    let Some(payload) = crate::trigger::approval_payload(&event).cloned() else {
+        // Boxed: the runbooks' futures are too large for a small thread stack.
+        return Box::pin(dispatch(event, invocation.clone())).await;
+    };
+    let replay: Replay<'a> = Box::new(move |event, invocation| {
+        // Its own box: a run can hold another (api-errors hands a rollback over in-process).
+        Box::pin(async move { Box::pin(dispatch(event, invocation)).await.into() })
+    });
+    serve(safety, function, &payload, invocation, replay)
+        .await
+        .into()
 }
 
 /// The report of a decision that arrives where none can be taken: inside an approval's own

@@ -181,6 +181,16 @@ fn origin_of(event: &Value) -> Origin {
     }
 }
 
+/// A person's decision on a plan (`{"approve": …}` or `{"deny": …}`: no `source`, no
+/// `control`), told from the input's keys alone: every invocation asks, before recognising it.
+pub fn approval_payload(event: &Value) -> Option<&Map<String, Value>> {
+    let object = event.as_object()?;
+    let decision = !object.contains_key("source")
+        && !object.contains_key("control")
+        && (object.contains_key("approve") || object.contains_key("deny"));
+    decision.then_some(object)
+}
+
 /// Recognises the trigger from the input's shape.
 pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
     let Some(object) = event.as_object() else {
@@ -193,8 +203,8 @@ pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
         if object.contains_key("control") {
             return Ok(Trigger::Control(object.clone()));
         }
-        if object.contains_key("approve") || object.contains_key("deny") {
-            return Ok(Trigger::Approval(object.clone()));
+        if let Some(decision) = approval_payload(event) {
+            return Ok(Trigger::Approval(decision.clone()));
         }
         return Ok(Trigger::Manual(object.clone()));
     };

@@ -516,17 +516,23 @@ async fn a_rollback_its_own_guards_refuse_is_reported_as_refused_and_changes_not
     assert_eq!(alias_version(&function).await, "2");
 }
 
-#[tokio::test]
-async fn a_rollback_in_approve_mode_behind_the_api_waits_for_a_person_then_rolls_back() {
-    let audit = create_audit_table(&moto().dynamodb()).await;
+/// A function deployed a moment ago (version 2 behind `live`, errors on it) behind a REST
+/// API whose 5xx alarm is in ALARM: (function, API, alarm).
+async fn fresh_deploy_behind_an_alarmed_api() -> (String, String, String) {
     let function = unique("managed-checkout");
     create_deployed_function(moto(), &function, "2").await;
     alias_errors(&function, 12.0).await;
     let api = rest_api_in_front_of(&function);
     let alarm = format!("{api}-5xx");
     api_alarm(&alarm, &api).await;
+    (function, api, alarm)
+}
+
+#[tokio::test]
+async fn a_rollback_in_approve_mode_behind_the_api_waits_for_a_person_then_rolls_back() {
+    let (function, api, alarm) = fresh_deploy_behind_an_alarmed_api().await;
     let responder = responder(
-        &audit,
+        &create_audit_table(&moto().dynamodb()).await,
         &[("RUNBOOK_MODES", r#"{"lambda-rollback": "approve"}"#)],
         responder_clients(),
     );
@@ -562,15 +568,9 @@ async fn a_rollback_in_approve_mode_behind_the_api_waits_for_a_person_then_rolls
 
 #[tokio::test]
 async fn an_approved_api_errors_hand_off_rolls_back_through_lambda_rollback() {
-    let audit = create_audit_table(&moto().dynamodb()).await;
-    let function = unique("managed-checkout");
-    create_deployed_function(moto(), &function, "2").await;
-    alias_errors(&function, 12.0).await;
-    let api = rest_api_in_front_of(&function);
-    let alarm = format!("{api}-5xx");
-    api_alarm(&alarm, &api).await;
+    let (function, api, alarm) = fresh_deploy_behind_an_alarmed_api().await;
     let responder = responder(
-        &audit,
+        &create_audit_table(&moto().dynamodb()).await,
         &[("RUNBOOK_MODES", r#"{"api-errors": "approve"}"#)],
         responder_clients(),
     );

@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
 use aws_sdk_dynamodb::types::AttributeValue;
-use health_prober::check::Clients;
 use health_prober::config::ProberConfig;
 use health_prober::{HealthReport, Prober, ProberOutput};
 use runbook_shared::audit::AuditStore;
@@ -18,31 +17,11 @@ use runbook_shared::safety::Invocation;
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     TableSpec, alarm_in_state, create_audit_table, create_function, create_queue, create_stack,
-    scheduled_event, send_messages,
+    prober, prober_clients, scheduled_event, send_messages,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
 use serde_json::{Value, json};
-
-fn clients() -> Clients {
-    Clients {
-        http: reqwest::Client::new(),
-        dynamodb: moto().dynamodb(),
-        sqs: moto().sqs(),
-        cloudwatch: moto().cloudwatch(),
-        cloudformation: moto().cloudformation(),
-        lambda: moto().lambda(),
-    }
-}
-
-fn prober(audit: &str, extra: &[(&str, &str)]) -> Prober {
-    let mut pairs = vec![("AUDIT_TABLE", audit)];
-    pairs.extend_from_slice(extra);
-    Prober::with_clients(
-        ProberConfig::from_env(&Env::from_pairs(&pairs)).expect("config"),
-        clients(),
-    )
-}
 
 async fn run(prober: &Prober, event: Value) -> HealthReport {
     let invocation = Invocation::new(
@@ -681,7 +660,7 @@ async fn stacks_failed_or_stuck_are_unhealthy_with_the_failure_reason() {
             )
             .build()
     });
-    let mut clients = clients();
+    let mut clients = prober_clients();
     clients.cloudformation = mock_client!(
         aws_sdk_cloudformation,
         RuleMode::MatchAny,

@@ -462,20 +462,9 @@ fn self_approval_paths(template: &Value) -> Vec<String> {
     found
 }
 
-/// IAM's action matching: case-insensitive, `*` any run of characters, `?` one.
+/// IAM's action matching: `*` and `?` globs, case-insensitive.
 fn iam_pattern_matches(pattern: &str, action: &str) -> bool {
-    fn matches(pattern: &[u8], text: &[u8]) -> bool {
-        match (pattern.first(), text.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => {
-                matches(&pattern[1..], text) || (!text.is_empty() && matches(pattern, &text[1..]))
-            }
-            (Some(b'?'), Some(_)) => matches(&pattern[1..], &text[1..]),
-            (Some(p), Some(t)) if p.eq_ignore_ascii_case(t) => matches(&pattern[1..], &text[1..]),
-            _ => false,
-        }
-    }
-    matches(pattern.as_bytes(), action.as_bytes())
+    runbook_shared::managed::glob_match(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
 }
 
 #[test]

@@ -7,36 +7,17 @@ use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use health_prober::Prober;
-use health_prober::check::Clients;
-use health_prober::config::ProberConfig;
 use runbook_shared::audit::{AuditStore, Plan, timestamp};
-use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
 use runbook_shared::report::{
     Action, ApprovalStatus, Check, Outcome, Report, TriggerInfo, TriggerKind, Verification,
     VerificationStatus,
 };
 use runbook_shared::safety::Invocation;
-use runbook_tests::fixtures::{create_audit_table, event_file, scheduled_event};
+use runbook_tests::fixtures::{create_audit_table, event_file, prober, scheduled_event};
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
 use serde_json::{Value, json};
-
-fn prober(audit: &str, extra: &[(&str, &str)]) -> Prober {
-    let mut pairs = vec![("AUDIT_TABLE", audit)];
-    pairs.extend_from_slice(extra);
-    Prober::with_clients(
-        ProberConfig::from_env(&Env::from_pairs(&pairs)).expect("config"),
-        Clients {
-            http: reqwest::Client::new(),
-            dynamodb: moto().dynamodb(),
-            sqs: moto().sqs(),
-            cloudwatch: moto().cloudwatch(),
-            cloudformation: moto().cloudformation(),
-            lambda: moto().lambda(),
-        },
-    )
-}
 
 async fn handle(prober: &Prober, event: Value) -> Value {
     let invocation = Invocation::new(

@@ -131,26 +131,14 @@ impl Redriver {
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
         // On the heap: the runbooks' futures are too large for a small thread stack.
         let invocation = invocation.handling(&event);
-        Box::pin(self.route(event, &invocation)).await
-    }
-
-    /// An approve or deny payload, or any other input.
-    async fn route(&self, event: Value, invocation: &Invocation) -> Output {
-        let Some(payload) = approval::payload(&event) else {
-            return Box::pin(self.dispatch(event, invocation)).await;
-        };
-        approval::serve(
+        Box::pin(approval::route(
             &self.safety,
             FUNCTION,
-            &payload,
-            invocation,
-            // The plan's event again; never an approval, so this does not recurse.
-            Box::new(move |event, invocation| {
-                Box::pin(async move { self.dispatch(event, &invocation).await })
-            }),
-        )
+            event,
+            &invocation,
+            |event, invocation| async move { self.dispatch(event, &invocation).await },
+        ))
         .await
-        .into()
     }
 
     async fn dispatch(&self, event: Value, invocation: &Invocation) -> Output {

@@ -10,11 +10,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use dlq_redriver::Redriver;
-use health_prober::check::Clients;
-use health_prober::config::ProberConfig;
 use health_prober::{HealthReport, Prober, ProberOutput};
 use runbook_shared::audit::AuditStore;
-use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
 use runbook_shared::report::{
     Action, Check, Outcome, Output, Report, SettleBy, TriggerInfo, TriggerKind, Verification,
@@ -23,7 +20,7 @@ use runbook_shared::report::{
 use runbook_shared::safety::Invocation;
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
-    QueuePair, SqsQueue, create_audit_table, create_queue, depth, fail_all, peek_all,
+    QueuePair, SqsQueue, create_audit_table, create_queue, depth, fail_all, peek_all, prober,
     queue_alarm_event, redriver, redriver_clients, send_messages,
 };
 use runbook_tests::moto::{ACCOUNT, REGION, moto};
@@ -56,21 +53,7 @@ impl Setup {
     }
 
     fn prober(&self) -> Prober {
-        Prober::with_clients(
-            ProberConfig::from_env(&Env::from_pairs(&[
-                ("AUDIT_TABLE", self.audit.as_str()),
-                ("VERIFICATION_WINDOW_MINUTES", "1"),
-            ]))
-            .expect("config"),
-            Clients {
-                http: reqwest::Client::new(),
-                dynamodb: moto().dynamodb(),
-                sqs: moto().sqs(),
-                cloudwatch: moto().cloudwatch(),
-                cloudformation: moto().cloudformation(),
-                lambda: moto().lambda(),
-            },
-        )
+        prober(&self.audit, &[("VERIFICATION_WINDOW_MINUTES", "1")])
     }
 
     fn audit_store(&self) -> AuditStore {
