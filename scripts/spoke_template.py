@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ["LimitScalerFunction", "DlqRedriverFunction", "AlarmResponderFunction", "HealthProberFunction"]
 
 # Statements on the hub's own resources, which the functions keep their own roles for.
-HUB_ONLY = {"PublishReports", "AuditTable", "KillSwitch", "Scorecard", "SettlePendingVerifications", "PublishProbeMetrics"}
+HUB_ONLY = {"AssumeSpokeRoles", "PublishReports", "AuditTable", "KillSwitch", "Scorecard", "SettlePendingVerifications", "PublishProbeMetrics"}
 
 # The template's parameters and conditions the kept statements use.
 SHARED_PARAMETERS = ["ManagedResources", "LimitsTable"]
@@ -41,7 +41,19 @@ def sid(statement):
 
 def kept_statements(template, function):
     statements = template["Resources"][function]["Properties"]["Policies"][0]["Statement"]
-    return [plain(s) for s in statements if sid(s) not in HUB_ONLY]
+    return [any_region(plain(s)) for s in statements if sid(s) not in HUB_ONLY]
+
+
+def any_region(node):
+    """One role serves every region the hub acts in (IAM is global; RoleRegion creates it
+    once), so its ARNs name any region where the function's name their own."""
+    if isinstance(node, str):
+        return node.replace("${AWS::Region}", "*")
+    if isinstance(node, list):
+        return [any_region(item) for item in node]
+    if isinstance(node, dict):
+        return {key: any_region(value) for key, value in node.items()}
+    return node
 
 
 def spoke(template):
@@ -72,10 +84,16 @@ def spoke(template):
             "Default": "",
             "Description": "Only alarms whose names start with it are forwarded (empty: every alarm).",
         },
+        "RoleRegion": {
+            "Type": "String",
+            "Default": "us-east-1",
+            "Description": "The one region whose stack instance creates the role (IAM is global: a StackSet deployed to several regions would otherwise create it twice); every region forwards its events.",
+        },
     }
     for name in SHARED_PARAMETERS:
         parameters[name] = plain(template["Parameters"][name])
     conditions = {name: plain(value) for name, value in template["Conditions"].items() if name.startswith("ManagedName") or name == "HasLimitsTable"}
+    conditions["CreatesRole"] = {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "RoleRegion"}]}
     policies = [
         {"PolicyName": function.removesuffix("Function"), "PolicyDocument": {"Version": "2012-10-17", "Statement": kept_statements(template, function)}}
         for function in FUNCTIONS
@@ -84,6 +102,7 @@ def spoke(template):
     resources = {
         "RunbookAutomationSpoke": {
             "Type": "AWS::IAM::Role",
+            "Condition": "CreatesRole",
             "Metadata": {
                 "checkov": {
                     "skip": [
@@ -106,11 +125,14 @@ def spoke(template):
                             "Condition": {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}, "sts:ExternalId": {"Ref": "ExternalId"}}},
                         },
                         {
-                            # The hub tags each session with the runbook it runs.
+                            # The hub tags each session with the function and the event it handles.
                             "Effect": "Allow",
                             "Principal": {"AWS": hub_role},
                             "Action": "sts:TagSession",
-                            "Condition": {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}},
+                            "Condition": {
+                                "StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}},
+                                "ForAllValues:StringEquals": {"aws:TagKeys": ["runbook-function", "runbook-session"]},
+                            },
                         },
                     ],
                 },
@@ -153,7 +175,7 @@ def spoke(template):
         "Parameters": parameters,
         "Conditions": conditions,
         "Resources": resources,
-        "Outputs": {"SpokeRoleArn": {"Value": {"Fn::GetAtt": ["RunbookAutomationSpoke", "Arn"]}}},
+        "Outputs": {"SpokeRoleArn": {"Condition": "CreatesRole", "Value": {"Fn::GetAtt": ["RunbookAutomationSpoke", "Arn"]}}},
     }
 
 

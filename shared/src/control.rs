@@ -1,4 +1,5 @@
-//! The kill switch: one item of the audit table pauses every function of the deployment. While
+//! The kill switch: one item of the audit table pauses every function of the deployment, in
+//! every account it remediates; another pauses them in one account only. While
 //! paused, runbooks diagnose and plan but write nothing (their act step ends `skipped`,
 //! "paused: …"); reads, dry runs, inspections, probes and the verification sweep go on. The
 //! switch is read right before the first write of every run, and a switch that cannot be read
@@ -22,7 +23,9 @@ pub const MAX_PAUSE_MINUTES: i64 = 7 * 24 * 60;
 /// The window the sweep's auto-trip counts failed verifications in.
 pub const TRIP_WINDOW_MINUTES: i64 = 60;
 
-/// `{"control": "pause" | "resume" | "status", "reason": "…", "minutes": 60, "by": "…"}`.
+/// `{"control": "pause" | "resume" | "status", "reason": "…", "minutes": 60, "by": "…",
+/// "account": "111111111111"}` (`account`: that account's switch instead of the whole
+/// deployment's).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ControlRequest {
@@ -34,6 +37,8 @@ struct ControlRequest {
     /// Who asks (Lambda does not tell a function who invoked it); the request id otherwise.
     #[serde(default)]
     by: Option<String>,
+    #[serde(default)]
+    account: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
@@ -50,6 +55,11 @@ enum ControlAction {
 pub struct Switch {
     audit: AuditStore,
     paused_at_deploy: bool,
+    /// The account whose own switch item holds this function too (a hub that acts in several).
+    account: Option<String>,
+    /// The accounts a control payload may name (the hub's and ACCOUNTS); none for a deployment
+    /// that acts in one.
+    accounts: Vec<String>,
 }
 
 impl Switch {
@@ -57,24 +67,55 @@ impl Switch {
         Self {
             audit,
             paused_at_deploy,
+            account: None,
+            accounts: Vec::new(),
+        }
+    }
+
+    /// The switch of a hub that acts in `accounts`, for a function acting in `account`.
+    pub fn in_fleet(self, account: Option<String>, accounts: Vec<String>) -> Self {
+        Self {
+            account,
+            accounts,
+            ..self
         }
     }
 
     /// Why nothing may be written now ("paused: …"), or `None` when the automation runs. Read
     /// right before a write; a switch that cannot be read stops the write.
     pub async fn paused(&self) -> Option<String> {
+        self.paused_in(self.account.as_deref()).await
+    }
+
+    /// Why nothing may be written in `account` (or anywhere, for `None`) now.
+    async fn paused_in(&self, account: Option<&str>) -> Option<String> {
         if self.paused_at_deploy {
             return Some(
                 "paused: by the deployment (the stack's AutomationPaused parameter is true), until the stack is updated with AutomationPaused=false"
                     .into(),
             );
         }
-        match self.audit.pause().await {
-            Ok(Some(pause)) if pause.in_force(Utc::now()) => Some(format!("paused: {pause}")),
-            Ok(_) => None,
-            Err(err) => Some(format!(
+        // On the heap: two SDK calls' futures would sit on every run's stack.
+        let (everywhere, here) = Box::pin(async {
+            tokio::join!(self.audit.pause(None), async {
+                match account {
+                    Some(account) => self.audit.pause(Some(account)).await,
+                    None => Ok(None),
+                }
+            })
+        })
+        .await;
+        let now = Utc::now();
+        match (everywhere, here) {
+            (Ok(Some(pause)), _) if pause.in_force(now) => Some(format!("paused: {pause}")),
+            (_, Ok(Some(pause))) if pause.in_force(now) => Some(format!(
+                "paused in account {}: {pause}",
+                account.unwrap_or_default()
+            )),
+            (Err(err), _) | (_, Err(err)) => Some(format!(
                 "paused: the switch could not be read, so nothing is written ({err})"
             )),
+            _ => None,
         }
     }
 
@@ -93,7 +134,7 @@ impl Switch {
             return Ok(None);
         }
         let now = Utc::now();
-        let (pause, resumed_at) = self.audit.switch_item().await?;
+        let (pause, resumed_at) = self.audit.switch_item(None).await?;
         if pause.as_ref().is_some_and(|pause| pause.in_force(now)) {
             return Ok(None);
         }
@@ -121,7 +162,7 @@ impl Switch {
             until: None,
         };
         Ok(Some(
-            self.switch(function, trigger, Some(pause), invocation)
+            self.switch(function, trigger, None, Some(pause), invocation)
                 .await,
         ))
     }
@@ -149,6 +190,21 @@ impl Switch {
             .by
             .clone()
             .unwrap_or_else(|| format!("manual invocation {}", invocation.request_id));
+        let account = request.account.as_deref().map(str::trim);
+        if let Some(account) = account
+            && !self.accounts.iter().any(|known| known == account)
+        {
+            return rejected(match self.accounts.as_slice() {
+                [] => format!(
+                    "\"account\": this deployment acts in its own account only, so leave \"account\" out (got {account:?}); nothing was changed"
+                ),
+                known => format!(
+                    "\"account\" must be one this deployment acts in ({}), got {account:?}; nothing was changed",
+                    known.join(", ")
+                ),
+            });
+        }
+
         match request.control {
             ControlAction::Status => {
                 if request.minutes.is_some() || reason.is_some() || request.by.is_some() {
@@ -156,7 +212,7 @@ impl Switch {
                         "\"control\": \"status\" takes no other field; nothing was changed".into(),
                     );
                 }
-                self.status(function, trigger, invocation).await
+                self.status(function, trigger, account, invocation).await
             }
             ControlAction::Pause | ControlAction::Resume if reason.is_none() => rejected(format!(
                 "\"control\": \"{}\" needs a \"reason\" (it is audited and sent with the event); nothing was changed",
@@ -169,7 +225,10 @@ impl Switch {
             ControlAction::Resume if request.minutes.is_some() => {
                 rejected("\"minutes\" is for \"pause\"; nothing was changed".into())
             }
-            ControlAction::Resume => self.switch(function, trigger, None, invocation).await,
+            ControlAction::Resume => {
+                self.switch(function, trigger, account, None, invocation)
+                    .await
+            }
             ControlAction::Pause => {
                 let now = Utc::now();
                 let until = match request.minutes {
@@ -189,7 +248,7 @@ impl Switch {
                     since: now,
                     until,
                 };
-                self.switch(function, trigger, Some(pause), invocation)
+                self.switch(function, trigger, account, Some(pause), invocation)
                     .await
             }
         }
@@ -199,10 +258,11 @@ impl Switch {
         &self,
         function: &str,
         trigger: TriggerInfo,
+        account: Option<&str>,
         invocation: &Invocation,
     ) -> Report {
-        let mut report = control_report(function, trigger, Outcome::NoAction, String::new());
-        match self.audit.pause().await {
+        let mut report = control_report(function, trigger, account, Outcome::NoAction);
+        match self.audit.pause(account).await {
             Err(err) => {
                 report.outcome = Outcome::Failed;
                 report.reason = format!(
@@ -212,9 +272,10 @@ impl Switch {
             Ok(stored) => {
                 report.diagnosis = Some(json!({
                     "switch": stored,
+                    "account": account,
                     "paused_at_deploy": self.paused_at_deploy,
                 }));
-                report.reason = match self.paused().await {
+                report.reason = match self.paused_in(account).await {
                     Some(paused) => paused,
                     None => "running: no pause in force".into(),
                 };
@@ -229,11 +290,12 @@ impl Switch {
         &self,
         function: &str,
         trigger: TriggerInfo,
+        account: Option<&str>,
         pause: Option<Pause>,
         invocation: &Invocation,
     ) -> Report {
-        let mut report = control_report(function, trigger, Outcome::Remediated, String::new());
-        let before = match self.audit.pause().await {
+        let mut report = control_report(function, trigger, account, Outcome::Remediated);
+        let before = match self.audit.pause(account).await {
             Ok(stored) => stored.filter(|pause| pause.in_force(Utc::now())),
             Err(err) => {
                 report.outcome = Outcome::Failed;
@@ -243,13 +305,17 @@ impl Switch {
         };
         let mut action = Action {
             api: "dynamodb:UpdateItem".into(),
-            target: format!("{} (audit table {})", TARGET, self.audit.table()),
+            target: format!(
+                "{} (audit table {})",
+                report.target.as_deref().unwrap_or(TARGET),
+                self.audit.table()
+            ),
             before: state(before.as_ref()),
             after: state(pause.as_ref()),
             applied: false,
             error: None,
         };
-        let written = self.audit.set_pause(pause.as_ref()).await;
+        let written = self.audit.set_pause(account, pause.as_ref()).await;
         if let Err(err) = written {
             action.error = Some(err.to_string());
             report.actions.push(action);
@@ -260,11 +326,17 @@ impl Switch {
         }
         action.applied = true;
         report.actions.push(action);
+        let scope = match account {
+            Some(account) => format!("in account {account}"),
+            None => "of the deployment".into(),
+        };
         report.reason = match &pause {
             Some(pause) => format!(
-                "paused every function of the deployment: {pause}; runbooks plan but write nothing until then"
+                "paused every function {scope}: {pause}; runbooks plan but write nothing there until then"
             ),
-            None => "resumed: runbooks act again".into(),
+            None => format!(
+                "resumed every function {scope}: runbooks act again unless another pause holds them"
+            ),
         };
         if pause.is_none() && self.paused_at_deploy {
             report.reason.push_str(
@@ -276,15 +348,19 @@ impl Switch {
     }
 }
 
+/// A control report; its target is `automation`, or `automation in account <id>`.
 fn control_report(
     function: &str,
     trigger: TriggerInfo,
+    account: Option<&str>,
     outcome: Outcome,
-    reason: String,
 ) -> Report {
-    let mut report = Report::new(function, trigger, outcome, reason);
+    let mut report = Report::new(function, trigger, outcome, String::new());
     report.runbook = Some(RUNBOOK.into());
-    report.target = Some(TARGET.into());
+    report.target = Some(match account {
+        Some(account) => format!("{TARGET} in account {account}"),
+        None => TARGET.into(),
+    });
     report
 }
 

@@ -40,6 +40,13 @@ pub struct Handoff {
     /// The sender's evidence about the target.
     #[serde(default)]
     pub evidence: Value,
+    /// The account and region of the target (the sender's own): a hub that acts in several
+    /// sends every handoff on its own bus, and the receiver acts there. Absent from a sender
+    /// that acts in one place: the receiver's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// What the receiver's runbook acts on.

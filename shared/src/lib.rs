@@ -11,6 +11,7 @@ pub mod control;
 pub mod deadline;
 pub mod entry;
 pub mod evidence;
+pub mod fleet;
 pub mod handoff;
 pub mod logging;
 pub mod managed;

@@ -284,6 +284,11 @@ pub struct Report {
     /// The resource's canonical key (its ARN): what its lease, cooldown and history are keyed by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// The account and region it acted in, for a hub that remediates several (`fleet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub dry_run: bool,
     pub outcome: Outcome,
     pub reason: String,
@@ -394,6 +399,8 @@ impl Report {
             trigger,
             target: None,
             resource: None,
+            account: None,
+            region: None,
             dry_run: false,
             outcome,
             reason: reason.into(),

@@ -43,10 +43,40 @@ impl Home {
             });
         }
         Ok(Self {
-            partition: partition_of(&region).to_string(),
+            partition: Self::partition_of(&region).to_string(),
             region,
             account,
         })
+    }
+
+    /// `aws`, or the partition an isolated region belongs to.
+    pub fn partition_of(region: &str) -> &'static str {
+        const PARTITIONS: [(&str, &str); 6] = [
+            ("cn-", "aws-cn"),
+            ("us-gov-", "aws-us-gov"),
+            ("us-isob-", "aws-iso-b"),
+            ("us-iso-", "aws-iso"),
+            ("eu-isoe-", "aws-iso-e"),
+            ("us-isof-", "aws-iso-f"),
+        ];
+        PARTITIONS
+            .iter()
+            .find(|(prefix, _)| region.starts_with(prefix))
+            .map_or("aws", |(_, partition)| partition)
+    }
+
+    /// Another account and region of this partition.
+    pub fn elsewhere(&self, account: &str, region: &str) -> Self {
+        Self {
+            partition: self.partition.clone(),
+            region: region.to_string(),
+            account: account.to_string(),
+        }
+    }
+
+    /// `account 111111111111 in eu-west-1`, as reports name a place.
+    pub fn describe(&self) -> String {
+        format!("account {} in {}", self.account, self.region)
     }
 
     fn id(&self, resource: Resource) -> ResourceId {
@@ -212,22 +242,6 @@ impl Home {
         }
         Ok(())
     }
-}
-
-/// `aws`, or the partition an isolated region belongs to.
-fn partition_of(region: &str) -> &'static str {
-    const PARTITIONS: [(&str, &str); 6] = [
-        ("cn-", "aws-cn"),
-        ("us-gov-", "aws-us-gov"),
-        ("us-isob-", "aws-iso-b"),
-        ("us-iso-", "aws-iso"),
-        ("eu-isoe-", "aws-iso-e"),
-        ("us-isof-", "aws-iso-f"),
-    ];
-    PARTITIONS
-        .iter()
-        .find(|(prefix, _)| region.starts_with(prefix))
-        .map_or("aws", |(_, partition)| partition)
 }
 
 /// `name:qualifier` → (name, qualifier).
@@ -625,8 +639,8 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(cn.partition, "aws-cn");
-        assert_eq!(partition_of("us-isob-east-1"), "aws-iso-b");
-        assert_eq!(partition_of("us-iso-east-1"), "aws-iso");
-        assert_eq!(partition_of("eu-west-1"), "aws");
+        assert_eq!(Home::partition_of("us-isob-east-1"), "aws-iso-b");
+        assert_eq!(Home::partition_of("us-iso-east-1"), "aws-iso");
+        assert_eq!(Home::partition_of("eu-west-1"), "aws");
     }
 }

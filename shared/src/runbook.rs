@@ -990,9 +990,10 @@ async fn ask_approval<F: Function>(
         expires_at: expires_at.clone(),
         by: None,
         reason: None,
+        // The function is invoked where it runs: the hub's region, whatever the plan's.
         commands: Some(crate::approval::commands(
             function,
-            &safety.config.home.region,
+            &safety.config.hub.region,
             &plan.plan_id,
         )),
         already_requested,

@@ -24,6 +24,12 @@ use serde_json::Value;
 pub struct SafetyConfig {
     /// The partition, region and account the function acts in.
     pub home: Home,
+    /// The deployment's own account and region: `home` too, except for the function acting
+    /// in another account or region of a hub (`fleet`).
+    pub hub: Home,
+    /// The accounts a hub acts in, its own first (ACCOUNT_ID and ACCOUNTS); empty for a
+    /// deployment that acts in its own account and region only.
+    pub accounts: Vec<String>,
     pub dry_run: bool,
     pub managed: crate::managed::ManagedPolicy,
     pub cooldown: Duration,
@@ -47,9 +53,34 @@ pub struct SafetyConfig {
 }
 
 impl SafetyConfig {
+    /// The same settings for acting in `place`, one of the places of `places`.
+    pub fn at(&self, place: Home, places: &crate::fleet::FleetConfig) -> Self {
+        let accounts = if places.is_fleet() {
+            std::iter::once(&self.hub.account)
+                .chain(&places.spokes)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            home: place,
+            accounts,
+            ..self.clone()
+        }
+    }
+
+    /// Whether it acts in the deployment's own account and region.
+    pub fn is_hub(&self) -> bool {
+        self.home == self.hub
+    }
+
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let home = Home::from_env(env)?;
         Ok(Self {
-            home: Home::from_env(env)?,
+            hub: home.clone(),
+            accounts: Vec::new(),
+            home,
             dry_run: env.bool("DRY_RUN", false)?,
             managed: crate::managed::ManagedPolicy::new(env.list("MANAGED_RESOURCES")),
             cooldown: Duration::seconds(env.number("COOLDOWN_SECONDS", 900i64, 0, 7 * 86_400)?),
@@ -215,7 +246,16 @@ impl Safety {
             config.audit_table.clone(),
             config.audit_retention_days,
         );
-        let switch = crate::control::Switch::new(audit.clone(), config.paused_at_deploy);
+        // The hub's own place keeps the keys it always had; every other place's carry it.
+        let audit = if config.is_hub() {
+            audit
+        } else {
+            audit.scoped(&config.home)
+        };
+        let mut switch = crate::control::Switch::new(audit.clone(), config.paused_at_deploy);
+        if !config.accounts.is_empty() {
+            switch = switch.in_fleet(Some(config.home.account.clone()), config.accounts.clone());
+        }
         Self {
             config,
             audit,

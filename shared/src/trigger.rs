@@ -159,10 +159,34 @@ pub struct Rejection(pub String);
 
 /// Recognises the trigger from the input's shape, and refuses an event from another account or
 /// region than `home`'s: the resources it names by name are not the ones this function would
-/// find under those names.
-pub fn recognise_from(event: &Value, home: &crate::resource::Home) -> Result<Trigger, Rejection> {
+/// find under those names. A `Runbook Handoff` is sent by the deployment itself, from `hub`'s
+/// account (its bus takes an organization's events too), about the place it names; a schedule
+/// is the hub's, and runs in every place it acts in.
+pub fn recognise_from(
+    event: &Value,
+    home: &crate::resource::Home,
+    hub: &crate::resource::Home,
+) -> Result<Trigger, Rejection> {
     let trigger = recognise(event)?;
-    let origin = origin_of(event);
+    let mut origin = origin_of(event);
+    match &trigger {
+        Trigger::Handoff(handoff) => {
+            if let Some(sender) = &origin.account {
+                hub.require_home(&hub.partition, &hub.region, sender, "the handoff's sender")?;
+            }
+            origin = Origin {
+                account: handoff.account.clone(),
+                region: handoff.region.clone(),
+            };
+        }
+        Trigger::Schedule(_) => {
+            if let Some(sender) = &origin.account {
+                hub.require_home(&hub.partition, &hub.region, sender, "the schedule")?;
+            }
+            origin = Origin::default();
+        }
+        _ => {}
+    }
     if let Some(account) = &origin.account {
         home.require_home(&home.partition, &home.region, account, "the event")?;
     }
@@ -172,8 +196,12 @@ pub fn recognise_from(event: &Value, home: &crate::resource::Home) -> Result<Tri
     Ok(trigger)
 }
 
-/// The `account` and `region` an EventBridge event or an alarm action names.
-fn origin_of(event: &Value) -> Origin {
+/// The `account` and `region` an EventBridge event (`source`) or an alarm action (`accountId`)
+/// names; a person's payload names none (a control's `account` names the switch to set).
+pub fn origin_of(event: &Value) -> Origin {
+    if event.get("source").is_none() && event.get("accountId").is_none() {
+        return Origin::default();
+    }
     let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_string);
     Origin {
         account: text("account").or_else(|| text("accountId")),
@@ -460,10 +488,10 @@ mod tests {
             ("ACCOUNT_ID", "123456789012"),
         ]))
         .unwrap();
-        assert!(recognise_from(&state_change("ALARM"), &home).is_ok());
+        assert!(recognise_from(&state_change("ALARM"), &home, &home).is_ok());
         let mut elsewhere = state_change("ALARM");
         elsewhere["region"] = json!("eu-west-1");
-        let err = recognise_from(&elsewhere, &home).unwrap_err();
+        let err = recognise_from(&elsewhere, &home, &home).unwrap_err();
         assert!(
             err.0.contains("eu-west-1") && err.0.contains("us-east-1"),
             "{err}"
@@ -471,12 +499,46 @@ mod tests {
         let mut other = state_change("ALARM");
         other["account"] = json!("999999999999");
         assert!(
-            recognise_from(&other, &home)
+            recognise_from(&other, &home, &home)
                 .unwrap_err()
                 .0
                 .contains("999999999999")
         );
-        assert!(recognise_from(&json!({"table": "t"}), &home).is_ok());
+        assert!(recognise_from(&json!({"table": "t"}), &home, &home).is_ok());
+    }
+
+    #[test]
+    fn a_handoff_comes_from_the_hub_about_the_place_it_names() {
+        let env = |region, account| {
+            crate::resource::Home::from_env(&crate::config::Env::from_pairs(&[
+                ("AWS_REGION", region),
+                ("ACCOUNT_ID", account),
+            ]))
+            .unwrap()
+        };
+        let hub = env("us-east-1", "123456789012");
+        let spoke = env("eu-west-1", "111111111111");
+        let handoff = |sender: &str, account: Option<&str>| {
+            json!({
+                "version": "0", "id": "h1", "detail-type": "Runbook Handoff",
+                "source": crate::report_events::SOURCE, "account": sender, "region": "us-east-1",
+                "time": "2026-11-30T00:00:00Z", "resources": [],
+                "detail": {
+                    "handoff_id": "h1", "to": "limit-scaler", "runbook": "dynamodb-capacity",
+                    "target": {"table": {"table": "orders", "read": true, "write": false}},
+                    "alarm": "orders-read", "from": "alarm-responder/api-errors on api",
+                    "reason": "throttled", "account": account, "region": "eu-west-1",
+                }
+            })
+        };
+        assert!(
+            recognise_from(&handoff("123456789012", Some("111111111111")), &spoke, &hub).is_ok()
+        );
+        let forged = recognise_from(&handoff("111111111111", Some("111111111111")), &spoke, &hub);
+        assert!(forged.unwrap_err().0.contains("handoff's sender"));
+        let misrouted =
+            recognise_from(&handoff("123456789012", Some("222222222222")), &spoke, &hub);
+        assert!(misrouted.unwrap_err().0.contains("222222222222"));
     }
 
     #[test]

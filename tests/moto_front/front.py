@@ -499,6 +499,68 @@ class EventInvokeConfigResource(CloudFormationModel):
         return cls(props["FunctionName"])
 
 
+# --- STS -------------------------------------------------------------------------------------
+
+def trust_refusal(caller_account: str, role_arn: str, external_id, tagged: bool):
+    """Why AWS would refuse this AssumeRole, or None: the role must exist in its account, and its
+    trust policy must allow sts:AssumeRole (and sts:TagSession for a tagged session) to the
+    caller's account, with the sts:ExternalId its condition names. aws:PrincipalOrgID is not
+    evaluated: moto's accounts belong to no organization."""
+    from moto.iam.models import iam_backends
+
+    parts = role_arn.split(":")
+    if len(parts) != 6 or not parts[5].startswith("role/"):
+        return f"{role_arn} is not a role ARN"
+    account, name = parts[4], parts[5].split("/")[-1]
+    roles = [role for role in iam_backends[account]["aws"].roles.values() if role.name == name]
+    if not roles:
+        return f"role {role_arn} does not exist"
+    document = roles[0].assume_role_policy_document
+    document = json.loads(document) if isinstance(document, str) else document
+
+    def allows(action):
+        for statement in iam.as_list(document.get("Statement")):
+            if statement.get("Effect") != "Allow" or action not in iam.as_list(statement.get("Action")):
+                continue
+            principals = iam.as_list((statement.get("Principal") or {}).get("AWS"))
+            if not any(p in (caller_account, f"arn:aws:iam::{caller_account}:root") for p in principals):
+                continue
+            conditions = (statement.get("Condition") or {}).get("StringEquals") or {}
+            wanted = conditions.get("sts:ExternalId")
+            if wanted is not None and wanted != external_id:
+                continue
+            return True
+        return False
+
+    if not allows("sts:AssumeRole"):
+        return f"the trust policy of {role_arn} does not let account {caller_account} assume it with this external id"
+    if tagged and not allows("sts:TagSession"):
+        return f"the trust policy of {role_arn} does not let account {caller_account} tag its sessions"
+    return None
+
+
+def patch_sts():
+    from moto.sts.exceptions import STSClientError
+    from moto.sts.responses import TokenResponse
+
+    assume_role = TokenResponse.assume_role
+
+    def assume_role_if_trusted(self):
+        refusal = trust_refusal(
+            self.current_account,
+            self._get_param("RoleArn") or "",
+            self._get_param("ExternalId"),
+            any(key.startswith("Tags.member") for key in self.querystring),
+        )
+        if refusal:
+            error = STSClientError("AccessDenied", f"User is not authorized to perform: sts:AssumeRole: {refusal}")
+            error.code = "AccessDenied"
+            raise error
+        return assume_role(self)
+
+    TokenResponse.assume_role = assume_role_if_trusted
+
+
 # --- EventBridge -------------------------------------------------------------------------------
 
 def patch_events():
@@ -568,11 +630,29 @@ class LambdaAccountSettings:
 
 
 CONTROL_PATHS = ("/_front/cloudformation/stack-status", "/_front/deploy", "/_front/delay",
-                 "/_front/dynamodb/table-status", "/_front/faults")
+                 "/_front/dynamodb/table-status", "/_front/faults", "/_front/account-admin")
+
+_admin_lock = threading.Lock()
+
+
+def account_admin(account: str) -> dict:
+    """Access keys that act in `account` (moto tells the account from the key's owner), for a
+    test to set up another account of an organization: a user of that account's IAM, which the
+    front's enforcement (for the hub's own users only) lets do anything."""
+    from moto.iam.models import iam_backends
+
+    backend = iam_backends[account]["aws"]
+    with _admin_lock:
+        if "front-admin" not in backend.users:
+            backend.create_user("us-east-1", "front-admin")
+        keys = backend.users["front-admin"].access_keys
+        key = keys[0] if keys else backend.create_access_key("front-admin")
+    return {"access_key": key.access_key_id, "secret_key": key.secret_access_key}
 
 
 class ControlEndpoint:
     """Test controls, not AWS APIs: POST /_front/cloudformation/stack-status, /_front/deploy,
+    /_front/account-admin ({"account"}),
     /_front/delay ({"action", "resource", "ms", "answer"}) and /_front/dynamodb/table-status ({"table",
     "status"}; ACTIVE restores moto's own)."""
 
@@ -601,6 +681,8 @@ class ControlEndpoint:
             else:
                 controls.TABLE_STATUS[request["table"]] = request["status"]
             status, answer = "200 OK", {"table": request["table"], "status": request["status"]}
+        elif path == "/_front/account-admin":
+            status, answer = "200 OK", account_admin(request["account"])
         elif path == "/_front/deploy":
             try:
                 answer = iam.deploy(f"http://{environ['HTTP_HOST']}", request["stack"],
@@ -692,6 +774,7 @@ class CborBridge:
 
 
 def build_app():
+    patch_sts()
     patch_sqs()
     patch_cloudformation()
     patch_events()

@@ -122,6 +122,21 @@ def user_policies(user) -> list[dict]:
     return [json.loads(doc) if isinstance(doc, str) else doc for doc in user.policies.values()]
 
 
+def assumed_role_of(access_key: str):
+    """The role whose session this access key is (AssumeRole), in any account, or None."""
+    from moto.iam.models import iam_backends
+
+    for backends in list(iam_backends.values()):
+        key = backends["aws"].access_keys.get(access_key)
+        role_arn = getattr(key, "role_arn", None)
+        if role_arn:
+            try:
+                return backends["aws"].get_role_by_arn(role_arn)
+            except Exception:  # the role was deleted after the session was made
+                return None
+    return None
+
+
 def authorize(headers, service_scope: str, action_name: str, targets) -> None:
     """Raises AccessDenied unless the signing user may perform the action on every target.
 
@@ -131,14 +146,20 @@ def authorize(headers, service_scope: str, action_name: str, targets) -> None:
     if not found:
         return
     user = iam_user_of(found["key"])
-    if user is None:
-        return
+    if user is not None:
+        principal, policies = user.arn, user_policies(user)
+    else:
+        # A spoke role session: the role's inline policies (spoke.yaml's), in its account.
+        role = assumed_role_of(found["key"])
+        if role is None:
+            return
+        principal = role.arn
+        policies = [as_cloudformation_made_it(doc) for doc in role.policies.values()]
     action = f"{IAM_PREFIX.get(service_scope, service_scope)}:{action_name}"
     action = BATCH_ACTIONS.get(action, action)
-    policies = user_policies(user)
     for resource, context in targets(found["region"]):
         if not allowed(policies, action, resource, context):
-            raise AccessDenied(service_scope, user.arn, action, resource)
+            raise AccessDenied(service_scope, principal, action, resource)
 
 
 # --- The ARN and condition keys of a request, per service ----------------------------------------
@@ -298,7 +319,12 @@ def apigateway_targets(response, region):
     return [(f"arn:aws:apigateway:{region}::{path}", context_with_tags(lambda: {}))]
 
 
+def sts_targets(response, region):
+    return [(request_param(response, "RoleArn") or "*", context_with_tags(lambda: {}))]
+
+
 TARGETS = {
+    "sts": sts_targets,
     "apigateway": apigateway_targets,
     "logs": logs_targets,
     "application-autoscaling": application_autoscaling_targets,
@@ -332,6 +358,9 @@ def patch_moto():
                     "TARGETS in tests/moto_front/iam.py before a function calls it")
             return TARGETS[service](self, region)
         authorize(self.headers, service, action, targets)
+        # A tagged role session needs sts:TagSession besides sts:AssumeRole.
+        if service == "sts" and any(key.startswith("Tags.member") for key in self.querystring):
+            authorize(self.headers, service, "TagSession", targets)
 
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate_and_authorize
 

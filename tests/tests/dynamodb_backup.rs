@@ -547,12 +547,12 @@ async fn the_sweep_settles_a_pending_backup() {
     );
     let settled = health_prober::sweep::settle_pending(
         &store,
-        &health_prober::sweep::SweepClients {
+        &health_prober::sweep::Places::One(health_prober::sweep::SweepClients {
             cloudwatch: &cloudwatch,
             cloudformation: &cloudformation,
             sqs: &sqs,
             dynamodb: &dynamodb,
-        },
+        }),
         &health_prober::sweep::Window {
             after: chrono::Duration::zero(),
             give_up: chrono::Duration::hours(24),

@@ -145,6 +145,7 @@ const SERVICES: &[(&str, &str)] = &[
     ("aws-sdk-cloudwatchlogs", "logs"),
     ("aws-sdk-apigateway", "apigateway"),
     ("aws-sdk-apigatewayv2", "apigateway"),
+    ("aws-sdk-sts", "sts"),
 ];
 
 /// Every operation of an SDK crate, as the snake_case names of its fluent client methods.
@@ -270,6 +271,10 @@ fn actions_called(crate_dir: &str) -> BTreeSet<String> {
                 actions.insert(iam_action(prefix, operation));
             }
         }
+    }
+    // A tagged role session (the hub tags every spoke session) needs sts:TagSession too.
+    if actions.contains("sts:AssumeRole") {
+        actions.insert("sts:TagSession".into());
     }
     actions
 }
@@ -527,6 +532,9 @@ fn on_the_hub(function: &str, action: &str) -> bool {
         "dynamodb:Query",
         "dynamodb:DeleteItem",
         "dynamodb:PutItem",
+        // The hub assumes the spoke roles; a spoke assumes nothing.
+        "sts:AssumeRole",
+        "sts:TagSession",
     ];
     ALL.contains(&action)
         || (function != LIMIT_SCALER

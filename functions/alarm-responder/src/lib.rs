@@ -15,7 +15,8 @@ pub mod stack_recovery;
 use std::time::Duration;
 
 use runbook_shared::approval;
-use runbook_shared::report::{Outcome, Report, TriggerInfo, TriggerKind};
+use runbook_shared::fleet::{Fleet, FleetConfig};
+use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
 use runbook_shared::resource::{Home, Resource, ResourceId};
 use runbook_shared::runbook::{Function, RunContext, Runbook, run};
 use runbook_shared::safety::{Invocation, Safety};
@@ -225,6 +226,49 @@ impl Clients {
             dynamodb,
         }
     }
+
+    /// The clients of one account and region a hub acts in, with the hub's audit table and
+    /// bus (a handoff goes to the hub's limit-scaler).
+    pub fn at(place: &aws_config::SdkConfig, hub: &aws_config::SdkConfig) -> Self {
+        Self {
+            audit: aws_sdk_dynamodb::Client::new(hub),
+            events: aws_sdk_eventbridge::Client::new(hub),
+            ..Self::new(place)
+        }
+    }
+}
+
+/// alarm-responder in every account and region the deployment remediates.
+pub fn fleet(
+    config: ResponderConfig,
+    places: FleetConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Fleet<Responder> {
+    let hub = sdk.clone();
+    let home = config.safety.home.clone();
+    let known = places.clone();
+    Fleet::new(places, home, sdk, move |place_sdk, place| {
+        let config = ResponderConfig {
+            safety: config.safety.at(place, &known),
+            ..config.clone()
+        };
+        Responder::with_clients(config, Clients::at(place_sdk, &hub))
+    })
+}
+
+/// Handles one invocation in the account and region its event names.
+pub async fn handle(fleet: &Fleet<Responder>, event: Value, invocation: &Invocation) -> Output {
+    fleet
+        .handle(
+            FUNCTION,
+            event,
+            invocation,
+            false,
+            |responder, event, invocation| async move {
+                responder.handle(event, &invocation).await.into()
+            },
+        )
+        .await
 }
 
 /// The function's configuration and clients, built once per cold start.
@@ -292,7 +336,7 @@ impl Responder {
 
     async fn dispatch(&self, event: Value, invocation: &Invocation) -> Report {
         let home = &self.config.safety.home;
-        let trigger = match recognise_from(&event, home) {
+        let trigger = match recognise_from(&event, home, &self.config.safety.hub) {
             Ok(trigger) => trigger,
             Err(rejection) => {
                 let info = TriggerInfo {

@@ -1,7 +1,7 @@
-use alarm_responder::Responder;
 use alarm_responder::config::ResponderConfig;
 use runbook_shared::config::Env;
 use runbook_shared::entry::{serve, startup_failed};
+use runbook_shared::fleet::FleetConfig;
 use runbook_shared::report_events::ReportEvents;
 
 #[tokio::main]
@@ -9,15 +9,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     runbook_shared::logging::init();
     let env = Env::process();
     let config = ResponderConfig::from_env(&env).map_err(startup_failed)?;
+    let places = FleetConfig::from_env(&env, &config.safety.home).map_err(startup_failed)?;
     let sdk = runbook_shared::aws::load_sdk_config().await;
     let report_events = ReportEvents::from_env(&env, &sdk).map_err(startup_failed)?;
-    let responder = Responder::new(config, &sdk);
+    let fleet = alarm_responder::fleet(config, places, &sdk);
     serve(
         alarm_responder::FUNCTION,
         report_events,
         |event, invocation| {
-            let responder = &responder;
-            async move { responder.handle(event, &invocation).await }
+            let fleet = &fleet;
+            async move { alarm_responder::handle(fleet, event, &invocation).await }
         },
     )
     .await

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use runbook_shared::approval;
 use runbook_shared::aws::FaultKind;
+use runbook_shared::fleet::{Fleet, FleetConfig};
 use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind, capped};
 use runbook_shared::runbook::{Ending, Function, RunContext, Step, run};
 use runbook_shared::safety::{Invocation, Safety};
@@ -57,6 +58,46 @@ impl Clients {
             audit: aws_sdk_dynamodb::Client::new(sdk),
         }
     }
+
+    /// The clients of one account and region a hub acts in, with the hub's audit table.
+    pub fn at(place: &aws_config::SdkConfig, hub: &aws_config::SdkConfig) -> Self {
+        Self {
+            audit: aws_sdk_dynamodb::Client::new(hub),
+            ..Self::new(place)
+        }
+    }
+}
+
+/// dlq-redriver in every account and region the deployment remediates.
+pub fn fleet(
+    config: RedriverConfig,
+    places: FleetConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Fleet<Redriver> {
+    let hub = sdk.clone();
+    let home = config.safety.home.clone();
+    let known = places.clone();
+    Fleet::new(places, home, sdk, move |place_sdk, place| {
+        let config = RedriverConfig {
+            safety: config.safety.at(place, &known),
+            ..config.clone()
+        };
+        Redriver::with_clients(config, Clients::at(place_sdk, &hub))
+    })
+}
+
+/// Handles one invocation in the account and region its event names. The schedule sweeps
+/// DLQ_QUEUES, which are the hub's own queues.
+pub async fn handle(fleet: &Fleet<Redriver>, event: Value, invocation: &Invocation) -> Output {
+    fleet
+        .handle(
+            FUNCTION,
+            event,
+            invocation,
+            false,
+            |redriver, event, invocation| async move { redriver.handle(event, &invocation).await },
+        )
+        .await
 }
 
 /// The function's configuration and clients, built once per cold start.
@@ -142,19 +183,20 @@ impl Redriver {
     }
 
     async fn dispatch(&self, event: Value, invocation: &Invocation) -> Output {
-        let trigger = match recognise_from(&event, &self.config.safety.home) {
-            Ok(trigger) => trigger,
-            Err(rejection) => {
-                let info = TriggerInfo {
-                    kind: TriggerKind::Unknown,
-                    name: None,
-                    event_id: None,
-                };
-                return invocation
-                    .timed(Report::rejected(FUNCTION, info, rejection.0))
-                    .into();
-            }
-        };
+        let trigger =
+            match recognise_from(&event, &self.config.safety.home, &self.config.safety.hub) {
+                Ok(trigger) => trigger,
+                Err(rejection) => {
+                    let info = TriggerInfo {
+                        kind: TriggerKind::Unknown,
+                        name: None,
+                        event_id: None,
+                    };
+                    return invocation
+                        .timed(Report::rejected(FUNCTION, info, rejection.0))
+                        .into();
+                }
+            };
         let info = trigger.info(&invocation.request_id);
         match trigger {
             Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, invocation).await.into(),

@@ -1,6 +1,8 @@
 //! health-prober's settings, read once at cold start; `PROBES` is validated then.
 
 use runbook_shared::config::{ConfigError, Env};
+use runbook_shared::fleet::FleetConfig;
+use runbook_shared::resource::Home;
 
 use crate::probes::{Probe, parse_probes};
 
@@ -26,6 +28,9 @@ pub struct ProberConfig {
     pub pause_after_failed_verifications: usize,
     /// The name of the daily schedule rule whose events publish the scorecard (SCORECARD_RULE).
     pub scorecard_rule: Option<String>,
+    /// For a hub that remediates other accounts or regions (ACCOUNTS, REGIONS): its own place
+    /// and the others, where the sweep checks their remediations.
+    pub places: Option<(Home, FleetConfig)>,
 }
 
 impl ProberConfig {
@@ -69,6 +74,14 @@ impl ProberConfig {
                 100,
             )?,
             scorecard_rule: env.get("SCORECARD_RULE"),
+            places: match env.get("ACCOUNTS").or(env.get("REGIONS")) {
+                None => None,
+                Some(_) => {
+                    let hub = Home::from_env(env)?;
+                    let places = FleetConfig::from_env(env, &hub)?;
+                    Some((hub, places))
+                }
+            },
         })
     }
 

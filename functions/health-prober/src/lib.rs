@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use runbook_shared::audit::AuditStore;
 use runbook_shared::control::Switch;
+use runbook_shared::fleet::Fleet;
 use runbook_shared::report::{Report, TriggerInfo, TriggerKind, VerificationStatus};
 use runbook_shared::safety::Invocation;
 use runbook_shared::trigger::{Trigger, recognise};
@@ -80,6 +81,8 @@ pub struct Prober {
     pub audit: AuditStore,
     /// The kill switch: served here too, and tripped by the sweep.
     pub switch: Switch,
+    /// The accounts and regions of a hub's remediations, which the sweep checks them in.
+    pub places: Option<Fleet<sweep::PlaceClients>>,
 }
 
 impl Prober {
@@ -95,7 +98,13 @@ impl Prober {
             cloudformation: aws_sdk_cloudformation::Client::new(sdk),
             lambda: aws_sdk_lambda::Client::new(sdk),
         };
-        Self::with_clients(config, clients)
+        let places = config.places.clone().map(|(hub, places)| {
+            Fleet::new(places, hub, sdk, |sdk, _| sweep::PlaceClients::new(sdk))
+        });
+        Self {
+            places,
+            ..Self::with_clients(config, clients)
+        }
     }
 
     pub fn with_clients(config: ProberConfig, clients: Clients) -> Self {
@@ -104,12 +113,17 @@ impl Prober {
             config.audit_table.clone(),
             config.audit_retention_days,
         );
-        let switch = Switch::new(audit.clone(), config.paused_at_deploy);
+        let mut switch = Switch::new(audit.clone(), config.paused_at_deploy);
+        if let Some((hub, places)) = &config.places {
+            let accounts = std::iter::once(&hub.account).chain(&places.spokes);
+            switch = switch.in_fleet(None, accounts.cloned().collect());
+        }
         Self {
             config,
             clients,
             audit,
             switch,
+            places: None,
         }
     }
 
@@ -276,16 +290,28 @@ impl Prober {
             after: chrono::Duration::minutes(self.config.verification_window_minutes),
             give_up: chrono::Duration::hours(self.config.verification_give_up_hours),
         };
-        let clients = sweep::SweepClients {
-            cloudwatch: &self.clients.cloudwatch,
-            cloudformation: &self.clients.cloudformation,
-            sqs: &self.clients.sqs,
-            dynamodb: &self.clients.dynamodb,
+        let sessions = self.places.as_ref().map(|places| {
+            places.sessions(
+                FUNCTION,
+                trigger
+                    .event_id
+                    .as_deref()
+                    .unwrap_or(&invocation.request_id),
+            )
+        });
+        let places = match &sessions {
+            Some(sessions) => sweep::Places::Fleet(sessions),
+            None => sweep::Places::One(sweep::SweepClients {
+                cloudwatch: &self.clients.cloudwatch,
+                cloudformation: &self.clients.cloudformation,
+                sqs: &self.clients.sqs,
+                dynamodb: &self.clients.dynamodb,
+            }),
         };
         // The sweep stops in time for the metrics and the report.
         let sweep_deadline = invocation.deadline.less(AFTER_THE_SWEEP);
         let settled =
-            match sweep::settle_pending(&self.audit, &clients, &window, sweep_deadline).await {
+            match sweep::settle_pending(&self.audit, &places, &window, sweep_deadline).await {
                 Ok(settled) => Some(settled),
                 Err(err) => {
                     errors.push(format!("verification sweep: {err}"));

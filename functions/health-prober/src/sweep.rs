@@ -8,7 +8,9 @@ use chrono::{DateTime, Duration, Utc};
 use runbook_shared::audit::{AuditRecord, AuditStore};
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::Deadline;
+use runbook_shared::fleet::Sessions;
 use runbook_shared::report::{Check, SettleBy, Verification, VerificationStatus};
+use runbook_shared::resource::ResourceId;
 use serde::Serialize;
 
 /// One remediation the sweep looked at.
@@ -23,11 +25,90 @@ pub struct Settled {
 }
 
 /// What the sweep reads the checks with.
+#[derive(Clone, Copy)]
 pub struct SweepClients<'a> {
     pub cloudwatch: &'a aws_sdk_cloudwatch::Client,
     pub cloudformation: &'a aws_sdk_cloudformation::Client,
     pub sqs: &'a aws_sdk_sqs::Client,
     pub dynamodb: &'a aws_sdk_dynamodb::Client,
+}
+
+/// The sweep's clients in one account and region of a hub.
+pub struct PlaceClients {
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl PlaceClients {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+            cloudformation: aws_sdk_cloudformation::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+        }
+    }
+
+    fn borrowed(&self) -> SweepClients<'_> {
+        SweepClients {
+            cloudwatch: &self.cloudwatch,
+            cloudformation: &self.cloudformation,
+            sqs: &self.sqs,
+            dynamodb: &self.dynamodb,
+        }
+    }
+}
+
+/// Where the sweep checks each record: with one place's clients, or, for a hub that acts in
+/// several, in the account and region of the record's resource (one role session per place
+/// per sweep; a place that cannot be reached leaves its records pending, and only those).
+pub enum Places<'a> {
+    One(SweepClients<'a>),
+    Fleet(&'a Sessions<'a, PlaceClients>),
+}
+
+/// Why a record could not be checked now.
+enum Unchecked {
+    /// The check's own call failed.
+    Aws(AwsError),
+    /// Its account and region cannot be reached: not a place the deployment acts in, or its
+    /// role could not be assumed.
+    Unreachable(String),
+}
+
+impl Places<'_> {
+    async fn check(
+        &self,
+        record: &AuditRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(VerificationStatus, String), Unchecked> {
+        let sessions = match self {
+            Places::One(clients) => {
+                return check(clients, record, now).await.map_err(Unchecked::Aws);
+            }
+            Places::Fleet(sessions) => sessions,
+        };
+        let fleet = sessions.fleet();
+        let hub = fleet.hub_home();
+        let resource = ResourceId::from_key(&record.resource);
+        let place = fleet
+            .config()
+            .admit(
+                hub,
+                resource.as_ref().map(|resource| resource.account.as_str()),
+                resource.as_ref().map(|resource| resource.region.as_str()),
+            )
+            .map_err(|rejection| Unchecked::Unreachable(rejection.0))?;
+        let member = sessions
+            .member(&place)
+            .await
+            .map_err(|err| Unchecked::Unreachable(err.to_string()))?;
+        check(&member.borrowed(), record, now)
+            .await
+            .map_err(Unchecked::Aws)
+    }
 }
 
 /// Most records one sweep looks at (the oldest first; the rest wait for the next sweep).
@@ -48,7 +129,7 @@ pub struct Window {
 /// record blocks the others and none stays pending for ever.
 pub async fn settle_pending(
     audit: &AuditStore,
-    clients: &SweepClients<'_>,
+    places: &Places<'_>,
     window: &Window,
     deadline: Deadline,
 ) -> Result<Vec<Settled>, AwsError> {
@@ -64,15 +145,24 @@ pub async fn settle_pending(
         if deadline.passed() {
             break;
         }
-        let (status, observed) = match within(deadline, check(clients, &record, now)).await {
+        // A record whose place cannot be reached is no evidence against its remediation.
+        let mut counted = true;
+        let (status, observed) = match within(deadline, places.check(&record, now)).await {
             Some(Ok(checked)) => checked,
-            Some(Err(err)) if err.is(FaultKind::NotFound) => (
+            Some(Err(Unchecked::Unreachable(why))) => {
+                counted = false;
+                (
+                    VerificationStatus::Pending,
+                    format!("could not be checked now: {why}"),
+                )
+            }
+            Some(Err(Unchecked::Aws(err))) if err.is(FaultKind::NotFound) => (
                 VerificationStatus::Failed,
                 format!(
                     "the check's resource no longer exists, so the remediation cannot be verified: {err}"
                 ),
             ),
-            Some(Err(err)) => (
+            Some(Err(Unchecked::Aws(err))) => (
                 VerificationStatus::Pending,
                 format!("could not be checked now: {err}"),
             ),
@@ -98,7 +188,14 @@ pub async fn settle_pending(
             (status, observed)
         } else {
             let verification = settle(&record, status, &observed);
-            match within(deadline, audit.settle(&record, &verification)).await {
+            let settle = async {
+                if counted {
+                    audit.settle(&record, &verification).await
+                } else {
+                    audit.settle_unchecked(&record, &verification).await
+                }
+            };
+            match within(deadline, settle).await {
                 Some(Ok(true)) => (status, observed),
                 Some(Ok(false)) => continue, // settled meanwhile by the alarm's OK transition
                 Some(Err(err)) => (

@@ -107,6 +107,7 @@ impl Scaler {
             )));
         }
         let home = &self.config.safety.home;
+
         match (handoff.runbook.as_str(), &handoff.target) {
             (
                 dynamodb_capacity::RUNBOOK,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use runbook_shared::approval;
 use runbook_shared::evidence::Sources;
+use runbook_shared::fleet::{Fleet, FleetConfig};
 use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
 use runbook_shared::resource::{Home, ResourceId};
 use runbook_shared::runbook::{Function, RunContext, Runbook, run};
@@ -85,6 +86,46 @@ impl Clients {
             logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
         }
     }
+
+    /// The clients of one account and region a hub acts in, with the hub's audit table.
+    pub fn at(place: &aws_config::SdkConfig, hub: &aws_config::SdkConfig) -> Self {
+        Self {
+            audit: aws_sdk_dynamodb::Client::new(hub),
+            ..Self::new(place)
+        }
+    }
+}
+
+/// limit-scaler in every account and region the deployment remediates.
+pub fn fleet(
+    config: ScalerConfig,
+    places: FleetConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Fleet<Scaler> {
+    let hub = sdk.clone();
+    let home = config.safety.home.clone();
+    let known = places.clone();
+    Fleet::new(places, home, sdk, move |place_sdk, place| {
+        let config = ScalerConfig {
+            safety: config.safety.at(place, &known),
+            ..config.clone()
+        };
+        Scaler::with_clients(config, Clients::at(place_sdk, &hub))
+    })
+}
+
+/// Handles one invocation in the account and region its event names; the schedule puts back
+/// what was raised in every one of them.
+pub async fn handle(fleet: &Fleet<Scaler>, event: Value, invocation: &Invocation) -> Output {
+    fleet
+        .handle(
+            FUNCTION,
+            event,
+            invocation,
+            true,
+            |scaler, event, invocation| async move { scaler.handle(event, &invocation).await },
+        )
+        .await
 }
 
 /// The function's configuration and clients, built once per cold start.
@@ -233,19 +274,20 @@ impl Scaler {
     }
 
     async fn dispatch(&self, event: Value, invocation: &Invocation) -> Output {
-        let trigger = match recognise_from(&event, &self.config.safety.home) {
-            Ok(trigger) => trigger,
-            Err(rejection) => {
-                let info = TriggerInfo {
-                    kind: TriggerKind::Unknown,
-                    name: None,
-                    event_id: None,
-                };
-                return invocation
-                    .timed(Report::rejected(FUNCTION, info, rejection.0))
-                    .into();
-            }
-        };
+        let trigger =
+            match recognise_from(&event, &self.config.safety.home, &self.config.safety.hub) {
+                Ok(trigger) => trigger,
+                Err(rejection) => {
+                    let info = TriggerInfo {
+                        kind: TriggerKind::Unknown,
+                        name: None,
+                        event_id: None,
+                    };
+                    return invocation
+                        .timed(Report::rejected(FUNCTION, info, rejection.0))
+                        .into();
+                }
+            };
         let info = trigger.info(&invocation.request_id);
         match trigger {
             Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, invocation).await.into(),

@@ -46,12 +46,26 @@ impl Scaler {
                     continue;
                 }
             };
-            for raise in raises.into_iter().filter(|raise| self.due(raise, now)) {
+            let mine = raises
+                .into_iter()
+                .filter(|raise| self.acts_on(raise) && self.due(raise, now));
+            for raise in mine {
                 let report = Box::pin(self.put_back(runbook, raise, &info, invocation)).await;
                 reports.push(report);
             }
         }
         Output::Sweep { reports }
+    }
+
+    /// Whether the raise was made in this function's account and region: a hub's schedule
+    /// puts each place's raises back with that place's clients. A record from before resources
+    /// had one identity is the hub's own.
+    fn acts_on(&self, raise: &Raise) -> bool {
+        let home = &self.config.safety.home;
+        match ResourceId::from_key(&raise.resource) {
+            Some(resource) => resource.account == home.account && resource.region == home.region,
+            None => self.config.safety.is_hub(),
+        }
     }
 
     /// Whether the schedule should look at the raise now: a stored limit or a reservation once

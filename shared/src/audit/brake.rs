@@ -31,7 +31,8 @@ pub struct Slot {
 impl AuditStore {
     /// The resources changed recently (key -> epoch milliseconds) and the window's version.
     async fn changes(&self) -> Result<(BTreeMap<String, i64>, i64), AwsError> {
-        self.read_window(CHANGES, "resources").await
+        self.read_window(&self.scoped_key(CHANGES), "resources")
+            .await
     }
 
     /// Counts a change of `resource` at `now` in the brake's window: `Err` with the resources
@@ -61,7 +62,13 @@ impl AuditStore {
                 earlier: changed.insert(resource.to_string(), now.timestamp_millis()),
             };
             if self
-                .write_window(CHANGES, "resources", &changed, version, now)
+                .write_window(
+                    &self.scoped_key(CHANGES),
+                    "resources",
+                    &changed,
+                    version,
+                    now,
+                )
                 .await?
             {
                 return Ok(Ok(slot));
@@ -84,7 +91,13 @@ impl AuditStore {
                 None => changed.remove(resource),
             };
             if self
-                .write_window(CHANGES, "resources", &changed, version, Utc::now())
+                .write_window(
+                    &self.scoped_key(CHANGES),
+                    "resources",
+                    &changed,
+                    version,
+                    Utc::now(),
+                )
                 .await?
             {
                 return Ok(());
@@ -117,7 +130,7 @@ impl AuditStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s("brake#escalated"))
+            .item("pk", s(self.scoped_key("brake#escalated")))
             .item("sk", s("window"))
             .item("at", n(now.timestamp_millis()))
             .item("expires_at", n((now + Duration::days(2)).timestamp()))

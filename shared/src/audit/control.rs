@@ -1,5 +1,6 @@
-//! The kill switch's item: `pk = control#automation`, `sk = switch`. One item for the whole
-//! deployment, so that one write pauses every function.
+//! The kill switch's items: `pk = control#automation`, `sk = switch` for the whole deployment,
+//! so that one write pauses every function in every account; `pk =
+//! control#automation#<account>` for one account of a hub that remediates several.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -10,6 +11,14 @@ use crate::aws::AwsError;
 
 const SWITCH_PK: &str = "control#automation";
 const SWITCH_SK: &str = "switch";
+
+/// The switch item of the whole deployment (`None`) or of one account.
+fn switch_key(account: Option<&str>) -> String {
+    match account {
+        Some(account) => format!("{SWITCH_PK}#{account}"),
+        None => SWITCH_PK.to_string(),
+    }
+}
 /// Verifications settled as failed, one item each (`sk = <settled at>#<audit id>`), kept a day:
 /// what the sweep's auto-trip counts.
 const FAILED_PK: &str = "control#failed-verifications";
@@ -56,17 +65,21 @@ impl AuditStore {
     /// The item is plain attributes so that a person can write it with `aws dynamodb put-item`
     /// when the functions themselves misbehave; an item a person wrote wrongly (a `paused` that
     /// is not a boolean, an unreadable time) is read as paused: the switch fails closed.
-    pub async fn pause(&self) -> Result<Option<Pause>, AwsError> {
-        Ok(self.switch_item().await?.0)
+    pub async fn pause(&self, account: Option<&str>) -> Result<Option<Pause>, AwsError> {
+        Ok(self.switch_item(account).await?.0)
     }
 
-    /// The pause stored in the switch item, and when the automation was last resumed.
-    pub async fn switch_item(&self) -> Result<(Option<Pause>, Option<DateTime<Utc>>), AwsError> {
+    /// The pause stored in the switch item (the whole deployment's, or one account's), and
+    /// when the automation was last resumed.
+    pub async fn switch_item(
+        &self,
+        account: Option<&str>,
+    ) -> Result<(Option<Pause>, Option<DateTime<Utc>>), AwsError> {
         let item = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(SWITCH_PK))
+            .key("pk", s(switch_key(account)))
             .key("sk", s(SWITCH_SK))
             .consistent_read(true)
             .send()
@@ -130,12 +143,16 @@ impl AuditStore {
     /// Engages (`Some`) or lifts (`None`) the pause.
     /// An update, not a put: a pause keeps the time of the last resume, which the auto-trip
     /// counts failures from.
-    pub async fn set_pause(&self, pause: Option<&Pause>) -> Result<(), AwsError> {
+    pub async fn set_pause(
+        &self,
+        account: Option<&str>,
+        pause: Option<&Pause>,
+    ) -> Result<(), AwsError> {
         let update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(SWITCH_PK))
+            .key("pk", s(switch_key(account)))
             .key("sk", s(SWITCH_SK))
             .expression_attribute_names("#paused", "paused")
             .expression_attribute_values(":paused", AttributeValue::Bool(pause.is_some()));

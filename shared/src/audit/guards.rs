@@ -46,7 +46,7 @@ impl AuditStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("event#{event_id}")))
+            .item("pk", s(self.scoped_key(&format!("event#{event_id}"))))
             .item("sk", s("event"))
             .item("state", s("in_progress"))
             .item("owner", s(owner))
@@ -90,7 +90,7 @@ impl AuditStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("event#{event_id}")))
+            .item("pk", s(self.scoped_key(&format!("event#{event_id}"))))
             .item("sk", s("event"))
             .item("state", s("done"))
             .item("report", s(body))
@@ -209,7 +209,7 @@ impl AuditStore {
     /// The times (epoch milliseconds) of the runbook's actions in its budget item, and the
     /// item's version (0 when there is none).
     async fn budget_window(&self, runbook: &str) -> Result<(Vec<i64>, i64), AwsError> {
-        self.read_window(&format!("budget#{runbook}"), "actions")
+        self.read_window(&self.scoped_key(&format!("budget#{runbook}")), "actions")
             .await
     }
 
@@ -231,7 +231,7 @@ impl AuditStore {
             recent.push(now.timestamp_millis());
             if self
                 .write_window(
-                    &format!("budget#{runbook}"),
+                    &self.scoped_key(&format!("budget#{runbook}")),
                     "actions",
                     &recent,
                     version,

@@ -17,7 +17,12 @@
 //!   CHANGE_WINDOW_MINUTES, versioned; `pk = brake#escalated`, `sk = window`: its last escalation;
 //! - plans awaiting approval, open plans and the run log: see `plans.rs`;
 //! - kill switch: `pk = control#automation`, `sk = switch`: `paused` (boolean), `by`, `reason`,
-//!   `since`, `until` (RFC 3339; none: until resumed).
+//!   `since`, `until` (RFC 3339; none: until resumed); `pk = control#automation#<account>` for
+//!   one account of a hub.
+//!
+//! A hub that acts in other accounts and regions (`fleet.rs`) keeps their event claims, budgets
+//! and brake windows under the same keys with `#<account>#<region>` appended (`scoped`); its own
+//! place keeps the keys above.
 
 use std::collections::HashMap;
 
@@ -119,6 +124,10 @@ pub struct AuditStore {
     client: Client,
     table: String,
     retention: Duration,
+    /// The account and region whose guards this store keeps (`<account>#<region>`): the keys
+    /// of event claims, budgets and the change brake end with it, so that one hub's table keeps
+    /// every account's and region's apart.
+    scope: Option<String>,
 }
 
 impl AuditStore {
@@ -127,6 +136,23 @@ impl AuditStore {
             client,
             table: table.into(),
             retention: Duration::days(retention_days),
+            scope: None,
+        }
+    }
+
+    /// The store of the guards of one account and region.
+    pub fn scoped(self, home: &crate::resource::Home) -> Self {
+        Self {
+            scope: Some(format!("{}#{}", home.account, home.region)),
+            ..self
+        }
+    }
+
+    /// `key` within this store's account and region.
+    fn scoped_key(&self, key: &str) -> String {
+        match &self.scope {
+            Some(scope) => format!("{key}#{scope}"),
+            None => key.to_string(),
         }
     }
 
@@ -342,11 +368,32 @@ impl AuditStore {
         Ok(records)
     }
 
-    /// Closes an open verification; returns false if someone else closed it first.
+    /// Closes an open verification; returns false if someone else closed it first. One
+    /// settled as failed counts toward the sweep's auto-trip.
     pub async fn settle(
         &self,
         record: &AuditRecord,
         verification: &Verification,
+    ) -> Result<bool, AwsError> {
+        self.settle_counting(record, verification, true).await
+    }
+
+    /// Closes a verification that could not be checked at all (its account could not be
+    /// reached): it says nothing about whether the remediation worked, so it does not count
+    /// toward the auto-trip (which would pause every account for one broken spoke).
+    pub async fn settle_unchecked(
+        &self,
+        record: &AuditRecord,
+        verification: &Verification,
+    ) -> Result<bool, AwsError> {
+        self.settle_counting(record, verification, false).await
+    }
+
+    async fn settle_counting(
+        &self,
+        record: &AuditRecord,
+        verification: &Verification,
+        counted: bool,
     ) -> Result<bool, AwsError> {
         let mut report = record.report.clone();
         report.verification = verification.clone();
@@ -367,7 +414,7 @@ impl AuditStore {
             .send()
             .await;
         let settled = condition_held(update, "dynamodb:UpdateItem", &self.resource())?;
-        if settled && verification.status == VerificationStatus::Failed {
+        if settled && counted && verification.status == VerificationStatus::Failed {
             self.count_failed_verification(&record.audit_id).await;
         }
         Ok(settled)

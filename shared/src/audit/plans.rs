@@ -222,7 +222,7 @@ impl AuditStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(format!("event#{event_id}")))
+            .key("pk", s(self.scoped_key(&format!("event#{event_id}"))))
             .key("sk", s("event"))
             .consistent_read(true)
             .send()

@@ -436,12 +436,13 @@ async fn the_sweep_settles_an_open_redrive_by_what_arrived_in_the_dlq_since() {
 async fn sweep_now(store: &AuditStore) -> Vec<health_prober::sweep::Settled> {
     let sqs = moto().sqs();
     let (cloudwatch, cloudformation) = (moto().cloudwatch(), moto().cloudformation());
-    let clients = health_prober::sweep::SweepClients {
+    let dynamodb = moto().dynamodb();
+    let clients = health_prober::sweep::Places::One(health_prober::sweep::SweepClients {
         cloudwatch: &cloudwatch,
         cloudformation: &cloudformation,
         sqs: &sqs,
-        dynamodb: &moto().dynamodb(),
-    };
+        dynamodb: &dynamodb,
+    });
     health_prober::sweep::settle_pending(
         store,
         &clients,

@@ -387,6 +387,8 @@ impl Runbook<Responder> for ApiErrors {
                     alarm: Some(alarm.to_string()),
                     from: format!("{FUNCTION}/{RUNBOOK} on {target}"),
                     reason: said.clone(),
+                    account: Some(ctx.config.safety.home.account.clone()),
+                    region: Some(ctx.config.safety.home.region.clone()),
                 }),
                 bus,
             })
