@@ -21,7 +21,7 @@ use crate::resource::Home;
 use crate::resource::ResourceId;
 use crate::runbook::Function;
 use crate::safety::Invocation;
-use crate::trigger::{Origin, Rejection, Trigger, origin_of, recognise};
+use crate::trigger::{Origin, Rejection, Trigger, origin_of, recognise, unlisted_topic};
 
 /// The role spoke.yaml creates in every remediated account.
 pub const SPOKE_ROLE: &str = "RunbookAutomationSpoke";
@@ -209,6 +209,22 @@ impl<F: Function> Fleet<F> {
         Fut: Future<Output = Output>,
     {
         let trigger = recognise(&event);
+        // An alarm notification from a topic the deployment does not take is refused before
+        // any role is assumed (the member would refuse it too).
+        if let Some(refused) = trigger
+            .as_ref()
+            .ok()
+            .and_then(|trigger| unlisted_topic(trigger, &self.hub.safety().config.alarm_topics))
+        {
+            let info = TriggerInfo {
+                kind: TriggerKind::AlarmSns,
+                name: None,
+                event_id: None,
+            };
+            return invocation
+                .timed(Report::rejected(function, info, refused.0))
+                .into();
+        }
         // The switch lives in the hub's audit table; a control's `account` names the switch.
         if !self.config.is_fleet() || matches!(trigger, Ok(Trigger::Control(_))) {
             return handle(self.hub.clone(), event, invocation.clone()).await;

@@ -2,6 +2,7 @@
 //! recognition, resource identities, the report, the safety core (dry run, managed check, lease, idempotency,
 //! cooldown, budget), the audit table, deadline-bounded verification and JSON logs.
 
+pub mod alarms;
 pub mod approval;
 pub mod audit;
 pub mod aws;

@@ -27,6 +27,8 @@ pub enum Outcome {
 pub enum TriggerKind {
     Alarm,
     AlarmAction,
+    /// An alarm notification delivered by SNS.
+    AlarmSns,
     Schedule,
     StackEvent,
     Manual,

@@ -10,6 +10,7 @@
 //! mode, a re-check before the write) is a change to `run` or `act` here, not to the runbooks.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -333,7 +334,17 @@ pub trait Runbook<F: Function> {
 
 /// Runs `runbook` with every guard, in order, and returns its finished report (audit record
 /// written, duration set). `report` carries the function, the trigger and the dry-run flag.
-pub async fn run<F: Function, R: Runbook<F>>(
+/// The run is built on the heap in this frame: a runbook's future is too large to be built in
+/// the frames that poll it (a debug build's test thread has 2 MiB).
+pub fn run<'a, F: Function, R: Runbook<F> + 'a>(
+    ctx: &'a RunContext<'_, F>,
+    runbook: R,
+    report: Report,
+) -> Pin<Box<impl Future<Output = Report> + 'a>> {
+    Box::pin(guarded_run(ctx, runbook, report))
+}
+
+async fn guarded_run<F: Function, R: Runbook<F>>(
     ctx: &RunContext<'_, F>,
     runbook: R,
     mut report: Report,
@@ -701,7 +712,10 @@ async fn act<F: Function, C>(
     if !plans_only
         && matches!(
             report.trigger.kind,
-            TriggerKind::Alarm | TriggerKind::AlarmAction | TriggerKind::Handoff
+            TriggerKind::Alarm
+                | TriggerKind::AlarmAction
+                | TriggerKind::AlarmSns
+                | TriggerKind::Handoff
         )
         && let Some(alarm) = report.trigger.name.clone()
     {

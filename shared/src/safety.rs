@@ -30,6 +30,8 @@ pub struct SafetyConfig {
     /// The accounts a hub acts in, its own first (ACCOUNT_ID and ACCOUNTS); empty for a
     /// deployment that acts in its own account and region only.
     pub accounts: Vec<String>,
+    /// ALARM_TOPIC_ARNS: the SNS topics whose alarm notifications the function takes.
+    pub alarm_topics: Vec<String>,
     pub dry_run: bool,
     pub managed: crate::managed::ManagedPolicy,
     pub cooldown: Duration,
@@ -80,6 +82,7 @@ impl SafetyConfig {
         Ok(Self {
             hub: home.clone(),
             accounts: Vec::new(),
+            alarm_topics: alarm_topics(env)?,
             home,
             dry_run: env.bool("DRY_RUN", false)?,
             managed: crate::managed::ManagedPolicy::new(env.list("MANAGED_RESOURCES")),
@@ -106,6 +109,23 @@ impl SafetyConfig {
             function_name: env.get("AWS_LAMBDA_FUNCTION_NAME"),
         })
     }
+}
+
+/// ALARM_TOPIC_ARNS, each an SNS topic's ARN.
+fn alarm_topics(env: &Env) -> Result<Vec<String>, ConfigError> {
+    let topics = env.list("ALARM_TOPIC_ARNS");
+    for topic in &topics {
+        let arn = crate::resource::Arn::parse(topic).ok();
+        if arn.is_none_or(|arn| arn.service != "sns" || arn.resource.contains(':')) {
+            return Err(ConfigError::Invalid {
+                var: "ALARM_TOPIC_ARNS",
+                value: topic.clone(),
+                expected: "comma-separated SNS topic ARNs (arn:aws:sns:<region>:<account>:<topic>)"
+                    .into(),
+            });
+        }
+    }
+    Ok(topics)
 }
 
 /// One invocation: its request id (the lease owner), its deadline and when it started.

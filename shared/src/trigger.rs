@@ -1,9 +1,10 @@
 //! Recognising what invoked a function, by the shape of its input.
 //!
 //! Accepted shapes: the EventBridge `CloudWatch Alarm State Change` event, the CloudWatch Lambda
-//! alarm action payload, the EventBridge `Scheduled Event`, and a manual payload (a JSON object
-//! without `source`, parsed by each function with unknown fields rejected). Anything else is
-//! rejected with a one-line reason, before any AWS call.
+//! alarm action payload, an alarm notification delivered by SNS (`Records[].Sns`), the
+//! EventBridge `Scheduled Event`, and a manual payload (a JSON object without `source`, parsed by
+//! each function with unknown fields rejected). Anything else, other AWS services' events
+//! included, is rejected with a one-line reason naming what it is, before any AWS call.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use aws_lambda_events::event::cloudwatch_alarms::{
     CloudWatchAlarmStateValue, CloudWatchMetricDefinition,
 };
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
+use aws_lambda_events::event::sns::SnsEvent;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -79,6 +81,22 @@ pub struct AlarmTrigger {
     /// The span of time the alarm evaluated (its reasonData's startDate to queryDate), when
     /// the event says: the window the evidence for an action is read over.
     pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// A composite alarm's rule and the alarms that triggered it (it watches no metric).
+    pub composite: Option<Composite>,
+    /// The SNS topic that delivered it, for an alarm notification.
+    pub topic: Option<String>,
+}
+
+/// What a composite alarm's transition says: its rule, the alarms it names as triggering it,
+/// and what suppresses its actions now, if anything does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Composite {
+    pub rule: String,
+    /// Alarm names, from the transition's `triggeringAlarms` (or, when it names none, the
+    /// alarms of the rule).
+    pub triggering: Vec<String>,
+    /// `actionsSuppressedBy` and its reason (`WaitPeriod: Actions suppressed by WaitPeriod`).
+    pub suppressed_by: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -164,10 +182,13 @@ pub struct Rejection(pub String);
 /// is the hub's, and runs in every place it acts in.
 pub fn recognise_from(
     event: &Value,
-    home: &crate::resource::Home,
-    hub: &crate::resource::Home,
+    config: &crate::safety::SafetyConfig,
 ) -> Result<Trigger, Rejection> {
+    let (home, hub) = (&config.home, &config.hub);
     let trigger = recognise(event)?;
+    if let Some(refused) = unlisted_topic(&trigger, &config.alarm_topics) {
+        return Err(refused);
+    }
     let mut origin = origin_of(event);
     match &trigger {
         Trigger::Handoff(handoff) => {
@@ -199,6 +220,12 @@ pub fn recognise_from(
 /// The `account` and `region` an EventBridge event (`source`) or an alarm action (`accountId`)
 /// names; a person's payload names none (a control's `account` names the switch to set).
 pub fn origin_of(event: &Value) -> Origin {
+    if let Some(arn) = notified_alarm(event) {
+        return Origin {
+            account: Some(arn.account),
+            region: Some(arn.region),
+        };
+    }
     if event.get("source").is_none() && event.get("accountId").is_none() {
         return Origin::default();
     }
@@ -207,6 +234,31 @@ pub fn origin_of(event: &Value) -> Origin {
         account: text("account").or_else(|| text("accountId")),
         region: text("region"),
     }
+}
+
+/// An alarm notification comes only through the topics the deployment subscribes to
+/// (ALARM_TOPIC_ARNS): why one from another is refused.
+pub fn unlisted_topic(trigger: &Trigger, alarm_topics: &[String]) -> Option<Rejection> {
+    match trigger {
+        Trigger::Alarm(AlarmTrigger {
+            topic: Some(topic), ..
+        }) if !alarm_topics.contains(topic) => Some(Rejection(format!(
+            "SNS message from topic {topic}, which ALARM_TOPIC_ARNS (the template's AlarmTopicArns) does not list: nothing was done"
+        ))),
+        _ => None,
+    }
+}
+
+/// The alarm of an SNS alarm notification, by its ARN: the account and region it is in.
+fn notified_alarm(event: &Value) -> Option<crate::resource::Arn> {
+    let message = event
+        .get("Records")?
+        .get(0)?
+        .get("Sns")?
+        .get("Message")?
+        .as_str()?;
+    let message: Value = serde_json::from_str(message).ok()?;
+    crate::resource::Arn::parse(message.get("AlarmArn")?.as_str()?).ok()
 }
 
 /// A person's decision on a plan (`{"approve": …}` or `{"deny": …}`: no `source`, no
@@ -219,6 +271,98 @@ pub fn approval_payload(event: &Value) -> Option<&Map<String, Value>> {
     decision.then_some(object)
 }
 
+/// What an AWS service's event that has no `source` is, told from its keys (the shapes of the
+/// aws_lambda_events crate's examples); a shape it does not know is read as a person's payload.
+fn other_service(object: &Map<String, Value>) -> Option<String> {
+    let has = |key: &str| object.contains_key(key);
+    // Event source mappings (Kafka, MQ, DocumentDB, DynamoDB streams) and CloudTrail records
+    // name their service.
+    if let Some(source) = object.get("eventSource").and_then(Value::as_str) {
+        return Some(format!("an {source} event (eventSource)"));
+    }
+    const SHAPES: &[(&[&str], &str)] = &[
+        (
+            &["requestContext"],
+            "an API Gateway or function URL request",
+        ),
+        (&["httpMethod"], "an API Gateway request"),
+        (&["routeKey"], "an API Gateway HTTP API request"),
+        (&["awslogs"], "a CloudWatch Logs subscription delivery"),
+        (
+            &["triggerSource", "userPoolId"],
+            "a Cognito user pool trigger",
+        ),
+        (
+            &["RequestType", "ResponseURL"],
+            "a CloudFormation custom resource request",
+        ),
+        (
+            &["RequestType", "LogicalResourceId"],
+            "a CloudFormation custom resource request",
+        ),
+        (&["claims", "issuer"], "an AppSync identity"),
+        (
+            &["TopicArn", "Type"],
+            "an SNS message in its HTTP form (a function subscribed to a topic receives it in Records[].Sns)",
+        ),
+        (
+            &["deliveryStreamArn"],
+            "a Data Firehose transformation request",
+        ),
+        (&["methodArn"], "an API Gateway authorizer request"),
+        (&["raw_path", "method"], "a VPC Lattice request"),
+        (
+            &["userRequest", "configuration"],
+            "an S3 Object Lambda request",
+        ),
+        (&["CodePipeline.job"], "a CodePipeline job"),
+        (
+            &["LifecycleEventHookExecutionId"],
+            "a CodeDeploy lifecycle hook",
+        ),
+        (
+            &["SecretId", "ClientRequestToken", "Step"],
+            "a Secrets Manager rotation step",
+        ),
+        (&["invocationSource", "bot"], "a Lex bot request"),
+        (
+            &["Details", "Name"],
+            "an Amazon Connect contact flow request",
+        ),
+        (&["operation", "payload"], "an AppSync resolver request"),
+        (&["arguments", "info"], "an AppSync resolver request"),
+        (&["protocolData"], "an IoT custom authorizer request"),
+        (&["deviceEvent"], "an IoT 1-Click event"),
+        (&["clickType", "serialNumber"], "an IoT button event"),
+        (&["datasetRecords"], "a Cognito Sync event"),
+        (
+            &["connection-id", "endpoint-id"],
+            "a Client VPN connection request",
+        ),
+    ];
+    if let Some((_, what)) = SHAPES
+        .iter()
+        .find(|(keys, _)| keys.iter().all(|key| has(key)))
+    {
+        return Some((*what).to_string());
+    }
+    // What a function answers AWS with, sent back as an input.
+    let response = [
+        "statusCode",
+        "batchItemFailures",
+        "dialogAction",
+        "policyDocument",
+        "isAuthorized",
+        "isAuthenticated",
+        "PhysicalResourceId",
+        "records",
+        "Messages",
+    ]
+    .iter()
+    .any(|key| has(key));
+    response.then(|| "an answer to or from an AWS service, not an event".to_string())
+}
+
 /// Recognises the trigger from the input's shape.
 pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
     let Some(object) = event.as_object() else {
@@ -228,6 +372,14 @@ pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
         )));
     };
     let Some(source) = object.get("source") else {
+        if object.contains_key("Records") {
+            return records(event);
+        }
+        if let Some(what) = other_service(object) {
+            return Err(Rejection(format!(
+                "{what}, which no runbook function takes: nothing was done"
+            )));
+        }
         if object.contains_key("control") {
             return Ok(Trigger::Control(object.clone()));
         }
@@ -282,9 +434,17 @@ fn alarm_state_change(event: &Value) -> Result<Trigger, Rejection> {
     let event_id = parsed
         .id
         .ok_or_else(|| Rejection("alarm state change event without an id".into()))?;
-    let detail = parsed
-        .detail
-        .ok_or_else(|| Rejection("alarm state change event without a detail".into()))?;
+    // The alarm is the event's `detail`; some senders (an example of the aws_lambda_events
+    // crate among them) put it in `alarmData`, as the alarm action does.
+    let detail = match parsed.detail {
+        Some(detail) => detail,
+        None => event
+            .get("alarmData")
+            .map(|data| serde_json::from_value(data.clone()))
+            .transpose()
+            .map_err(|err| Rejection(format!("malformed {ALARM_STATE_CHANGE} event: {err}")))?
+            .ok_or_else(|| Rejection("alarm state change event without a detail".into()))?,
+    };
     alarm_trigger(
         TriggerKind::Alarm,
         event_id,
@@ -351,6 +511,26 @@ fn alarm_trigger(
         .and_then(Value::as_str)
         .and_then(|text| serde_json::from_str::<CloudWatchAlarmStateReasonDataMetric>(text).ok())
         .and_then(|data| Some((data.start_date?, data.query_date?)));
+    let composite = data
+        .configuration
+        .get("alarmRule")
+        .and_then(Value::as_str)
+        .map(|rule| Composite {
+            rule: rule.to_string(),
+            triggering: state
+                .reason_data
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(triggering_alarms)
+                .filter(|names| !names.is_empty())
+                .unwrap_or_else(|| alarms_of_rule(rule)),
+            suppressed_by: state.actions_suppressed_by.as_ref().map(|by| {
+                match &state.actions_suppressed_reason {
+                    Some(reason) => format!("{by}: {reason}"),
+                    None => by.clone(),
+                }
+            }),
+        });
     Ok(Trigger::Alarm(AlarmTrigger {
         kind,
         event_id,
@@ -365,6 +545,213 @@ fn alarm_trigger(
         changed_at: state.timestamp,
         metrics,
         window,
+        composite,
+        topic: None,
+    }))
+}
+
+/// The names of the alarms a composite's `reasonData` names as triggering it.
+fn triggering_alarms(reason_data: &str) -> Vec<String> {
+    let data: Value = serde_json::from_str(reason_data).unwrap_or_default();
+    data.get("triggeringAlarms")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|alarm| alarm.get("arn")?.as_str())
+        .filter_map(|arn| arn.split_once(":alarm:").map(|(_, name)| name.to_string()))
+        .collect()
+}
+
+/// The alarms a composite's rule puts in ALARM (`ALARM(name)`, `ALARM("name")`).
+pub fn alarms_of_rule(rule: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = rule;
+    while let Some(start) = rest.find("ALARM(") {
+        rest = &rest[start + "ALARM(".len()..];
+        let Some(end) = rest.find(')') else { break };
+        let name = rest[..end].trim().trim_matches('"').to_string();
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+        rest = &rest[end..];
+    }
+    names
+}
+
+/// An alarm notification delivered by SNS: the alarm in CloudWatch's notification format, one
+/// record per delivery. Lenient where CloudWatch is (`AlarmDescription` is null when unset, an
+/// anomaly band has no `Threshold`): only what the runbooks read is required.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AlarmNotification {
+    alarm_name: String,
+    #[serde(default)]
+    alarm_arn: Option<String>,
+    new_state_value: String,
+    #[serde(default)]
+    old_state_value: Option<String>,
+    #[serde(default)]
+    new_state_reason: Option<String>,
+    state_change_time: String,
+    #[serde(default)]
+    trigger: Option<NotificationTrigger>,
+    #[serde(default)]
+    alarm_rule: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NotificationTrigger {
+    #[serde(default)]
+    metric_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    dimensions: Vec<NotificationDimension>,
+    /// A metric-math alarm's queries.
+    #[serde(default)]
+    metrics: Vec<NotificationQuery>,
+}
+
+#[derive(serde::Deserialize)]
+struct NotificationDimension {
+    name: String,
+    value: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NotificationQuery {
+    #[serde(default)]
+    metric_stat: Option<NotificationStat>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NotificationStat {
+    metric: NotificationMetric,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NotificationMetric {
+    #[serde(default)]
+    metric_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    dimensions: Vec<NotificationDimension>,
+}
+
+fn metric_ref(
+    namespace: Option<String>,
+    name: Option<String>,
+    dimensions: Vec<NotificationDimension>,
+) -> Option<MetricRef> {
+    Some(MetricRef {
+        namespace: namespace?,
+        name: name?,
+        dimensions: dimensions
+            .into_iter()
+            .map(|dimension| (dimension.name, dimension.value))
+            .collect(),
+    })
+}
+
+fn state_named(value: &str) -> AlarmState {
+    match value {
+        "ALARM" => AlarmState::Alarm,
+        "OK" => AlarmState::Ok,
+        _ => AlarmState::InsufficientData,
+    }
+}
+
+/// An event of another AWS service delivered in `Records` (SQS, S3, SNS, DynamoDB streams…):
+/// only an SNS alarm notification is taken.
+fn records(event: &Value) -> Result<Trigger, Rejection> {
+    let first = event
+        .get("Records")
+        .and_then(Value::as_array)
+        .and_then(|records| records.first());
+    let source = first
+        .and_then(|record| {
+            record
+                .get("EventSource")
+                .or_else(|| record.get("eventSource"))
+        })
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    if source != "aws:sns" {
+        return Err(Rejection(format!(
+            "an {source} event (Records[].eventSource), which no runbook function takes: nothing was done"
+        )));
+    }
+    let parsed: SnsEvent = parse(event, "SNS")?;
+    let [record] = parsed.records.as_slice() else {
+        return Err(Rejection(format!(
+            "an SNS delivery to a function carries one record, this one {}: nothing was done",
+            parsed.records.len()
+        )));
+    };
+    let sns = &record.sns;
+    let notification: AlarmNotification = serde_json::from_str(&sns.message).map_err(|_| {
+        Rejection(format!(
+            "SNS message {} from topic {} is not a CloudWatch alarm notification (subject {:?}): nothing was done",
+            sns.message_id,
+            sns.topic_arn,
+            sns.subject.as_deref().unwrap_or_default()
+        ))
+    })?;
+    // CloudWatch writes `2026-11-23T03:12:00.000+0000`; RFC 3339 (`…Z`) is read too.
+    let changed_at = DateTime::parse_from_str(&notification.state_change_time, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(&notification.state_change_time))
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| {
+            Rejection(format!(
+                "alarm notification {} (alarm {}) has an unreadable StateChangeTime {:?}: nothing was done",
+                sns.message_id, notification.alarm_name, notification.state_change_time
+            ))
+        })?;
+    let metrics = match notification.trigger {
+        None => Vec::new(),
+        Some(trigger) if trigger.metrics.is_empty() => {
+            metric_ref(trigger.namespace, trigger.metric_name, trigger.dimensions)
+                .into_iter()
+                .collect()
+        }
+        Some(trigger) => trigger
+            .metrics
+            .into_iter()
+            .filter_map(|query| {
+                let metric = query.metric_stat?.metric;
+                metric_ref(metric.namespace, metric.metric_name, metric.dimensions)
+            })
+            .collect(),
+    };
+    // What CloudWatch shows replaces the rest (`alarms::confirmed`).
+    let composite = notification.alarm_rule.map(|rule| Composite {
+        triggering: alarms_of_rule(&rule),
+        rule,
+        suppressed_by: None,
+    });
+    // The message id is the delivery's (a retried delivery repeats it); the transition makes
+    // it readable, and tells an ALARM from the OK that follows.
+    Ok(Trigger::Alarm(AlarmTrigger {
+        kind: TriggerKind::AlarmSns,
+        event_id: format!(
+            "{}:{}@{}",
+            sns.message_id, notification.new_state_value, notification.state_change_time
+        ),
+        alarm_name: notification.alarm_name,
+        alarm_arn: notification.alarm_arn,
+        state: state_named(&notification.new_state_value),
+        previous_state: notification.old_state_value.as_deref().map(state_named),
+        reason: notification.new_state_reason.unwrap_or_default(),
+        changed_at,
+        metrics,
+        window: None,
+        composite,
+        topic: Some(sns.topic_arn.clone()),
     }))
 }
 
@@ -481,17 +868,28 @@ mod tests {
         ));
     }
 
+    /// A function's settings in `region` and `account`, taking alarms from one SNS topic.
+    fn config(region: &str, account: &str) -> crate::safety::SafetyConfig {
+        crate::safety::SafetyConfig::from_env(&crate::config::Env::from_pairs(&[
+            ("AWS_REGION", region),
+            ("ACCOUNT_ID", account),
+            ("AUDIT_TABLE", "audit"),
+            (
+                "ALARM_TOPIC_ARNS",
+                "arn:aws:sns:us-east-1:123456789012:oncall-alarms",
+            ),
+        ]))
+        .unwrap()
+    }
+
     #[test]
     fn events_from_another_account_or_region_are_refused() {
-        let home = crate::resource::Home::from_env(&crate::config::Env::from_pairs(&[
-            ("AWS_REGION", "us-east-1"),
-            ("ACCOUNT_ID", "123456789012"),
-        ]))
-        .unwrap();
-        assert!(recognise_from(&state_change("ALARM"), &home, &home).is_ok());
+        assert!(
+            recognise_from(&state_change("ALARM"), &config("us-east-1", "123456789012")).is_ok()
+        );
         let mut elsewhere = state_change("ALARM");
         elsewhere["region"] = json!("eu-west-1");
-        let err = recognise_from(&elsewhere, &home, &home).unwrap_err();
+        let err = recognise_from(&elsewhere, &config("us-east-1", "123456789012")).unwrap_err();
         assert!(
             err.0.contains("eu-west-1") && err.0.contains("us-east-1"),
             "{err}"
@@ -499,25 +897,27 @@ mod tests {
         let mut other = state_change("ALARM");
         other["account"] = json!("999999999999");
         assert!(
-            recognise_from(&other, &home, &home)
+            recognise_from(&other, &config("us-east-1", "123456789012"))
                 .unwrap_err()
                 .0
                 .contains("999999999999")
         );
-        assert!(recognise_from(&json!({"table": "t"}), &home, &home).is_ok());
+        assert!(
+            recognise_from(&json!({"table": "t"}), &config("us-east-1", "123456789012")).is_ok()
+        );
     }
 
     #[test]
     fn a_handoff_comes_from_the_hub_about_the_place_it_names() {
-        let env = |region, account| {
-            crate::resource::Home::from_env(&crate::config::Env::from_pairs(&[
-                ("AWS_REGION", region),
-                ("ACCOUNT_ID", account),
-            ]))
-            .unwrap()
-        };
-        let hub = env("us-east-1", "123456789012");
-        let spoke = env("eu-west-1", "111111111111");
+        let hub = config("us-east-1", "123456789012");
+        let spoke = hub.at(
+            hub.home.elsewhere("111111111111", "eu-west-1"),
+            &crate::fleet::FleetConfig {
+                spokes: vec!["111111111111".into()],
+                regions: vec!["us-east-1".into(), "eu-west-1".into()],
+                external_id: Some("external-id-of-16".into()),
+            },
+        );
         let handoff = |sender: &str, account: Option<&str>| {
             json!({
                 "version": "0", "id": "h1", "detail-type": "Runbook Handoff",
@@ -531,13 +931,10 @@ mod tests {
                 }
             })
         };
-        assert!(
-            recognise_from(&handoff("123456789012", Some("111111111111")), &spoke, &hub).is_ok()
-        );
-        let forged = recognise_from(&handoff("111111111111", Some("111111111111")), &spoke, &hub);
+        assert!(recognise_from(&handoff("123456789012", Some("111111111111")), &spoke).is_ok());
+        let forged = recognise_from(&handoff("111111111111", Some("111111111111")), &spoke);
         assert!(forged.unwrap_err().0.contains("handoff's sender"));
-        let misrouted =
-            recognise_from(&handoff("123456789012", Some("222222222222")), &spoke, &hub);
+        let misrouted = recognise_from(&handoff("123456789012", Some("222222222222")), &spoke);
         assert!(misrouted.unwrap_err().0.contains("222222222222"));
     }
 
@@ -553,5 +950,75 @@ mod tests {
             recognise(&json!({"table": "t"})),
             Ok(Trigger::Manual(_))
         ));
+    }
+
+    #[test]
+    fn composite_rules_name_their_alarms() {
+        assert_eq!(
+            alarms_of_rule(r#"ALARM(a) OR (ALARM("b c") AND NOT OK(d)) OR ALARM(a)"#),
+            vec!["a", "b c"]
+        );
+        assert!(alarms_of_rule("TRUE").is_empty());
+    }
+
+    #[test]
+    fn other_services_events_are_named_not_read_as_payloads() {
+        let s3 = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}]});
+        assert!(recognise(&s3).unwrap_err().0.starts_with("an aws:s3 event"));
+        let api = json!({"resource": "/", "httpMethod": "GET", "requestContext": {}});
+        assert!(recognise(&api).unwrap_err().0.contains("API Gateway"));
+        let kafka = json!({"eventSource": "aws:kafka", "records": {}});
+        assert!(
+            recognise(&kafka)
+                .unwrap_err()
+                .0
+                .starts_with("an aws:kafka event")
+        );
+        // A person's payload is still one.
+        assert!(matches!(
+            recognise(&json!({"table": "t"})),
+            Ok(Trigger::Manual(_))
+        ));
+    }
+
+    #[test]
+    fn an_sns_delivery_carries_one_alarm_notification() {
+        let record = |message: &str| {
+            json!({
+                "EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": "arn:aws:sns:us-east-1:123456789012:t:1",
+                "Sns": {
+                    "Type": "Notification", "MessageId": "m1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+                    "Subject": "s", "Message": message, "Timestamp": "2026-11-23T03:12:00.000Z",
+                    "SignatureVersion": "1", "Signature": "x", "SigningCertUrl": "x", "UnsubscribeUrl": "x",
+                    "MessageAttributes": {}
+                }
+            })
+        };
+        let alarm = r#"{"AlarmName": "a", "AlarmDescription": null, "NewStateValue": "ALARM", "OldStateValue": "OK",
+            "StateChangeTime": "2026-11-23T03:12:00.000+0000", "AlarmArn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:a",
+            "Trigger": {"MetricName": "ReadThrottleEvents", "Namespace": "AWS/DynamoDB", "Dimensions": [{"name": "TableName", "value": "orders"}]}}"#;
+        let Ok(Trigger::Alarm(parsed)) = recognise(&json!({"Records": [record(alarm)]})) else {
+            panic!("an alarm notification")
+        };
+        assert_eq!(parsed.kind, TriggerKind::AlarmSns);
+        assert_eq!(parsed.event_id, "m1:ALARM@2026-11-23T03:12:00.000+0000");
+        assert_eq!(parsed.metrics[0].dimension("TableName"), Some("orders"));
+        assert_eq!(
+            parsed.topic.as_deref(),
+            Some("arn:aws:sns:us-east-1:123456789012:t")
+        );
+        let two = recognise(&json!({"Records": [record(alarm), record(alarm)]}));
+        assert!(two.unwrap_err().0.contains("one record"));
+        let other = recognise(&json!({"Records": [record("hello")]}));
+        assert!(
+            other
+                .unwrap_err()
+                .0
+                .contains("is not a CloudWatch alarm notification")
+        );
+        // From a topic the deployment does not list, it is refused.
+        let unlisted = json!({"Records": [record(alarm)]});
+        let refused = recognise_from(&unlisted, &config("us-east-1", "123456789012"));
+        assert!(refused.unwrap_err().0.contains("ALARM_TOPIC_ARNS"));
     }
 }

@@ -499,6 +499,38 @@ class EventInvokeConfigResource(CloudFormationModel):
         return cls(props["FunctionName"])
 
 
+class SnsSubscriptionResource(CloudFormationModel):
+    """AWS::SNS::Subscription in moto's stacks (moto's CloudFormation skips it), through moto's
+    own Subscribe: the functions subscribed to the topics teams' alarms notify."""
+
+    __module__ = "moto.sns.front"
+
+    def __init__(self, arn):
+        self.physical_resource_id = arn
+
+    @staticmethod
+    def cloudformation_type():
+        return "AWS::SNS::Subscription"
+
+    @staticmethod
+    def cloudformation_name_type():
+        return ""
+
+    @classmethod
+    def has_cfn_attr(cls, attr):
+        return False
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.sns.models import sns_backends
+
+        props = cloudformation_json["Properties"]
+        topic = props["TopicArn"]
+        backend = sns_backends[topic.split(":")[4]][topic.split(":")[3]]
+        subscription = backend.subscribe(topic, props["Endpoint"], props["Protocol"])
+        return cls(subscription.arn)
+
+
 # --- STS -------------------------------------------------------------------------------------
 
 def trust_refusal(caller_account: str, role_arn: str, external_id, tagged: bool):

@@ -318,6 +318,17 @@ fn acting_functions(event: &Value) -> BTreeSet<String> {
         return functions;
     }
     match recognise(event).expect("events/ files are recognised") {
+        // Each function that takes alarms follows a composite in ALARM to its children.
+        Trigger::Alarm(alarm) if alarm.composite.is_some() && alarm.state == AlarmState::Alarm => {
+            functions.extend(
+                [
+                    limit_scaler::FUNCTION,
+                    dlq_redriver::FUNCTION,
+                    alarm_responder::FUNCTION,
+                ]
+                .map(str::to_string),
+            );
+        }
         Trigger::Alarm(alarm) if alarm.state != AlarmState::InsufficientData => {
             let config = scaler_config("audit", &[]);
             if CapacityTarget::from_alarm(&alarm, &config).is_some()
@@ -441,11 +452,21 @@ fn the_alarm_name_prefix_narrows_every_alarm_rule() {
 
 #[tokio::test]
 async fn the_transformed_template_deploys_into_moto_with_its_resources() {
+    // An SNS topic the team's alarms already notify.
+    let topic = moto().boto3(
+        "sns",
+        "create_topic",
+        json!({"Name": runbook_tests::unique("oncall-alarms")}),
+    )["TopicArn"]
+        .as_str()
+        .expect("topic")
+        .to_string();
     let deployment = moto()
         .deploy(DeployRequest {
             parameters: vec![
                 ("ManagedResources", "orders-*,payments"),
                 ("DefaultMode", "observe"),
+                ("AlarmTopicArns", &topic),
             ],
             ..DeployRequest::default()
         })
@@ -462,9 +483,49 @@ async fn the_transformed_template_deploys_into_moto_with_its_resources() {
     assert_eq!(count("AWS::IAM::Role"), 4);
     assert_eq!(
         count("AWS::Events::Rule"),
-        11,
-        "6 alarm and stack rules, the handoff rule, 4 schedules"
+        14,
+        "6 alarm and stack rules, 3 composite-alarm rules, the handoff rule, 4 schedules"
     );
+    // The alarm-taking functions subscribe to the topic, each permission naming it alone.
+    let subscribed = moto().boto3(
+        "sns",
+        "list_subscriptions_by_topic",
+        json!({"TopicArn": topic}),
+    );
+    let endpoints: BTreeSet<String> = subscribed["Subscriptions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|subscription| subscription["Protocol"] == "lambda")
+        .filter_map(|subscription| subscription["Endpoint"].as_str())
+        .filter_map(|arn| arn.rsplit(':').next())
+        .map(str::to_string)
+        .collect();
+    let functions: BTreeSet<String> = [
+        "LimitScalerFunctionName",
+        "DlqRedriverFunctionName",
+        "AlarmResponderFunctionName",
+    ]
+    .iter()
+    .filter_map(|output| deployment.outputs.get(*output).cloned())
+    .collect();
+    assert_eq!(endpoints, functions, "{subscribed}");
+    let template = runbook_tests::deploy::transformed_template();
+    let topic_permissions: Vec<&Value> = template["Resources"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(logical, _)| logical.contains("AlarmTopic") && logical.ends_with("Permission"))
+        .map(|(_, resource)| resource)
+        .collect();
+    assert_eq!(topic_permissions.len(), 9, "3 functions × 3 topic slots");
+    for permission in topic_permissions {
+        assert_eq!(permission["Properties"]["Principal"], "sns.amazonaws.com");
+        assert!(
+            permission["Properties"]["SourceArn"]["Fn::Select"].is_array(),
+            "scoped to its topic: {permission}"
+        );
+    }
     assert_eq!(count("AWS::Logs::LogGroup"), 4);
     assert_eq!(count("AWS::DynamoDB::Table"), 1);
     assert_eq!(count("AWS::SQS::Queue"), 1);

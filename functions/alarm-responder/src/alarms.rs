@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use runbook_shared::alarms as shown;
 use runbook_shared::aws::AwsError;
 use runbook_shared::report::TriggerKind;
-use runbook_shared::trigger::{AlarmState, AlarmTrigger, MetricRef, Rejection};
+use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
 
 use crate::api_errors::ApiErrors;
 use crate::dynamodb_backup::TableBackup;
@@ -17,52 +18,10 @@ use crate::{Job, RUNBOOK_TAG, Responder, ResponderRunbook};
 impl Responder {
     /// The alarm as it is now, shaped like the alarm event it would send.
     pub(crate) async fn replay(&self, alarm_name: &str) -> Result<Option<AlarmTrigger>, AwsError> {
-        let alarms = self
-            .clients
-            .cloudwatch
-            .describe_alarms()
-            .alarm_names(alarm_name)
-            .send()
-            .await
-            .map_err(|err| {
-                AwsError::from_sdk(
-                    "cloudwatch:DescribeAlarms",
-                    &format!("alarm {alarm_name}"),
-                    &err,
-                )
-            })?;
-        let Some(alarm) = alarms.metric_alarms().first() else {
-            return Ok(None);
-        };
-        let dimensions: BTreeMap<String, String> = alarm
-            .dimensions()
-            .iter()
-            .filter_map(|d| Some((d.name()?.to_string(), d.value()?.to_string())))
-            .collect();
-        let state = match alarm.state_value().map(|state| state.as_str()) {
-            Some("ALARM") => AlarmState::Alarm,
-            Some("OK") => AlarmState::Ok,
-            _ => AlarmState::InsufficientData,
-        };
-        let changed_at = alarm
-            .state_updated_timestamp()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
-            .unwrap_or_else(chrono::Utc::now);
-        Ok(Some(AlarmTrigger {
-            kind: TriggerKind::Manual,
-            event_id: format!("replay:{alarm_name}"),
-            alarm_name: alarm_name.to_string(),
-            alarm_arn: alarm.alarm_arn().map(str::to_string),
-            state,
-            previous_state: None,
-            reason: alarm.state_reason().unwrap_or_default().to_string(),
-            changed_at,
-            metrics: vec![MetricRef {
-                namespace: alarm.namespace().unwrap_or_default().to_string(),
-                name: alarm.metric_name().unwrap_or_default().to_string(),
-                dimensions,
-            }],
-            window: None,
+        let alarms =
+            shown::metric_alarms(&self.clients.cloudwatch, &[alarm_name.to_string()]).await?;
+        Ok(alarms.first().map(|alarm| {
+            shown::alarm_trigger(alarm, TriggerKind::Manual, format!("replay:{alarm_name}"))
         }))
     }
 

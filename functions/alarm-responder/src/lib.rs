@@ -336,7 +336,7 @@ impl Responder {
 
     async fn dispatch(&self, event: Value, invocation: &Invocation) -> Report {
         let home = &self.config.safety.home;
-        let trigger = match recognise_from(&event, home, &self.config.safety.hub) {
+        let trigger = match recognise_from(&event, &self.config.safety) {
             Ok(trigger) => trigger,
             Err(rejection) => {
                 let info = TriggerInfo {
@@ -352,7 +352,21 @@ impl Responder {
         let rejected =
             |info, reason: String| invocation.timed(Report::rejected(FUNCTION, info, reason));
         match trigger {
-            Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, dry_run, invocation).await,
+            Trigger::Alarm(alarm) => {
+                Box::pin(runbook_shared::alarms::handle(
+                    FUNCTION,
+                    &self.clients.cloudwatch,
+                    alarm,
+                    info,
+                    invocation,
+                    |alarm, info| {
+                        Box::pin(async move {
+                            self.on_alarm(&alarm, info, dry_run, invocation).await
+                        })
+                    },
+                ))
+                .await
+            }
             Trigger::StackEvent { detail, .. } => {
                 let stack = match detail.get("stack-id").and_then(Value::as_str) {
                     Some(id) => StackRecovery::named(id, home),
@@ -511,11 +525,11 @@ impl Responder {
         report.dry_run = dry_run;
         let ctx = RunContext::new(self, invocation, alarm);
         match job {
-            Job::Rollback(target) => Box::pin(run(&ctx, target, report)).await,
-            Job::Resources(target) => Box::pin(run(&ctx, target, report)).await,
-            Job::Stack(target) => Box::pin(run(&ctx, target, report)).await,
-            Job::Backup(target) => Box::pin(run(&ctx, target, report)).await,
-            Job::Api(target) => Box::pin(run(&ctx, target, report)).await,
+            Job::Rollback(target) => run(&ctx, target, report).await,
+            Job::Resources(target) => run(&ctx, target, report).await,
+            Job::Stack(target) => run(&ctx, target, report).await,
+            Job::Backup(target) => run(&ctx, target, report).await,
+            Job::Api(target) => run(&ctx, target, report).await,
         }
     }
 }

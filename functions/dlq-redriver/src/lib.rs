@@ -17,6 +17,7 @@ pub mod returned;
 
 use std::time::Duration;
 
+use runbook_shared::alarms;
 use runbook_shared::approval;
 use runbook_shared::aws::FaultKind;
 use runbook_shared::fleet::{Fleet, FleetConfig};
@@ -183,23 +184,31 @@ impl Redriver {
     }
 
     async fn dispatch(&self, event: Value, invocation: &Invocation) -> Output {
-        let trigger =
-            match recognise_from(&event, &self.config.safety.home, &self.config.safety.hub) {
-                Ok(trigger) => trigger,
-                Err(rejection) => {
-                    let info = TriggerInfo {
-                        kind: TriggerKind::Unknown,
-                        name: None,
-                        event_id: None,
-                    };
-                    return invocation
-                        .timed(Report::rejected(FUNCTION, info, rejection.0))
-                        .into();
-                }
-            };
+        let trigger = match recognise_from(&event, &self.config.safety) {
+            Ok(trigger) => trigger,
+            Err(rejection) => {
+                let info = TriggerInfo {
+                    kind: TriggerKind::Unknown,
+                    name: None,
+                    event_id: None,
+                };
+                return invocation
+                    .timed(Report::rejected(FUNCTION, info, rejection.0))
+                    .into();
+            }
+        };
         let info = trigger.info(&invocation.request_id);
         match trigger {
-            Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, invocation).await.into(),
+            Trigger::Alarm(alarm) => Box::pin(alarms::handle(
+                FUNCTION,
+                &self.clients.cloudwatch,
+                alarm,
+                info,
+                invocation,
+                |alarm, info| Box::pin(async move { self.on_alarm(&alarm, info, invocation).await }),
+            ))
+            .await
+            .into(),
             Trigger::Schedule(_) => self.sweep(info, invocation).await,
             Trigger::Control(payload) => self
                 .safety
@@ -352,7 +361,7 @@ impl Redriver {
                     .once(FUNCTION, &info, job.dry_run, invocation, inspected)
                     .await
             }
-            DlqAction::Purge => Box::pin(run(&ctx, Purge { dlq }, report)).await,
+            DlqAction::Purge => run(&ctx, Purge { dlq }, report).await,
             DlqAction::Redrive => {
                 let redrive = Redrive {
                     dlq,
@@ -360,7 +369,7 @@ impl Redriver {
                     target,
                     job,
                 };
-                Box::pin(run(&ctx, redrive, report)).await
+                run(&ctx, redrive, report).await
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod stored_limit;
 
 use std::time::Duration;
 
+use runbook_shared::alarms;
 use runbook_shared::approval;
 use runbook_shared::evidence::Sources;
 use runbook_shared::fleet::{Fleet, FleetConfig};
@@ -274,23 +275,31 @@ impl Scaler {
     }
 
     async fn dispatch(&self, event: Value, invocation: &Invocation) -> Output {
-        let trigger =
-            match recognise_from(&event, &self.config.safety.home, &self.config.safety.hub) {
-                Ok(trigger) => trigger,
-                Err(rejection) => {
-                    let info = TriggerInfo {
-                        kind: TriggerKind::Unknown,
-                        name: None,
-                        event_id: None,
-                    };
-                    return invocation
-                        .timed(Report::rejected(FUNCTION, info, rejection.0))
-                        .into();
-                }
-            };
+        let trigger = match recognise_from(&event, &self.config.safety) {
+            Ok(trigger) => trigger,
+            Err(rejection) => {
+                let info = TriggerInfo {
+                    kind: TriggerKind::Unknown,
+                    name: None,
+                    event_id: None,
+                };
+                return invocation
+                    .timed(Report::rejected(FUNCTION, info, rejection.0))
+                    .into();
+            }
+        };
         let info = trigger.info(&invocation.request_id);
         match trigger {
-            Trigger::Alarm(alarm) => self.on_alarm(&alarm, info, invocation).await.into(),
+            Trigger::Alarm(alarm) => Box::pin(alarms::handle(
+                FUNCTION,
+                &self.clients.cloudwatch,
+                alarm,
+                info,
+                invocation,
+                |alarm, info| Box::pin(async move { self.on_alarm(&alarm, info, invocation).await }),
+            ))
+            .await
+            .into(),
             Trigger::Control(payload) => self
                 .safety
                 .switch
@@ -409,9 +418,9 @@ impl Scaler {
     ) -> Report {
         let ctx = RunContext::new(self, invocation, alarm);
         match job {
-            Job::Capacity(target) => Box::pin(run(&ctx, target, report)).await,
-            Job::Concurrency(target) => Box::pin(run(&ctx, target, report)).await,
-            Job::StoredLimit(target) => Box::pin(run(&ctx, target, report)).await,
+            Job::Capacity(target) => run(&ctx, target, report).await,
+            Job::Concurrency(target) => run(&ctx, target, report).await,
+            Job::StoredLimit(target) => run(&ctx, target, report).await,
         }
     }
 }

@@ -501,7 +501,7 @@ impl Runbook<Responder> for ApiErrors {
                     "alias": rollback.alias,
                 }));
                 let inner = RunContext::new(ctx.function, &invocation, ctx.alarm);
-                let report = Box::pin(run(&inner, rollback.clone(), handed)).await;
+                let report = run(&inner, rollback.clone(), handed).await;
                 Ok(Change::Rollback {
                     rollback,
                     cause,
