@@ -1,9 +1,10 @@
 //! Alarms as CloudWatch shows them. An alarm notification delivered by SNS says what anyone
 //! allowed to publish to the topic says, so it is acted on only as CloudWatch shows the alarm
 //! now (`confirmed`). Composite alarms (`ALARM(a) OR ALARM(b)`) cut noise and watch no metric:
-//! the automation follows one to its cause, the alarms it names as triggering it that are in
-//! ALARM now, each handled exactly as if it had fired; one whose actions are suppressed is left
-//! alone, as CloudWatch leaves it (`handle`).
+//! the automation follows one to its cause: the alarms that triggered it that are in ALARM now,
+//! in the order the transition names them, each handled exactly as if it had fired until one
+//! is acted on; one whose actions are suppressed is left alone, as CloudWatch leaves it
+//! (`handle`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,7 +15,7 @@ use aws_sdk_cloudwatch::types::{AlarmType, CompositeAlarm, MetricAlarm, StateVal
 use crate::aws::AwsError;
 use crate::report::{Outcome, Report, TriggerInfo, TriggerKind};
 use crate::safety::Invocation;
-use crate::trigger::{AlarmState, AlarmTrigger, Composite, MetricRef, alarms_of_rule};
+use crate::trigger::{AlarmState, AlarmTrigger, Composite, MetricRef, triggering_alarms};
 
 /// A metric alarm as DescribeAlarms shows it, shaped like the alarm event it sends: a
 /// composite's child, or an alarm a person replays by name.
@@ -54,10 +55,10 @@ pub fn alarm_trigger(alarm: &MetricAlarm, kind: TriggerKind, event_id: String) -
         state,
         previous_state: None,
         reason: alarm.state_reason().unwrap_or_default().to_string(),
-        changed_at: alarm
-            .state_updated_timestamp()
-            .and_then(|at| chrono::DateTime::from_timestamp(at.secs(), 0))
-            .unwrap_or_else(chrono::Utc::now),
+        changed_at: changed_at(
+            alarm.state_transitioned_timestamp(),
+            alarm.state_updated_timestamp(),
+        ),
         metrics,
         window: None,
         composite: None,
@@ -77,6 +78,7 @@ pub async fn metric_alarms(
         let answer = cloudwatch
             .describe_alarms()
             .set_alarm_names(Some(chunk.to_vec()))
+            .max_records(100)
             .send()
             .await
             .map_err(|err| {
@@ -209,19 +211,31 @@ fn composite_trigger(alarm: &CompositeAlarm, event_id: String) -> AlarmTrigger {
         state: state_of(alarm.state_value()),
         previous_state: None,
         reason: alarm.state_reason().unwrap_or_default().to_string(),
-        changed_at: alarm
-            .state_updated_timestamp()
-            .and_then(|at| chrono::DateTime::from_timestamp(at.secs(), 0))
-            .unwrap_or_else(chrono::Utc::now),
+        changed_at: changed_at(
+            alarm.state_transitioned_timestamp(),
+            alarm.state_updated_timestamp(),
+        ),
         metrics: Vec::new(),
         window: None,
         composite: Some(Composite {
-            triggering: alarms_of_rule(&rule),
+            triggering: triggering_alarms(&rule, alarm.state_reason_data()),
             rule,
             suppressed_by,
         }),
         topic: None,
     }
+}
+
+/// When the alarm last changed state: CloudWatch's transition time where it gives one (the
+/// update time also moves when only the reason does).
+fn changed_at(
+    transitioned: Option<&aws_sdk_cloudwatch::primitives::DateTime>,
+    updated: Option<&aws_sdk_cloudwatch::primitives::DateTime>,
+) -> chrono::DateTime<chrono::Utc> {
+    transitioned
+        .or(updated)
+        .and_then(|at| chrono::DateTime::from_timestamp(at.secs(), 0))
+        .unwrap_or_else(chrono::Utc::now)
 }
 
 fn state_of(value: Option<&StateValue>) -> AlarmState {
@@ -232,9 +246,13 @@ fn state_of(value: Option<&StateValue>) -> AlarmState {
     }
 }
 
-/// Handles a composite alarm's transition through its children in ALARM: each is handed to
-/// `on_alarm` as if it had fired (its event id the composite's and its own, so that one
-/// transition acts once per child), until one reaches a runbook; that report names both.
+/// Handles a composite alarm's transition through its children in ALARM, in the order the
+/// transition names them: each is handed to `on_alarm` as if it had fired (its event id the
+/// composite's and its own, so that one transition acts once per child), until one is acted on
+/// (remediated, planned, awaiting approval or failed). A child its runbook leaves alone (not
+/// managed, in cooldown, at its cap) does not end the search: another may be the cause. The
+/// report names the composite and the child; when no child is acted on, it is the first child
+/// a runbook took, or `no_action` naming them all.
 async fn route<Fut>(
     function: &str,
     cloudwatch: &aws_sdk_cloudwatch::Client,
@@ -269,7 +287,7 @@ where
             ),
         );
     }
-    let children = match metric_alarms(cloudwatch, &composite.triggering).await {
+    let mut children = match metric_alarms(cloudwatch, &composite.triggering).await {
         Ok(children) => children,
         Err(err) => {
             return answer(
@@ -278,7 +296,14 @@ where
             );
         }
     };
+    children.sort_by_key(|child| {
+        composite
+            .triggering
+            .iter()
+            .position(|name| Some(name.as_str()) == child.alarm_name())
+    });
     let mut seen = Vec::new();
+    let mut left_alone: Option<Report> = None;
     for child in &children {
         let child_name = child.alarm_name().unwrap_or_default().to_string();
         let trigger = alarm_trigger(
@@ -300,16 +325,32 @@ where
             event_id: Some(trigger.event_id.clone()),
         };
         let mut report = on_alarm(trigger, child_info).await;
-        if report.runbook.is_some() {
-            report.notes.insert(
-                0,
-                format!(
-                    "{said} is in ALARM because of {child_name}: handled as {child_name} firing"
-                ),
-            );
+        let Some(runbook) = report.runbook.clone() else {
+            seen.push(format!("{child_name} ({watched}, ALARM)"));
+            continue;
+        };
+        seen.push(format!(
+            "{child_name} ({watched}, ALARM: {runbook} {})",
+            report.outcome.as_str()
+        ));
+        report.notes.insert(
+            0,
+            format!("{said} is in ALARM because of {child_name}: handled as {child_name} firing"),
+        );
+        if matches!(
+            report.outcome,
+            Outcome::Remediated | Outcome::Planned | Outcome::AwaitingApproval | Outcome::Failed
+        ) {
             return report;
         }
-        seen.push(format!("{child_name} ({watched}, ALARM)"));
+        left_alone.get_or_insert(report);
+    }
+    if let Some(mut report) = left_alone {
+        report.notes.push(format!(
+            "no alarm that triggers {said} was acted on: {}",
+            seen.join("; ")
+        ));
+        return report;
     }
     let found: Vec<&str> = children
         .iter()

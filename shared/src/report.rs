@@ -22,6 +22,21 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The name a report gives it (`no_action`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Remediated => "remediated",
+            Outcome::Planned => "planned",
+            Outcome::AwaitingApproval => "awaiting_approval",
+            Outcome::NoAction => "no_action",
+            Outcome::Skipped => "skipped",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
@@ -445,6 +460,24 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_names_are_the_serialised_ones() {
+        for outcome in [
+            Outcome::Remediated,
+            Outcome::Planned,
+            Outcome::AwaitingApproval,
+            Outcome::NoAction,
+            Outcome::Skipped,
+            Outcome::Rejected,
+            Outcome::Failed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(outcome).ok(),
+                Some(outcome.as_str().into())
+            );
+        }
+    }
 
     #[test]
     fn serialises_in_the_documented_shape() {

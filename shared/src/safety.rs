@@ -13,7 +13,9 @@ use crate::audit::{AuditRecord, AuditStore, EventClaim, LeaseOutcome};
 use crate::aws::AwsError;
 use crate::config::{ConfigError, Env};
 use crate::deadline::Deadline;
-use crate::report::{Action, Outcome, Report, TriggerInfo, VerificationStatus};
+use crate::report::{
+    Action, Outcome, Report, SettleBy, TriggerInfo, TriggerKind, VerificationStatus,
+};
 use crate::resource::{Home, ResourceId};
 use crate::runbook::Ending;
 use crate::trigger::AlarmTrigger;
@@ -570,6 +572,32 @@ impl Safety {
                 return report;
             }
         };
+        // A change waits for the alarm that fired it: another alarm of the resource being OK
+        // says nothing about it.
+        if let Some(SettleBy::Alarm { name }) = &record.report.verification.settle_by
+            && *name != alarm.alarm_name
+        {
+            report.outcome = Outcome::NoAction;
+            report.reason = format!(
+                "alarm {} is OK, but the change to {target} waits for alarm {name}: that does not verify it",
+                alarm.alarm_name
+            );
+            return report;
+        }
+        // A notification's time is CloudWatch's (`alarms::confirmed`), and anyone who may
+        // publish to the topic can send an OK: an alarm OK since before the change proves nothing.
+        if alarm.kind == TriggerKind::AlarmSns
+            && alarm.changed_at.timestamp() < record.started_at.timestamp()
+        {
+            report.outcome = Outcome::NoAction;
+            report.reason = format!(
+                "alarm {} has been OK since {}, before the change to {target} at {}: that does not verify it",
+                alarm.alarm_name,
+                crate::audit::timestamp(alarm.changed_at),
+                crate::audit::timestamp(record.started_at)
+            );
+            return report;
+        }
         let recovered = (alarm.changed_at - record.started_at).num_seconds().max(0);
         let mut verification = record.report.verification.clone();
         for check in verification

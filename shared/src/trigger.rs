@@ -517,13 +517,7 @@ fn alarm_trigger(
         .and_then(Value::as_str)
         .map(|rule| Composite {
             rule: rule.to_string(),
-            triggering: state
-                .reason_data
-                .as_ref()
-                .and_then(Value::as_str)
-                .map(triggering_alarms)
-                .filter(|names| !names.is_empty())
-                .unwrap_or_else(|| alarms_of_rule(rule)),
+            triggering: triggering_alarms(rule, state.reason_data.as_ref().and_then(Value::as_str)),
             suppressed_by: state.actions_suppressed_by.as_ref().map(|by| {
                 match &state.actions_suppressed_reason {
                     Some(reason) => format!("{by}: {reason}"),
@@ -550,32 +544,60 @@ fn alarm_trigger(
     }))
 }
 
-/// The names of the alarms a composite's `reasonData` names as triggering it.
-fn triggering_alarms(reason_data: &str) -> Vec<String> {
-    let data: Value = serde_json::from_str(reason_data).unwrap_or_default();
-    data.get("triggeringAlarms")
+/// The names of the alarms that put a composite in its state, in the order it gives them: those
+/// its reason data (`triggeringAlarms`) names, or, when it names none, those its rule puts in
+/// ALARM.
+pub fn triggering_alarms(rule: &str, reason_data: Option<&str>) -> Vec<String> {
+    let data: Value = reason_data
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    let named: Vec<String> = data
+        .get("triggeringAlarms")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|alarm| alarm.get("arn")?.as_str())
-        .filter_map(|arn| arn.split_once(":alarm:").map(|(_, name)| name.to_string()))
-        .collect()
+        .map(alarm_name_of)
+        .collect();
+    if named.is_empty() {
+        alarms_of_rule(rule)
+    } else {
+        named
+    }
 }
 
-/// The alarms a composite's rule puts in ALARM (`ALARM(name)`, `ALARM("name")`).
-pub fn alarms_of_rule(rule: &str) -> Vec<String> {
+/// The alarms a composite's rule puts in ALARM: `ALARM(name)`, `ALARM("name")` (a quoted
+/// name may hold parentheses) or `ALARM(arn)`, as names.
+fn alarms_of_rule(rule: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut rest = rule;
     while let Some(start) = rest.find("ALARM(") {
-        rest = &rest[start + "ALARM(".len()..];
-        let Some(end) = rest.find(')') else { break };
-        let name = rest[..end].trim().trim_matches('"').to_string();
+        rest = rest[start + "ALARM(".len()..].trim_start();
+        let (reference, after) = match rest.strip_prefix('"') {
+            Some(quoted) => match quoted.split_once('"') {
+                Some(split) => split,
+                None => break,
+            },
+            None => match rest.split_once(')') {
+                Some(split) => split,
+                None => break,
+            },
+        };
+        let name = alarm_name_of(reference.trim());
         if !name.is_empty() && !names.contains(&name) {
             names.push(name);
         }
-        rest = &rest[end..];
+        rest = after;
     }
     names
+}
+
+/// `arn:aws:cloudwatch:us-east-1:123456789012:alarm:name` → `name`; a name stays as it is.
+fn alarm_name_of(reference: &str) -> String {
+    match reference.split_once(":alarm:") {
+        Some((arn, name)) if arn.starts_with("arn:") => name.to_string(),
+        _ => reference.to_string(),
+    }
 }
 
 /// An alarm notification delivered by SNS: the alarm in CloudWatch's notification format, one
@@ -730,7 +752,7 @@ fn records(event: &Value) -> Result<Trigger, Rejection> {
     };
     // What CloudWatch shows replaces the rest (`alarms::confirmed`).
     let composite = notification.alarm_rule.map(|rule| Composite {
-        triggering: alarms_of_rule(&rule),
+        triggering: triggering_alarms(&rule, None),
         rule,
         suppressed_by: None,
     });
@@ -959,6 +981,20 @@ mod tests {
             vec!["a", "b c"]
         );
         assert!(alarms_of_rule("TRUE").is_empty());
+        // CDK writes ARNs; a quoted name may hold parentheses.
+        assert_eq!(
+            alarms_of_rule(
+                r#"ALARM("arn:aws:cloudwatch:us-east-1:123456789012:alarm:orders (read)") OR ALARM(arn:aws:cloudwatch:us-east-1:123456789012:alarm:cpu)"#
+            ),
+            vec!["orders (read)", "cpu"]
+        );
+        // The transition's own list comes first, in its order; the rule only when it has none.
+        let reason = r#"{"triggeringAlarms": [{"arn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:z"}, {"arn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:a"}]}"#;
+        assert_eq!(
+            triggering_alarms("ALARM(a) OR ALARM(z)", Some(reason)),
+            vec!["z", "a"]
+        );
+        assert_eq!(triggering_alarms("ALARM(a)", Some("{}")), vec!["a"]);
     }
 
     #[test]

@@ -140,6 +140,18 @@ async fn a_forged_notification_changes_nothing_and_closes_nothing() {
     assert_eq!(quiet["outcome"], "no_action", "{quiet}");
     assert_eq!(capacity(&dynamodb, &table, None).await, (5, 5));
 
+    // Another alarm on the table, OK since before the raise below.
+    let quiet_alarm = format!("{table}-write-throttles");
+    metric_alarm(
+        &quiet_alarm,
+        "AWS/DynamoDB",
+        "WriteThrottleEvents",
+        ("TableName", &table),
+    )
+    .await;
+    set_state(&quiet_alarm, StateValue::Ok).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
     // A real raise, then a forged OK while the alarm still fires: the verification stays open.
     set_state(&alarm_name, StateValue::Alarm).await;
     let mut real = made_up.clone();
@@ -150,6 +162,20 @@ async fn a_forged_notification_changes_nothing_and_closes_nothing() {
     let refused = function.report(&forged_ok).await;
     assert_eq!(refused["outcome"], "no_action", "{refused}");
     assert_ne!(refused["verification"]["status"], "verified", "{refused}");
+    // A real OK of another alarm on the table verifies nothing either.
+    let mut old_ok = event_file(
+        "dynamodb-throttle-ok-sns.json",
+        &[("orders", &table), ("-read-throttles", "-write-throttles")],
+    );
+    old_ok["Records"][0]["Sns"]["MessageId"] = json!(uuid::Uuid::new_v4().to_string());
+    let refused = function.report(&old_ok).await;
+    assert_eq!(refused["outcome"], "no_action", "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains(&format!("waits for alarm {alarm_name}"))),
+        "{refused}"
+    );
 
     // The metric is CloudWatch's, not the message's: one naming another table moves only the
     // alarm's own (already raised, so within its cooldown).
@@ -169,6 +195,30 @@ async fn a_forged_notification_changes_nothing_and_closes_nothing() {
     let report = function.report(&retargeted).await;
     assert_eq!(report["target"], json!(table), "{report}");
     assert_eq!(capacity(&dynamodb, &other, None).await, (5, 5));
+
+    // A change no alarm fired (a person's) waits for its metric: an alarm of the table that
+    // has been OK since before it does not verify it.
+    let other_alarm = format!("{other}-read-throttles");
+    metric_alarm(
+        &other_alarm,
+        "AWS/DynamoDB",
+        "ReadThrottleEvents",
+        ("TableName", &other),
+    )
+    .await;
+    set_state(&other_alarm, StateValue::Ok).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let by_hand = function.report(&json!({"table": other})).await;
+    assert_eq!(by_hand["outcome"], "remediated", "{by_hand}");
+    let mut old_ok = event_file("dynamodb-throttle-ok-sns.json", &[("orders", &other)]);
+    old_ok["Records"][0]["Sns"]["MessageId"] = json!(uuid::Uuid::new_v4().to_string());
+    let refused = function.report(&old_ok).await;
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("before the change")),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -317,6 +367,43 @@ async fn a_composite_alarm_is_followed_to_the_child_that_fired() {
     let again = function.report(&composite).await;
     assert_eq!(again["audit_id"], report["audit_id"], "{again}");
     assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+}
+
+/// The first alarm that triggers the composite is on a table the automation may not change:
+/// that does not end the search, the next one is the cause it acts on.
+#[tokio::test]
+async fn a_composite_is_followed_past_a_child_its_runbook_leaves_alone() {
+    let deployment = deploy_managed(&[]).await;
+    let dynamodb = moto().dynamodb();
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&dynamodb)
+        .await;
+    let ledger = TableSpec::provisioned("ledger", 5, 5)
+        .create(&dynamodb)
+        .await;
+    for name in [&ledger, &table] {
+        metric_alarm(
+            &format!("{name}-read-throttles"),
+            "AWS/DynamoDB",
+            "ReadThrottleEvents",
+            ("TableName", name),
+        )
+        .await;
+    }
+    let composite = event_file(
+        "composite-alarm.json",
+        &[
+            ("orders-cpu-high", &format!("{ledger}-read-throttles")),
+            ("orders", &table),
+        ],
+    );
+    let mut function = start(&deployment).await;
+
+    let report = function.report(&composite).await;
+    assert_eq!(report["outcome"], "remediated", "{report}");
+    assert_eq!(report["target"], json!(table), "{report}");
+    assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
+    assert_eq!(capacity(&dynamodb, &ledger, None).await, (5, 5));
 }
 
 #[tokio::test]
