@@ -20,7 +20,7 @@ use crate::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
 use crate::resource::Home;
 use crate::resource::ResourceId;
 use crate::runbook::Function;
-use crate::safety::Invocation;
+use crate::safety::{Invocation, SafetyConfig};
 use crate::trigger::{Origin, Rejection, Trigger, origin_of, recognise, unlisted_topic};
 
 /// The role spoke.yaml creates in every remediated account.
@@ -171,6 +171,23 @@ impl<F> Fleet<F> {
             sts: aws_sdk_sts::Client::new(sdk),
             build: Box::new(build),
         }
+    }
+
+    /// A function that acts in every place: `build` makes it from that place's safety
+    /// configuration (`SafetyConfig::at`), that place's SDK configuration and the hub's (whose
+    /// audit table every place shares).
+    pub fn of(
+        config: FleetConfig,
+        safety: SafetyConfig,
+        sdk: &SdkConfig,
+        build: impl Fn(SafetyConfig, &SdkConfig, &SdkConfig) -> F + Send + Sync + 'static,
+    ) -> Self {
+        let hub = sdk.clone();
+        let places = config.clone();
+        let home = safety.home.clone();
+        Self::new(config, home, sdk, move |place_sdk, place| {
+            build(safety.at(place, &places), place_sdk, &hub)
+        })
     }
 
     pub fn hub_home(&self) -> &Home {

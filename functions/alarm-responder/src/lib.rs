@@ -244,16 +244,18 @@ pub fn fleet(
     places: FleetConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Fleet<Responder> {
-    let hub = sdk.clone();
-    let home = config.safety.home.clone();
-    let known = places.clone();
-    Fleet::new(places, home, sdk, move |place_sdk, place| {
-        let config = ResponderConfig {
-            safety: config.safety.at(place, &known),
-            ..config.clone()
-        };
-        Responder::with_clients(config, Clients::at(place_sdk, &hub))
-    })
+    Fleet::of(
+        places,
+        config.safety.clone(),
+        sdk,
+        move |safety, place_sdk, hub| {
+            let config = ResponderConfig {
+                safety,
+                ..config.clone()
+            };
+            Responder::with_clients(config, Clients::at(place_sdk, hub))
+        },
+    )
 }
 
 /// Handles one invocation in the account and region its event names.
