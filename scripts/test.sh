@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, Python tools, the function binaries (the end-to-end tests
-# run them), every test of the workspace, and clippy with warnings as errors.
+# The whole test suite: formatting, Python tools, the layering check, the function binaries (the
+# end-to-end tests run them), every test of the workspace, and clippy with warnings as errors.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 cargo fmt --all --check
 scripts/setup.sh
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+# The integration tests wait mostly on the emulator and on each other's AWS round trips, not on
+# the CPU: eight at once keep two cores busy. A test that measures time runs on its own emulator.
+cargo test --workspace --locked -- --test-threads 8
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,6 +1,7 @@
 """Test controls of the moto front, not AWS APIs: a delay on the next requests for an
-operation (before moto serves it, or after: the answer held back), and a table status other than
-moto's constant ACTIVE, for testing crashes, races and deadlines."""
+operation (before moto serves it, or after: the answer held back), a wait for the delayed
+request to arrive, and a table status other than moto's constant ACTIVE, for testing crashes,
+races and deadlines."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from urllib.parse import unquote
 # client that gives up, or dies, would think it had not).
 DELAYS: dict[str, list[dict]] = {}
 DELAYS_LOCK = threading.Lock()
+# Every delay asked for, with an event set once a request has taken it: a test waits for the
+# request it slowed to arrive (`held`) rather than guess how long that takes.
+ASKED: list[dict] = []
 # Table name -> the TableStatus DescribeTable shows instead of moto's constant ACTIVE.
 TABLE_STATUS: dict[str, str] = {}
 
@@ -27,7 +31,31 @@ def take_delay(action: str, request_text: str, answer: bool):
         rule = next((r for r in rules if r["resource"] in request_text and r["answer"] == answer), None)
         if rule is not None:
             rules.remove(rule)
+            rule["taken"].set()
     return rule
+
+
+def add_delay(action: str, resource: str, ms: int, answer: bool):
+    rule = {"action": action, "resource": resource, "ms": ms, "answer": answer,
+            "taken": threading.Event()}
+    with DELAYS_LOCK:
+        DELAYS.setdefault(action, []).append(rule)
+        ASKED.append(rule)
+
+
+def held(action: str, resource: str, timeout: float) -> bool:
+    """Waits until a request has taken the delay asked for `action` on `resource` (the oldest
+    such delay): the slowed request has arrived and is being held."""
+    with DELAYS_LOCK:
+        rule = next((r for r in ASKED if r["action"] == action and r["resource"] == resource), None)
+    if rule is None:
+        return False
+    taken = rule["taken"].wait(timeout)
+    if taken:
+        with DELAYS_LOCK:
+            if rule in ASKED:
+                ASKED.remove(rule)
+    return taken
 
 
 class DelayedAnswers:

@@ -45,6 +45,7 @@ import base64
 import datetime as dt
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -194,6 +195,16 @@ def patch_sqs():
         now = unix_time_millis()
         return [m for m in self._messages if now > m.visible_at and now >= m.delayed_until]
 
+    # moto iterates these while other requests change them (a receive or a redrive running at
+    # the same time): "changed size during iteration" answered 500. A copy is taken at once.
+    def pending_message_groups(self):
+        return {message.group_id for message in list(self._pending_messages)
+                if message.group_id is not None}
+
+    def list_dead_letter_source_queues(self, queue_name):
+        dlq = self.get_queue(queue_name)
+        return [queue for queue in list(self.queues.values()) if queue.dead_letter_queue is dlq]
+
     def count_delayed(self):
         now = unix_time_millis()
         return sum(1 for m in self._messages if now < m.delayed_until)
@@ -232,6 +243,8 @@ def patch_sqs():
     queue_cls.messages = property(visible_messages)
     queue_cls.approximate_number_of_messages_delayed = property(count_delayed)
     queue_cls.approximate_number_of_messages_not_visible = property(count_not_visible)
+    queue_cls.pending_message_groups = property(pending_message_groups)
+    backend_cls.list_dead_letter_source_queues = list_dead_letter_source_queues
 
 
 # --- CloudFormation ---------------------------------------------------------------------------
@@ -306,10 +319,16 @@ def patch_cloudformation():
     def describe_stack_resources(self, stack_name, logical_resource_id):
         if stack_name is None:
             physical = getattr(_physical, "id", None)
-            for stack in self.stacks.values():
-                for resource in stack.stack_resources:
-                    if getattr(resource, "physical_resource_id", None) == physical:
-                        return stack, [resource]
+            # Another request may be creating a stack's resources meanwhile: read again then.
+            for _ in range(5):
+                try:
+                    for stack in list(self.stacks.values()):
+                        for resource in list(stack.stack_resources):
+                            if getattr(resource, "physical_resource_id", None) == physical:
+                                return stack, [resource]
+                    break
+                except RuntimeError:
+                    continue
             raise CfnValidationError(message=f"Stack for {physical} does not exist")
         return describe_resources(self, stack_name, logical_resource_id)
 
@@ -622,6 +641,24 @@ def patch_events():
 
     rule_cls.send_to_targets = send_to_targets
 
+    # A delivery walks a bus's rules (and sets a rule's targets aside while it sends) while other
+    # requests add and remove rules and targets: one at a time, or "changed size during
+    # iteration" answers 500 and a target set aside can be lost.
+    backend_cls = events_models.EventsBackend
+    for name in ("put_events", "put_rule", "delete_rule", "enable_rule", "disable_rule",
+                 "put_targets", "remove_targets", "create_event_bus", "delete_event_bus"):
+        setattr(backend_cls, name, _one_at_a_time(getattr(backend_cls, name), _EVENTS_LOCK))
+
+
+_EVENTS_LOCK = threading.RLock()
+
+
+def _one_at_a_time(method, lock):
+    def serialised(*args, **kwargs):
+        with lock:
+            return method(*args, **kwargs)
+    return serialised
+
 
 # --- Lambda ------------------------------------------------------------------------------------
 
@@ -662,6 +699,7 @@ class LambdaAccountSettings:
 
 
 CONTROL_PATHS = ("/_front/cloudformation/stack-status", "/_front/deploy", "/_front/delay",
+                 "/_front/delay/held", "/_front/boto3",
                  "/_front/dynamodb/table-status", "/_front/faults", "/_front/account-admin")
 
 _admin_lock = threading.Lock()
@@ -682,11 +720,36 @@ def account_admin(account: str) -> dict:
     return {"access_key": key.access_key_id, "secret_key": key.secret_access_key}
 
 
+_boto3_lock = threading.Lock()
+_boto3_session = []
+
+
+def boto3_call(endpoint: str, request: dict):
+    """One boto3 call against this front, for the tests' fixtures (services they have no Rust SDK
+    for, answers the Rust SDK rejects): made here, where boto3 is loaded already, rather than
+    in a new Python process per call. The answer is the call's JSON, or boto3's error."""
+    import boto3
+
+    # A session is not safe to share between threads; the clients it makes are.
+    with _boto3_lock:
+        if not _boto3_session:
+            _boto3_session.append(boto3.session.Session())
+        client = _boto3_session[0].client(
+            request["service"], endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=request["access_key"], aws_secret_access_key=request["secret_key"])
+    try:
+        answer = getattr(client, request["method"])(**request["arguments"])
+    except Exception as err:  # the test reads boto3's error as the call's result
+        return "200 OK", {"error": f"{type(err).__name__}: {err}"}
+    return "200 OK", {"answer": json.loads(json.dumps(answer, default=str))}
+
+
 class ControlEndpoint:
     """Test controls, not AWS APIs: POST /_front/cloudformation/stack-status, /_front/deploy,
     /_front/account-admin ({"account"}),
-    /_front/delay ({"action", "resource", "ms", "answer"}) and /_front/dynamodb/table-status ({"table",
-    "status"}; ACTIVE restores moto's own)."""
+    /_front/delay ({"action", "resource", "ms", "answer"}), /_front/delay/held ({"action",
+    "resource", "timeout_ms"}: waits for the delayed request to arrive) and
+    /_front/dynamodb/table-status ({"table", "status"}; ACTIVE restores moto's own)."""
 
     def __init__(self, app):
         self.app = app
@@ -702,11 +765,13 @@ class ControlEndpoint:
                 answer = {"counts": faults.FAULTS.counts if faults.FAULTS else {}}
             status = "200 OK"
         elif path == "/_front/delay":
-            with controls.DELAYS_LOCK:
-                controls.DELAYS.setdefault(request["action"], []).append(
-                    {"resource": request["resource"], "ms": int(request["ms"]),
-                     "answer": bool(request.get("answer", False))})
+            controls.add_delay(request["action"], request["resource"], int(request["ms"]),
+                               bool(request.get("answer", False)))
             status, answer = "200 OK", {"delayed": request["action"]}
+        elif path == "/_front/delay/held":
+            held = controls.held(request["action"], request["resource"],
+                                 float(request.get("timeout_ms", 30_000)) / 1000)
+            status, answer = "200 OK", {"held": held}
         elif path == "/_front/dynamodb/table-status":
             if request["status"] == "ACTIVE":
                 controls.TABLE_STATUS.pop(request["table"], None)
@@ -715,6 +780,8 @@ class ControlEndpoint:
             status, answer = "200 OK", {"table": request["table"], "status": request["status"]}
         elif path == "/_front/account-admin":
             status, answer = "200 OK", account_admin(request["account"])
+        elif path == "/_front/boto3":
+            status, answer = boto3_call(f"http://{environ['HTTP_HOST']}", request)
         elif path == "/_front/deploy":
             try:
                 answer = iam.deploy(f"http://{environ['HTTP_HOST']}", request["stack"],
@@ -805,9 +872,47 @@ class CborBridge:
         return [data]
 
 
+def patch_dynamodb():
+    """DynamoDB applies a conditional write atomically; moto checks the condition, then writes,
+    with nothing between two threads (the server serves requests in parallel). The leases rely
+    on that atomicity: writes to a table run one at a time."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in ("put_item", "update_item", "delete_item", "batch_write_item",
+                 "transact_write_items", "execute_transaction"):
+        setattr(DynamoDBBackend, name, _one_at_a_time(getattr(DynamoDBBackend, name),
+                                                      _DYNAMODB_WRITE_LOCK))
+
+
+_DYNAMODB_WRITE_LOCK = threading.RLock()
+
+
+def patch_dispatch():
+    """moto finds each request's backend by listing its package's folders and trying hundreds of
+    URL patterns, under one lock: the answer depends on the host alone, so it is worked out once
+    per host. And the request log goes nowhere (stderr is closed), so it is not written."""
+    from moto import backends
+    from moto.moto_server import werkzeug_app
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+    find = werkzeug_app.DomainDispatcherApplication.get_backend_for_host
+    found: dict = {}
+
+    def get_backend_for_host(self, host):
+        if host not in found:
+            found[host] = find(self, host)
+        return found[host]
+
+    werkzeug_app.DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
 def build_app():
+    patch_dispatch()
     patch_sts()
     patch_sqs()
+    patch_dynamodb()
     patch_cloudformation()
     patch_events()
     patch_application_autoscaling()
@@ -825,6 +930,10 @@ def exit_when_stdin_closes():
 
 
 def main():
+    if os.environ.get("FRONT_LOG"):
+        # Where moto's own failures (answered 500) are written, for a person finding out why.
+        logging.basicConfig(filename=os.environ["FRONT_LOG"], level=logging.ERROR,
+                            format=f"%(asctime)s front {os.getpid()}: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 import boto3
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.authorization import ActionAuthenticatorMixin
+from moto.iam.models import IAMBackend
 from werkzeug.exceptions import HTTPException
 
 from sam_template import DEFAULT_CODE_URI, transformed
@@ -71,7 +72,8 @@ def iam_user_of(access_key: str):
     """The moto IAM user owning this access key, or None for keys IAM does not know."""
     from moto.iam.models import iam_backends
 
-    for user in iam_backends[DEFAULT_ACCOUNT_ID]["aws"].users.values():
+    # A copy: other requests add users meanwhile (a deploy).
+    for user in list(iam_backends[DEFAULT_ACCOUNT_ID]["aws"].users.values()):
         if any(key.access_key_id == access_key for key in user.access_keys):
             return user
     return None
@@ -363,6 +365,9 @@ def patch_moto():
             authorize(self.headers, service, "TagSession", targets)
 
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate_and_authorize
+    # moto's create_role scans roles.values() while another request may add one (the tests run
+    # in parallel against one emulator): scan a copy.
+    IAMBackend.get_roles = lambda self: list(self.roles.values())
 
 
 # --- Deploying template.yaml -------------------------------------------------------------------

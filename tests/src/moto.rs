@@ -1,5 +1,6 @@
 //! moto's server behind tests/moto_front/front.py, one process per test binary.
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -24,10 +25,58 @@ pub fn python() -> std::path::PathBuf {
         .unwrap_or_else(|| crate::workspace_root().join(".venv/bin/python"))
 }
 
-/// The emulator of this test binary, started on first use on a free loopback port.
+/// The emulator of the running test: the one every test shares, started on first use on a
+/// free loopback port, or the private one the test took with `isolated`.
 pub fn moto() -> &'static Moto {
+    if let Some(private) = ISOLATED.with(Cell::get) {
+        return private;
+    }
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| start(&[]).unwrap_or_else(|err| panic!("{err}")))
+}
+
+thread_local! {
+    /// The private emulator of the test running on this thread (each test has its own thread,
+    /// and a `#[tokio::test]` runs its tasks on it).
+    static ISOLATED: Cell<Option<&'static Moto>> = const { Cell::new(None) };
+}
+
+/// A private emulator, held by one test at a time: while the guard lives, `moto()` (and every
+/// fixture that uses it) on this thread is that emulator.
+pub struct Isolated {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Takes the private emulator `name` (started on first use) for the rest of the test, after the
+/// tests that hold it finish: for a test that reads what the whole emulator holds (the
+/// account's unreserved concurrency, every event on the default bus), which the tests sharing
+/// an emulator keep changing.
+pub async fn isolated(name: &'static str) -> Isolated {
+    type Private = (&'static Moto, &'static tokio::sync::Mutex<()>);
+    static PRIVATE: Mutex<Vec<(&'static str, Private)>> = Mutex::new(Vec::new());
+    let (emulator, turns) = {
+        let mut private = PRIVATE.lock().unwrap_or_else(|err| err.into_inner());
+        match private.iter().find(|(named, _)| *named == name) {
+            Some((_, found)) => *found,
+            None => {
+                let emulator: &'static Moto =
+                    Box::leak(Box::new(start(&[]).unwrap_or_else(|err| panic!("{err}"))));
+                let turns: &'static tokio::sync::Mutex<()> =
+                    Box::leak(Box::new(tokio::sync::Mutex::new(())));
+                private.push((name, (emulator, turns)));
+                (emulator, turns)
+            }
+        }
+    };
+    let turn = turns.lock().await;
+    ISOLATED.with(|isolated| isolated.set(Some(emulator)));
+    Isolated { _turn: turn }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        ISOLATED.with(|isolated| isolated.set(None));
+    }
 }
 
 /// Starts a new front with extra environment for moto (e.g. IAM enforcement).
@@ -126,6 +175,7 @@ impl Moto {
     }
 
     /// The same call signed with these (access key, secret key): `Err` is what boto3 raised.
+    /// The front makes it (`/_front/boto3`), where boto3 is loaded already.
     pub fn boto3_as(
         &self,
         (access_key, secret_key): (&str, &str),
@@ -133,25 +183,32 @@ impl Moto {
         method: &str,
         arguments: serde_json::Value,
     ) -> Result<serde_json::Value, String> {
-        const CALL: &str = "import boto3, json, sys\n\
-            client = boto3.client(sys.argv[2], endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-                                  aws_access_key_id=sys.argv[5], aws_secret_access_key=sys.argv[6])\n\
-            print(json.dumps(getattr(client, sys.argv[3])(**json.loads(sys.argv[4])), default=str))";
-        let output = Command::new(python())
-            .args([
-                "-c",
-                CALL,
-                &self.endpoint,
-                service,
-                method,
-                &arguments.to_string(),
-                access_key,
-                secret_key,
-            ])
-            .output()
-            .expect("python");
-        serde_json::from_slice(&output.stdout)
-            .map_err(|_| String::from_utf8_lossy(&output.stderr).into_owned())
+        use std::io::{Read, Write};
+        let body = serde_json::json!({
+            "service": service, "method": method, "arguments": arguments,
+            "access_key": access_key, "secret_key": secret_key,
+        })
+        .to_string();
+        let address = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).map_err(|err| err.to_string())?;
+        write!(
+            stream,
+            "POST /_front/boto3 HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .map_err(|err| err.to_string())?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .map_err(|err| err.to_string())?;
+        let mut answer: serde_json::Value = answer
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .ok_or_else(|| format!("the front did not answer {service}.{method}: {answer}"))?;
+        match answer["error"].as_str() {
+            Some(error) => Err(error.to_string()),
+            None => Ok(answer["answer"].take()),
+        }
     }
 
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
@@ -211,6 +268,22 @@ impl Moto {
             serde_json::json!({"action": action, "resource": resource, "ms": ms, "answer": true}),
         )
         .await;
+    }
+
+    /// Waits until the request a `delay` or `delay_answer` slowed (the oldest asked for `action`
+    /// on `resource`) has arrived: what a test does next then happens while it is held, however
+    /// loaded the machine. Panics after 30 s.
+    pub async fn held(&self, action: &str, resource: &str) {
+        let answer = self
+            .control(
+                "/_front/delay/held",
+                serde_json::json!({"action": action, "resource": resource, "timeout_ms": 30_000}),
+            )
+            .await;
+        assert_eq!(
+            answer["held"], true,
+            "no {action} request on {resource} arrived within 30 s"
+        );
     }
 
     /// Makes DescribeTable show `status` for the table (`ACTIVE` restores moto's own).

@@ -1,5 +1,5 @@
 //! The account's unreserved concurrency floor holds when several functions are raised at once.
-//! Its own test binary (and emulator): every reservation in the region moves the account's
+//! On a private emulator (`moto::isolated`): every reservation in the region moves the account's
 //! unreserved concurrency, so no other test may change reservations meanwhile.
 
 use std::time::Duration;
@@ -27,6 +27,7 @@ async fn unreserved() -> i32 {
 
 #[tokio::test]
 async fn concurrent_raises_never_take_the_account_below_its_floor() {
+    let _isolated = runbook_tests::moto::isolated("account-concurrency").await;
     let audit = create_audit_table(&moto().dynamodb()).await;
     let mut functions = Vec::new();
     for _ in 0..5 {

@@ -142,8 +142,8 @@ fn payload_examples() -> Vec<(String, String, Value)> {
 
 /// The examples name `orders` (table with index `by-customer`, queues `orders` and its DLQ
 /// `orders-dlq`, stack), `orders-api` (alias `live`, alarm `orders-api-live-errors`),
-/// `orders-worker`, and the stored limits table `limits`. This binary's moto is its own, so the
-/// names are free.
+/// `orders-worker`, and the stored limits table `limits`. The test's emulator is its own
+/// (`moto::isolated`), so the names are free.
 async fn create_the_resources_the_examples_name() {
     let dynamodb = moto().dynamodb();
     let mut table = TableSpec::provisioned("orders", 5, 5).with_index();
@@ -175,6 +175,7 @@ async fn create_the_resources_the_examples_name() {
 
 #[tokio::test]
 async fn every_payload_example_is_understood_by_its_function() {
+    let _isolated = runbook_tests::moto::isolated("docs").await;
     let examples = payload_examples();
     assert!(examples.len() >= 20, "{} examples", examples.len());
     let functions: BTreeSet<&str> = examples.iter().map(|(_, f, _)| f.as_str()).collect();

@@ -127,6 +127,8 @@ async fn a_backup_is_made_verified_and_only_its_own_oldest_are_deleted() {
 /// made keeps the old backups.
 #[tokio::test]
 async fn a_pause_engaged_during_the_backup_keeps_the_old_ones() {
+    let _own =
+        runbook_tests::moto::isolated("a_pause_engaged_during_the_backup_keeps_the_old_ones").await;
     let audit = create_audit_table(&moto().dynamodb()).await;
     let table = TableSpec::provisioned("managed-backup", 5, 5)
         .create(&moto().dynamodb())
@@ -135,11 +137,12 @@ async fn a_pause_engaged_during_the_backup_keeps_the_old_ones() {
     let first = run(&responder, backup(&table)).await;
     assert_eq!(first.outcome, Outcome::Remediated, "{first:?}");
 
-    // The second backup is made at once, and its answer held for 2 s; the pause comes 1 s in.
-    moto().delay_answer("CreateBackup", &table, 2_000).await;
+    // The second backup is made at once, and its answer held for 5 s; the pause comes while
+    // it is held.
+    moto().delay_answer("CreateBackup", &table, 5_000).await;
     let second = run(&responder, backup(&table));
     let pause = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        moto().held("CreateBackup", &table).await;
         responder
             .handle(
                 json!({"control": "pause", "reason": "hands off", "by": "carol"}),

@@ -178,6 +178,10 @@ async fn memory_is_raised_only_on_out_of_memory_and_the_timeout_on_timeouts_in_t
 
 #[tokio::test]
 async fn evidence_that_cannot_be_read_is_named_and_never_fails_or_slows_the_run() {
+    let _own = runbook_tests::moto::isolated(
+        "evidence_that_cannot_be_read_is_named_and_never_fails_or_slows_the_run",
+    )
+    .await;
     use aws_sdk_cloudwatchlogs::operation::filter_log_events::FilterLogEventsError;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 

@@ -282,6 +282,7 @@ async fn a_switch_that_cannot_be_read_writes_nothing() {
 /// engaged meanwhile stops it after the batches in flight, losing nothing.
 #[tokio::test]
 async fn a_pause_stops_a_redrive_already_running() {
+    let _own = runbook_tests::moto::isolated("a_pause_stops_a_redrive_already_running").await;
     use runbook_tests::fixtures::{QueuePair, depth, send_messages};
 
     let audit = create_audit_table(&moto().dynamodb()).await;

@@ -50,6 +50,7 @@ async fn scaler_and_table(deployment: &Deployment) -> (String, LambdaProcess) {
 
 #[tokio::test]
 async fn reports_reach_a_rules_queue_and_the_notification_topic() {
+    let _isolated = runbook_tests::moto::isolated("report-events").await;
     let deployment = moto()
         .deploy(DeployRequest {
             parameters: vec![

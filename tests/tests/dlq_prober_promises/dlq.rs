@@ -256,6 +256,9 @@ async fn any_managed_queue_can_be_inspected_and_lambda_failure_records_are_named
 
 #[tokio::test]
 async fn a_purge_waits_a_minute_at_most_and_the_sweep_settles_it() {
+    let _own =
+        runbook_tests::moto::isolated("a_purge_waits_a_minute_at_most_and_the_sweep_settles_it")
+            .await;
     use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput;
     let setup = Setup::new().await;
     let pair = QueuePair::create(&setup.sqs, "managed-purge", false).await;
@@ -333,6 +336,8 @@ async fn a_purge_waits_a_minute_at_most_and_the_sweep_settles_it() {
 
 #[tokio::test]
 async fn held_messages_are_released_within_the_deadline() {
+    let _own =
+        runbook_tests::moto::isolated("held_messages_are_released_within_the_deadline").await;
     let setup = Setup::new().await;
     let pair = QueuePair::create(&setup.sqs, "managed-release", false).await;
     send_messages(&setup.sqs, &pair.dlq, &bodies("held", 100), None, &[]).await;

@@ -4,6 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn a_probe_never_outlives_the_invocation() {
+    let _own = runbook_tests::moto::isolated("a_probe_never_outlives_the_invocation").await;
     let setup = Setup::new().await;
     let endpoints = Endpoints::start().await;
     let budget = Duration::from_secs(8);

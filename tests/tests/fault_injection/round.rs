@@ -25,17 +25,18 @@ impl Round {
     }
 
     /// Fails 10 more messages (ids `batch`-0…9) into the DLQ when it holds fewer than 10, so
-    /// that every DLQ event has something to inspect, redrive or purge.
-    pub(super) async fn refill(&self, moto: &Moto, batch: usize) {
+    /// that every DLQ event has something to inspect, redrive or purge; whether it did.
+    pub(super) async fn refill(&self, moto: &Moto, batch: usize) -> bool {
         let sqs = moto.sqs();
         if all_messages(&sqs, &self.pair.dlq.url).await >= 10 {
-            return;
+            return false;
         }
         let bodies: Vec<String> = (0..10)
             .map(|i| json!({"id": format!("{batch}-{i}"), "type": "order.created"}).to_string())
             .collect();
         send_messages(&sqs, &self.pair.source, &bodies, None, &[("tenant", "42")]).await;
         fail_all(&sqs, &self.pair.source).await;
+        true
     }
 
     pub(super) async fn create(moto: &Moto, index: usize) -> Self {
@@ -157,7 +158,8 @@ impl Round {
         round
     }
 
-    /// What any runbook could change, read back from moto.
+    /// What any runbook could change, read back from moto: the reads at once, but the DLQ's,
+    /// whose sample (received, then made visible again) would move its counts.
     pub(super) async fn state(&self, moto: &Moto) -> BTreeMap<&'static str, Value> {
         let dynamodb = moto.dynamodb();
         let lambda = moto.lambda();
@@ -174,64 +176,107 @@ impl Round {
                 json!({"timeout_seconds": config.timeout(), "memory_mb": config.memory_size()})
             }
         };
-        let alias = lambda
-            .get_alias()
-            .function_name(self.api())
-            .name("live")
-            .send()
-            .await
-            .expect("alias");
-        let reserved = lambda
-            .get_function_concurrency()
-            .function_name(self.worker())
-            .send()
-            .await
-            .expect("concurrency")
-            .reserved_concurrent_executions();
-        let limit = dynamodb
-            .get_item()
-            .table_name(self.limits())
-            .key(
-                "pk",
-                aws_sdk_dynamodb::types::AttributeValue::S("tenant#42".into()),
-            )
-            .send()
-            .await
-            .expect("limit");
-        let billing = runbook_tests::fixtures::billing_mode(&dynamodb, &self.base).await;
-        let stack = moto
-            .cloudformation()
-            .describe_stacks()
-            .stack_name(&self.base)
-            .send()
-            .await
-            .expect("stack");
-        let api_reserved = lambda
-            .get_function_concurrency()
-            .function_name(self.api())
-            .send()
-            .await
-            .expect("concurrency")
-            .reserved_concurrent_executions();
-        let dlq_ids: Vec<String> = peek_all(&sqs, &self.pair.dlq)
-            .await
-            .iter()
-            .filter_map(|m| serde_json::from_str::<Value>(m.body()?).ok())
-            .filter_map(|body| body["id"].as_str().map(str::to_string))
-            .collect();
-        let mut backups: Vec<String> = dynamodb
-            .list_backups()
-            .table_name(&self.base)
-            .send()
-            .await
-            .expect("backups")
-            .backup_summaries()
-            .iter()
-            .filter_map(|backup| backup.backup_name().map(str::to_string))
-            .collect();
-        backups.sort();
-        let table = capacity(&dynamodb, &self.base, None).await;
-        let index = capacity(&dynamodb, &self.base, Some("by-customer")).await;
+        let reserved = |function: String| {
+            let lambda = lambda.clone();
+            async move {
+                lambda
+                    .get_function_concurrency()
+                    .function_name(function)
+                    .send()
+                    .await
+                    .expect("concurrency")
+                    .reserved_concurrent_executions()
+            }
+        };
+        let alias = async {
+            lambda
+                .get_alias()
+                .function_name(self.api())
+                .name("live")
+                .send()
+                .await
+                .expect("alias")
+                .function_version()
+                .map(str::to_string)
+        };
+        let limit = async {
+            dynamodb
+                .get_item()
+                .table_name(self.limits())
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("tenant#42".into()),
+                )
+                .send()
+                .await
+                .expect("limit")
+                .item()
+                .and_then(|item| item.get("requests_per_second"))
+                .and_then(|value| value.as_n().ok())
+                .and_then(|value| value.parse::<f64>().ok())
+        };
+        let stack = async {
+            moto.cloudformation()
+                .describe_stacks()
+                .stack_name(&self.base)
+                .send()
+                .await
+                .expect("stack")
+                .stacks()[0]
+                .stack_status()
+                .map(|s| s.as_str().to_string())
+        };
+        let backups = async {
+            let mut backups: Vec<String> = dynamodb
+                .list_backups()
+                .table_name(&self.base)
+                .send()
+                .await
+                .expect("backups")
+                .backup_summaries()
+                .iter()
+                .filter_map(|backup| backup.backup_name().map(str::to_string))
+                .collect();
+            backups.sort();
+            backups
+        };
+        let dlq = async {
+            let ids: Vec<String> = peek_all(&sqs, &self.pair.dlq)
+                .await
+                .iter()
+                .filter_map(|m| serde_json::from_str::<Value>(m.body()?).ok())
+                .filter_map(|body| body["id"].as_str().map(str::to_string))
+                .collect();
+            let all = all_messages(&sqs, &self.pair.dlq.url).await;
+            (ids, all, in_flight(&sqs, &self.pair.dlq.url).await)
+        };
+        let (
+            (alias, worker_reserved, api_reserved, limit, billing, stack),
+            (backups, table, index, api, worker, source),
+            (dlq_ids, dlq, dlq_in_flight),
+        ) = tokio::join!(
+            async {
+                tokio::join!(
+                    alias,
+                    reserved(self.worker()),
+                    reserved(self.api()),
+                    limit,
+                    runbook_tests::fixtures::billing_mode(&dynamodb, &self.base),
+                    stack,
+                )
+            },
+            async {
+                tokio::join!(
+                    backups,
+                    capacity(&dynamodb, &self.base, None),
+                    capacity(&dynamodb, &self.base, Some("by-customer")),
+                    config(self.api()),
+                    config(self.worker()),
+                    all_messages(&sqs, &self.pair.source.url),
+                )
+            },
+            dlq,
+        );
         BTreeMap::from([
             (
                 "table",
@@ -241,40 +286,18 @@ impl Round {
                 "index",
                 json!({"billing_mode": billing, "read": index.0, "write": index.1}),
             ),
-            (
-                "limit",
-                json!(
-                    limit
-                        .item()
-                        .and_then(|item| item.get("requests_per_second"))
-                        .and_then(|value| value.as_n().ok())
-                        .and_then(|value| value.parse::<f64>().ok())
-                ),
-            ),
+            ("limit", json!(limit)),
             ("backups", json!(backups)),
-            ("alias", json!(alias.function_version())),
-            ("api", config(self.api()).await),
-            ("worker", config(self.worker()).await),
-            ("worker_reserved", json!(reserved)),
+            ("alias", json!(alias)),
+            ("api", api),
+            ("worker", worker),
+            ("worker_reserved", json!(worker_reserved)),
             ("api_reserved", json!(api_reserved)),
-            ("dlq", json!(all_messages(&sqs, &self.pair.dlq.url).await)),
+            ("dlq", json!(dlq)),
             ("dlq_ids", json!(dlq_ids)),
-            (
-                "dlq_in_flight",
-                json!(in_flight(&sqs, &self.pair.dlq.url).await),
-            ),
-            (
-                "source",
-                json!(all_messages(&sqs, &self.pair.source.url).await),
-            ),
-            (
-                "stack",
-                json!(
-                    stack.stacks()[0]
-                        .stack_status()
-                        .map(|s| s.as_str().to_string())
-                ),
-            ),
+            ("dlq_in_flight", json!(dlq_in_flight)),
+            ("source", json!(source)),
+            ("stack", json!(stack)),
         ])
     }
 }

@@ -101,7 +101,7 @@ async fn put_back_and_raise_of_one_function_share_one_lease() {
         json!({"function": function, "reserved_concurrency": 200}),
     );
     let put_back = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        moto().held("PutFunctionConcurrency", &function).await;
         sweep(&scaler, &invocation()).await
     };
     let (raise, reports) = tokio::join!(raise, put_back);
@@ -133,7 +133,7 @@ async fn a_table_named_by_its_arn_is_the_same_table() {
     moto().delay("UpdateTable", &table, 1_500).await;
     let by_name = run_scaler(&scaler, read_alarm(&table));
     let by_arn = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        moto().held("UpdateTable", &table).await;
         run_scaler(&scaler, json!({"table": table_key(&table), "read": 50})).await
     };
     let (by_name, by_arn) = tokio::join!(by_name, by_arn);
@@ -287,6 +287,7 @@ async fn dry_run_schedules_keep_the_tracking_records() {
 
 #[tokio::test]
 async fn the_schedule_starts_no_step_it_cannot_finish() {
+    let _own = runbook_tests::moto::isolated("the_schedule_starts_no_step_it_cannot_finish").await;
     let setup = Setup::new().await;
     let first = TableSpec::provisioned("managed-sda", 5, 5)
         .create(&moto().dynamodb())

@@ -44,6 +44,7 @@ fn result<'a>(report: &'a HealthReport, name: &str) -> &'a health_prober::check:
 
 #[tokio::test]
 async fn http_failures_are_told_apart() {
+    let _own = runbook_tests::moto::isolated("http_failures_are_told_apart").await;
     let endpoints = Endpoints::start().await;
     let audit = create_audit_table(&moto().dynamodb()).await;
     let conditions = json!([

@@ -338,6 +338,10 @@ async fn a_failed_update_table_puts_the_range_back() {
 /// never lower, as Auto Scaling may have raised it meanwhile.
 #[tokio::test]
 async fn update_table_never_lowers_a_side_auto_scaling_raised_meanwhile() {
+    let _own = runbook_tests::moto::isolated(
+        "update_table_never_lowers_a_side_auto_scaling_raised_meanwhile",
+    )
+    .await;
     let setup = Setup::new().await;
     let table = TableSpec::provisioned("managed-half-scaled", 5, 5)
         .create(&setup.dynamodb)
@@ -354,7 +358,7 @@ async fn update_table_never_lowers_a_side_auto_scaling_raised_meanwhile() {
     let scaler = setup.scaler(&[]);
     let raise = run(&scaler, event);
     let scale_out = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        moto().held("RegisterScalableTarget", &table).await;
         setup
             .dynamodb
             .update_table()

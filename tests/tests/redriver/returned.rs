@@ -39,6 +39,8 @@ async fn redriven(setup: &Setup, pair: &QueuePair) -> Report {
 
 #[tokio::test]
 async fn a_redrive_stays_open_until_its_messages_stay_out() {
+    let _own =
+        runbook_tests::moto::isolated("a_redrive_stays_open_until_its_messages_stay_out").await;
     let setup = Setup::new().await;
     let pair = QueuePair::create(&setup.sqs, "managed-stays", false).await;
     let report = redriven(&setup, &pair).await;
@@ -158,7 +160,7 @@ async fn the_next_redrive_fails_the_one_whose_messages_came_back_and_messages_fr
         .iter()
         .filter(|note| note.contains("failed its verification"))
         .collect();
-    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes.len(), 1, "{inspected:#?}");
     assert!(notes[0].contains(&second_id), "{notes:?}");
     assert!(notes[0].contains("(redrive-count 2)"), "{notes:?}");
 }

@@ -287,6 +287,7 @@ async fn filters_poison_and_attribute_limit_stay_in_the_dlq() {
 
 #[tokio::test]
 async fn age_and_body_filters() {
+    let _own = runbook_tests::moto::isolated("age_and_body_filters").await;
     let setup = Setup::new().await;
     let pair = QueuePair::create(&setup.sqs, "managed-age", false).await;
     send_messages(
@@ -327,6 +328,7 @@ async fn age_and_body_filters() {
 
 #[tokio::test]
 async fn the_rate_limit_is_respected() {
+    let _own = runbook_tests::moto::isolated("the_rate_limit_is_respected").await;
     let setup = Setup::new().await;
     let pair = QueuePair::create(&setup.sqs, "managed-rate", false).await;
     send_messages(&setup.sqs, &pair.dlq, &bodies("r", 40), None, &[]).await;
@@ -352,6 +354,10 @@ async fn the_rate_limit_is_respected() {
 
 #[tokio::test]
 async fn a_run_stopped_by_the_deadline_reports_progress_and_the_next_run_continues() {
+    let _own = runbook_tests::moto::isolated(
+        "a_run_stopped_by_the_deadline_reports_progress_and_the_next_run_continues",
+    )
+    .await;
     let setup = Setup::new().await;
     let pair = QueuePair::create(&setup.sqs, "managed-deadline", false).await;
     send_messages(&setup.sqs, &pair.dlq, &bodies("d", 60), None, &[]).await;

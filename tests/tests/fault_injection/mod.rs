@@ -1,5 +1,5 @@
 //! "Handles AWS faults" as a figure: every file in events/ goes through its function binary,
-//! round after round on fresh resources, while the moto front answers 10% of the functions'
+//! round after round on fresh resources, while the moto fronts answer 10% of the functions'
 //! AWS calls with throttling, 500, 503 or a connection reset (FRONT_FAULTS). For every
 //! invocation: the function answered before its deadline; the outcome is one of the six, and a
 //! failure says what and where; moto holds exactly what the report says was applied; a redrive
@@ -28,7 +28,9 @@ use serde_json::{Value, json};
 
 const ROUNDS: usize = 8;
 const ROUNDS_AT_ONCE: usize = 4;
-const FAULT_RATE: &str = "rate=0.1,seed=7";
+const FAULT_RATE: &str = "rate=0.1";
+/// The first front's seed; the others take the next ones.
+const SEED: usize = 7;
 /// How many of a function's last log lines a crash or hang is reported with.
 const LOG_LINES_ON_CRASH: usize = 20;
 const OUTCOMES: [&str; 6] = [
@@ -116,6 +118,9 @@ struct Figure {
     applied: Vec<String>,
     /// Reports skipped because of the pause.
     paused: usize,
+    /// Each invocation's outcome, `<function> <file>: <outcome>` (a sweep's outcomes joined,
+    /// the prober's health as `healthy` or `unhealthy`), in the order they ran, and its reasons.
+    outcomes: Vec<(String, String)>,
 }
 
 fn faults_of(counts: &Value, key: &str) -> u64 {
@@ -132,7 +137,13 @@ enum Switch {
     Paused,
 }
 
-async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize, switch: Switch) -> Figure {
+async fn run_round(
+    moto: &Moto,
+    endpoints: &Endpoints,
+    index: usize,
+    switch: Switch,
+    files: Vec<(&str, &str)>,
+) -> Figure {
     let round = Round::create(moto, index).await;
     let deployment = moto
         .deploy(DeployRequest {
@@ -204,12 +215,18 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize, switch: Swi
             endpoints.url("/health").leak(),
         ),
     ];
-    for (batch, (file, function)) in files().into_iter().enumerate() {
-        if function == "dlq-redriver" {
-            round.refill(moto, batch + 1).await;
+    // What the last invocation left is what the next one starts from, unless a refill came
+    // between them or messages were in flight (made visible since, they change the sample).
+    let mut last = None;
+    for (batch, (file, function)) in files.into_iter().enumerate() {
+        if function == "dlq-redriver" && round.refill(moto, batch + 1).await {
+            last = None;
         }
         let event = event_file(file, &names);
-        let before = round.state(moto).await;
+        let before = match last.take() {
+            Some(state) => state,
+            None => round.state(moto).await,
+        };
         let faults_before = faults_of(&moto.faults().await, &keys[function]);
         let process = processes.get_mut(function).expect("process");
         let answer = process.invoke(&event).await;
@@ -242,6 +259,22 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize, switch: Swi
             None if output.get("probes").is_some() => vec![],
             None => vec![output.clone()],
         };
+        let outcomes: Vec<&str> = match output.get("healthy").and_then(Value::as_bool) {
+            Some(true) => vec!["healthy"],
+            Some(false) => vec!["unhealthy"],
+            None => reports
+                .iter()
+                .map(|report| report["outcome"].as_str().unwrap_or("none"))
+                .collect(),
+        };
+        let reasons: Vec<&str> = reports
+            .iter()
+            .map(|report| report["reason"].as_str().unwrap_or_default())
+            .collect();
+        figure.outcomes.push((
+            format!("{function} {file}: {}", outcomes.join(", ")),
+            reasons.join(" | "),
+        ));
         for report in &reports {
             let applied = report["actions"]
                 .as_array()
@@ -281,6 +314,7 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize, switch: Swi
                 "round {index}, {function} with {file}: {found}; {output}"
             ));
         }
+        last = Some(after).filter(|state| state["dlq_in_flight"] == json!(0));
     }
     for (_, process) in processes {
         process.stop().await;
@@ -290,14 +324,32 @@ async fn run_round(moto: &Moto, endpoints: &Endpoints, index: usize, switch: Swi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faults_never_crash_a_function_lie_about_a_change_or_lose_a_message() {
-    let moto = runbook_tests::moto::start(&[("FRONT_FAULTS", FAULT_RATE)]).expect("moto front");
+    // Every round at once, each on a front of its own (its own seed too): a round spends its
+    // time waiting (retries, polls), and one Python process serving all of them would be the
+    // bottleneck.
+    let fronts: Vec<Moto> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..ROUNDS_AT_ONCE)
+            .map(|front| {
+                scope.spawn(move || {
+                    let faults = format!("{FAULT_RATE},seed={}", SEED + front);
+                    runbook_tests::moto::start(&[("FRONT_FAULTS", faults.as_str())])
+                        .expect("moto front")
+                })
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|front| front.join().expect("moto front"))
+            .collect()
+    });
     let endpoints = Endpoints::start().await;
     let started = Instant::now();
     let mut figure = Figure::default();
     for batch in (0..ROUNDS).collect::<Vec<_>>().chunks(ROUNDS_AT_ONCE) {
-        let rounds = batch
-            .iter()
-            .map(|index| run_round(&moto, &endpoints, *index, Switch::Running));
+        let rounds = batch.iter().map(|index| {
+            let moto = &fronts[index % ROUNDS_AT_ONCE];
+            run_round(moto, &endpoints, *index, Switch::Running, files())
+        });
         for round in futures_util::future::join_all(rounds).await {
             figure.invocations += round.invocations;
             figure.faults += round.faults;
@@ -340,7 +392,7 @@ async fn faults_never_crash_a_function_lie_about_a_change_or_lose_a_message() {
 async fn a_pause_stops_every_function_at_its_next_invocation() {
     let moto = runbook_tests::moto::start(&[]).expect("moto front");
     let endpoints = Endpoints::start().await;
-    let figure = run_round(&moto, &endpoints, 100, Switch::Paused).await;
+    let figure = run_round(&moto, &endpoints, 100, Switch::Paused, files()).await;
     assert!(figure.crashes.is_empty(), "{:#?}", figure.crashes);
     assert!(figure.unexplained.is_empty(), "{:#?}", figure.unexplained);
     assert!(figure.applied.is_empty(), "{:#?}", figure.applied);
@@ -349,4 +401,51 @@ async fn a_pause_stops_every_function_at_its_next_invocation() {
     // index, manual), concurrency, stored limit, redrive (alarm, action, manual, schedule),
     // rollback, resources, stack (event, manual), backup, purge, put-backs.
     assert!(figure.paused >= 12, "{figure:?}");
+}
+
+/// What every events/ file gives through its binary, on a round's fresh resources without
+/// faults: the record that a change meant to keep the behaviour (a restructure) keeps it.
+/// `outcomes.txt` holds it; after a change meant to alter an outcome, print the new record
+/// with `RECORD_OUTCOMES=1` and replace the file with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_events_file_keeps_its_recorded_outcome() {
+    let moto = runbook_tests::moto::start(&[]).expect("moto front");
+    let endpoints = Endpoints::start().await;
+    let mut files = files();
+    // The files the fault run leaves out (they need no resources of the round, or would pause
+    // it): each is answered the same way on every run too.
+    for (file, function) in [
+        ("composite-alarm.json", "limit-scaler"),
+        ("composite-alarm-suppressed.json", "limit-scaler"),
+        ("dynamodb-throttle-alarm-sns.json", "limit-scaler"),
+        ("dynamodb-throttle-ok-sns.json", "limit-scaler"),
+        ("lambda-throttle-rate-alarm-sns.json", "limit-scaler"),
+        ("manual-approve-plan.json", "limit-scaler"),
+        ("manual-deny-plan.json", "limit-scaler"),
+        ("manual-scorecard.json", "health-prober"),
+        ("control-status.json", "health-prober"),
+        ("control-pause.json", "health-prober"),
+        ("control-resume.json", "health-prober"),
+    ] {
+        files.push((file, function));
+    }
+    let figure = run_round(&moto, &endpoints, 200, Switch::Running, files).await;
+    if std::env::var_os("RECORD_OUTCOMES").is_some() {
+        for (outcome, _) in &figure.outcomes {
+            println!("{outcome}");
+        }
+    }
+    let recorded = std::fs::read_to_string(
+        runbook_tests::workspace_root().join("tests/tests/fault_injection/outcomes.txt"),
+    )
+    .expect("tests/tests/fault_injection/outcomes.txt");
+    let changed: Vec<String> = recorded
+        .lines()
+        .zip(&figure.outcomes)
+        .filter(|(was, (now, _))| was != now)
+        .map(|(was, (now, reason))| format!("was {was:?}, now {now:?}: {reason}"))
+        .collect();
+    assert!(changed.is_empty(), "the outcomes changed: {changed:#?}");
+    assert_eq!(recorded.lines().count(), figure.outcomes.len());
+    assert!(figure.crashes.is_empty(), "{:#?}", figure.crashes);
 }

@@ -334,18 +334,18 @@ async fn crash_setup() -> (
     (moto, table, env, event)
 }
 
-/// Invokes the binary with `event` as request `request_id` and kills it after `after`.
+/// Invokes the binary with `event` as request `request_id` and kills it once `when` is done.
 async fn crash(
     env: &[(String, String)],
     event: &Value,
     request_id: &str,
-    after: std::time::Duration,
+    when: impl std::future::Future<Output = ()>,
 ) {
     let mut first = LambdaProcess::start(&binary("limit-scaler"), env).await;
     let pid = first.process_id().expect("running");
     tokio::select! {
         answer = first.invoke_as(event, request_id) => panic!("answered before the crash: {answer:?}"),
-        () = tokio::time::sleep(after) => {
+        () = when => {
             let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
             assert!(killed.success());
         }
@@ -382,12 +382,10 @@ async fn a_crashed_invocation_retried_with_its_request_id_acts_once() {
     // second.
     moto.delay("GetMetricData", &table, 4_000).await;
     moto.delay("GetMetricData", &table, 4_000).await;
-    crash(
-        &env,
-        &event,
-        &request_id,
-        std::time::Duration::from_millis(2_500),
-    )
+    crash(&env, &event, &request_id, async {
+        moto.held("GetMetricData", &table).await;
+        moto.held("GetMetricData", &table).await;
+    })
     .await;
     assert_eq!(capacity(&dynamodb, &table, None).await, (5, 5));
 
@@ -412,13 +410,7 @@ async fn a_retry_after_a_crash_past_the_write_finishes_it_without_raising_again(
 
     // The first attempt's UpdateTable takes effect, and the process dies waiting for the answer.
     moto.delay_answer("UpdateTable", &table, 4_000).await;
-    crash(
-        &env,
-        &event,
-        &request_id,
-        std::time::Duration::from_millis(1_500),
-    )
-    .await;
+    crash(&env, &event, &request_id, moto.held("UpdateTable", &table)).await;
     assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
 
     // The retry finds its own change in place: it verifies and records it, and raises nothing
@@ -462,6 +454,9 @@ async fn a_retry_after_a_crash_past_the_write_finishes_it_without_raising_again(
 /// Lambda retries an asynchronous invocation), and serves the next invocation.
 #[tokio::test]
 async fn a_stalled_call_still_answers_before_the_lambda_deadline() {
+    let _own =
+        runbook_tests::moto::isolated("a_stalled_call_still_answers_before_the_lambda_deadline")
+            .await;
     let dynamodb = moto().dynamodb();
     let deployment = deploy_managed(&[]).await;
     let spec = TableSpec::provisioned("managed-orders", 5, 5);
@@ -512,6 +507,7 @@ async fn a_stalled_call_still_answers_before_the_lambda_deadline() {
 /// does its work well within its deadline.
 #[tokio::test]
 async fn a_stalled_attempt_is_retried() {
+    let _own = runbook_tests::moto::isolated("a_stalled_attempt_is_retried").await;
     let dynamodb = moto().dynamodb();
     let deployment = deploy_managed(&[]).await;
     let spec = TableSpec::provisioned("managed-orders", 5, 5);

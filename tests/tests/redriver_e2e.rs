@@ -132,6 +132,7 @@ fn random_below(below: u64) -> u64 {
 
 #[tokio::test]
 async fn killing_the_function_mid_redrive_never_loses_a_message() {
+    let _isolated = runbook_tests::moto::isolated("redriver-kill").await;
     const MESSAGES: usize = 2_000;
     let sqs = moto().sqs();
     let deployment = deploy_managed(&[]).await;

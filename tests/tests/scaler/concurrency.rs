@@ -5,6 +5,7 @@ use super::*;
 /// One test for every concurrency case: they share the account's concurrency pool.
 #[tokio::test]
 async fn lambda_concurrency_raises_within_the_cap_and_the_account_floor() {
+    let _isolated = runbook_tests::moto::isolated("account-concurrency").await;
     let setup = Setup::new().await;
     let lambda = moto().lambda();
     let function = runbook_tests::unique("managed-worker");
