@@ -232,6 +232,9 @@ impl AuditStore {
 
     /// Writes the audit record when something was attempted (once), and sets the duration.
     pub async fn finish(&self, report: &mut Report, invocation: &crate::safety::Invocation) {
+        // The record carries the run's duration: dlq-redriver attributes messages that come back
+        // to the redrive whose run (started_at + duration) sent them.
+        report.duration_ms = invocation.elapsed_ms();
         if report.attempted()
             && report.audit_id.is_none()
             && let Err(err) = self.record(report, invocation.started_at).await

@@ -204,3 +204,37 @@ async fn messages_a_redrive_did_not_send_do_not_fail_it() {
     let open = record(&setup, &pair.dlq.name, &audit_id).await;
     assert_eq!(open.report.verification.status, VerificationStatus::Pending);
 }
+
+#[tokio::test]
+async fn a_redrive_slow_to_start_still_owns_the_messages_it_sent() {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-slow", false).await;
+    send_messages(&setup.sqs, &pair.source, &bodies("slow", 3), None, &[]).await;
+    fail_all(&setup.sqs, &pair.source).await;
+    // Two seconds between the invocation's start and its sends: the record's window must
+    // cover the whole run, not its first second.
+    moto()
+        .delay("ListDeadLetterSourceQueues", &pair.dlq.name, 2_000)
+        .await;
+    let redrive = run(
+        &setup.redriver(&[]),
+        json!({"dlq": pair.dlq.name, "action": "redrive"}),
+    )
+    .await;
+    assert_eq!(redrive.outcome, Outcome::Remediated, "{redrive:#?}");
+    let audit_id = redrive.audit_id.clone().expect("audit id");
+    fail_all(&setup.sqs, &pair.source).await;
+    let inspected = run(
+        &setup.redriver(&[]),
+        json!({"dlq": pair.dlq.name, "action": "inspect"}),
+    )
+    .await;
+    assert!(
+        inspected
+            .notes
+            .iter()
+            .any(|note| note.contains(&format!("the redrive {audit_id} of"))
+                && note.contains("failed its verification")),
+        "{inspected:#?}"
+    );
+}
