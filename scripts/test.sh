@@ -5,6 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 cargo fmt --all --check
+python3 scripts/check-layers.py
 scripts/setup.sh
 cargo build --workspace --bins --locked
 # The integration tests wait mostly on the emulator and on each other's AWS round trips, not on

@@ -1,27 +1,21 @@
-//! What every runbook function shares: configuration, AWS clients and errors, trigger
-//! recognition, resource identities, the report, the safety core (dry run, managed check, lease, idempotency,
-//! cooldown, budget), the audit table, deadline-bounded verification and JSON logs.
+//! What every runbook function shares, in layers that only look down (docs/architecture.md):
+//!
+//! - foundation: `config` (environment), `aws` (errors and clients), `deadline`, `logging`;
+//! - `model`: ids, places, resources, triggers, plans, the report, refusals and skips;
+//! - `store`: the audit table (records, claims, leases, windows, plans, the kill switch);
+//! - `guards`: each guard one function returning its decision;
+//! - `path`: `path::run`, the one path of every runbook;
+//! - `edge`: the Lambda event parsed once, the fleet, approvals, alarms, controls, report events.
+//!
+//! A module imports only its own layer's and the layers below; `scripts/check-layers.py` fails
+//! on an import that looks up or on an import circle.
 
-pub mod alarms;
-pub mod approval;
-pub mod audit;
 pub mod aws;
-pub mod brakes;
 pub mod config;
-pub mod control;
 pub mod deadline;
-pub mod entry;
-pub mod evidence;
-pub mod fleet;
-pub mod handoff;
+pub mod edge;
+pub mod guards;
 pub mod logging;
-pub mod managed;
-pub mod modes;
-pub mod ownership;
-pub mod recheck;
-pub mod report;
-pub mod report_events;
-pub mod resource;
-pub mod runbook;
-pub mod safety;
-pub mod trigger;
+pub mod model;
+pub mod path;
+pub mod store;

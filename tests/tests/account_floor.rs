@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use runbook_shared::deadline::Deadline;
-use runbook_shared::report::{Outcome, Output};
-use runbook_shared::safety::Invocation;
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{Outcome, Output};
 use runbook_tests::fixtures::{
     create_audit_table, create_function, lambda_alarm_event, scaler, scaler_clients,
 };

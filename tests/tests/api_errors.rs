@@ -3,7 +3,7 @@
 //! lambda-rollback in-process, a throttled table to limit-scaler by a `Runbook Handoff` event
 //! that limit-scaler confirms and acts on; anything else is no action with the ranked causes.
 
-use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
+use runbook_shared::model::{Outcome, Report, SettleBy, VerificationStatus};
 use runbook_tests::fixtures::{
     TableSpec, alarm_in_state, api_alarm_event, capacity, create_audit_table,
     create_deployed_function, create_function, function_arn, handoffs_matching, http_api,
@@ -279,7 +279,7 @@ async fn a_throttled_table_behind_an_http_api_is_handed_to_limit_scaler_which_ra
     assert_eq!(raised.runbook.as_deref(), Some("dynamodb-capacity"));
     assert_eq!(
         raised.trigger.kind,
-        runbook_shared::report::TriggerKind::Handoff
+        runbook_shared::model::TriggerKind::Handoff
     );
     assert!(
         raised

@@ -2,7 +2,7 @@
 //! functions, under concurrent invocations, escalating once per window) and the repeat-offender
 //! brake (a third automatic action on one resource in 24 hours waits for a person).
 
-use runbook_shared::report::{Outcome, Report};
+use runbook_shared::model::{Outcome, Report};
 use runbook_tests::fixtures::{
     alarm_in_state, capacity, create_audit_table, invocation, managed_table, one_report,
     read_throttled, scaler, scaler_clients,

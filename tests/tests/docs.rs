@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
-use runbook_shared::safety::Invocation;
+use runbook_shared::model::Invocation;
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, create_audit_table, create_deployed_function, create_function,
     create_limits_table, create_queue, create_stack, runbooks,
@@ -49,7 +49,7 @@ fn every_runbook_that_acts_can_be_given_a_mode() {
         .map(|(_, id)| id)
         .filter(|id| *id != health_prober::RUNBOOK)
         .collect();
-    let modes: BTreeSet<&str> = runbook_shared::modes::RUNBOOKS.iter().copied().collect();
+    let modes: BTreeSet<&str> = runbook_shared::model::RUNBOOKS.iter().copied().collect();
     assert_eq!(acting, modes);
     let page = std::fs::read_to_string(workspace_root().join("docs/modes.md")).expect("page");
     for runbook in modes {

@@ -15,9 +15,9 @@ use aws_sdk_dynamodb::types::{
     BackupDescription, BackupDetails, BackupStatus, BackupSummary, BackupType,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use runbook_shared::audit::AuditStore;
 use runbook_shared::deadline::Deadline;
-use runbook_shared::report::{Action, Outcome, Report, SettleBy, VerificationStatus};
+use runbook_shared::model::{Action, Outcome, Report, SettleBy, VerificationStatus};
+use runbook_shared::store::AuditStore;
 use runbook_tests::fixtures::{
     TableSpec, create_audit_table, invocation, invocation_within, record_remediation, responder,
     responder_clients, table_key,

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
-use runbook_shared::report::{Outcome, Output, Report};
+use runbook_shared::model::{Outcome, Output, Report};
 use runbook_tests::fixtures::{
     QueuePair, TableSpec, create_audit_table, create_deployed_function, create_function,
     invocation, lambda_alarm_event, log_lines, redriver, redriver_clients, responder,

@@ -469,7 +469,7 @@ fn self_approval_paths(template: &Value) -> Vec<String> {
 
 /// IAM's action matching: `*` and `?` globs, case-insensitive.
 fn iam_pattern_matches(pattern: &str, action: &str) -> bool {
-    runbook_shared::managed::glob_match(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
+    runbook_shared::model::glob_match(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! pauses too, and a switch that cannot be read writes nothing.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use runbook_shared::report::Outcome;
+use runbook_shared::model::Outcome;
 use runbook_tests::fixtures::{
     capacity, create_audit_table, invocation, managed_table, one_report, read_throttled, redriver,
     redriver_clients, scaler, scaler_clients,
@@ -244,8 +244,8 @@ async fn a_pause_at_deploy_holds_until_the_stack_is_updated() {
 async fn a_switch_that_cannot_be_read_writes_nothing() {
     use aws_sdk_dynamodb::operation::get_item::GetItemError;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
-    use runbook_shared::audit::AuditStore;
-    use runbook_shared::control::Switch;
+    use runbook_shared::guards::Switch;
+    use runbook_shared::store::AuditStore;
 
     let audit = create_audit_table(&moto().dynamodb()).await;
     let mut scaler = scaler(&audit, &[], scaler_clients());

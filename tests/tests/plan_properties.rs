@@ -18,7 +18,7 @@ use limit_scaler::lambda_concurrency::{self, ConcurrencyTarget};
 use limit_scaler::stored_limit;
 use proptest::prelude::*;
 use runbook_shared::config::Env;
-use runbook_shared::runbook::Decision;
+use runbook_shared::model::Decision;
 
 fn env(pairs: &[(String, String)]) -> Env<'_> {
     Env::new(move |name| {

@@ -6,14 +6,14 @@ use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Stati
 use aws_sdk_dynamodb::types::AttributeValue;
 use health_prober::config::ProberConfig;
 use health_prober::{HealthReport, Prober, ProberOutput};
-use runbook_shared::audit::AuditStore;
 use runbook_shared::config::Env;
 use runbook_shared::deadline::Deadline;
-use runbook_shared::report::{
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{
     Action, Check, Outcome, Report, SettleBy, TriggerInfo, TriggerKind, Verification,
     VerificationStatus,
 };
-use runbook_shared::safety::Invocation;
+use runbook_shared::store::AuditStore;
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     TableSpec, alarm_in_state, create_audit_table, create_function, create_queue, create_stack,
@@ -738,11 +738,11 @@ async fn the_sweep_pauses_the_automation_after_repeated_failed_verifications() {
         report.reason
     );
     let output = serde_json::to_value(&report).unwrap();
-    let published = runbook_shared::report_events::worth_publishing(&output);
+    let published = runbook_shared::edge::publish::worth_publishing(&output);
     assert!(
         published
             .iter()
-            .any(|event| runbook_shared::report_events::detail_type(event)
+            .any(|event| runbook_shared::edge::publish::detail_type(event)
                 == "Runbook Automation Paused"),
         "{published:?}"
     );
@@ -784,7 +784,7 @@ async fn the_sweep_pauses_the_automation_after_repeated_failed_verifications() {
         .item("reason", AttributeValue::S("a look".into()))
         .item(
             "until",
-            AttributeValue::S(runbook_shared::audit::timestamp(chrono::Utc::now())),
+            AttributeValue::S(runbook_shared::model::timestamp(chrono::Utc::now())),
         )
         .send()
         .await

@@ -3,7 +3,7 @@
 
 use alarm_responder::{Responder, ResponderRunbook};
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
-use runbook_shared::report::{Outcome, Report, SettleBy, VerificationStatus};
+use runbook_shared::model::{Outcome, Report, SettleBy, VerificationStatus};
 use runbook_tests::fixtures::{
     create_audit_table, create_deployed_function, create_function, create_stack, event_file,
     invocation, lambda_alarm_event, log_lines, publish_version, put_durations, responder,

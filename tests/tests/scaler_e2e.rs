@@ -424,7 +424,7 @@ async fn a_retry_after_a_crash_past_the_write_finishes_it_without_raising_again(
     assert_eq!(report["actions"][0]["before"]["read"], 5, "{report}");
     assert_eq!(report["actions"][0]["after"]["read"], 10, "{report}");
     assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
-    let audit = runbook_shared::audit::AuditStore::new(
+    let audit = runbook_shared::store::AuditStore::new(
         dynamodb.clone(),
         env.iter()
             .find(|(k, _)| k == "AUDIT_TABLE")

@@ -7,13 +7,13 @@ use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use health_prober::Prober;
-use runbook_shared::audit::{AuditStore, Plan, timestamp};
 use runbook_shared::deadline::Deadline;
-use runbook_shared::report::{
-    Action, ApprovalStatus, Check, Outcome, Report, TriggerInfo, TriggerKind, Verification,
-    VerificationStatus,
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{
+    Action, ApprovalStatus, Check, Outcome, Plan, Report, TriggerInfo, TriggerKind, Verification,
+    VerificationStatus, timestamp,
 };
-use runbook_shared::safety::Invocation;
+use runbook_shared::store::AuditStore;
 use runbook_tests::fixtures::{create_audit_table, event_file, prober, scheduled_event};
 use runbook_tests::moto::moto;
 use runbook_tests::unique;

@@ -10,7 +10,8 @@ use limit_scaler::dynamodb_capacity::CapacityTarget;
 use limit_scaler::lambda_concurrency::ConcurrencyTarget;
 use quamina::Quamina;
 use runbook_shared::config::Env;
-use runbook_shared::trigger::{AlarmState, Trigger, recognise};
+use runbook_shared::edge::recognise::recognise;
+use runbook_shared::model::{AlarmState, Trigger};
 use runbook_tests::deploy::{DeployRequest, transformed_template};
 use runbook_tests::fixtures::{event_file, scaler_config};
 use runbook_tests::moto::moto;
@@ -180,10 +181,10 @@ fn limit_scaler_defaults_are_a_valid_configuration() {
         .expect("template defaults");
     // A first deploy only plans: every runbook starts in observe.
     assert!(!config.safety.dry_run);
-    for runbook in runbook_shared::modes::RUNBOOKS {
+    for runbook in runbook_shared::model::RUNBOOKS {
         assert_eq!(
             config.safety.modes.of(runbook),
-            runbook_shared::modes::Mode::Observe
+            runbook_shared::model::Mode::Observe
         );
     }
     assert_eq!(config.scale_factor, 2.0);
@@ -230,7 +231,7 @@ fn alarm_responder_defaults_are_a_valid_configuration() {
     assert_eq!(config.safety.evidence.recent_changes_minutes, 60);
     assert_eq!(
         config.safety.modes.of("lambda-rollback"),
-        runbook_shared::modes::Mode::Observe
+        runbook_shared::model::Mode::Observe
     );
     assert_eq!(config.safety.approval_window, chrono::Duration::minutes(30));
 }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use runbook_shared::alarms as shown;
 use runbook_shared::aws::AwsError;
-use runbook_shared::report::TriggerKind;
-use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
+use runbook_shared::edge::alarms as shown;
+use runbook_shared::model::TriggerKind;
+use runbook_shared::model::{AlarmTrigger, MetricRef, Rejection};
 
 use crate::api_errors::ApiErrors;
 use crate::dynamodb_backup::TableBackup;

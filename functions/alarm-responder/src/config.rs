@@ -1,7 +1,7 @@
 //! alarm-responder's settings, read once at cold start.
 
 use runbook_shared::config::{ConfigError, Env};
-use runbook_shared::safety::SafetyConfig;
+use runbook_shared::model::SafetyConfig;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResponderConfig {
@@ -29,7 +29,7 @@ impl ResponderConfig {
             max_memory_mb: env.number("MAX_MEMORY_MB", 3_008i32, 128, 10_240)?,
             stack_stuck_minutes: env.number("STACK_STUCK_MINUTES", 60i64, 5, 1_440)?,
             max_runbook_backups: env.number("MAX_RUNBOOK_BACKUPS", 5usize, 1, 50)?,
-            handoff_bus: runbook_shared::report_events::bus_from_env(env)?,
+            handoff_bus: runbook_shared::edge::publish::bus_from_env(env)?,
         })
     }
 }

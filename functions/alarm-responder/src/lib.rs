@@ -14,15 +14,16 @@ pub mod stack_recovery;
 
 use std::time::Duration;
 
-use runbook_shared::approval;
-use runbook_shared::fleet::{Fleet, FleetConfig};
-use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
-use runbook_shared::resource::{Home, Resource, ResourceId};
-use runbook_shared::runbook::{Function, RunContext, Runbook, run};
-use runbook_shared::safety::{Invocation, Safety};
-use runbook_shared::trigger::{
-    AlarmState, AlarmTrigger, Rejection, Trigger, parse_runbook_request, recognise_from,
-};
+use runbook_shared::edge::approvals as approval;
+use runbook_shared::edge::fleet::Fleet;
+use runbook_shared::edge::recognise::recognise_from;
+use runbook_shared::guards::Safety;
+use runbook_shared::model::FleetConfig;
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{AlarmState, AlarmTrigger, Rejection, Trigger, parse_runbook_request};
+use runbook_shared::model::{Home, Resource, ResourceId};
+use runbook_shared::model::{Outcome, Output, Report, TriggerInfo, TriggerKind};
+use runbook_shared::path::{Function, RunContext, Runbook, run};
 use serde_json::{Map, Value};
 
 use crate::api_errors::ApiErrors;
@@ -297,8 +298,8 @@ impl Function for Responder {
         Some(&self.clients.cloudformation)
     }
 
-    fn evidence_sources(&self) -> Option<runbook_shared::evidence::Sources<'_>> {
-        Some(runbook_shared::evidence::Sources {
+    fn evidence_sources(&self) -> Option<runbook_shared::path::evidence::Sources<'_>> {
+        Some(runbook_shared::path::evidence::Sources {
             cloudwatch: &self.clients.cloudwatch,
             logs: Some(&self.clients.logs),
             lambda: Some(&self.clients.lambda),
@@ -355,7 +356,7 @@ impl Responder {
             |info, reason: String| invocation.timed(Report::rejected(FUNCTION, info, reason));
         match trigger {
             Trigger::Alarm(alarm) => {
-                Box::pin(runbook_shared::alarms::handle(
+                Box::pin(runbook_shared::edge::alarms::handle(
                     FUNCTION,
                     &self.clients.cloudwatch,
                     alarm,
@@ -380,9 +381,7 @@ impl Responder {
                 }
             }
             Trigger::Control(payload) => {
-                self.safety
-                    .switch
-                    .control(FUNCTION, &payload, info, invocation)
+                runbook_shared::edge::controls::control(&self.safety.switch, FUNCTION, &payload, info, invocation)
                     .await
             }
             Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation),
@@ -478,10 +477,22 @@ impl Responder {
                     _ => None,
                 };
                 let (runbook, resource) = handed.unwrap_or((job.runbook().id(), resource));
-                let close = self.safety.close_on_ok(runbook, &resource, alarm, report);
-                self.safety
-                    .once(FUNCTION, &info, false, invocation, close)
-                    .await
+                let close = runbook_shared::guards::close_on_ok(
+                    &self.safety,
+                    runbook,
+                    &resource,
+                    alarm,
+                    report,
+                );
+                runbook_shared::guards::once(
+                    &self.safety,
+                    FUNCTION,
+                    &info,
+                    false,
+                    invocation,
+                    close,
+                )
+                .await
             }
             AlarmState::InsufficientData => {
                 let mut report = Report::new(

@@ -1,8 +1,8 @@
 use alarm_responder::config::ResponderConfig;
 use runbook_shared::config::Env;
-use runbook_shared::entry::{serve, startup_failed};
-use runbook_shared::fleet::FleetConfig;
-use runbook_shared::report_events::ReportEvents;
+use runbook_shared::edge::publish::ReportEvents;
+use runbook_shared::edge::{serve, startup_failed};
+use runbook_shared::model::FleetConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

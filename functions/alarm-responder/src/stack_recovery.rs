@@ -10,10 +10,11 @@ use aws_sdk_cloudformation::types::Stack;
 use chrono::Utc;
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::poll_until;
-use runbook_shared::report::{Check, Report, SettleBy, Verification, VerificationStatus};
-use runbook_shared::resource::{Home, Resource, ResourceId};
-use runbook_shared::runbook::{Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step};
-use runbook_shared::trigger::Rejection;
+use runbook_shared::model::Rejection;
+use runbook_shared::model::{Check, Report, SettleBy, Verification, VerificationStatus};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step};
+use runbook_shared::model::{Home, Resource, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -1,7 +1,7 @@
 //! dlq-redriver's settings, read once at cold start.
 
 use runbook_shared::config::{ConfigError, Env};
-use runbook_shared::safety::SafetyConfig;
+use runbook_shared::model::SafetyConfig;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RedriverConfig {

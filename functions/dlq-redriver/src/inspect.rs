@@ -4,8 +4,8 @@
 
 use chrono::Utc;
 use runbook_shared::aws::AwsError;
-use runbook_shared::report::{Check, Outcome, Report, Verification, VerificationStatus};
-use runbook_shared::safety::Invocation;
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{Check, Outcome, Report, Verification, VerificationStatus};
 use serde_json::{Value, json};
 
 use crate::queues::{self, Queue};
@@ -103,7 +103,7 @@ impl Redriver {
             } else {
                 format!(
                     "not released (they reappear when their visibility timeout ends): {}",
-                    runbook_shared::report::some_of(&not_released, 10)
+                    runbook_shared::model::some_of(&not_released, 10)
                 )
             },
         )];

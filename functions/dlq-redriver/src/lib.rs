@@ -7,6 +7,7 @@
 //! path, with every guard).
 
 pub mod config;
+pub mod filter;
 pub mod inspect;
 pub mod messages;
 pub mod purge;
@@ -17,14 +18,18 @@ pub mod returned;
 
 use std::time::Duration;
 
-use runbook_shared::alarms;
-use runbook_shared::approval;
 use runbook_shared::aws::FaultKind;
-use runbook_shared::fleet::{Fleet, FleetConfig};
-use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind, capped};
-use runbook_shared::runbook::{Ending, Function, RunContext, Step, run};
-use runbook_shared::safety::{Invocation, Safety};
-use runbook_shared::trigger::{AlarmState, AlarmTrigger, Trigger, parse_manual, recognise_from};
+use runbook_shared::edge::alarms;
+use runbook_shared::edge::approvals as approval;
+use runbook_shared::edge::fleet::Fleet;
+use runbook_shared::edge::recognise::recognise_from;
+use runbook_shared::guards::Safety;
+use runbook_shared::model::FleetConfig;
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{AlarmState, AlarmTrigger, Trigger, parse_manual};
+use runbook_shared::model::{Ending, Step};
+use runbook_shared::model::{Outcome, Output, Report, TriggerInfo, TriggerKind, capped};
+use runbook_shared::path::{Function, RunContext, run};
 use serde_json::Value;
 
 use crate::config::RedriverConfig;
@@ -127,8 +132,8 @@ impl Function for Redriver {
     }
 
     /// The DLQ's depth and age (its messages are the function's failures).
-    fn evidence_sources(&self) -> Option<runbook_shared::evidence::Sources<'_>> {
-        Some(runbook_shared::evidence::Sources {
+    fn evidence_sources(&self) -> Option<runbook_shared::path::evidence::Sources<'_>> {
+        Some(runbook_shared::path::evidence::Sources {
             cloudwatch: &self.clients.cloudwatch,
             logs: None,
             lambda: None,
@@ -212,10 +217,7 @@ impl Redriver {
             .await
             .into(),
             Trigger::Schedule(_) => self.sweep(info, invocation).await,
-            Trigger::Control(payload) => self
-                .safety
-                .switch
-                .control(FUNCTION, &payload, info, invocation)
+            Trigger::Control(payload) => runbook_shared::edge::controls::control(&self.safety.switch, FUNCTION, &payload, info, invocation)
                 .await
                 .into(),
             Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation).into(),
@@ -359,9 +361,15 @@ impl Redriver {
                     "sources": capped(&sources.iter().map(|source| source.name.as_str()).collect::<Vec<_>>()),
                 }));
                 let inspected = self.inspect(&dlq, &sources, job.max_messages, report, invocation);
-                self.safety
-                    .once(FUNCTION, &info, job.dry_run, invocation, inspected)
-                    .await
+                runbook_shared::guards::once(
+                    &self.safety,
+                    FUNCTION,
+                    &info,
+                    job.dry_run,
+                    invocation,
+                    inspected,
+                )
+                .await
             }
             DlqAction::Purge => run(&ctx, Purge { dlq }, report).await,
             DlqAction::Redrive => {

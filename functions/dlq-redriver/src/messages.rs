@@ -97,7 +97,7 @@ impl Received {
         attributes.sort_unstable();
         json!({
             "id": self.id,
-            "sent_at": self.sent_at.map(runbook_shared::audit::timestamp),
+            "sent_at": self.sent_at.map(runbook_shared::model::timestamp),
             "receive_count": self.receive_count,
             "redrive_count": self.redrive_count(),
             "group_id": self.group_id.as_deref().map(|group| cut(group, 128)),

@@ -2,12 +2,13 @@
 //! run waits `purge_wait` at most for the queue to read empty, then the health-prober's sweep
 //! settles it by the queue's depth.
 
-use runbook_shared::audit::AuditRecord;
 use runbook_shared::aws::AwsError;
 use runbook_shared::deadline::{Deadline, poll_until};
-use runbook_shared::report::{Check, Report, SettleBy, Verification, VerificationStatus};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step};
+use runbook_shared::model::{Check, Report, SettleBy, Verification, VerificationStatus};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
+use runbook_shared::store::AuditRecord;
 use serde_json::json;
 
 use crate::queues::{self, Queue, require_managed};

@@ -3,10 +3,10 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use runbook_shared::aws::{AwsError, FaultKind};
-use runbook_shared::managed::ManagedPolicy;
-use runbook_shared::resource::Home;
-use runbook_shared::runbook::{Ending, Step};
-use runbook_shared::trigger::Rejection;
+use runbook_shared::model::Home;
+use runbook_shared::model::ManagedPolicy;
+use runbook_shared::model::Rejection;
+use runbook_shared::model::{Ending, Step};
 use serde::Serialize;
 
 /// A queue of the function's own region and account, by name, parsed without any AWS call;

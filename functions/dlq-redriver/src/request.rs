@@ -1,13 +1,13 @@
 //! What a dlq-redrive run is asked to do: a person's payload, or what an alarm or the schedule
 //! does to a DLQ.
 
-use runbook_shared::trigger::Rejection;
+use runbook_shared::model::Rejection;
 use serde::Deserialize;
 
 use crate::MAX_SAMPLE;
 use crate::config::RedriverConfig;
+use crate::filter::MessageFilter;
 use crate::queues::QueueRef;
-use crate::redrive::MessageFilter;
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]

@@ -5,7 +5,7 @@
 //! redrive). Otherwise the health-prober's sweep settles it by the DLQ's depth.
 
 use chrono::{DateTime, Utc};
-use runbook_shared::report::{Check, Report, VerificationStatus, some_of};
+use runbook_shared::model::{Check, Report, VerificationStatus, some_of};
 use serde::Serialize;
 
 use crate::messages::Received;
@@ -140,7 +140,7 @@ impl Redriver {
                 Ok(true) => format!(
                     "the redrive {} of {} failed its verification: {} of the messages it sent came back to {} ({}); their consumer still fails them",
                     record.audit_id,
-                    runbook_shared::audit::timestamp(record.started_at),
+                    runbook_shared::model::timestamp(record.started_at),
                     back.len(),
                     dlq.name,
                     some_of(&ids, 10)

@@ -1,8 +1,8 @@
 //! health-prober's settings, read once at cold start; `PROBES` is validated then.
 
 use runbook_shared::config::{ConfigError, Env};
-use runbook_shared::fleet::FleetConfig;
-use runbook_shared::resource::Home;
+use runbook_shared::model::FleetConfig;
+use runbook_shared::model::Home;
 
 use crate::probes::{Probe, parse_probes};
 

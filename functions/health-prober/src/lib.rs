@@ -12,12 +12,13 @@ pub mod sweep;
 use std::time::Duration;
 
 use chrono::Utc;
-use runbook_shared::audit::AuditStore;
-use runbook_shared::control::Switch;
-use runbook_shared::fleet::Fleet;
-use runbook_shared::report::{Report, TriggerInfo, TriggerKind, VerificationStatus};
-use runbook_shared::safety::Invocation;
-use runbook_shared::trigger::{Trigger, recognise};
+use runbook_shared::edge::fleet::Fleet;
+use runbook_shared::edge::recognise::recognise;
+use runbook_shared::guards::Switch;
+use runbook_shared::model::Invocation;
+use runbook_shared::model::Trigger;
+use runbook_shared::model::{Report, TriggerInfo, TriggerKind, VerificationStatus};
+use runbook_shared::store::AuditStore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -151,10 +152,14 @@ impl Prober {
         let info = trigger.info(&invocation.request_id);
         let probes = match &trigger {
             Trigger::Control(payload) => {
-                let report = self
-                    .switch
-                    .control(FUNCTION, payload, info, invocation)
-                    .await;
+                let report = runbook_shared::edge::controls::control(
+                    &self.switch,
+                    FUNCTION,
+                    payload,
+                    info,
+                    invocation,
+                )
+                .await;
                 return ProberOutput::Report(Box::new(report));
             }
             Trigger::Approval(_) => {
@@ -172,7 +177,7 @@ impl Prober {
             }
             Trigger::Schedule(_) => self.config.probes.clone(),
             Trigger::Manual(payload) if payload.contains_key("report") => {
-                let request = runbook_shared::trigger::parse_manual::<scorecard::Request>(payload);
+                let request = runbook_shared::model::parse_manual::<scorecard::Request>(payload);
                 let days = match request {
                     Err(rejection) => return rejected(info, rejection.0),
                     Ok(request) if request.report != "scorecard" => {
@@ -195,7 +200,7 @@ impl Prober {
                 return self.scorecard(days, false, info, invocation).await;
             }
             Trigger::Manual(payload) => {
-                let request = runbook_shared::trigger::parse_manual::<ProbeRequest>(payload);
+                let request = runbook_shared::model::parse_manual::<ProbeRequest>(payload);
                 match request.map(|request| request.probes) {
                     Err(rejection) => return rejected(info, rejection.0),
                     Ok(None) => self.config.probes.clone(),
@@ -232,7 +237,7 @@ impl Prober {
             report: "scorecard".into(),
             trigger,
             days,
-            since: runbook_shared::audit::timestamp(now - chrono::Duration::days(days)),
+            since: runbook_shared::model::timestamp(now - chrono::Duration::days(days)),
             runbooks: Vec::new(),
             truncated: false,
             metrics: None,
@@ -250,7 +255,7 @@ impl Prober {
             // A part of the table is no day's figure: better none than a wrong one.
             card.errors.push(format!(
                 "scorecard metrics not published: the audit table was read only in part ({} pages)",
-                runbook_shared::audit::SCAN_PAGES
+                runbook_shared::store::SCAN_PAGES
             ));
         }
         if publish && card.errors.is_empty() {

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use chrono::{DateTime, Duration, Utc};
-use runbook_shared::audit::{AuditRecord, AuditStore, ScorecardItems};
 use runbook_shared::aws::AwsError;
-use runbook_shared::report::{ApprovalStatus, VerificationStatus};
+use runbook_shared::model::{ApprovalStatus, VerificationStatus};
+use runbook_shared::store::{AuditRecord, AuditStore, ScorecardItems};
 use serde::{Deserialize, Serialize};
 
 /// `{"report": "scorecard", "days": 30}`.
@@ -32,7 +32,7 @@ pub const REPEAT_HOURS: i64 = 24;
 pub struct Scorecard {
     pub function: String,
     pub report: String,
-    pub trigger: runbook_shared::report::TriggerInfo,
+    pub trigger: runbook_shared::model::TriggerInfo,
     pub days: i64,
     pub since: String,
     pub runbooks: Vec<RunbookScore>,
@@ -120,7 +120,7 @@ pub fn score(items: &ScorecardItems, now: DateTime<Utc>) -> Vec<RunbookScore> {
     runbooks.extend(items.plans.iter().map(|plan| plan.runbook.as_str()));
     runbooks
         .into_iter()
-        .filter(|runbook| runbook_shared::modes::RUNBOOKS.contains(runbook))
+        .filter(|runbook| runbook_shared::model::RUNBOOKS.contains(runbook))
         .map(|runbook| score_one(runbook, items, now))
         .collect()
 }

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use aws_sdk_cloudwatch::types::StateValue;
 use chrono::{DateTime, Duration, Utc};
-use runbook_shared::audit::{AuditRecord, AuditStore};
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::Deadline;
-use runbook_shared::fleet::Sessions;
-use runbook_shared::report::{Check, SettleBy, Verification, VerificationStatus};
-use runbook_shared::resource::ResourceId;
+use runbook_shared::edge::fleet::Sessions;
+use runbook_shared::model::ResourceId;
+use runbook_shared::model::{Check, SettleBy, Verification, VerificationStatus};
+use runbook_shared::store::{AuditRecord, AuditStore};
 use serde::Serialize;
 
 /// One remediation the sweep looked at.
@@ -243,7 +243,7 @@ async fn check(
             VerificationStatus::Pending,
             format!(
                 "not before {}: what was sent back needs its queue's visibility timeout × maxReceiveCount to fail back",
-                runbook_shared::audit::timestamp(*not_before)
+                runbook_shared::model::timestamp(*not_before)
             ),
         )),
         Some(SettleBy::QueueDepth {

@@ -8,12 +8,12 @@
 
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use runbook_shared::aws::{AwsError, metric_query};
-use runbook_shared::handoff::{Handoff, HandoffTarget};
-use runbook_shared::recheck::{AlarmNow, alarm_now};
-use runbook_shared::report::{Outcome, Report, TriggerInfo};
-use runbook_shared::resource::Resource;
-use runbook_shared::safety::Invocation;
-use runbook_shared::trigger::Rejection;
+use runbook_shared::guards::{AlarmNow, alarm_now};
+use runbook_shared::model::Invocation;
+use runbook_shared::model::Rejection;
+use runbook_shared::model::Resource;
+use runbook_shared::model::{Handoff, HandoffTarget};
+use runbook_shared::model::{Outcome, Report, TriggerInfo};
 
 use crate::dynamodb_capacity::{CapacityTarget, Side};
 use crate::lambda_concurrency::ConcurrencyTarget;
@@ -221,13 +221,13 @@ mod tests {
 
     #[test]
     fn the_handoff_names_are_limit_scalers_own() {
-        assert_eq!(runbook_shared::handoff::LIMIT_SCALER, FUNCTION);
+        assert_eq!(runbook_shared::model::LIMIT_SCALER, FUNCTION);
         assert_eq!(
-            runbook_shared::handoff::DYNAMODB_CAPACITY,
+            runbook_shared::model::DYNAMODB_CAPACITY,
             dynamodb_capacity::RUNBOOK
         );
         assert_eq!(
-            runbook_shared::handoff::LAMBDA_CONCURRENCY,
+            runbook_shared::model::LAMBDA_CONCURRENCY,
             lambda_concurrency::RUNBOOK
         );
     }

@@ -8,22 +8,24 @@ pub mod config;
 pub mod dynamodb_capacity;
 pub mod handoff;
 pub mod lambda_concurrency;
+pub mod raises;
 pub mod schedule;
 pub mod stored_limit;
 
 use std::time::Duration;
 
-use runbook_shared::alarms;
-use runbook_shared::approval;
-use runbook_shared::evidence::Sources;
-use runbook_shared::fleet::{Fleet, FleetConfig};
-use runbook_shared::report::{Outcome, Output, Report, TriggerInfo, TriggerKind};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{Function, RunContext, Runbook, run};
-use runbook_shared::safety::{Invocation, Safety};
-use runbook_shared::trigger::{
-    AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual, recognise_from,
-};
+use runbook_shared::edge::alarms;
+use runbook_shared::edge::approvals as approval;
+use runbook_shared::edge::fleet::Fleet;
+use runbook_shared::edge::recognise::recognise_from;
+use runbook_shared::guards::Safety;
+use runbook_shared::model::FleetConfig;
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::model::{Outcome, Output, Report, TriggerInfo, TriggerKind};
+use runbook_shared::path::evidence::Sources;
+use runbook_shared::path::{Function, RunContext, Runbook, run};
 use serde_json::{Map, Value};
 
 use crate::config::ScalerConfig;
@@ -302,10 +304,7 @@ impl Scaler {
             ))
             .await
             .into(),
-            Trigger::Control(payload) => self
-                .safety
-                .switch
-                .control(FUNCTION, &payload, info, invocation)
+            Trigger::Control(payload) => runbook_shared::edge::controls::control(&self.safety.switch, FUNCTION, &payload, info, invocation)
                 .await
                 .into(),
             Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation).into(),
@@ -387,12 +386,22 @@ impl Scaler {
                 let mut report = Report::new(FUNCTION, info.clone(), Outcome::NoAction, "");
                 report.dry_run = dry_run;
                 let resource = job.resource(&self.config.safety.home);
-                let close = self
-                    .safety
-                    .close_on_ok(job.runbook().id(), &resource, alarm, report);
-                self.safety
-                    .once(FUNCTION, &info, dry_run, invocation, close)
-                    .await
+                let close = runbook_shared::guards::close_on_ok(
+                    &self.safety,
+                    job.runbook().id(),
+                    &resource,
+                    alarm,
+                    report,
+                );
+                runbook_shared::guards::once(
+                    &self.safety,
+                    FUNCTION,
+                    &info,
+                    dry_run,
+                    invocation,
+                    close,
+                )
+                .await
             }
             AlarmState::InsufficientData => {
                 let mut report = Report::new(

@@ -11,13 +11,13 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use dlq_redriver::Redriver;
 use health_prober::{HealthReport, Prober, ProberOutput};
-use runbook_shared::audit::AuditStore;
 use runbook_shared::deadline::Deadline;
-use runbook_shared::report::{
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{
     Action, Check, Outcome, Output, Report, SettleBy, TriggerInfo, TriggerKind, Verification,
     VerificationStatus,
 };
-use runbook_shared::safety::Invocation;
+use runbook_shared::store::AuditStore;
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     QueuePair, SqsQueue, create_audit_table, create_queue, depth, fail_all, peek_all, prober,

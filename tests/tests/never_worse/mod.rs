@@ -19,9 +19,9 @@ use aws_sdk_lambda::operation::update_function_configuration::{
 use aws_sdk_lambda::types::LastUpdateStatus;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use limit_scaler::Scaler;
-use runbook_shared::audit::AuditStore;
-use runbook_shared::report::{Outcome, Output, Report};
-use runbook_shared::safety::Invocation;
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{Outcome, Output, Report};
+use runbook_shared::store::AuditStore;
 use runbook_tests::fixtures::{
     TableSpec, capacity, create_audit_table, create_deployed_function, create_function,
     expire_raise, function_key, function_settings, invocation, invocation_within,

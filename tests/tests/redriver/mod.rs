@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use dlq_redriver::Redriver;
 use runbook_shared::deadline::Deadline;
-use runbook_shared::report::{Outcome, Output, Report, VerificationStatus};
-use runbook_shared::safety::Invocation;
+use runbook_shared::model::Invocation;
+use runbook_shared::model::{Outcome, Output, Report, VerificationStatus};
 use runbook_tests::fixtures::{
     QueuePair, create_audit_table, create_queue, depth, drain_all, fail_all, invocation_within,
     peek_all, queue_alarm_event, redriver, redriver_clients, scheduled_event, send_messages,

@@ -2,8 +2,8 @@
 //! DLQ (its redrive-count set, sent by the redrive) settles it as failed, seen by the next
 //! inspection or redrive; otherwise the sweep settles it by the DLQ's depth.
 
-use runbook_shared::audit::{AuditRecord, AuditStore};
-use runbook_shared::report::SettleBy;
+use runbook_shared::model::SettleBy;
+use runbook_shared::store::{AuditRecord, AuditStore};
 
 use super::*;
 

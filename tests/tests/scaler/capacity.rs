@@ -356,7 +356,7 @@ async fn manual_raise_to_exact_values() {
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     assert_eq!(
         report.trigger.kind,
-        runbook_shared::report::TriggerKind::Manual
+        runbook_shared::model::TriggerKind::Manual
     );
     assert_eq!(capacity(&setup.dynamodb, &table, None).await, (200, 100));
 }

@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use limit_scaler::Scaler;
 use limit_scaler::config::ScalerConfig;
-use runbook_shared::report::{Outcome, Output, Report, VerificationStatus};
+use runbook_shared::model::{Outcome, Output, Report, VerificationStatus};
 use runbook_tests::fixtures::{
     TableSpec, billing_mode, capacity, create_audit_table, expire_raise, invocation, reserved,
     scaler, scaler_clients, scaler_config, throttle_alarm_event,

@@ -8,26 +8,24 @@
 //! guards; throttling of a function or of a table behind it: a `Runbook Handoff` event to
 //! limit-scaler) → verify (the 5xx alarm back to OK: pending until then).
 
+mod evidence;
 mod reads;
+mod target;
 mod triage;
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use runbook_shared::evidence::{Evidence, Subject};
-use runbook_shared::handoff::{Handoff, HandoffTarget};
-use runbook_shared::report::{
-    AwaitedMetric, Check, Outcome, Report, TriggerInfo, TriggerKind, Verification,
-};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{
-    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, run,
-};
-use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
-use serde::Deserialize;
+use runbook_shared::model::Evidence;
+use runbook_shared::model::{Check, Outcome, Report, TriggerInfo, TriggerKind, Verification};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step};
+use runbook_shared::model::{Handoff, HandoffTarget};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::path::{RunContext, Runbook, run};
 use serde_json::{Value, json};
 
 pub use reads::{Api, invoked_function};
+pub use target::{ApiErrors, ApiKind, Request};
 pub use triage::{Cause, Remedy, Suspect, rank};
 
 use crate::lambda_rollback::Rollback;
@@ -42,138 +40,6 @@ pub const HTTP_METRIC: &str = "5xx";
 const TABLES_UNREAD: &str = "tables: ";
 /// At most this many functions are triaged per run (their evidence is read at once).
 pub const MAX_SUSPECTS: usize = 10;
-
-/// The manual payload: `{"runbook": "api-errors", "api": "orders-api", "stage": "prod",
-/// "dry_run": true}`; `api` is the API's name or id.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    pub api: String,
-    #[serde(default)]
-    pub stage: Option<String>,
-    #[serde(default)]
-    pub dry_run: Option<bool>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ApiKind {
-    Rest,
-    Http,
-}
-
-impl ApiKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiKind::Rest => "REST",
-            ApiKind::Http => "HTTP",
-        }
-    }
-}
-
-/// The API (and stage) whose 5xx to triage.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ApiErrors {
-    /// Its name or id.
-    pub api: String,
-    /// None: every stage (an alarm on the whole API).
-    pub stage: Option<String>,
-    /// What the alarm's metric says it is (a manual payload does not say).
-    pub kind: Option<ApiKind>,
-}
-
-impl ApiErrors {
-    pub fn from_request(request: &Request) -> Result<Self, Rejection> {
-        let api = request.api.trim();
-        if api.is_empty() {
-            return Err(Rejection(
-                "\"api\" must name an API Gateway API by its name or id".into(),
-            ));
-        }
-        let stage = request.stage.as_deref().map(str::trim);
-        if stage.is_some_and(str::is_empty) {
-            return Err(Rejection(
-                "\"stage\" must name a stage of the API, or be left out for all of them".into(),
-            ));
-        }
-        Ok(Self {
-            api: api.to_string(),
-            stage: stage.map(str::to_string),
-            kind: None,
-        })
-    }
-
-    /// Whether the alarm watches an API's 5xx.
-    pub fn watched_by(alarm: &AlarmTrigger) -> bool {
-        alarm.metrics.iter().any(is_5xx)
-    }
-
-    /// The API an `AWS/ApiGateway` `5XXError` (`ApiName`) or `5xx` (`ApiId`) alarm watches, with
-    /// its `Stage` when it has one; `Err` says why none.
-    pub fn from_alarm(alarm: &AlarmTrigger) -> Result<Self, String> {
-        let mut apis: Vec<Self> = alarm
-            .metrics
-            .iter()
-            .filter(|metric| is_5xx(metric))
-            .filter_map(|metric| {
-                let (api, kind) = match metric.dimension("ApiName") {
-                    Some(name) => (name, ApiKind::Rest),
-                    None => (metric.dimension("ApiId")?, ApiKind::Http),
-                };
-                Some(Self {
-                    api: api.to_string(),
-                    stage: metric.dimension("Stage").map(str::to_string),
-                    kind: Some(kind),
-                })
-            })
-            .collect();
-        apis.dedup();
-        match apis.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(format!(
-                "alarm {} watches no API: an {NAMESPACE} {REST_METRIC} alarm needs the dimension ApiName, a {HTTP_METRIC} alarm ApiId",
-                alarm.alarm_name
-            )),
-            many => Err(format!(
-                "alarm {} watches the 5xx of several APIs or stages ({}): nothing was triaged; alarm on each, or run api-errors by hand on one",
-                alarm.alarm_name,
-                many.iter()
-                    .map(|api| api.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        }
-    }
-
-    fn name(&self) -> String {
-        match &self.stage {
-            Some(stage) => format!("{} stage {stage}", self.api),
-            None => self.api.clone(),
-        }
-    }
-
-    /// The 5xx metric the verification waits on, for a run without an alarm.
-    fn awaited(&self, api: &Api) -> AwaitedMetric {
-        let (metric, dimension, value) = match api.kind {
-            ApiKind::Rest => (REST_METRIC, "ApiName", api.name.clone()),
-            ApiKind::Http => (HTTP_METRIC, "ApiId", api.id.clone()),
-        };
-        let mut dimensions: BTreeMap<String, String> = [(dimension.to_string(), value)].into();
-        if let Some(stage) = &self.stage {
-            dimensions.insert("Stage".into(), stage.clone());
-        }
-        AwaitedMetric {
-            check: "api_5xx_stopped",
-            expected: format!("no 5xx from {}", self.name()),
-            namespace: NAMESPACE.into(),
-            metrics: vec![metric.into()],
-            dimensions,
-        }
-    }
-}
-
-fn is_5xx(metric: &MetricRef) -> bool {
-    metric.namespace == NAMESPACE && (metric.name == REST_METRIC || metric.name == HTTP_METRIC)
-}
 
 /// What the triage read.
 pub struct Diagnosis {
@@ -281,8 +147,11 @@ impl Runbook<Responder> for ApiErrors {
             suspects.truncate(MAX_SUSPECTS);
         }
         // Every suspect's evidence at once: the run waits for the slowest, not the sum.
-        let window =
-            runbook_shared::evidence::window(ctx.alarm, &ctx.safety.config.evidence, Utc::now());
+        let window = runbook_shared::path::evidence::window(
+            ctx.alarm,
+            &ctx.safety.config.evidence,
+            Utc::now(),
+        );
         let read = suspects
             .iter()
             .map(|suspect| Box::pin(ctx.suspect_evidence(suspect, window)));
@@ -380,7 +249,7 @@ impl Runbook<Responder> for ApiErrors {
                     handoff_id: handed_trigger(ctx, runbook, &to.name())
                         .event_id
                         .unwrap_or_default(),
-                    to: runbook_shared::handoff::LIMIT_SCALER.into(),
+                    to: runbook_shared::model::LIMIT_SCALER.into(),
                     runbook: runbook.into(),
                     evidence: json!(d.evidence.get(&top.target)),
                     target: to,
@@ -403,13 +272,13 @@ impl Runbook<Responder> for ApiErrors {
                 report: None,
             }),
             Remedy::Concurrency { function } => handoff(
-                runbook_shared::handoff::LAMBDA_CONCURRENCY,
+                runbook_shared::model::LAMBDA_CONCURRENCY,
                 HandoffTarget::Function {
                     function: function.clone(),
                 },
             ),
             Remedy::Capacity { table, read, write } => handoff(
-                runbook_shared::handoff::DYNAMODB_CAPACITY,
+                runbook_shared::model::DYNAMODB_CAPACITY,
                 HandoffTarget::Table {
                     table: table.clone(),
                     index: None,
@@ -457,7 +326,7 @@ impl Runbook<Responder> for ApiErrors {
                 bus,
                 Value::Null,
                 json!({
-                    "detail-type": runbook_shared::handoff::DETAIL_TYPE,
+                    "detail-type": runbook_shared::model::HANDOFF,
                     "to": handoff.to,
                     "runbook": handoff.runbook,
                     "target": handoff.target,
@@ -509,7 +378,7 @@ impl Runbook<Responder> for ApiErrors {
                 })
             }
             Change::Handoff { handoff, bus } => {
-                runbook_shared::handoff::send(&ctx.clients.events, &bus, &handoff)
+                runbook_shared::edge::publish::send_handoff(&ctx.clients.events, &bus, &handoff)
                     .await
                     .map_err(|err| {
                         NotApplied::explained(
@@ -560,13 +429,13 @@ impl Runbook<Responder> for ApiErrors {
                 let said = format!("{summary}; lambda-rollback: {}", handed.reason);
                 // A rollback whose own check already failed says so here too: this is the
                 // report that is published and notified on.
-                let failed = handed.verification.status
-                    == runbook_shared::report::VerificationStatus::Failed;
+                let failed =
+                    handed.verification.status == runbook_shared::model::VerificationStatus::Failed;
                 report.verification = Verification {
                     status: if failed {
-                        runbook_shared::report::VerificationStatus::Failed
+                        runbook_shared::model::VerificationStatus::Failed
                     } else {
-                        runbook_shared::report::VerificationStatus::NotApplicable
+                        runbook_shared::model::VerificationStatus::NotApplicable
                     },
                     checks: vec![Check::new(
                         "handoff",
@@ -593,7 +462,7 @@ impl Runbook<Responder> for ApiErrors {
                     true,
                     format!(
                         "a {} event to {}",
-                        runbook_shared::handoff::DETAIL_TYPE,
+                        runbook_shared::model::HANDOFF,
                         handoff.to
                     ),
                     format!("sent to bus {bus} as {}", handoff.handoff_id),
@@ -610,97 +479,5 @@ impl Runbook<Responder> for ApiErrors {
                 ))
             }
         }
-    }
-}
-
-impl Responder {
-    /// A suspect's evidence, and that of the tables its configuration names.
-    async fn suspect_evidence(
-        &self,
-        suspect: &Suspect,
-        window: (chrono::DateTime<Utc>, chrono::DateTime<Utc>),
-    ) -> (Evidence, Vec<(String, Evidence)>) {
-        let Some(sources) = runbook_shared::runbook::Function::evidence_sources(self) else {
-            return (Evidence::default(), Vec::new());
-        };
-        let config = &self.config.safety.evidence;
-        let subject = Subject::Function {
-            name: suspect.function.clone(),
-            qualifier: suspect.qualifier.clone(),
-        };
-        let (evidence, tables) = tokio::join!(
-            Box::pin(runbook_shared::evidence::gather(
-                sources, &subject, window, config
-            )),
-            self.tables_of(suspect)
-        );
-        let tables = match tables {
-            Ok(tables) => tables,
-            Err(err) => {
-                let mut evidence = evidence;
-                evidence.errors.push(format!("{TABLES_UNREAD}{err}"));
-                return (evidence, Vec::new());
-            }
-        };
-        let reads = tables.iter().map(|table| {
-            let subject = Subject::Table {
-                table: table.clone(),
-                index: None,
-            };
-            async move {
-                let evidence = Box::pin(runbook_shared::evidence::gather(
-                    sources, &subject, window, config,
-                ))
-                .await;
-                (subject, evidence)
-            }
-        });
-        let tables = futures_util::future::join_all(reads)
-            .await
-            .into_iter()
-            .filter_map(|(subject, evidence)| match subject {
-                Subject::Table { table, .. } => Some((table, evidence)),
-                _ => None,
-            })
-            .collect();
-        (evidence, tables)
-    }
-
-    /// The DynamoDB tables a function's configuration names: the values of its environment
-    /// variables whose name says `TABLE` (`ORDERS_TABLE`, `TABLE_NAME`), by name or ARN, in
-    /// this account and region.
-    async fn tables_of(&self, suspect: &Suspect) -> Result<Vec<String>, String> {
-        let configuration = self
-            .clients
-            .lambda
-            .get_function_configuration()
-            .function_name(&suspect.function)
-            .set_qualifier(suspect.qualifier.clone())
-            .send()
-            .await
-            .map_err(|err| {
-                runbook_shared::aws::AwsError::from_sdk(
-                    "lambda:GetFunctionConfiguration",
-                    &format!("function {}", suspect.name()),
-                    &err,
-                )
-                .to_string()
-            })?;
-        let home = &self.config.safety.home;
-        let mut tables: Vec<String> = configuration
-            .environment()
-            .and_then(|environment| environment.variables())
-            .into_iter()
-            .flatten()
-            .filter(|(name, _)| name.to_ascii_uppercase().contains("TABLE"))
-            .filter_map(|(_, value)| match home.parse_table(value).ok()?.resource {
-                runbook_shared::resource::Resource::Table { table } => Some(table),
-                _ => None,
-            })
-            .collect();
-        tables.sort();
-        tables.dedup();
-        tables.truncate(MAX_SUSPECTS);
-        Ok(tables)
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use runbook_shared::aws::{AwsError, FaultKind};
-use runbook_shared::resource::{Home, Resource};
+use runbook_shared::model::{Home, Resource};
 
 use super::{ApiErrors, ApiKind};
 use crate::Responder;

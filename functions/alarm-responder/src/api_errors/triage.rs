@@ -1,7 +1,7 @@
 //! The likely causes of an API's 5xx, ranked from the evidence of the functions behind it; pure,
 //! so the ranking is tested without AWS.
 
-use runbook_shared::evidence::Evidence;
+use runbook_shared::model::Evidence;
 use serde::Serialize;
 
 /// Of the integration timeout, how close a function's longest duration must come for the
@@ -239,7 +239,7 @@ pub fn rank(suspects: &[Suspect]) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runbook_shared::evidence::{Figures, Logs, RecentChange};
+    use runbook_shared::model::{Figures, Logs, RecentChange};
 
     fn evidence(figures: &[(&str, f64)], deployed: bool) -> Evidence {
         Evidence {

@@ -11,13 +11,12 @@ mod plan;
 mod reads;
 
 use runbook_shared::aws::{AwsError, FaultKind};
-use runbook_shared::evidence::Subject;
-use runbook_shared::report::{Action, AwaitedMetric, Check, Report, Verification};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{
-    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
-};
-use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
+use runbook_shared::model::Subject;
+use runbook_shared::model::{Action, AwaitedMetric, Check, Report, Verification};
+use runbook_shared::model::{AlarmTrigger, MetricRef, Rejection};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step, concluded};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -131,11 +130,13 @@ impl Runbook<Responder> for Resources {
                 format!("could not read {function}'s configuration, nothing was changed: {err}")
             })
         })?;
-        ctx.config
-            .safety
-            .managed
-            .require_function(&ctx.clients.lambda, function, &settings.arn)
-            .await
+        runbook_shared::guards::require_function(
+            &ctx.config.safety.managed,
+            &ctx.clients.lambda,
+            function,
+            &settings.arn,
+        )
+        .await
     }
 
     async fn diagnose(

@@ -2,8 +2,8 @@
 //! alarm is not a timeout), memory only on evidence of out-of-memory; nothing ever lowered,
 //! caps kept; pure.
 
-use runbook_shared::runbook::Decision;
-use runbook_shared::trigger::Rejection;
+use runbook_shared::model::Decision;
+use runbook_shared::model::Rejection;
 use serde_json::{Value, json};
 
 use crate::config::ResponderConfig;
@@ -102,7 +102,7 @@ pub struct Evidence {
 
 impl Evidence {
     /// From the run's evidence (none read: no evidence).
-    pub fn of(evidence: Option<&runbook_shared::evidence::Evidence>) -> Self {
+    pub fn of(evidence: Option<&runbook_shared::model::Evidence>) -> Self {
         let Some(evidence) = evidence else {
             return Self::default();
         };

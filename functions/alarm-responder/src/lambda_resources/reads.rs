@@ -3,7 +3,7 @@
 
 use runbook_shared::aws::AwsError;
 use runbook_shared::deadline::poll_until;
-use runbook_shared::safety::Invocation;
+use runbook_shared::model::Invocation;
 
 use super::plan::Settings;
 use crate::Responder;

@@ -12,12 +12,11 @@ use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use chrono::{DateTime, Duration, Utc};
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::poll_until;
-use runbook_shared::report::{Action, AwaitedMetric, Check, Report, Verification};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{
-    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
-};
-use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
+use runbook_shared::model::{Action, AwaitedMetric, Check, Report, Verification};
+use runbook_shared::model::{AlarmTrigger, MetricRef, Rejection};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step, concluded};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -120,8 +119,8 @@ impl Runbook<Responder> for Rollback {
         home.alias(&self.function, &self.alias)
     }
 
-    fn evidence_subject(&self) -> Option<runbook_shared::evidence::Subject> {
-        Some(runbook_shared::evidence::Subject::Function {
+    fn evidence_subject(&self) -> Option<runbook_shared::model::Subject> {
+        Some(runbook_shared::model::Subject::Function {
             name: self.function.clone(),
             qualifier: Some(self.alias.clone()),
         })
@@ -142,11 +141,13 @@ impl Runbook<Responder> for Rollback {
             .arn
             .rsplit_once(':')
             .map_or(state.arn.as_str(), |(arn, _)| arn);
-        ctx.config
-            .safety
-            .managed
-            .require_function(&ctx.clients.lambda, &self.function, function_arn)
-            .await
+        runbook_shared::guards::require_function(
+            &ctx.config.safety.managed,
+            &ctx.clients.lambda,
+            &self.function,
+            function_arn,
+        )
+        .await
     }
 
     /// Afresh under the lease: another run may have moved the alias while this one waited.
@@ -178,8 +179,8 @@ impl Runbook<Responder> for Rollback {
         // The owning stack's events are in the evidence's recent changes.
         report.diagnosis = Some(json!({
             "alias": {"version": alias.version, "routing_weights": alias.weights},
-            "versions": versions.iter().map(|v| json!({"version": v.number, "published_at": v.published_at.map(runbook_shared::audit::timestamp)})).collect::<Vec<_>>(),
-            "last_rollback": last.as_ref().map(|(from, to, at)| json!({"from": from, "to": to, "at": runbook_shared::audit::timestamp(*at)})),
+            "versions": versions.iter().map(|v| json!({"version": v.number, "published_at": v.published_at.map(runbook_shared::model::timestamp)})).collect::<Vec<_>>(),
+            "last_rollback": last.as_ref().map(|(from, to, at)| json!({"from": from, "to": to, "at": runbook_shared::model::timestamp(*at)})),
         }));
         Ok(Diagnosis {
             alias,

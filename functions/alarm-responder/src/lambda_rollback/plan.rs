@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use runbook_shared::runbook::Decision;
+use runbook_shared::model::Decision;
 
 /// A published version and when it was published.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,7 +67,7 @@ pub fn plan(
         Some(at) if now - at > window => {
             return Decision::NoAction(format!(
                 "version {current} was published at {} ({} min ago), outside ROLLBACK_WINDOW_MINUTES={}: not a fresh deploy, so a rollback is not the fix; investigate the errors",
-                runbook_shared::audit::timestamp(at),
+                runbook_shared::model::timestamp(at),
                 (now - at).num_minutes(),
                 window.num_minutes()
             ));
@@ -97,7 +97,7 @@ pub fn plan(
         if *last_from == from && *last_to == to && !deployed_since {
             return Decision::Skip(format!(
                 "flip-flop refused: this alias was already rolled back from version {from} to {to} at {} and no version was published since; a human decides now",
-                runbook_shared::audit::timestamp(*at)
+                runbook_shared::model::timestamp(*at)
             ));
         }
     }

@@ -2,7 +2,7 @@
 //! rollback in the audit history (the owning stack's events are in the run's evidence).
 
 use runbook_shared::aws::AwsError;
-use runbook_shared::evidence::published_versions;
+use runbook_shared::path::evidence::published_versions;
 
 use super::RUNBOOK;
 use super::plan::{AliasState, LastRollback, Version};

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use chrono::Utc;
 use runbook_shared::aws::AwsError;
-use runbook_shared::control::Switch;
 use runbook_shared::deadline::Deadline;
+use runbook_shared::guards::Switch;
 
+use super::fifo::fifo_layers;
 use super::ledger::{RedrivePlan, RedriveResult};
-use super::routing::fifo_layers;
 use crate::messages::{self, Received};
 use crate::queues::Queue;
 

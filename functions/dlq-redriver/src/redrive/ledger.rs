@@ -7,7 +7,7 @@ use runbook_shared::aws::AwsError;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::filter::MessageFilter;
+use crate::filter::MessageFilter;
 use crate::queues::Queue;
 
 /// What a redrive will do, decided before it starts.

@@ -12,22 +12,23 @@
 
 mod consumer;
 mod engine;
-mod filter;
+mod fifo;
 mod ledger;
 mod outcome;
 mod routing;
 
-use runbook_shared::audit::AuditRecord;
-use runbook_shared::report::{Action, Report, capped, some_of};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step};
+use runbook_shared::model::{Action, Report, capped, some_of};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
+use runbook_shared::store::AuditRecord;
 use serde_json::json;
 
 use crate::queues::{Queue, require_managed};
 use crate::request::Job;
 use crate::{RUNBOOK, Redriver};
 
-pub use filter::MessageFilter;
+pub use crate::filter::MessageFilter;
 pub use ledger::{Ledger, RedrivePlan, RedriveResult};
 
 /// A redrive of a located DLQ: its sources, and the target a person named, if any.
@@ -65,8 +66,8 @@ impl Runbook<Redriver> for Redrive {
         home.queue(&self.dlq.name)
     }
 
-    fn evidence_subject(&self) -> Option<runbook_shared::evidence::Subject> {
-        Some(runbook_shared::evidence::Subject::Queue {
+    fn evidence_subject(&self) -> Option<runbook_shared::model::Subject> {
+        Some(runbook_shared::model::Subject::Queue {
             name: self.dlq.name.clone(),
         })
     }
@@ -200,7 +201,7 @@ impl Runbook<Redriver> for Redrive {
             .min(u32::try_from(dlq.depth()).unwrap_or(u32::MAX));
         let actions = candidates
             .iter()
-            .take(runbook_shared::report::LIST_CAP)
+            .take(runbook_shared::model::LIST_CAP)
             .map(|target| Action {
                 api: "sqs:SendMessageBatch".into(),
                 target: target.name.clone(),

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use runbook_shared::deadline::{Deadline, poll_until};
-use runbook_shared::report::{
+use runbook_shared::model::Ending;
+use runbook_shared::model::{
     Action, Check, Outcome, Report, SettleBy, Verification, VerificationStatus, capped, some_of,
 };
-use runbook_shared::runbook::{Ending, RunContext};
+use runbook_shared::path::RunContext;
 use serde_json::{Value, json};
 
 use super::ledger::{Ledger, RedrivePlan, RedriveResult};

@@ -7,118 +7,14 @@
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use runbook_shared::aws::AwsError;
 use runbook_shared::deadline::Deadline;
-use runbook_shared::report::Check;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use runbook_shared::model::Check;
 
-use super::plan::Change;
-use super::table::Observed;
+use super::state::{Capacity, Change, Observed, Range, Ranges};
 use super::target::CapacityTarget;
 use crate::Scaler;
 
 pub const REGISTER: &str = "application-autoscaling:RegisterScalableTarget";
 const DESCRIBE: &str = "application-autoscaling:DescribeScalableTargets";
-
-/// A scalable target's range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Range {
-    pub min: i64,
-    pub max: i64,
-}
-
-/// The ranges of the read and write capacity of a table or index; a side without one is not
-/// registered with Application Auto Scaling.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ranges {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read: Option<Range>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write: Option<Range>,
-}
-
-/// Read or write capacity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Capacity {
-    Read,
-    Write,
-}
-
-impl Capacity {
-    const BOTH: [Self; 2] = [Self::Read, Self::Write];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Write => "write",
-        }
-    }
-}
-
-impl Ranges {
-    pub fn is_empty(&self) -> bool {
-        self.read.is_none() && self.write.is_none()
-    }
-
-    pub fn get(&self, side: Capacity) -> Option<Range> {
-        match side {
-            Capacity::Read => self.read,
-            Capacity::Write => self.write,
-        }
-    }
-
-    pub fn set(&mut self, side: Capacity, range: Option<Range>) {
-        match side {
-            Capacity::Read => self.read = range,
-            Capacity::Write => self.write = range,
-        }
-    }
-
-    /// The ranges a state records under `auto_scaling` (none in records made before it was).
-    pub fn of(state: &Value) -> Option<Self> {
-        match state.get("auto_scaling") {
-            None | Some(Value::Null) => Some(Self::default()),
-            Some(ranges) => serde_json::from_value(ranges.clone()).ok(),
-        }
-    }
-
-    /// The ranges after raising the registered sides' capacity to `to` from `from`: a minimum
-    /// rises to the new capacity (never lower), and the maximum with it when exceeded.
-    pub fn raised(&self, from: (i64, i64), to: (i64, i64)) -> Self {
-        let mut after = *self;
-        for (side, from, to) in [
-            (Capacity::Read, from.0, to.0),
-            (Capacity::Write, from.1, to.1),
-        ] {
-            if let Some(range) = self.get(side).filter(|_| to > from) {
-                let min = range.min.max(to);
-                after.set(
-                    side,
-                    Some(Range {
-                        min,
-                        max: range.max.max(min),
-                    }),
-                );
-            }
-        }
-        after
-    }
-
-    /// `read min 5, max 40; write min 5, max 40`.
-    pub fn text(&self) -> String {
-        let sides: Vec<String> = Capacity::BOTH
-            .into_iter()
-            .filter_map(|side| {
-                self.get(side)
-                    .map(|range| format!("{} min {}, max {}", side.label(), range.min, range.max))
-            })
-            .collect();
-        if sides.is_empty() {
-            "none".into()
-        } else {
-            sides.join("; ")
-        }
-    }
-}
 
 /// The scalable target's resource id: `table/orders`, or `table/orders/index/by-customer`.
 pub fn resource_id(target: &CapacityTarget) -> String {

@@ -10,26 +10,27 @@
 mod auto_scaling;
 mod plan;
 mod scale_down;
+mod state;
 mod table;
 mod target;
 
 use runbook_shared::aws::FaultKind;
-use runbook_shared::report::{Action, AwaitedMetric, Check, Outcome, Report, Verification};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{
-    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
-};
+use runbook_shared::model::{Action, AwaitedMetric, Check, Outcome, Report, Verification};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step, concluded};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
 use serde_json::{Value, json};
 
 use crate::Scaler;
 
-pub use auto_scaling::{Range, Ranges, Scaling};
-pub use plan::{Change, Plan, kept_text, plan, step_down};
+pub use auto_scaling::Scaling;
+pub use plan::{Plan, kept_text, plan, step_down};
 pub use scale_down::ScaleDown;
-pub use table::{Billing, ConsumedPeaks, Observed};
+pub use state::{Billing, Change, ConsumedPeaks, Observed, Range, Ranges};
 pub use target::{CapacityTarget, Request, Side};
 
-use plan::{after_state, before_state, expected_text, in_force, observed_text, state_text};
+use plan::{after_state, before_state, expected_text, in_force, state_text};
+use state::observed_text;
 
 pub const RUNBOOK: &str = "dynamodb-capacity";
 pub const NAMESPACE: &str = "AWS/DynamoDB";
@@ -66,8 +67,8 @@ impl Runbook<Scaler> for CapacityTarget {
         self.resource(home)
     }
 
-    fn evidence_subject(&self) -> Option<runbook_shared::evidence::Subject> {
-        Some(runbook_shared::evidence::Subject::Table {
+    fn evidence_subject(&self) -> Option<runbook_shared::model::Subject> {
+        Some(runbook_shared::model::Subject::Table {
             table: self.table.clone(),
             index: self.index.clone(),
         })
@@ -77,10 +78,13 @@ impl Runbook<Scaler> for CapacityTarget {
     async fn managed(&self, ctx: &RunContext<'_, Scaler>) -> Step<()> {
         ctx.observe(self).await?;
         let safety = &ctx.config.safety;
-        safety
-            .managed
-            .require_table(&ctx.clients.dynamodb, &safety.home, &self.table)
-            .await
+        runbook_shared::guards::require_table(
+            &safety.managed,
+            &ctx.clients.dynamodb,
+            &safety.home,
+            &self.table,
+        )
+        .await
     }
 
     /// Afresh under the lease: another run may have changed the table while this one waited.

@@ -1,27 +1,13 @@
 //! How `dynamodb-capacity` plans: a raise from what DescribeTable and CloudWatch showed, and the
 //! steps back down; pure, so dry runs, unit tests and property tests see the same plans.
 
-use runbook_shared::runbook::Decision;
+use runbook_shared::model::Decision;
 use serde_json::{Value, json};
 
-use super::auto_scaling::{Capacity, Scaling};
-use super::table::{Billing, ConsumedPeaks, Observed};
+use super::auto_scaling::Scaling;
+use super::state::{Billing, Capacity, Change, ConsumedPeaks, Observed};
 use super::target::{CapacityTarget, Side};
 use crate::config::ScalerConfig;
-
-/// The change to make.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Change {
-    Provisioned {
-        read: i64,
-        write: i64,
-    },
-    OnDemandMaximum {
-        read: Option<i64>,
-        write: Option<i64>,
-    },
-    SwitchToOnDemand,
-}
 
 /// A change, and the sides a raise kept as they were (each with why).
 #[derive(Clone, Debug, PartialEq)]
@@ -263,26 +249,6 @@ pub(super) fn after_state(target: &CapacityTarget, change: &Change) -> (String, 
     }
 }
 
-impl Change {
-    /// The change whose result is `after` (an action's `after`, as `after_state` makes it).
-    pub(super) fn from_state(after: &Value) -> Option<Self> {
-        match after["billing_mode"].as_str()? {
-            "PROVISIONED" => Some(Change::Provisioned {
-                read: after["read"].as_i64()?,
-                write: after["write"].as_i64()?,
-            }),
-            "PAY_PER_REQUEST" if after.get("max_read_request_units").is_some() => {
-                Some(Change::OnDemandMaximum {
-                    read: after["max_read_request_units"].as_i64(),
-                    write: after["max_write_request_units"].as_i64(),
-                })
-            }
-            "PAY_PER_REQUEST" => Some(Change::SwitchToOnDemand),
-            _ => None,
-        }
-    }
-}
-
 /// A state as `before_state` and `after_state` make it, as text.
 pub(super) fn state_text(state: &Value) -> String {
     let number = |key: &str| state[key].as_i64().map_or("none".into(), |n| n.to_string());
@@ -342,23 +308,5 @@ pub(super) fn expected_text(change: &Change, scaling: Option<&Scaling>) -> Strin
             write.map_or("none".into(), |w| w.to_string())
         ),
         Change::SwitchToOnDemand => "PAY_PER_REQUEST".into(),
-    }
-}
-
-pub(super) fn observed_text(observed: &Observed) -> String {
-    match observed.billing_mode {
-        Billing::Provisioned => format!(
-            "PROVISIONED read {}, write {}",
-            observed.read, observed.write
-        ),
-        Billing::PayPerRequest => format!(
-            "PAY_PER_REQUEST max read {}, max write {}",
-            observed
-                .max_read_request_units
-                .map_or("none".into(), |r| r.to_string()),
-            observed
-                .max_write_request_units
-                .map_or("none".into(), |w| w.to_string())
-        ),
     }
 }

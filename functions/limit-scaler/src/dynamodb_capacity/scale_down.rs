@@ -4,22 +4,23 @@
 //! through Application Auto Scaling gets its original range back in one step, and Auto
 //! Scaling's own policy brings the capacity down.
 
-use runbook_shared::audit::Raise;
 use runbook_shared::aws::FaultKind;
-use runbook_shared::report::{Action, Check, Report, Verification};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{
-    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
-};
+use runbook_shared::model::{Action, Check, Report, Verification};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step, concluded};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
+use runbook_shared::store::Raise;
 use serde_json::{Value, json};
 
 use super::RUNBOOK;
-use super::auto_scaling::{self, Capacity, Range, Ranges, Scaling};
-use super::plan::{Change, expected_text, in_force, observed_text, step_down};
-use super::table::{Billing, ConsumedPeaks, Observed};
+use super::auto_scaling::{self, Scaling};
+use super::plan::{expected_text, in_force, step_down};
+use super::state::{
+    Billing, Capacity, Change, ConsumedPeaks, Observed, Range, Ranges, observed_text,
+};
 use super::target::CapacityTarget;
 use crate::Scaler;
-use crate::schedule::{current_raise, stop_tracking};
+use crate::raises::{current_raise, stop_tracking};
 
 /// One step down of the raise `raise` on `target`.
 pub struct ScaleDown {
@@ -99,7 +100,7 @@ impl Runbook<Scaler> for ScaleDown {
     }
 
     /// Not held up by the cooldown of the raise it undoes.
-    fn cooldown(&self, _: &runbook_shared::audit::AuditRecord) -> bool {
+    fn cooldown(&self, _: &runbook_shared::store::AuditRecord) -> bool {
         false
     }
 

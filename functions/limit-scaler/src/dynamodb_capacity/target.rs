@@ -1,7 +1,7 @@
 //! What `dynamodb-capacity` raises: a table or index, from a manual payload or a throttle alarm.
 
-use runbook_shared::resource::{Home, Resource, ResourceId};
-use runbook_shared::trigger::{AlarmTrigger, MetricRef, Rejection};
+use runbook_shared::model::{AlarmTrigger, MetricRef, Rejection};
+use runbook_shared::model::{Home, Resource, ResourceId};
 use serde::Deserialize;
 
 use super::{NAMESPACE, THROTTLE_METRICS};

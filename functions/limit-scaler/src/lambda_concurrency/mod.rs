@@ -5,12 +5,11 @@
 //! CONCURRENCY_RAISE_MINUTES (`put_back`).
 
 use runbook_shared::aws::{AwsError, FaultKind};
-use runbook_shared::report::{Action, AwaitedMetric, Check, Report, Verification};
-use runbook_shared::resource::{Home, Resource, ResourceId};
-use runbook_shared::runbook::{
-    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
-};
-use runbook_shared::trigger::{AlarmTrigger, Rejection};
+use runbook_shared::model::{Action, AwaitedMetric, Check, Report, Verification};
+use runbook_shared::model::{AlarmTrigger, Rejection};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step, concluded};
+use runbook_shared::model::{Home, Resource, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -257,7 +256,7 @@ impl Scaler {
         };
         report.details = Some(json!({
             "original": original["reserved_concurrency"],
-            "revert_at": runbook_shared::audit::timestamp(revert_at),
+            "revert_at": runbook_shared::model::timestamp(revert_at),
         }));
         self.safety
             .audit
@@ -287,8 +286,8 @@ impl Runbook<Scaler> for ConcurrencyTarget {
         home.function(&self.function)
     }
 
-    fn evidence_subject(&self) -> Option<runbook_shared::evidence::Subject> {
-        Some(runbook_shared::evidence::Subject::Function {
+    fn evidence_subject(&self) -> Option<runbook_shared::model::Subject> {
+        Some(runbook_shared::model::Subject::Function {
             name: self.function.clone(),
             qualifier: None,
         })
@@ -318,11 +317,13 @@ impl Runbook<Scaler> for ConcurrencyTarget {
                 })
             })?;
         let arn = configuration.function_arn().unwrap_or_default();
-        ctx.config
-            .safety
-            .managed
-            .require_function(&ctx.clients.lambda, function, arn)
-            .await
+        runbook_shared::guards::require_function(
+            &ctx.config.safety.managed,
+            &ctx.clients.lambda,
+            function,
+            arn,
+        )
+        .await
     }
 
     /// Raises of any function are serialised on the account's concurrency, so that two of

@@ -1,15 +1,16 @@
 //! The schedule's step for a raised reservation: back to its original after
 //! CONCURRENCY_RAISE_MINUTES, unless someone else changed it since.
 
-use runbook_shared::audit::Raise;
-use runbook_shared::report::{Action, Check, Report};
-use runbook_shared::resource::{Home, Resource, ResourceId};
-use runbook_shared::runbook::{Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step};
+use runbook_shared::model::{Action, Check, Report};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step};
+use runbook_shared::model::{Home, Resource, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
+use runbook_shared::store::Raise;
 use serde_json::{Value, json};
 
 use super::{RUNBOOK, Reservation, reservation, state, text};
 use crate::Scaler;
-use crate::schedule::{current_raise, put_back_verified, stop_tracking};
+use crate::raises::{current_raise, put_back_verified, stop_tracking};
 
 /// The schedule's step for a raised reservation whose time is up: back to its original,
 /// unless someone else changed it since.
@@ -42,7 +43,7 @@ impl Runbook<Scaler> for PutBack {
     }
 
     /// Not held up by the cooldown of the raise it undoes.
-    fn cooldown(&self, _: &runbook_shared::audit::AuditRecord) -> bool {
+    fn cooldown(&self, _: &runbook_shared::store::AuditRecord) -> bool {
         false
     }
 

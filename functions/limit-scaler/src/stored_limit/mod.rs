@@ -8,12 +8,11 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{Duration, Utc};
 use runbook_shared::aws::{AwsError, FaultKind, condition_held};
-use runbook_shared::report::{Action, Check, Report, Verification};
-use runbook_shared::resource::{Home, Resource, ResourceId};
-use runbook_shared::runbook::{
-    Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step, concluded,
-};
-use runbook_shared::trigger::{AlarmTrigger, Rejection};
+use runbook_shared::model::{Action, Check, Report, Verification};
+use runbook_shared::model::{AlarmTrigger, Rejection};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step, concluded};
+use runbook_shared::model::{Home, Resource, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -325,10 +324,13 @@ impl Runbook<Scaler> for LimitTarget {
 
     async fn managed(&self, ctx: &RunContext<'_, Scaler>) -> Step<()> {
         let safety = &ctx.config.safety;
-        safety
-            .managed
-            .require_table(&ctx.clients.dynamodb, &safety.home, &self.table)
-            .await
+        runbook_shared::guards::require_table(
+            &safety.managed,
+            &ctx.clients.dynamodb,
+            &safety.home,
+            &self.table,
+        )
+        .await
     }
 
     async fn diagnose(&self, ctx: &RunContext<'_, Scaler>, report: &mut Report) -> Step<Diagnosis> {
@@ -459,7 +461,7 @@ impl Runbook<Scaler> for LimitTarget {
             change.to.to_string(),
             observed,
         ));
-        let revert_at = runbook_shared::audit::timestamp(revert_at);
+        let revert_at = runbook_shared::model::timestamp(revert_at);
         report.details = Some(json!({"original": original, "revert_at": revert_at}));
         match registered {
             Err(err) => Ending::failed(format!(

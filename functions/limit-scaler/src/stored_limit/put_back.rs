@@ -1,16 +1,17 @@
 //! The schedule's step for a raised stored limit: back to its original once its time is up,
 //! unless someone else changed it since.
 
-use runbook_shared::audit::Raise;
-use runbook_shared::report::{Action, Check, Report};
-use runbook_shared::resource::{Home, ResourceId};
-use runbook_shared::runbook::{Decision, Ending, NotApplied, Planned, RunContext, Runbook, Step};
+use runbook_shared::model::{Action, Check, Report};
+use runbook_shared::model::{Decision, Ending, NotApplied, Planned, Step};
+use runbook_shared::model::{Home, ResourceId};
+use runbook_shared::path::{RunContext, Runbook};
+use runbook_shared::store::Raise;
 use serde_json::{Value, json};
 
 use super::{LimitChange, LimitTarget, RUNBOOK};
 use crate::Scaler;
 use crate::config::ScalerConfig;
-use crate::schedule::{current_raise, put_back_verified, stop_tracking};
+use crate::raises::{current_raise, put_back_verified, stop_tracking};
 
 /// The schedule's step for a raised limit whose time is up: back to its original, unless
 /// someone else changed it since.
@@ -57,7 +58,7 @@ impl Runbook<Scaler> for PutBack {
     }
 
     /// Not held up by the cooldown of the raise it undoes.
-    fn cooldown(&self, _: &runbook_shared::audit::AuditRecord) -> bool {
+    fn cooldown(&self, _: &runbook_shared::store::AuditRecord) -> bool {
         false
     }
 

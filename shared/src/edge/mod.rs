@@ -1,0 +1,130 @@
+//! The Lambda edge every function's `main` uses: each invocation gets its deadline, a span with
+//! its request id, and its output logged as one JSON line.
+
+pub mod alarms;
+pub mod approvals;
+pub mod controls;
+pub mod fleet;
+pub mod publish;
+pub mod recognise;
+
+use std::future::Future;
+use std::time::Duration;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::config::ConfigError;
+use crate::deadline::Deadline;
+use crate::edge::publish::ReportEvents;
+use crate::model::Invocation;
+use crate::model::{Outcome, Report, TriggerInfo, TriggerKind};
+
+/// How long before the Lambda deadline an unfinished invocation is stopped, so that it still
+/// answers (its report, the report's events, the log line) rather than being killed by Lambda
+/// with no report at all.
+pub const STOP_BEFORE_LAMBDA_DEADLINE: Duration = Duration::from_millis(1_000);
+
+/// How long before the Lambda deadline the report events are given up on, so that the answer
+/// itself still leaves in time.
+const ANSWER_BEFORE_LAMBDA_DEADLINE: Duration = Duration::from_millis(300);
+
+/// Logs a configuration error before it stops the cold start.
+pub fn startup_failed(err: ConfigError) -> Error {
+    tracing::error!(error = %err, "bad configuration: the function cannot start");
+    // As text, so the runtime prints the message rather than the error's structure.
+    err.to_string().into()
+}
+
+/// Serves invocations of `function` with `handle` (which must not fail: bad input is a report,
+/// not an error). The output is logged as one JSON line and, where worth it, published as report
+/// events; a failure to publish is logged and added to the output as `event_error`.
+///
+/// Every wait and retry inside `handle` is bounded by the invocation's deadline, but one AWS
+/// call that never answers would still hold it past the Lambda deadline, where Lambda kills it
+/// and nobody learns what it did. So `handle` is stopped `STOP_BEFORE_LAMBDA_DEADLINE` before
+/// it, and the answer is a failed report that says so.
+pub async fn serve<F, Fut, O>(
+    function: &'static str,
+    report_events: Option<ReportEvents>,
+    handle: F,
+) -> Result<(), Error>
+where
+    F: Fn(Value, Invocation) -> Fut,
+    Fut: Future<Output = O>,
+    O: Serialize,
+{
+    let handle = &handle;
+    let report_events = &report_events;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let request_id = event.context.request_id.clone();
+        let lambda_deadline = Deadline::within(Duration::from_millis(
+            event.context.deadline.saturating_sub(now_ms()),
+        ));
+        let invocation = Invocation::new(&request_id, Deadline::from_epoch_millis(event.context.deadline));
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("invocation", request_id = %request_id, target = tracing::field::Empty);
+        // Boxed: the handlers' futures are deep enough to hit the compiler's layout limit.
+        let handled = Box::pin(handle(event.payload, invocation).instrument(span.clone()));
+        let stop_in = lambda_deadline.less(STOP_BEFORE_LAMBDA_DEADLINE).remaining();
+        let (mut output, stopped) = match tokio::time::timeout(stop_in, handled).await {
+            Ok(output) => (serde_json::to_value(&output)?, false),
+            Err(_) => {
+                tracing::error!(parent: &span, "stopped before the Lambda deadline with its work unfinished");
+                let mut report = stopped_at_deadline(function, &request_id);
+                report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                (serde_json::to_value(&report)?, true)
+            }
+        };
+        if let Some(report_events) = report_events {
+            let publish_in = lambda_deadline.less(ANSWER_BEFORE_LAMBDA_DEADLINE).remaining();
+            let published = tokio::time::timeout(publish_in, report_events.publish(&output).instrument(span))
+                .await
+                .unwrap_or_else(|_| Err(report_events.out_of_time()));
+            if let Err(err) = published {
+                tracing::error!(error = %err, "the report events were not published");
+                if let Some(fields) = output.as_object_mut() {
+                    fields.insert("event_error".into(), Value::String(err.to_string()));
+                }
+            }
+        }
+        crate::logging::log_output(&output);
+        if stopped {
+            // An error, not an answer: Lambda retries an asynchronous invocation with the same
+            // request id, and that retry takes over the claim and the lease and adopts a change
+            // this one may have made (its intent on the lease) instead of losing its record.
+            let reason = output["reason"].as_str().unwrap_or_default().to_string();
+            return Err(Error::from(reason));
+        }
+        Ok::<_, Error>(output)
+    }))
+    .await
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// The report of an invocation stopped before the Lambda deadline: published and logged like any
+/// other, so that people learn of it, and returned as the invocation's error.
+fn stopped_at_deadline(function: &str, request_id: &str) -> Report {
+    let trigger = TriggerInfo {
+        kind: TriggerKind::Unknown,
+        name: None,
+        event_id: None,
+    };
+    Report::new(
+        function,
+        trigger,
+        Outcome::Failed,
+        format!(
+            "stopped {}s before the Lambda deadline with its work unfinished (an AWS call did not answer in time): \
+             its logs under request id {request_id} show how far it got; Lambda retries an asynchronous invocation \
+             with the same request id, which adopts a change this one recorded as its intent instead of making it twice; \
+             run a manual one again once AWS answers, or raise the function's Timeout if this repeats",
+            STOP_BEFORE_LAMBDA_DEADLINE.as_secs_f32()
+        ),
+    )
+}
