@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use runbook_shared::edge::approvals as approval;
 use runbook_shared::edge::fleet::Fleet;
-use runbook_shared::edge::recognise::recognise_from;
+use runbook_shared::edge::recognise::Recognised;
 use runbook_shared::guards::Safety;
 use runbook_shared::model::FleetConfig;
 use runbook_shared::model::Invocation;
@@ -267,8 +267,11 @@ pub async fn handle(fleet: &Fleet<Responder>, event: Value, invocation: &Invocat
             event,
             invocation,
             false,
-            |responder, event, invocation| async move {
-                responder.handle(event, &invocation).await.into()
+            |responder, recognised, invocation| async move {
+                responder
+                    .handle_recognised(recognised, &invocation)
+                    .await
+                    .into()
             },
         )
         .await
@@ -325,21 +328,32 @@ impl Responder {
 
     /// Handles one invocation and returns its report. Never fails.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Report {
+        self.handle_recognised(Recognised::of(event), invocation)
+            .await
+    }
+
+    /// Handles an event recognised where it entered (a fleet's hub reads it once for every
+    /// place).
+    pub async fn handle_recognised(
+        &self,
+        recognised: Recognised,
+        invocation: &Invocation,
+    ) -> Report {
         // On the heap: the runbooks' futures are too large for a small thread stack.
-        let invocation = invocation.handling(&event);
+        let invocation = invocation.handling(&recognised.event);
         Box::pin(approval::route(
             &self.safety,
             FUNCTION,
-            event,
+            recognised,
             &invocation,
-            |event, invocation| async move { self.dispatch(event, &invocation).await },
+            |recognised, invocation| async move { self.dispatch(recognised, &invocation).await },
         ))
         .await
     }
 
-    async fn dispatch(&self, event: Value, invocation: &Invocation) -> Report {
+    async fn dispatch(&self, recognised: Recognised, invocation: &Invocation) -> Report {
         let home = &self.config.safety.home;
-        let trigger = match recognise_from(&event, &self.config.safety) {
+        let trigger = match recognised.admitted(&self.config.safety) {
             Ok(trigger) => trigger,
             Err(rejection) => {
                 let info = TriggerInfo {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use runbook_shared::edge::alarms;
 use runbook_shared::edge::approvals as approval;
 use runbook_shared::edge::fleet::Fleet;
-use runbook_shared::edge::recognise::recognise_from;
+use runbook_shared::edge::recognise::Recognised;
 use runbook_shared::guards::Safety;
 use runbook_shared::model::FleetConfig;
 use runbook_shared::model::Invocation;
@@ -128,7 +128,9 @@ pub async fn handle(fleet: &Fleet<Scaler>, event: Value, invocation: &Invocation
             event,
             invocation,
             true,
-            |scaler, event, invocation| async move { scaler.handle(event, &invocation).await },
+            |scaler, recognised, invocation| async move {
+                scaler.handle_recognised(recognised, &invocation).await
+            },
         )
         .await
 }
@@ -266,20 +268,31 @@ impl Scaler {
     /// Handles one invocation: one report, or one per raise put back for a schedule. Never
     /// fails, so a bad input cannot cause a retry storm.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
+        self.handle_recognised(Recognised::of(event), invocation)
+            .await
+    }
+
+    /// Handles an event recognised where it entered (a fleet's hub reads it once for every
+    /// place).
+    pub async fn handle_recognised(
+        &self,
+        recognised: Recognised,
+        invocation: &Invocation,
+    ) -> Output {
         // On the heap: the runbooks' futures are too large for a small thread stack.
-        let invocation = invocation.handling(&event);
+        let invocation = invocation.handling(&recognised.event);
         Box::pin(approval::route(
             &self.safety,
             FUNCTION,
-            event,
+            recognised,
             &invocation,
-            |event, invocation| async move { self.dispatch(event, &invocation).await },
+            |recognised, invocation| async move { self.dispatch(recognised, &invocation).await },
         ))
         .await
     }
 
-    async fn dispatch(&self, event: Value, invocation: &Invocation) -> Output {
-        let trigger = match recognise_from(&event, &self.config.safety) {
+    async fn dispatch(&self, recognised: Recognised, invocation: &Invocation) -> Output {
+        let trigger = match recognised.admitted(&self.config.safety) {
             Ok(trigger) => trigger,
             Err(rejection) => {
                 let info = TriggerInfo {

@@ -10,11 +10,12 @@ use std::pin::Pin;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
+use super::recognise::Recognised;
 use crate::guards::Safety;
 use crate::model::timestamp;
 use crate::model::{
     Approval, ApprovalRequest, ApprovalStatus, Approving, Invocation, Outcome, Output, Plan,
-    PlanRecord, Report, TriggerInfo, approval_event_id,
+    PlanRecord, Report, Trigger, TriggerInfo, approval_event_id,
 };
 
 /// Handles the plan's event again as an approval: what the function does with any event.
@@ -27,22 +28,27 @@ pub type Replay<'a> =
 pub async fn route<'a, O, D, Fut>(
     safety: &Safety,
     function: &str,
-    event: Value,
+    recognised: Recognised,
     invocation: &Invocation,
     dispatch: D,
 ) -> O
 where
-    D: Fn(Value, Invocation) -> Fut + 'a,
+    D: Fn(Recognised, Invocation) -> Fut + 'a,
     Fut: Future<Output = O> + 'a,
     O: From<Report> + Into<Output> + 'a,
 {
-    let Some(payload) = crate::edge::recognise::approval_payload(&event).cloned() else {
+    let Ok(Trigger::Approval(payload)) = &recognised.trigger else {
         // Boxed: the runbooks' futures are too large for a small thread stack.
-        return Box::pin(dispatch(event, invocation.clone())).await;
+        return Box::pin(dispatch(recognised, invocation.clone())).await;
     };
+    let payload = payload.clone();
     let replay: Replay<'a> = Box::new(move |event, invocation| {
         // Its own box: a run can hold another (api-errors hands a rollback over in-process).
-        Box::pin(async move { Box::pin(dispatch(event, invocation)).await.into() })
+        Box::pin(async move {
+            Box::pin(dispatch(Recognised::of(event), invocation))
+                .await
+                .into()
+        })
     });
     serve(safety, function, &payload, invocation, replay)
         .await

@@ -14,7 +14,7 @@ use aws_config::SdkConfig;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::recognise::{origin_of, recognise, unlisted_topic};
+use super::recognise::{Recognised, origin_of, unlisted_topic};
 use crate::aws::{AwsError, FaultKind};
 use crate::model::{
     FleetConfig, Home, Invocation, Origin, Outcome, Output, Rejection, Report, ResourceId,
@@ -237,12 +237,13 @@ impl<F: Function> Fleet<F> {
         event: Value,
         invocation: &Invocation,
         everywhere: bool,
-        handle: impl Fn(Arc<F>, Value, Invocation) -> Fut,
+        handle: impl Fn(Arc<F>, Recognised, Invocation) -> Fut,
     ) -> Output
     where
         Fut: Future<Output = Output>,
     {
-        let trigger = recognise(&event);
+        let mut recognised = Recognised::of(event);
+        let trigger = recognised.trigger.clone();
         // An alarm notification from a topic the deployment does not take is refused before
         // any role is assumed (the member would refuse it too).
         if let Some(refused) = trigger
@@ -261,7 +262,7 @@ impl<F: Function> Fleet<F> {
         }
         // The switch lives in the hub's audit table; a control's `account` names the switch.
         if !self.config.is_fleet() || matches!(trigger, Ok(Trigger::Control(_))) {
-            return handle(self.hub.clone(), event, invocation.clone()).await;
+            return handle(self.hub.clone(), recognised, invocation.clone()).await;
         }
         let schedule = matches!(trigger, Ok(Trigger::Schedule(_)));
         let info = trigger
@@ -272,15 +273,14 @@ impl<F: Function> Fleet<F> {
                 name: None,
                 event_id: None,
             });
-        let mut event = event;
         let origin = match &trigger {
-            Ok(Trigger::Approval(_)) => self.plan_origin(&event).await,
+            Ok(Trigger::Approval(_)) => self.plan_origin(&recognised.event).await,
             // A person names the place beside the payload; the runbook reads the rest.
-            Ok(Trigger::Manual(_)) => Ok(take_place(&mut event)),
+            Ok(Trigger::Manual(_)) => Ok(take_place(&mut recognised)),
             // Sent by this deployment on its own bus, for the place of the sender's target. The
             // bus takes other accounts' events too: one whose sender (which EventBridge names,
             // unforgeably, in `account`) is not the hub is refused before any role is assumed.
-            Ok(Trigger::Handoff(handoff)) => match origin_of(&event).account {
+            Ok(Trigger::Handoff(handoff)) => match origin_of(&recognised.event).account {
                 Some(sender) if sender != self.hub_home.account => Err(Rejection(format!(
                     "a Runbook Handoff from account {sender}: handoffs come only from this deployment's own account {}; nothing was done",
                     self.hub_home.account
@@ -290,7 +290,7 @@ impl<F: Function> Fleet<F> {
                     region: handoff.region.clone(),
                 }),
             },
-            _ => Ok(origin_of(&event)),
+            _ => Ok(origin_of(&recognised.event)),
         };
         let place = origin.and_then(|origin| {
             self.config.admit(
@@ -313,7 +313,7 @@ impl<F: Function> Fleet<F> {
         );
         if !(everywhere && schedule) {
             return match sessions.member(&place).await {
-                Ok(member) => match handle(member, event, invocation.clone()).await {
+                Ok(member) => match handle(member, recognised, invocation.clone()).await {
                     Output::One(report) => placed(*report, &place).into(),
                     Output::Sweep { reports } => Output::Sweep {
                         reports: reports
@@ -342,7 +342,7 @@ impl<F: Function> Fleet<F> {
                 continue;
             }
             let output = match sessions.member(&place).await {
-                Ok(member) => handle(member, event.clone(), invocation.clone()).await,
+                Ok(member) => handle(member, recognised.clone(), invocation.clone()).await,
                 Err(err) => invocation
                     .timed(unreachable(function, info.clone(), &err))
                     .into(),
@@ -380,10 +380,15 @@ impl<F: Function> Fleet<F> {
     }
 }
 
-/// The `account` and `region` a manual payload names, taken out of it.
-fn take_place(event: &mut Value) -> Origin {
+/// The `account` and `region` a manual payload names, taken out of it (its text and its
+/// recognised payload both): the runbook reads the rest.
+fn take_place(recognised: &mut Recognised) -> Origin {
     let mut take = |key: &str| {
-        event
+        if let Ok(Trigger::Manual(payload)) = &mut recognised.trigger {
+            payload.remove(key);
+        }
+        recognised
+            .event
             .as_object_mut()
             .and_then(|payload| payload.remove(key))
             .map(|value| {

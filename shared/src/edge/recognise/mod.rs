@@ -18,24 +18,43 @@ pub use alarm::triggering_alarms;
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::model::{AlarmTrigger, Origin, Rejection, ScheduleTrigger, Trigger};
 
 pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 
-/// Recognises the trigger from the input's shape, and refuses an event from another account or
-/// region than `home`'s: the resources it names by name are not the ones this function would
-/// find under those names. A `Runbook Handoff` is sent by the deployment itself, from `hub`'s
-/// account (its bus takes an organization's events too), about the place it names; a schedule
-/// is the hub's, and runs in every place it acts in.
-pub fn recognise_from(
+/// An event as it arrived, and what it was recognised as: read once, where it enters, and
+/// handed down with its text (a plan made for approval stores the text, to handle it again).
+#[derive(Clone, Debug)]
+pub struct Recognised {
+    pub event: Value,
+    pub trigger: Result<Trigger, Rejection>,
+}
+
+impl Recognised {
+    pub fn of(event: Value) -> Self {
+        let trigger = recognise(&event);
+        Self { event, trigger }
+    }
+
+    /// The trigger, unless it is refused here: an event from another account or region than
+    /// `home`'s names resources by names that are not the ones this function would find under
+    /// them. A `Runbook Handoff` is sent by the deployment itself, from `hub`'s account (its bus
+    /// takes an organization's events too), about the place it names; a schedule is the hub's,
+    /// and runs in every place it acts in.
+    pub fn admitted(&self, config: &crate::model::SafetyConfig) -> Result<Trigger, Rejection> {
+        admit(&self.event, self.trigger.clone()?, config)
+    }
+}
+
+fn admit(
     event: &Value,
+    trigger: Trigger,
     config: &crate::model::SafetyConfig,
 ) -> Result<Trigger, Rejection> {
     let (home, hub) = (&config.home, &config.hub);
-    let trigger = recognise(event)?;
     if let Some(refused) = unlisted_topic(&trigger, &config.alarm_topics) {
         return Err(refused);
     }
@@ -111,16 +130,6 @@ fn notified_alarm(event: &Value) -> Option<crate::model::Arn> {
     crate::model::Arn::parse(message.get("AlarmArn")?.as_str()?).ok()
 }
 
-/// A person's decision on a plan (`{"approve": …}` or `{"deny": …}`: no `source`, no
-/// `control`), told from the input's keys alone: every invocation asks, before recognising it.
-pub fn approval_payload(event: &Value) -> Option<&Map<String, Value>> {
-    let object = event.as_object()?;
-    let decision = !object.contains_key("source")
-        && !object.contains_key("control")
-        && (object.contains_key("approve") || object.contains_key("deny"));
-    decision.then_some(object)
-}
-
 /// Recognises the trigger from the input's shape.
 pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
     let Some(object) = event.as_object() else {
@@ -141,8 +150,9 @@ pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
         if object.contains_key("control") {
             return Ok(Trigger::Control(object.clone()));
         }
-        if let Some(decision) = approval_payload(event) {
-            return Ok(Trigger::Approval(decision.clone()));
+        // A person's decision on a plan.
+        if object.contains_key("approve") || object.contains_key("deny") {
+            return Ok(Trigger::Approval(object.clone()));
         }
         return Ok(Trigger::Manual(object.clone()));
     };
@@ -206,6 +216,13 @@ fn json_kind(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use crate::model::{AlarmState, TriggerKind};
+
+    fn recognise_from(
+        event: &Value,
+        config: &crate::model::SafetyConfig,
+    ) -> Result<Trigger, Rejection> {
+        Recognised::of(event.clone()).admitted(config)
+    }
     use serde_json::json;
 
     fn state_change(state: &str) -> Value {
