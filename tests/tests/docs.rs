@@ -32,9 +32,10 @@ fn pages() -> Vec<(String, String)> {
 }
 
 /// The pages of docs/ that are no runbook's.
-const NOT_RUNBOOKS: [&str; 6] = [
+const NOT_RUNBOOKS: [&str; 7] = [
     "README.md",
     "adding-a-runbook.md",
+    "architecture.md",
     "brakes.md",
     "evidence.md",
     "left-to-people.md",
