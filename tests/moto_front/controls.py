@@ -31,7 +31,8 @@ def take_delay(action: str, request_text: str, answer: bool):
         rule = next((r for r in rules if r["resource"] in request_text and r["answer"] == answer), None)
         if rule is not None:
             rules.remove(rule)
-            rule["taken"].set()
+            if not answer:
+                rule["taken"].set()
     return rule
 
 
@@ -45,7 +46,8 @@ def add_delay(action: str, resource: str, ms: int, answer: bool):
 
 def held(action: str, resource: str, timeout: float) -> bool:
     """Waits until a request has taken the delay asked for `action` on `resource` (the oldest
-    such delay): the slowed request has arrived and is being held."""
+    such delay): the slowed request has arrived and is being held (for an `answer` delay: moto
+    has served it, and its answer is being held)."""
     with DELAYS_LOCK:
         rule = next((r for r in ASKED if r["action"] == action and r["resource"] == resource), None)
     if rule is None:
@@ -76,6 +78,8 @@ class DelayedAnswers:
         chunks = self.app(environ, start_response)
         if rule is not None:
             answer = b"".join(chunks)
+            # Held from here: the call has taken effect, and only its answer waits.
+            rule["taken"].set()
             time.sleep(rule["ms"] / 1000)
             return [answer]
         return chunks

@@ -324,19 +324,19 @@ fn collect_actions(value: &Value, into: &mut BTreeSet<String>) {
 /// (Its end-to-end tests, run under its policy, would fail if it made them.)
 const NEVER_CALLED: &[(&str, &str)] = &[
     // health-prober settles pending verifications (Query, UpdateItem) and serves the kill switch
-    // (GetItem, PutItem); the leases of shared/src/audit/ belong to the functions that remediate.
+    // (GetItem, PutItem); the leases of shared/src/store/ belong to the functions that remediate.
     (HEALTH_PROBER, "dynamodb:DeleteItem"),
-    // The managed-function check in shared/src/safety.rs, for the functions that change Lambda
+    // The managed-function check in shared/src/guards/managed.rs, for the functions that change Lambda
     // functions; these two change none.
     (HEALTH_PROBER, "lambda:ListTags"),
     (DLQ_REDRIVER, "lambda:ListTags"),
-    // The owning-stack check in shared/src/ownership.rs, for the runbooks that change what a
+    // The owning-stack check in shared/src/guards/owner.rs, for the runbooks that change what a
     // template sets; dlq-redriver changes messages and health-prober nothing (`stacks()` is
     // None for both).
     (DLQ_REDRIVER, "cloudformation:DescribeStackResources"),
     (DLQ_REDRIVER, "cloudformation:DescribeStacks"),
     (HEALTH_PROBER, "cloudformation:DescribeStackResources"),
-    // The evidence in shared/src/evidence.rs reads a function's logs, versions, aliases and
+    // The evidence in shared/src/path/evidence/ reads a function's logs, versions, aliases and
     // owning stack's events; dlq-redriver's evidence is its DLQ's metrics alone, and
     // health-prober's reports carry none.
     (DLQ_REDRIVER, "logs:FilterLogEvents"),
@@ -347,10 +347,10 @@ const NEVER_CALLED: &[(&str, &str)] = &[
     (HEALTH_PROBER, "logs:FilterLogEvents"),
     (HEALTH_PROBER, "lambda:ListAliases"),
     (HEALTH_PROBER, "lambda:ListVersionsByFunction"),
-    // The managed-table check in shared/src/safety.rs, for the functions that change tables.
+    // The managed-table check in shared/src/guards/managed.rs, for the functions that change tables.
     (HEALTH_PROBER, "dynamodb:ListTagsOfResource"),
     (DLQ_REDRIVER, "dynamodb:ListTagsOfResource"),
-    // The scorecard's read of the audit table (shared/src/audit/plans.rs) is health-prober's.
+    // The scorecard's read of the audit table (shared/src/store/plans.rs) is health-prober's.
     (LIMIT_SCALER, "dynamodb:Scan"),
     (DLQ_REDRIVER, "dynamodb:Scan"),
     (ALARM_RESPONDER, "dynamodb:Scan"),

@@ -35,6 +35,7 @@ enum ControlAction {
     Status,
 }
 
+/// Handles a control payload: pause, resume, or the switch's status.
 pub async fn control(
     switch: &Switch,
     function: &str,

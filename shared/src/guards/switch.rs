@@ -139,7 +139,7 @@ impl Switch {
         ))
     }
 
-    pub async fn status(
+    pub(crate) async fn status(
         &self,
         function: &str,
         trigger: TriggerInfo,
@@ -171,7 +171,7 @@ impl Switch {
 
     /// Writes the switch (a pause, or none), with an audit record and the report its event
     /// carries.
-    pub async fn set(
+    pub(crate) async fn set(
         &self,
         function: &str,
         trigger: TriggerInfo,

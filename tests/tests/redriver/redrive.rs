@@ -24,7 +24,7 @@ async fn redrive_moves_every_message_home_keeping_attributes_and_counting_redriv
     .await;
     assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
     // The ledger reconciles now; whether the messages stay out, the verification window says
-    // (tests/tests/dlq_redriver/returned.rs).
+    // (tests/tests/redriver/returned.rs).
     assert_eq!(
         report.verification.status,
         VerificationStatus::Pending,

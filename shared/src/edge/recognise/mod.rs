@@ -139,6 +139,13 @@ pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
         )));
     };
     let Some(source) = object.get("source") else {
+        // A person's decision on a plan, whatever else it holds (its own parser names any
+        // other key); a control payload is not one.
+        if !object.contains_key("control")
+            && (object.contains_key("approve") || object.contains_key("deny"))
+        {
+            return Ok(Trigger::Approval(object.clone()));
+        }
         if object.contains_key("Records") {
             return records(event);
         }
@@ -149,10 +156,6 @@ pub fn recognise(event: &Value) -> Result<Trigger, Rejection> {
         }
         if object.contains_key("control") {
             return Ok(Trigger::Control(object.clone()));
-        }
-        // A person's decision on a plan.
-        if object.contains_key("approve") || object.contains_key("deny") {
-            return Ok(Trigger::Approval(object.clone()));
         }
         return Ok(Trigger::Manual(object.clone()));
     };
@@ -243,6 +246,24 @@ mod tests {
                 ]}
             }
         })
+    }
+
+    #[test]
+    fn a_decision_is_told_by_its_keys_before_any_other_shape_but_a_control() {
+        for event in [
+            json!({"approve": "p-1", "by": "alice"}),
+            json!({"deny": "p-1", "Records": []}),
+            json!({"approve": "p-1", "statusCode": 200}),
+        ] {
+            assert!(
+                matches!(recognise(&event), Ok(Trigger::Approval(_))),
+                "{event}"
+            );
+        }
+        assert!(matches!(
+            recognise(&json!({"control": "status", "approve": "p-1"})),
+            Ok(Trigger::Control(_))
+        ));
     }
 
     #[test]
