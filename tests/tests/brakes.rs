@@ -312,3 +312,93 @@ async fn a_run_that_writes_nothing_gives_its_brake_slot_back() {
         report.reason
     );
 }
+
+#[tokio::test]
+async fn a_guard_says_which_guard_stopped_a_run_with_what_it_saw() {
+    use runbook_shared::guards::{acquire_waiting, cooldown, spend_budget};
+    use runbook_shared::model::{Skip, TriggerInfo, TriggerKind};
+    use runbook_tests::fixtures::record_remediation;
+
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let scaler = scaler(
+        &audit,
+        &[("COOLDOWN_SECONDS", "300"), ("MAX_ACTIONS_PER_HOUR", "1")],
+        scaler_clients(),
+    );
+    let safety = &scaler.safety;
+    let table = runbook_tests::unique("managed-typed");
+    let resource = safety.config.home.table(&table);
+
+    // The cooldown: a change a minute ago, by this runbook.
+    let audit_id = record_remediation(
+        &safety.audit,
+        "dynamodb-capacity",
+        (&resource.key(), &table),
+        runbook_shared::model::Action {
+            api: "dynamodb:UpdateTable".into(),
+            target: table.clone(),
+            before: json!({}),
+            after: json!({}),
+            applied: true,
+            error: None,
+        },
+        None,
+        chrono::Duration::minutes(1),
+    )
+    .await;
+    match cooldown(safety, "dynamodb-capacity", &resource, |_| true).await {
+        Ok(Some(Skip::Cooldown {
+            runbook,
+            resource: name,
+            audit_id: seen,
+            cooldown_seconds,
+            ..
+        })) => {
+            assert_eq!(
+                (runbook.as_str(), name.as_str(), cooldown_seconds),
+                ("dynamodb-capacity", table.as_str(), 300)
+            );
+            assert_eq!(seen, audit_id);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The lease: held by the first invocation, the second is told by whom.
+    let (first, second) = (invocation(), invocation());
+    assert_eq!(
+        acquire_waiting(safety, &resource, &first, std::time::Duration::ZERO)
+            .await
+            .expect("lease"),
+        Ok(())
+    );
+    match acquire_waiting(safety, &resource, &second, std::time::Duration::ZERO).await {
+        Ok(Err(Skip::Leased { key, owner, .. })) => {
+            assert_eq!(
+                (key, owner),
+                (resource.lease_key(), first.request_id.clone())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The budget: one automatic action an hour, the second waits.
+    let mut report = Report::new(
+        "limit-scaler",
+        TriggerInfo {
+            kind: TriggerKind::Alarm,
+            name: Some("t".into()),
+            event_id: Some(uuid::Uuid::new_v4().to_string()),
+        },
+        Outcome::NoAction,
+        "",
+    );
+    report.runbook = Some("dynamodb-capacity".into());
+    assert_eq!(spend_budget(safety, &report).await.expect("budget"), Ok(()));
+    match spend_budget(safety, &report).await {
+        Ok(Err(Skip::Budget { runbook, max, next })) => {
+            assert_eq!((runbook.as_str(), max), ("dynamodb-capacity", 1));
+            assert!(next.is_some(), "the next allowed time is named");
+        }
+        other => panic!("{other:?}"),
+    }
+}

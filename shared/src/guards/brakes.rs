@@ -7,8 +7,7 @@
 use chrono::{Duration, Utc};
 
 use super::Safety;
-use crate::model::timestamp;
-use crate::model::{Escalation, Report, ResourceId, Skip};
+use crate::model::{Earlier, Escalation, Report, ResourceId, Skip};
 use crate::store::Slot;
 
 /// How far back the repeat-offender brake looks, and how many automatic actions on one
@@ -35,29 +34,28 @@ pub async fn repeat_brake(
     if earlier.len() < REPEATS_ALLOWED {
         return Ok(Ok(()));
     }
-    let ids: Vec<String> = earlier
+    let evidence = earlier
         .iter()
-        .map(|record| {
-            format!(
-                "{} ({}, {})",
-                record.audit_id,
-                record.runbook,
-                timestamp(record.started_at)
-            )
-        })
+        .map(|record| record.audit_id.clone())
         .collect();
-    let reason = format!(
-        "escalated: acted on {} {} times in {REPEAT_WINDOW_HOURS} h (audit {}); a resource that keeps needing the same fix needs a person: look at it, then run the runbook by hand if it still applies",
-        resource.name(),
-        earlier.len(),
-        ids.join(", ")
-    );
+    let skip = Skip::Repeat {
+        resource: resource.name(),
+        window_hours: REPEAT_WINDOW_HOURS,
+        earlier: earlier
+            .into_iter()
+            .map(|record| Earlier {
+                audit_id: record.audit_id,
+                runbook: record.runbook,
+                started_at: record.started_at,
+            })
+            .collect(),
+    };
     report.escalation = Some(Escalation {
         kind: "repeat".into(),
-        reason: reason.clone(),
-        evidence: earlier.into_iter().map(|record| record.audit_id).collect(),
+        reason: skip.to_string(),
+        evidence,
     });
-    Ok(Err(Skip(reason)))
+    Ok(Err(skip))
 }
 
 /// The correlated-change brake, for an automatic run: counts this change in the
@@ -83,25 +81,24 @@ pub async fn change_brake(
         Ok(slot) => return Ok(Ok(Some(slot))),
         Err(changed) => changed,
     };
-    let names: Vec<String> = changed
-        .iter()
-        .map(|(key, at)| {
-            let name = ResourceId::from_key(key).map_or_else(|| key.clone(), |id| id.name());
-            format!("{name} at {}", timestamp(*at))
-        })
-        .collect();
-    let reason = format!(
-        "brake: {} resources changed in the last {} minutes ({}); MAX_CHANGES_PER_WINDOW={max}: so many changes at once look like one cause, which a person should find before more change",
-        changed.len(),
-        window.num_minutes(),
-        names.join(", ")
-    );
+    let evidence = changed.iter().map(|(key, _)| key.clone()).collect();
+    let skip = Skip::Brake {
+        changed: changed
+            .into_iter()
+            .map(|(key, at)| {
+                let name = ResourceId::from_key(&key).map_or(key, |id| id.name());
+                (name, at)
+            })
+            .collect(),
+        window_minutes: window.num_minutes(),
+        max,
+    };
     if safety.audit.claim_escalation(window, now).await? {
         report.escalation = Some(Escalation {
             kind: "brake".into(),
-            reason: reason.clone(),
-            evidence: changed.into_iter().map(|(key, _)| key).collect(),
+            reason: skip.to_string(),
+            evidence,
         });
     }
-    Ok(Err(Skip(reason)))
+    Ok(Err(skip))
 }

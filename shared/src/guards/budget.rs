@@ -29,13 +29,10 @@ pub async fn spend_budget(safety: &Safety, report: &Report) -> Result<Result<(),
     };
     Ok(match next {
         None => Ok(()),
-        Some(next) => Err(Skip(format!(
-            "budget spent: {runbook} took {max} automatic actions in the last 60 minutes (MAX_ACTIONS_PER_HOUR={max}){}",
-            next.map(|at| format!(
-                "; the next is allowed after {}",
-                crate::model::timestamp(at)
-            ))
-            .unwrap_or_default()
-        ))),
+        Some(next) => Err(Skip::Budget {
+            runbook: runbook.to_string(),
+            max,
+            next,
+        }),
     })
 }

@@ -24,14 +24,13 @@ pub async fn cooldown(
         .audit
         .last_remediation_since(&resource.key(), runbook, since)
         .await?;
-    Ok(last.filter(|record| counts(record)).map(|record| {
-        Skip(format!(
-            "cooldown: {runbook} changed {} at {} (audit {}); next automatic action allowed after {} (COOLDOWN_SECONDS={})",
-            resource.name(),
-            crate::model::timestamp(record.started_at),
-            record.audit_id,
-            crate::model::timestamp(record.started_at + safety.config.cooldown),
-            safety.config.cooldown.num_seconds()
-        ))
-    }))
+    Ok(last
+        .filter(|record| counts(record))
+        .map(|record| Skip::Cooldown {
+            runbook: runbook.to_string(),
+            resource: resource.name(),
+            changed_at: record.started_at,
+            audit_id: record.audit_id.clone(),
+            cooldown_seconds: safety.config.cooldown.num_seconds(),
+        }))
 }

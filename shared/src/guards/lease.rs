@@ -13,10 +13,11 @@ use crate::store::LeaseOutcome;
 const LEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn held(lease_key: &str, owner: &str, until: DateTime<Utc>) -> Skip {
-    Skip(format!(
-        "lock held: invocation {owner} is working on {lease_key} (lease until {})",
-        crate::model::timestamp(until)
-    ))
+    Skip::Leased {
+        key: lease_key.to_string(),
+        owner: owner.to_string(),
+        until,
+    }
 }
 
 /// Takes the lease on `resource` for a live run, waiting up to `wait` (and never into the

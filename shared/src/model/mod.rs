@@ -20,6 +20,7 @@ mod refusal;
 mod report;
 mod resource;
 mod settings;
+mod time;
 mod trigger;
 mod verification;
 
@@ -41,10 +42,11 @@ pub use outcome::Outcome;
 pub use payload::{parse_manual, parse_runbook_request};
 pub use place::{FleetConfig, Home};
 pub use plan::{Action, Decision, NotApplied, Planned};
-pub use refusal::{Ending, Rejection, Skip, Step, concluded};
-pub use report::{Escalation, LIST_CAP, Output, Report, capped, some_of, timestamp};
+pub use refusal::{Earlier, Ending, Rejection, Skip, Step, concluded};
+pub use report::{Escalation, LIST_CAP, Output, Report, capped, some_of};
 pub use resource::{Resource, ResourceId};
 pub use settings::SafetyConfig;
+pub use time::timestamp;
 pub use trigger::{
     AlarmState, AlarmTrigger, Composite, MetricRef, Origin, ScheduleTrigger, Trigger, TriggerInfo,
     TriggerKind,

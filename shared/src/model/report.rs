@@ -1,6 +1,5 @@
 //! The report every invocation returns, logs and (when something was attempted) audits.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -11,11 +10,6 @@ use super::plan::Action;
 use super::refusal::Ending;
 use super::trigger::TriggerInfo;
 use super::verification::Verification;
-
-/// A time as reports and the audit table write it: RFC 3339 in UTC, to the millisecond.
-pub fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
 
 /// Most items a report lists (its lists name the first ones and say how many there were), so
 /// that a report, its audit item and its event stay within DynamoDB's and EventBridge's limits.

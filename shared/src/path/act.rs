@@ -130,7 +130,7 @@ pub(super) async fn act<F: Function, C>(
         match repeat_brake(safety, resource, report).await {
             Ok(Ok(())) => {}
             Ok(Err(skip)) => {
-                return withheld(report, planned, Ending::skipped(skip.0));
+                return withheld(report, planned, Ending::skipped(skip.to_string()));
             }
             Err(err) => {
                 return Err(Ending::failed(format!(
@@ -146,7 +146,7 @@ pub(super) async fn act<F: Function, C>(
         match change_brake(safety, resource, report).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(skip)) => {
-                return withheld(report, planned, Ending::skipped(skip.0));
+                return withheld(report, planned, Ending::skipped(skip.to_string()));
             }
             Err(err) => {
                 return Err(Ending::failed(format!(
@@ -191,7 +191,7 @@ async fn write<F: Function, C>(
         match spend_budget(safety, report).await {
             Ok(Ok(())) => budget.spent = true,
             Ok(Err(skip)) => {
-                return withheld(report, planned, Ending::skipped(skip.0));
+                return withheld(report, planned, Ending::skipped(skip.to_string()));
             }
             Err(err) => {
                 return Err(Ending::failed(format!(

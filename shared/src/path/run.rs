@@ -155,7 +155,7 @@ async fn serialised<F: Function, R: Runbook<F>>(
     };
     match acquire_waiting(safety, &shared, ctx.invocation, SERIALISED_WAIT).await {
         Ok(Ok(())) => {}
-        Ok(Err(skip)) => return Err(Ending::skipped(skip.0)),
+        Ok(Err(skip)) => return Err(Ending::skipped(skip.to_string())),
         Err(err) => {
             return Err(Ending::failed(format!(
                 "could not take the lease on {}, nothing was changed: {err}",
@@ -320,16 +320,16 @@ pub async fn guarded(
                 Ok(Some(skip)) if report.trigger.kind.is_manual() => {
                     report
                         .notes
-                        .push(format!("manual run: overrode the cooldown ({})", skip.0));
+                        .push(format!("manual run: overrode the cooldown ({skip})"));
                     Ok(())
                 }
-                Ok(Some(skip)) => Err(Ending::skipped(skip.0)),
+                Ok(Some(skip)) => Err(Ending::skipped(skip.to_string())),
                 Err(err) => Err(Ending::failed(format!(
                     "the safety checks could not run, nothing was changed: {err}"
                 ))),
             }
         }
-        Ok(Err(skip)) => return report.ended(Ending::skipped(skip.0)),
+        Ok(Err(skip)) => return report.ended(Ending::skipped(skip.to_string())),
         Err(err) => {
             return report.ended(Ending::failed(format!(
                 "the safety checks could not run, nothing was changed: {err}"
