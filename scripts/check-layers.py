@@ -34,6 +34,10 @@ def modules(src):
             parts = os.path.relpath(path, src)[:-3].split(os.sep)
             if parts[0] == "bin":
                 continue
+            if parts == ["main"] and os.path.exists(os.path.join(src, "lib.rs")):
+                # A binary beside its library is a crate of its own, using the library by name.
+                found[("<main>",)] = path
+                continue
             if parts[-1] in ("mod", "lib", "main"):
                 parts = parts[:-1]
             found[tuple(parts)] = path

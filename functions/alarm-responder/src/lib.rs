@@ -6,6 +6,7 @@
 
 pub mod alarms;
 pub mod api_errors;
+mod clients;
 pub mod config;
 pub mod dynamodb_backup;
 pub mod lambda_resources;
@@ -18,13 +19,14 @@ use runbook_shared::edge::approvals as approval;
 use runbook_shared::edge::fleet::Fleet;
 use runbook_shared::edge::recognise::Recognised;
 use runbook_shared::guards::Safety;
-use runbook_shared::model::FleetConfig;
 use runbook_shared::model::Invocation;
 use runbook_shared::model::{AlarmState, AlarmTrigger, Rejection, Trigger, parse_runbook_request};
 use runbook_shared::model::{Home, Resource, ResourceId};
 use runbook_shared::model::{Outcome, Output, Report, TriggerInfo, TriggerKind};
 use runbook_shared::path::{Function, RunContext, Runbook, run};
 use serde_json::{Map, Value};
+
+pub use clients::{Clients, fleet};
 
 use crate::api_errors::ApiErrors;
 use crate::config::ResponderConfig;
@@ -192,71 +194,6 @@ pub(crate) fn function_of(text: &str, home: &Home) -> Result<(String, Option<Str
         Resource::Alias { function, alias } => Ok((function, Some(alias))),
         _ => Err(Rejection(format!("{text:?} is not a Lambda function"))),
     }
-}
-
-/// The clients of the resources it reads and changes, and of the audit table (tests replace
-/// one of them with a replay client).
-#[derive(Clone, Debug)]
-pub struct Clients {
-    pub lambda: aws_sdk_lambda::Client,
-    pub cloudformation: aws_sdk_cloudformation::Client,
-    pub cloudwatch: aws_sdk_cloudwatch::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    /// The functions' logs, for the evidence in the reports.
-    pub logs: aws_sdk_cloudwatchlogs::Client,
-    /// REST and HTTP APIs, read by api-errors.
-    pub apigateway: aws_sdk_apigateway::Client,
-    pub apigatewayv2: aws_sdk_apigatewayv2::Client,
-    /// The bus api-errors sends its handoffs to.
-    pub events: aws_sdk_eventbridge::Client,
-    pub audit: aws_sdk_dynamodb::Client,
-}
-
-impl Clients {
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        Self {
-            lambda: aws_sdk_lambda::Client::new(sdk),
-            cloudformation: aws_sdk_cloudformation::Client::new(sdk),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
-            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
-            apigateway: aws_sdk_apigateway::Client::new(sdk),
-            apigatewayv2: aws_sdk_apigatewayv2::Client::new(sdk),
-            events: aws_sdk_eventbridge::Client::new(sdk),
-            audit: dynamodb.clone(),
-            dynamodb,
-        }
-    }
-
-    /// The clients of one account and region a hub acts in, with the hub's audit table and
-    /// bus (a handoff goes to the hub's limit-scaler).
-    pub fn at(place: &aws_config::SdkConfig, hub: &aws_config::SdkConfig) -> Self {
-        Self {
-            audit: aws_sdk_dynamodb::Client::new(hub),
-            events: aws_sdk_eventbridge::Client::new(hub),
-            ..Self::new(place)
-        }
-    }
-}
-
-/// alarm-responder in every account and region the deployment remediates.
-pub fn fleet(
-    config: ResponderConfig,
-    places: FleetConfig,
-    sdk: &aws_config::SdkConfig,
-) -> Fleet<Responder> {
-    Fleet::of(
-        places,
-        config.safety.clone(),
-        sdk,
-        move |safety, place_sdk, hub| {
-            let config = ResponderConfig {
-                safety,
-                ..config.clone()
-            };
-            Responder::with_clients(config, Clients::at(place_sdk, hub))
-        },
-    )
 }
 
 /// Handles one invocation in the account and region its event names.
