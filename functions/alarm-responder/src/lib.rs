@@ -15,14 +15,14 @@ pub mod stack_recovery;
 
 use std::time::Duration;
 
-use runbook_shared::edge::approvals as approval;
-use runbook_shared::edge::fleet::Fleet;
+use runbook_shared::edge::answer::answer;
+use runbook_shared::edge::catalog::Catalog;
 use runbook_shared::edge::recognise::Recognised;
 use runbook_shared::guards::Safety;
 use runbook_shared::model::Invocation;
-use runbook_shared::model::{AlarmState, AlarmTrigger, Rejection, Trigger, parse_runbook_request};
+use runbook_shared::model::{AlarmState, AlarmTrigger, Rejection, parse_runbook_request};
 use runbook_shared::model::{Home, Resource, ResourceId};
-use runbook_shared::model::{Outcome, Output, Report, TriggerInfo, TriggerKind};
+use runbook_shared::model::{Outcome, Report, TriggerInfo};
 use runbook_shared::path::{Function, RunContext, Runbook, run};
 use serde_json::{Map, Value};
 
@@ -196,24 +196,6 @@ pub(crate) fn function_of(text: &str, home: &Home) -> Result<(String, Option<Str
     }
 }
 
-/// Handles one invocation in the account and region its event names.
-pub async fn handle(fleet: &Fleet<Responder>, event: Value, invocation: &Invocation) -> Output {
-    fleet
-        .handle(
-            FUNCTION,
-            event,
-            invocation,
-            false,
-            |responder, recognised, invocation| async move {
-                responder
-                    .handle_recognised(recognised, &invocation)
-                    .await
-                    .into()
-            },
-        )
-        .await
-}
-
 /// The function's configuration and clients, built once per cold start.
 pub struct Responder {
     pub config: ResponderConfig,
@@ -265,95 +247,7 @@ impl Responder {
 
     /// Handles one invocation and returns its report. Never fails.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Report {
-        self.handle_recognised(Recognised::of(event), invocation)
-            .await
-    }
-
-    /// Handles an event recognised where it entered (a fleet's hub reads it once for every
-    /// place).
-    pub async fn handle_recognised(
-        &self,
-        recognised: Recognised,
-        invocation: &Invocation,
-    ) -> Report {
-        // On the heap: the runbooks' futures are too large for a small thread stack.
-        let invocation = invocation.handling(&recognised.event);
-        Box::pin(approval::route(
-            &self.safety,
-            FUNCTION,
-            recognised,
-            &invocation,
-            |recognised, invocation| async move { self.dispatch(recognised, &invocation).await },
-        ))
-        .await
-    }
-
-    async fn dispatch(&self, recognised: Recognised, invocation: &Invocation) -> Report {
-        let home = &self.config.safety.home;
-        let trigger = match recognised.admitted(&self.config.safety) {
-            Ok(trigger) => trigger,
-            Err(rejection) => {
-                let info = TriggerInfo {
-                    kind: TriggerKind::Unknown,
-                    name: None,
-                    event_id: None,
-                };
-                return invocation.timed(Report::rejected(FUNCTION, info, rejection.0));
-            }
-        };
-        let info = trigger.info(&invocation.request_id);
-        let dry_run = self.config.safety.dry_run;
-        let rejected =
-            |info, reason: String| invocation.timed(Report::rejected(FUNCTION, info, reason));
-        match trigger {
-            Trigger::Alarm(alarm) => {
-                Box::pin(runbook_shared::edge::alarms::handle(
-                    FUNCTION,
-                    &self.clients.cloudwatch,
-                    alarm,
-                    info,
-                    invocation,
-                    |alarm, info| {
-                        Box::pin(async move {
-                            self.on_alarm(&alarm, info, dry_run, invocation).await
-                        })
-                    },
-                ))
-                .await
-            }
-            Trigger::StackEvent { detail, .. } => {
-                let stack = match detail.get("stack-id").and_then(Value::as_str) {
-                    Some(id) => StackRecovery::named(id, home),
-                    None => Err(Rejection("stack status change event without a detail.stack-id".into())),
-                };
-                match stack {
-                    Ok(stack) => self.run(Job::Stack(stack), info, None, dry_run, invocation).await,
-                    Err(rejection) => rejected(info, rejection.0),
-                }
-            }
-            Trigger::Control(payload) => {
-                runbook_shared::edge::controls::control(&self.safety.switch, FUNCTION, &payload, info, invocation)
-                    .await
-            }
-            Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation),
-            Trigger::Manual(payload) => {
-                if let Some(alarm_name) = payload.get("alarm_name") {
-                    return self.replayed(alarm_name, &payload, info, invocation).await;
-                }
-                match Job::from_request(&payload, home) {
-                    Ok((job, asked)) => self.run(job, info, None, dry_run || asked, invocation).await,
-                    Err(rejection) => rejected(info, rejection.0),
-                }
-            }
-            Trigger::Schedule(_) => rejected(
-                info,
-                "alarm-responder acts on alarms, stack status changes and manual payloads, not on schedules".into(),
-            ),
-            Trigger::Handoff(handoff) => rejected(
-                info,
-                format!("a Runbook Handoff for {} reached alarm-responder, which takes none: check the template's handoff rule", handoff.to),
-            ),
-        }
+        answer(self, Recognised::of(event), invocation).await
     }
 
     /// `{"alarm_name": "...", "dry_run": true}`: the alarm's current state, as if it had fired.
@@ -389,7 +283,7 @@ impl Responder {
         match self.replay(alarm_name).await {
             Ok(Some(alarm)) => {
                 let dry_run = self.config.safety.dry_run || dry_run;
-                Box::pin(self.on_alarm(&alarm, info, dry_run, invocation)).await
+                Box::pin(self.on_alarm_as(&alarm, info, dry_run, invocation)).await
             }
             Ok(None) => rejected(format!("alarm {alarm_name} does not exist")),
             Err(err) => invocation.timed(Report::new(
@@ -401,7 +295,8 @@ impl Responder {
         }
     }
 
-    async fn on_alarm(
+    /// An alarm, acted on as a dry run when `dry_run` (a person's replay can ask for one).
+    async fn on_alarm_as(
         &self,
         alarm: &AlarmTrigger,
         info: TriggerInfo,
@@ -494,6 +389,63 @@ impl Responder {
             Job::Stack(target) => run(&ctx, target, report).await,
             Job::Backup(target) => run(&ctx, target, report).await,
             Job::Api(target) => run(&ctx, target, report).await,
+        }
+    }
+}
+
+/// What alarm-responder does with each trigger.
+impl Catalog for Responder {
+    type Answer = Report;
+    const TAKES: &'static str = "alarms, stack status changes and manual payloads";
+
+    async fn on_alarm(
+        &self,
+        alarm: &AlarmTrigger,
+        info: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        let dry_run = self.config.safety.dry_run;
+        self.on_alarm_as(alarm, info, dry_run, invocation).await
+    }
+
+    /// `{"alarm_name": …}` replays an alarm; anything else names a runbook's target.
+    async fn on_request(
+        &self,
+        payload: Map<String, Value>,
+        info: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        if let Some(alarm_name) = payload.get("alarm_name") {
+            return self.replayed(alarm_name, &payload, info, invocation).await;
+        }
+        match Job::from_request(&payload, &self.config.safety.home) {
+            Ok((job, asked)) => {
+                let dry_run = self.config.safety.dry_run || asked;
+                self.run(job, info, None, dry_run, invocation).await
+            }
+            Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
+        }
+    }
+
+    async fn on_stack_event(
+        &self,
+        detail: Value,
+        info: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        let stack = match detail.get("stack-id").and_then(Value::as_str) {
+            Some(id) => StackRecovery::named(id, &self.config.safety.home),
+            None => Err(Rejection(
+                "stack status change event without a detail.stack-id".into(),
+            )),
+        };
+        match stack {
+            Ok(stack) => {
+                let dry_run = self.config.safety.dry_run;
+                self.run(Job::Stack(stack), info, None, dry_run, invocation)
+                    .await
+            }
+            Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
         }
     }
 }

@@ -19,18 +19,18 @@ pub mod returned;
 use std::time::Duration;
 
 use runbook_shared::aws::FaultKind;
-use runbook_shared::edge::alarms;
-use runbook_shared::edge::approvals as approval;
+use runbook_shared::edge::answer::answer;
+use runbook_shared::edge::catalog::Catalog;
 use runbook_shared::edge::fleet::Fleet;
 use runbook_shared::edge::recognise::Recognised;
 use runbook_shared::guards::Safety;
 use runbook_shared::model::FleetConfig;
 use runbook_shared::model::Invocation;
-use runbook_shared::model::{AlarmState, AlarmTrigger, Trigger, parse_manual};
+use runbook_shared::model::{AlarmState, AlarmTrigger, parse_manual};
 use runbook_shared::model::{Ending, Step};
-use runbook_shared::model::{Outcome, Output, Report, TriggerInfo, TriggerKind, capped};
+use runbook_shared::model::{Outcome, Output, Report, TriggerInfo, capped};
 use runbook_shared::path::{Function, RunContext, run};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::RedriverConfig;
 use crate::purge::Purge;
@@ -92,22 +92,6 @@ pub fn fleet(
             Redriver::with_clients(config, Clients::at(place_sdk, hub))
         },
     )
-}
-
-/// Handles one invocation in the account and region its event names. The schedule sweeps
-/// DLQ_QUEUES, which are the hub's own queues.
-pub async fn handle(fleet: &Fleet<Redriver>, event: Value, invocation: &Invocation) -> Output {
-    fleet
-        .handle(
-            FUNCTION,
-            event,
-            invocation,
-            false,
-            |redriver, recognised, invocation| async move {
-                redriver.handle_recognised(recognised, &invocation).await
-            },
-        )
-        .await
 }
 
 /// The function's configuration and clients, built once per cold start.
@@ -180,117 +164,7 @@ impl Redriver {
 
     /// Handles one invocation: one report, or one per DLQ for a scheduled sweep. Never fails.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
-        self.handle_recognised(Recognised::of(event), invocation)
-            .await
-    }
-
-    /// Handles an event recognised where it entered (a fleet's hub reads it once for every
-    /// place).
-    pub async fn handle_recognised(
-        &self,
-        recognised: Recognised,
-        invocation: &Invocation,
-    ) -> Output {
-        // On the heap: the runbooks' futures are too large for a small thread stack.
-        let invocation = invocation.handling(&recognised.event);
-        Box::pin(approval::route(
-            &self.safety,
-            FUNCTION,
-            recognised,
-            &invocation,
-            |recognised, invocation| async move { self.dispatch(recognised, &invocation).await },
-        ))
-        .await
-    }
-
-    async fn dispatch(&self, recognised: Recognised, invocation: &Invocation) -> Output {
-        let trigger = match recognised.admitted(&self.config.safety) {
-            Ok(trigger) => trigger,
-            Err(rejection) => {
-                let info = TriggerInfo {
-                    kind: TriggerKind::Unknown,
-                    name: None,
-                    event_id: None,
-                };
-                return invocation
-                    .timed(Report::rejected(FUNCTION, info, rejection.0))
-                    .into();
-            }
-        };
-        let info = trigger.info(&invocation.request_id);
-        match trigger {
-            Trigger::Alarm(alarm) => Box::pin(alarms::handle(
-                FUNCTION,
-                &self.clients.cloudwatch,
-                alarm,
-                info,
-                invocation,
-                |alarm, info| Box::pin(async move { self.on_alarm(&alarm, info, invocation).await }),
-            ))
-            .await
-            .into(),
-            Trigger::Schedule(_) => self.sweep(info, invocation).await,
-            Trigger::Control(payload) => runbook_shared::edge::controls::control(&self.safety.switch, FUNCTION, &payload, info, invocation)
-                .await
-                .into(),
-            Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation).into(),
-            Trigger::Manual(payload) => {
-                let job = parse_manual::<Request>(&payload)
-                    .and_then(|request| Job::from_request(&request, &self.config));
-                match job {
-                    Ok(job) => self.run(job, info, invocation).await,
-                    Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
-                }
-                .into()
-            }
-            Trigger::StackEvent { .. } | Trigger::Handoff(_) => invocation
-                .timed(Report::rejected(
-                    FUNCTION,
-                    info,
-                    "dlq-redriver acts on SQS depth alarms, schedules and manual payloads, not on stack events or handoffs",
-                ))
-                .into(),
-        }
-    }
-
-    async fn on_alarm(
-        &self,
-        alarm: &AlarmTrigger,
-        info: TriggerInfo,
-        invocation: &Invocation,
-    ) -> Report {
-        let Some(queue) = queue_of(alarm) else {
-            return invocation.timed(Report::new(
-                FUNCTION,
-                info,
-                Outcome::NoAction,
-                format!("alarm {} watches no metric dlq-redriver handles; supported: {NAMESPACE} {DEPTH_METRIC} (dimension QueueName) on a DLQ", alarm.alarm_name),
-            ));
-        };
-        match alarm.state {
-            AlarmState::Alarm => match QueueRef::parse(queue, &self.config.safety.home) {
-                Ok(dlq) => {
-                    self.run(Job::automatic(dlq, &self.config), info, invocation)
-                        .await
-                }
-                Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
-            },
-            state => {
-                let mut report = Report::new(
-                    FUNCTION,
-                    info,
-                    Outcome::NoAction,
-                    format!(
-                        "alarm {} is {} for queue {queue}: nothing to do",
-                        alarm.alarm_name,
-                        state.as_str()
-                    ),
-                );
-                report.runbook = Some(RUNBOOK.into());
-                report.target = Some(queue.to_string());
-                invocation.timed(report)
-            }
-        }
+        answer(self, Recognised::of(event), invocation).await
     }
 
     /// A scheduled run: every DLQ in DLQ_QUEUES, each with its own report.
@@ -446,5 +320,71 @@ impl Redriver {
             sources,
             target,
         })
+    }
+}
+
+/// What dlq-redriver does with each trigger. Its schedule sweeps DLQ_QUEUES, the hub's own
+/// queues.
+impl Catalog for Redriver {
+    type Answer = Output;
+    const TAKES: &'static str = "SQS depth alarms, schedules and manual payloads";
+
+    async fn on_alarm(
+        &self,
+        alarm: &AlarmTrigger,
+        info: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Report {
+        let Some(queue) = queue_of(alarm) else {
+            return invocation.timed(Report::new(
+                FUNCTION,
+                info,
+                Outcome::NoAction,
+                format!("alarm {} watches no metric dlq-redriver handles; supported: {NAMESPACE} {DEPTH_METRIC} (dimension QueueName) on a DLQ", alarm.alarm_name),
+            ));
+        };
+        match alarm.state {
+            AlarmState::Alarm => match QueueRef::parse(queue, &self.config.safety.home) {
+                Ok(dlq) => {
+                    self.run(Job::automatic(dlq, &self.config), info, invocation)
+                        .await
+                }
+                Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
+            },
+            state => {
+                let mut report = Report::new(
+                    FUNCTION,
+                    info,
+                    Outcome::NoAction,
+                    format!(
+                        "alarm {} is {} for queue {queue}: nothing to do",
+                        alarm.alarm_name,
+                        state.as_str()
+                    ),
+                );
+                report.runbook = Some(RUNBOOK.into());
+                report.target = Some(queue.to_string());
+                invocation.timed(report)
+            }
+        }
+    }
+
+    async fn on_request(
+        &self,
+        payload: Map<String, Value>,
+        info: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Output {
+        let job = parse_manual::<Request>(&payload)
+            .and_then(|request| Job::from_request(&request, &self.config));
+        match job {
+            Ok(job) => self.run(job, info, invocation).await,
+            Err(rejection) => invocation.timed(Report::rejected(FUNCTION, info, rejection.0)),
+        }
+        .into()
+    }
+
+    async fn on_schedule(&self, info: TriggerInfo, invocation: &Invocation) -> Output {
+        self.sweep(info, invocation).await
     }
 }

@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         report_events,
         |event, invocation| {
             let fleet = &fleet;
-            async move { dlq_redriver::handle(fleet, event, &invocation).await }
+            async move { fleet.handle(event, &invocation).await }
         },
     )
     .await

@@ -20,7 +20,7 @@ use crate::lambda_concurrency::ConcurrencyTarget;
 use crate::{FUNCTION, Job, Scaler, ScalerRunbook, dynamodb_capacity, lambda_concurrency};
 
 impl Scaler {
-    pub(crate) async fn on_handoff(
+    pub(crate) async fn take_handoff(
         &self,
         handoff: Handoff,
         info: TriggerInfo,

@@ -14,16 +14,16 @@ pub mod stored_limit;
 
 use std::time::Duration;
 
-use runbook_shared::edge::alarms;
-use runbook_shared::edge::approvals as approval;
+use runbook_shared::edge::answer::answer;
+use runbook_shared::edge::catalog::Catalog;
 use runbook_shared::edge::fleet::Fleet;
 use runbook_shared::edge::recognise::Recognised;
 use runbook_shared::guards::Safety;
 use runbook_shared::model::FleetConfig;
 use runbook_shared::model::Invocation;
-use runbook_shared::model::{AlarmState, AlarmTrigger, Rejection, Trigger, parse_manual};
+use runbook_shared::model::{AlarmState, AlarmTrigger, Handoff, Rejection, parse_manual};
 use runbook_shared::model::{Home, ResourceId};
-use runbook_shared::model::{Outcome, Output, Report, TriggerInfo, TriggerKind};
+use runbook_shared::model::{Outcome, Output, Report, TriggerInfo};
 use runbook_shared::path::evidence::Sources;
 use runbook_shared::path::{Function, RunContext, Runbook, run};
 use serde_json::{Map, Value};
@@ -117,22 +117,6 @@ pub fn fleet(
             Scaler::with_clients(config, Clients::at(place_sdk, hub))
         },
     )
-}
-
-/// Handles one invocation in the account and region its event names; the schedule puts back
-/// what was raised in every one of them.
-pub async fn handle(fleet: &Fleet<Scaler>, event: Value, invocation: &Invocation) -> Output {
-    fleet
-        .handle(
-            FUNCTION,
-            event,
-            invocation,
-            true,
-            |scaler, recognised, invocation| async move {
-                scaler.handle_recognised(recognised, &invocation).await
-            },
-        )
-        .await
 }
 
 /// The function's configuration and clients, built once per cold start.
@@ -268,79 +252,7 @@ impl Scaler {
     /// Handles one invocation: one report, or one per raise put back for a schedule. Never
     /// fails, so a bad input cannot cause a retry storm.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
-        self.handle_recognised(Recognised::of(event), invocation)
-            .await
-    }
-
-    /// Handles an event recognised where it entered (a fleet's hub reads it once for every
-    /// place).
-    pub async fn handle_recognised(
-        &self,
-        recognised: Recognised,
-        invocation: &Invocation,
-    ) -> Output {
-        // On the heap: the runbooks' futures are too large for a small thread stack.
-        let invocation = invocation.handling(&recognised.event);
-        Box::pin(approval::route(
-            &self.safety,
-            FUNCTION,
-            recognised,
-            &invocation,
-            |recognised, invocation| async move { self.dispatch(recognised, &invocation).await },
-        ))
-        .await
-    }
-
-    async fn dispatch(&self, recognised: Recognised, invocation: &Invocation) -> Output {
-        let trigger = match recognised.admitted(&self.config.safety) {
-            Ok(trigger) => trigger,
-            Err(rejection) => {
-                let info = TriggerInfo {
-                    kind: TriggerKind::Unknown,
-                    name: None,
-                    event_id: None,
-                };
-                return invocation
-                    .timed(Report::rejected(FUNCTION, info, rejection.0))
-                    .into();
-            }
-        };
-        let info = trigger.info(&invocation.request_id);
-        match trigger {
-            Trigger::Alarm(alarm) => Box::pin(alarms::handle(
-                FUNCTION,
-                &self.clients.cloudwatch,
-                alarm,
-                info,
-                invocation,
-                |alarm, info| Box::pin(async move { self.on_alarm(&alarm, info, invocation).await }),
-            ))
-            .await
-            .into(),
-            Trigger::Control(payload) => runbook_shared::edge::controls::control(&self.safety.switch, FUNCTION, &payload, info, invocation)
-                .await
-                .into(),
-            Trigger::Approval(_) => approval::refused(FUNCTION, info, invocation).into(),
-            Trigger::Manual(payload) => match Job::from_request(&payload, &self.config) {
-                Ok((job, dry_run)) => {
-                    let mut report = Report::new(FUNCTION, info, Outcome::NoAction, "");
-                    report.dry_run = dry_run;
-                    self.run(job, report, None, invocation).await.into()
-                }
-                Err(rejection) => invocation
-                    .timed(Report::rejected(FUNCTION, info, rejection.0))
-                    .into(),
-            },
-            Trigger::Schedule(_) => self.put_back_expired(info, invocation).await,
-            Trigger::Handoff(handoff) => self.on_handoff(handoff, info, invocation).await.into(),
-            Trigger::StackEvent { .. } => invocation
-                .timed(Report::rejected(
-                    FUNCTION,
-                    info,
-                    "limit-scaler acts on throttle alarms, its schedule and manual payloads, not on stack events",
-                ))
-                .into(),
-        }
+        answer(self, Recognised::of(event), invocation).await
     }
 
     /// The runbook an alarm's metric (or, for stored-limit, its tags) chooses.
@@ -373,6 +285,30 @@ impl Scaler {
             )),
         }
     }
+
+    /// Runs the job's runbook; `report` carries the trigger, the dry-run flag and any notes.
+    async fn run(
+        &self,
+        job: Job,
+        report: Report,
+        alarm: Option<&AlarmTrigger>,
+        invocation: &Invocation,
+    ) -> Report {
+        let ctx = RunContext::new(self, invocation, alarm);
+        match job {
+            Job::Capacity(target) => run(&ctx, target, report).await,
+            Job::Concurrency(target) => run(&ctx, target, report).await,
+            Job::StoredLimit(target) => run(&ctx, target, report).await,
+        }
+    }
+}
+
+/// What limit-scaler does with each trigger.
+impl Catalog for Scaler {
+    type Answer = Output;
+    const TAKES: &'static str = "throttle alarms, its schedule, handoffs and manual payloads";
+    /// Raises are put back in the place they were made.
+    const SCHEDULE_EVERYWHERE: bool = true;
 
     async fn on_alarm(
         &self,
@@ -432,19 +368,34 @@ impl Scaler {
         }
     }
 
-    /// Runs the job's runbook; `report` carries the trigger, the dry-run flag and any notes.
-    async fn run(
+    async fn on_request(
         &self,
-        job: Job,
-        report: Report,
-        alarm: Option<&AlarmTrigger>,
+        payload: Map<String, Value>,
+        info: TriggerInfo,
+        invocation: &Invocation,
+    ) -> Output {
+        match Job::from_request(&payload, &self.config) {
+            Ok((job, dry_run)) => {
+                let mut report = Report::new(FUNCTION, info, Outcome::NoAction, "");
+                report.dry_run = dry_run;
+                self.run(job, report, None, invocation).await.into()
+            }
+            Err(rejection) => invocation
+                .timed(Report::rejected(FUNCTION, info, rejection.0))
+                .into(),
+        }
+    }
+
+    async fn on_schedule(&self, info: TriggerInfo, invocation: &Invocation) -> Output {
+        self.put_back_expired(info, invocation).await
+    }
+
+    async fn on_handoff(
+        &self,
+        handoff: Handoff,
+        info: TriggerInfo,
         invocation: &Invocation,
     ) -> Report {
-        let ctx = RunContext::new(self, invocation, alarm);
-        match job {
-            Job::Capacity(target) => run(&ctx, target, report).await,
-            Job::Concurrency(target) => run(&ctx, target, report).await,
-            Job::StoredLimit(target) => run(&ctx, target, report).await,
-        }
+        self.take_handoff(handoff, info, invocation).await
     }
 }

@@ -7,11 +7,10 @@
 //! (`handle`).
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
 use aws_sdk_cloudwatch::types::{AlarmType, CompositeAlarm, MetricAlarm, StateValue};
 
+use super::catalog::Catalog;
 use crate::aws::AwsError;
 use crate::edge::recognise::triggering_alarms;
 use crate::model::Invocation;
@@ -95,19 +94,17 @@ pub async fn metric_alarms(
 }
 
 /// Handles an alarm trigger: an SNS notification confirmed first, a composite followed to its
-/// children, any other alarm handed to `on_alarm` as it is. `on_alarm`'s future is on the heap:
-/// a runbook's future is too large for the frame that polls it on a small thread stack.
-pub async fn handle<Fut>(
-    function: &str,
-    cloudwatch: &aws_sdk_cloudwatch::Client,
+/// children, any other alarm handed to the catalog's `on_alarm` as it is. Each run's future is
+/// on the heap: a runbook's future is too large for the frame that polls it on a small thread
+/// stack.
+pub async fn handle<F: Catalog>(
+    catalog: &F,
     alarm: AlarmTrigger,
     info: TriggerInfo,
     invocation: &Invocation,
-    on_alarm: impl Fn(AlarmTrigger, TriggerInfo) -> Pin<Box<Fut>>,
-) -> Report
-where
-    Fut: Future<Output = Report>,
-{
+) -> Report {
+    let function = F::NAME;
+    let cloudwatch = catalog.alarms();
     let alarm = match confirmed(cloudwatch, alarm).await {
         Ok(alarm) => alarm,
         Err((outcome, reason)) => {
@@ -115,13 +112,8 @@ where
         }
     };
     match alarm.composite.clone() {
-        Some(composite) => {
-            route(
-                function, cloudwatch, &alarm, &composite, info, invocation, on_alarm,
-            )
-            .await
-        }
-        None => on_alarm(alarm, info).await,
+        Some(composite) => route(catalog, &alarm, &composite, info, invocation).await,
+        None => Box::pin(catalog.on_alarm(&alarm, info, invocation)).await,
     }
 }
 
@@ -248,24 +240,21 @@ fn state_of(value: Option<&StateValue>) -> AlarmState {
 }
 
 /// Handles a composite alarm's transition through its children in ALARM, in the order the
-/// transition names them: each is handed to `on_alarm` as if it had fired (its event id the
+/// transition names them: each is handed to the catalog's `on_alarm` as if it had fired (its event id the
 /// composite's and its own, so that one transition acts once per child), until one is acted on
 /// (remediated, planned, awaiting approval or failed). A child its runbook leaves alone (not
 /// managed, in cooldown, at its cap) does not end the search: another may be the cause. The
 /// report names the composite and the child; when no child is acted on, it is the first child
 /// a runbook took, or `no_action` naming them all.
-async fn route<Fut>(
-    function: &str,
-    cloudwatch: &aws_sdk_cloudwatch::Client,
+async fn route<F: Catalog>(
+    catalog: &F,
     alarm: &AlarmTrigger,
     composite: &Composite,
     info: TriggerInfo,
     invocation: &Invocation,
-    on_alarm: impl Fn(AlarmTrigger, TriggerInfo) -> Pin<Box<Fut>>,
-) -> Report
-where
-    Fut: Future<Output = Report>,
-{
+) -> Report {
+    let function = F::NAME;
+    let cloudwatch = catalog.alarms();
     let name = &alarm.alarm_name;
     let said = format!("composite alarm {name} ({})", composite.rule);
     let answer = |outcome, reason: String| {
@@ -325,7 +314,7 @@ where
             name: Some(child_name.clone()),
             event_id: Some(trigger.event_id.clone()),
         };
-        let mut report = on_alarm(trigger, child_info).await;
+        let mut report = Box::pin(catalog.on_alarm(&trigger, child_info, invocation)).await;
         let Some(runbook) = report.runbook.clone() else {
             seen.push(format!("{child_name} ({watched}, ALARM)"));
             continue;

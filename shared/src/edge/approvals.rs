@@ -10,50 +10,17 @@ use std::pin::Pin;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-use super::recognise::Recognised;
 use crate::guards::Safety;
 use crate::model::timestamp;
 use crate::model::{
     Approval, ApprovalRequest, ApprovalStatus, Approving, Invocation, Outcome, Output, Plan,
-    PlanRecord, Report, Trigger, TriggerInfo, approval_event_id,
+    PlanRecord, Report, TriggerInfo, approval_event_id,
 };
 
-/// Handles the plan's event again as an approval: what the function does with any event.
+/// Handles the plan's event again as an approval: what the function does with any event
+/// (`answer`'s dispatch).
 pub type Replay<'a> =
     Box<dyn FnOnce(Value, Invocation) -> Pin<Box<dyn Future<Output = Output> + 'a>> + 'a>;
-
-/// One input of `function`: an approve or deny payload is decided here (an approval handles its
-/// plan's event again through `dispatch`), anything else goes to `dispatch`. `dispatch` takes
-/// no decision itself (`refused`), so an approval cannot recurse.
-pub async fn route<'a, O, D, Fut>(
-    safety: &Safety,
-    function: &str,
-    recognised: Recognised,
-    invocation: &Invocation,
-    dispatch: D,
-) -> O
-where
-    D: Fn(Recognised, Invocation) -> Fut + 'a,
-    Fut: Future<Output = O> + 'a,
-    O: From<Report> + Into<Output> + 'a,
-{
-    let Ok(Trigger::Approval(payload)) = &recognised.trigger else {
-        // Boxed: the runbooks' futures are too large for a small thread stack.
-        return Box::pin(dispatch(recognised, invocation.clone())).await;
-    };
-    let payload = payload.clone();
-    let replay: Replay<'a> = Box::new(move |event, invocation| {
-        // Its own box: a run can hold another (api-errors hands a rollback over in-process).
-        Box::pin(async move {
-            Box::pin(dispatch(Recognised::of(event), invocation))
-                .await
-                .into()
-        })
-    });
-    serve(safety, function, &payload, invocation, replay)
-        .await
-        .into()
-}
 
 /// The report of a decision that arrives where none can be taken: inside an approval's own
 /// event (which is never an approval payload, as none makes a plan).

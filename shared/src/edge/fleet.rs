@@ -7,20 +7,20 @@
 //! assumed fails its own reports only.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::answer::answer;
+use super::catalog::Catalog;
 use super::recognise::{Recognised, origin_of, unlisted_topic};
 use crate::aws::{AwsError, FaultKind};
 use crate::model::{
     FleetConfig, Home, Invocation, Origin, Outcome, Output, Rejection, Report, ResourceId,
     SafetyConfig, Trigger, TriggerInfo, TriggerKind,
 };
-use crate::path::Function;
 
 /// The role spoke.yaml creates in every remediated account.
 pub const SPOKE_ROLE: &str = "RunbookAutomationSpoke";
@@ -226,22 +226,13 @@ impl<F> Fleet<F> {
     }
 }
 
-impl<F: Function> Fleet<F> {
-    /// Handles one event with the member of the account and region it comes from. A person's
+impl<F: Catalog> Fleet<F> {
+    /// Answers one event with the member of the account and region it comes from. A person's
     /// decision on a plan goes where the plan was made; a control payload is the hub's (the
-    /// switch lives in its audit table); a schedule runs in every place when `everywhere`, each
-    /// place failing alone. `handle` is the member's own handler.
-    pub async fn handle<Fut>(
-        &self,
-        function: &'static str,
-        event: Value,
-        invocation: &Invocation,
-        everywhere: bool,
-        handle: impl Fn(Arc<F>, Recognised, Invocation) -> Fut,
-    ) -> Output
-    where
-        Fut: Future<Output = Output>,
-    {
+    /// switch lives in its audit table); a schedule runs in every place when the catalog's
+    /// `SCHEDULE_EVERYWHERE`, each place failing alone.
+    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
+        let function = F::NAME;
         let mut recognised = Recognised::of(event);
         let trigger = recognised.trigger.clone();
         // An alarm notification from a topic the deployment does not take is refused before
@@ -262,7 +253,7 @@ impl<F: Function> Fleet<F> {
         }
         // The switch lives in the hub's audit table; a control's `account` names the switch.
         if !self.config.is_fleet() || matches!(trigger, Ok(Trigger::Control(_))) {
-            return handle(self.hub.clone(), recognised, invocation.clone()).await;
+            return answer(&*self.hub, recognised, invocation).await.into();
         }
         let schedule = matches!(trigger, Ok(Trigger::Schedule(_)));
         let info = trigger
@@ -311,9 +302,9 @@ impl<F: Function> Fleet<F> {
             function,
             info.event_id.as_deref().unwrap_or(&invocation.request_id),
         );
-        if !(everywhere && schedule) {
+        if !(F::SCHEDULE_EVERYWHERE && schedule) {
             return match sessions.member(&place).await {
-                Ok(member) => match handle(member, recognised, invocation.clone()).await {
+                Ok(member) => match answer(&*member, recognised, invocation).await.into() {
                     Output::One(report) => placed(*report, &place).into(),
                     Output::Sweep { reports } => Output::Sweep {
                         reports: reports
@@ -342,7 +333,9 @@ impl<F: Function> Fleet<F> {
                 continue;
             }
             let output = match sessions.member(&place).await {
-                Ok(member) => handle(member, recognised.clone(), invocation.clone()).await,
+                Ok(member) => answer(&*member, recognised.clone(), invocation)
+                    .await
+                    .into(),
                 Err(err) => invocation
                     .timed(unreachable(function, info.clone(), &err))
                     .into(),

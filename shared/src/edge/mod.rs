@@ -2,7 +2,9 @@
 //! its request id, and its output logged as one JSON line.
 
 pub mod alarms;
+pub mod answer;
 pub mod approvals;
+pub mod catalog;
 pub mod controls;
 pub mod fleet;
 pub mod publish;
