@@ -115,6 +115,7 @@ async fn a_fresh_deploy_behind_the_api_is_rolled_back_through_lambda_rollback_an
     assert_eq!(again.outcome, Outcome::Skipped, "{again:#?}");
     assert!(again.reason.starts_with("cooldown"), "{}", again.reason);
 
+    alarm_in_state(&alarm, aws_sdk_cloudwatch::types::StateValue::Ok).await;
     let ok = responder
         .handle(api_alarm_event(&alarm, "OK", true, &api), &invocation())
         .await;

@@ -402,3 +402,55 @@ async fn a_guard_says_which_guard_stopped_a_run_with_what_it_saw() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_unreadable_brake_window_holds_every_change() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let extra = [LOOSE[0], LOOSE[1], ("MAX_CHANGES_PER_WINDOW", "1")];
+    let scaler = scaler(&audit, &extra, scaler_clients());
+    let first = managed_table("managed-unread-a").await;
+    let raised = one_report(scaler.handle(read_throttled(&first), &invocation()).await);
+    assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
+    let second = managed_table("managed-unread-b").await;
+    let held = one_report(scaler.handle(read_throttled(&second), &invocation()).await);
+    assert_eq!(held.outcome, Outcome::Skipped, "{held:?}");
+
+    // The window item made unreadable: it must not read as an empty window.
+    let items = moto()
+        .dynamodb()
+        .scan()
+        .table_name(&audit)
+        .send()
+        .await
+        .expect("scan");
+    let pk = items
+        .items()
+        .iter()
+        .filter_map(|item| item.get("pk")?.as_s().ok())
+        .find(|pk| pk.starts_with("brake#changes"))
+        .expect("the brake's window item")
+        .clone();
+    moto()
+        .dynamodb()
+        .update_item()
+        .table_name(&audit)
+        .key("pk", AttributeValue::S(pk.clone()))
+        .key("sk", AttributeValue::S("window".into()))
+        .update_expression("SET resources = :garbage")
+        .expression_attribute_values(":garbage", AttributeValue::S("{not json".into()))
+        .send()
+        .await
+        .expect("corrupt the window");
+
+    let third = managed_table("managed-unread-c").await;
+    let report = one_report(scaler.handle(read_throttled(&third), &invocation()).await);
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        report.reason.contains(&pk) && report.reason.contains("unreadable"),
+        "the report names the item and why: {}",
+        report.reason
+    );
+    assert!(report.actions.iter().all(|action| !action.applied));
+    assert_eq!(capacity(&moto().dynamodb(), &third, None).await, (5, 5));
+}

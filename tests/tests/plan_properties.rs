@@ -8,7 +8,7 @@
 //! Dry runs (the plan is returned, nothing applied) are checked against moto in never_worse.rs.
 
 use alarm_responder::config::ResponderConfig;
-use alarm_responder::lambda_resources::{self, Evidence, Raise, Settings};
+use alarm_responder::lambda_resources::{self, Evidence, QueueLimit, Raise, Settings};
 use limit_scaler::config::ScalerConfig;
 use limit_scaler::dynamodb_capacity::{
     self, Billing, CapacityTarget, Change, ConsumedPeaks, Observed, Plan, Range, Ranges, Scaling,
@@ -268,6 +268,7 @@ proptest! {
         longest in proptest::option::of(0.0f64..1_000_000.0),
         timeouts_logged in proptest::option::of(0usize..3),
         out_of_memory_logged in proptest::option::of(0usize..3),
+        visibility in proptest::option::of(1i32..900),
     ) {
         let pairs = vec![
             ("MAX_TIMEOUT_SECONDS".to_string(), max_timeout.to_string()),
@@ -280,6 +281,10 @@ proptest! {
             memory,
             last_update: "Successful".into(),
             revision: None,
+            queue_limit: visibility.map(|visibility_timeout| QueueLimit {
+                queue: "consumed".into(),
+                visibility_timeout,
+            }),
         };
         let evidence = Evidence { longest_ms: longest, timeouts_logged, out_of_memory_logged };
         let decision = lambda_resources::plan(&settings, raise, &evidence, &config);
@@ -288,6 +293,7 @@ proptest! {
             if let Some((from, to)) = change.timeout {
                 prop_assert_eq!(from, timeout);
                 prop_assert!(to > from && to <= max_timeout);
+                prop_assert!(visibility.is_none_or(|visibility| to <= visibility), "a timeout above a consumed queue's visibility timeout");
                 prop_assert!(raise.timeout());
                 prop_assert!(
                     longest.is_some_and(|ms| ms >= f64::from(timeout) * 1000.0 * lambda_resources::TIMEOUT_EVIDENCE_SHARE)

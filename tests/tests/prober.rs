@@ -17,7 +17,7 @@ use runbook_shared::store::AuditStore;
 use runbook_tests::endpoints::Endpoints;
 use runbook_tests::fixtures::{
     TableSpec, alarm_in_state, create_audit_table, create_function, create_queue, create_stack,
-    prober, prober_clients, scheduled_event, send_messages,
+    prober, prober_clients, put_metric, scheduled_event, send_messages,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
@@ -306,12 +306,10 @@ async fn pending_record(
     });
     report.verification = Verification {
         status: VerificationStatus::Pending,
-        checks: vec![Check::new(
-            "throttling_stopped",
-            false,
-            "back to normal",
-            "pending",
-        )],
+        checks: vec![
+            Check::new("throttling_stopped", false, "back to normal", "pending"),
+            Check::new("capacity_in_force", true, "read 10", "read 10"),
+        ],
         settle_by: Some(settle_by),
     };
     audit
@@ -362,6 +360,44 @@ async fn the_sweep_settles_pending_verifications_both_ways() {
         30,
     )
     .await;
+    // Throttle figures of 0 since the change: an observation that the raise held.
+    put_metric(
+        moto(),
+        "AWS/DynamoDB",
+        "ReadThrottleEvents",
+        &[("TableName", quiet_table.as_str())],
+        0.0,
+        600,
+    )
+    .await;
+    // No datapoint at all since the change: no observation, which is never a success.
+    let silent_table = unique("t-silent");
+    let silent = pending_record(
+        &audit,
+        &silent_table,
+        SettleBy::Metric {
+            namespace: "AWS/DynamoDB".into(),
+            metrics: vec!["ReadThrottleEvents".into()],
+            dimensions: [("TableName".to_string(), silent_table.clone())].into(),
+            max_sum: 0.0,
+        },
+        30,
+    )
+    .await;
+    // Still nothing at the give-up time: the change's own check verifies it, and says so.
+    let idle_table = unique("t-idle");
+    let idle = pending_record(
+        &audit,
+        &idle_table,
+        SettleBy::Metric {
+            namespace: "AWS/DynamoDB".into(),
+            metrics: vec!["ReadThrottleEvents".into()],
+            dimensions: [("TableName".to_string(), idle_table.clone())].into(),
+            max_sum: 0.0,
+        },
+        25 * 60,
+    )
+    .await;
     let too_recent = pending_record(
         &audit,
         &unique("t-new"),
@@ -388,9 +424,31 @@ async fn the_sweep_settles_pending_verifications_both_ways() {
     );
     assert_eq!(status(&still_firing), Some(VerificationStatus::Failed));
     assert_eq!(status(&quiet), Some(VerificationStatus::Verified));
+    assert_eq!(status(&silent), Some(VerificationStatus::Pending));
+    let silent_said = report
+        .settled
+        .iter()
+        .find(|s| s.audit_id == silent)
+        .map(|s| s.observed.clone())
+        .unwrap_or_default();
+    assert!(silent_said.contains("no datapoints"), "{silent_said}");
+    assert_eq!(status(&idle), Some(VerificationStatus::Verified));
+    let idle_said = report
+        .settled
+        .iter()
+        .find(|s| s.audit_id == idle)
+        .map(|s| s.observed.clone())
+        .unwrap_or_default();
+    assert!(
+        idle_said.contains("verified by the change's own check")
+            && idle_said.contains("capacity_in_force"),
+        "{idle_said}"
+    );
     assert_eq!(status(&too_recent), None, "inside its check window");
     assert!(
-        report.reason.contains("2 verified, 1 failed"),
+        report
+            .reason
+            .contains("3 verified, 1 failed, 1 still pending"),
         "{}",
         report.reason
     );
@@ -400,8 +458,11 @@ async fn the_sweep_settles_pending_verifications_both_ways() {
         .pending_before(chrono::Utc::now(), 1_000)
         .await
         .unwrap();
-    let ids: Vec<&str> = remaining.iter().map(|r| r.audit_id.as_str()).collect();
-    assert_eq!(ids, vec![too_recent.as_str()]);
+    let mut ids: Vec<&str> = remaining.iter().map(|r| r.audit_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut open = vec![silent.as_str(), too_recent.as_str()];
+    open.sort_unstable();
+    assert_eq!(ids, open);
     let history = audit.history(&firing_target).await.unwrap();
     assert_eq!(
         history[0].report.verification.status,
@@ -415,8 +476,12 @@ async fn the_sweep_settles_pending_verifications_both_ways() {
 
     let again = run(&prober(&audit_table, &[]), scheduled_event()).await;
     assert!(
-        again.settled.is_empty(),
-        "settled once: {:?}",
+        !again.settled.is_empty()
+            && again
+                .settled
+                .iter()
+                .all(|s| s.audit_id == silent && s.status == VerificationStatus::Pending),
+        "settled once, only the unobserved one looked at again: {:?}",
         again.settled
     );
 }

@@ -5,9 +5,9 @@ use alarm_responder::{Responder, ResponderRunbook};
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use runbook_shared::model::{Outcome, Report, SettleBy, VerificationStatus};
 use runbook_tests::fixtures::{
-    create_audit_table, create_deployed_function, create_function, create_stack, event_file,
-    invocation, lambda_alarm_event, log_lines, publish_version, put_durations, responder,
-    responder_clients, set_stack_status,
+    alarm_in_state, create_audit_table, create_deployed_function, create_function, create_stack,
+    event_file, invocation, lambda_alarm_event, log_lines, publish_version, put_durations,
+    responder, responder_clients, served_through, set_stack_status,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::unique;
@@ -84,6 +84,11 @@ async fn errors_after_a_deploy_roll_the_alias_back_and_ok_verifies_it() {
         "{changes:?}"
     );
 
+    alarm_in_state(
+        &format!("{function}-errors"),
+        aws_sdk_cloudwatch::types::StateValue::Ok,
+    )
+    .await;
     let closed = run(&responder, errors_alarm(&function, "OK")).await;
     assert_eq!(
         closed.verification.status,
@@ -91,6 +96,59 @@ async fn errors_after_a_deploy_roll_the_alias_back_and_ok_verifies_it() {
         "{closed:?}"
     );
     assert_eq!(closed.audit_id, report.audit_id);
+}
+
+#[tokio::test]
+async fn a_rollback_goes_only_to_a_version_the_alias_served() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-skipped");
+    create_function(moto(), &function).await;
+    let lambda = moto().lambda();
+    for expected in ["1", "2", "3"] {
+        assert_eq!(publish_version(&lambda, &function).await, expected);
+    }
+    // live served version 1, then moved to 3: version 2 was published but never routed.
+    lambda
+        .create_alias()
+        .function_name(&function)
+        .name("live")
+        .function_version("3")
+        .send()
+        .await
+        .expect("alias");
+    served_through(moto(), &function, "live", "1").await;
+    let responder = responder(&audit, &[], responder_clients());
+    let report = run(&responder, errors_alarm(&function, "ALARM")).await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(
+        report.actions[0].after,
+        json!({"version": "1"}),
+        "{report:?}"
+    );
+    assert_eq!(alias_state(&function).await.0, "1");
+
+    // Nothing earlier known to have served: no action, naming the candidates.
+    let unknown = unique("managed-unknown");
+    create_function(moto(), &unknown).await;
+    for expected in ["1", "2"] {
+        assert_eq!(publish_version(&lambda, &unknown).await, expected);
+    }
+    lambda
+        .create_alias()
+        .function_name(&unknown)
+        .name("live")
+        .function_version("2")
+        .send()
+        .await
+        .expect("alias");
+    let report = run(&responder, errors_alarm(&unknown, "ALARM")).await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(
+        report.reason.contains("known to have served") && report.reason.contains("candidates 1"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(alias_state(&unknown).await.0, "2", "nothing changed");
 }
 
 #[tokio::test]
@@ -329,6 +387,83 @@ async fn duration_alarms_raise_the_timeout_within_the_cap() {
 }
 
 #[tokio::test]
+async fn a_timeout_is_never_raised_above_a_consumed_queues_visibility_timeout() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let function = unique("managed-consumer");
+    create_function(moto(), &function).await;
+    let lambda = moto().lambda();
+    lambda
+        .update_function_configuration()
+        .function_name(&function)
+        .timeout(10)
+        .send()
+        .await
+        .unwrap();
+    let queue = unique("orders");
+    let url = moto()
+        .sqs()
+        .create_queue()
+        .queue_name(&queue)
+        .attributes(QueueAttributeName::VisibilityTimeout, "12")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = moto()
+        .sqs()
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    lambda
+        .create_event_source_mapping()
+        .function_name(&function)
+        .event_source_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let responder = responder(
+        &audit,
+        &[("COOLDOWN_SECONDS", "0"), ("MAX_TIMEOUT_SECONDS", "60")],
+        responder_clients(),
+    );
+    // Runs reach 9.9 s of the 10 s timeout: 15 s would be the raise, but the queue's messages
+    // reappear after 12 s.
+    put_durations(&function, &[9_900.0]).await;
+    let raise = json!({"runbook": "lambda-resources", "function": function, "raise": "timeout"});
+    let report = run(&responder, raise.clone()).await;
+    assert_eq!(report.outcome, Outcome::Remediated, "{report:?}");
+    assert_eq!(report.actions[0].after, json!({"timeout_seconds": 12}));
+    let now = lambda
+        .get_function_configuration()
+        .function_name(&function)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(now.timeout(), Some(12));
+
+    // At the queue's visibility timeout: skipped, with the numbers and what to change.
+    put_durations(&function, &[11_900.0]).await;
+    let at_cap = run(&responder, raise).await;
+    assert_eq!(at_cap.outcome, Outcome::Skipped, "{at_cap:?}");
+    assert!(
+        at_cap
+            .reason
+            .contains(&format!("12 s visibility timeout of queue {queue}"))
+            && at_cap.reason.contains("VisibilityTimeout"),
+        "{}",
+        at_cap.reason
+    );
+}
+
+#[tokio::test]
 async fn stack_stuck_in_update_rollback_failed_is_continued() {
     let audit = create_audit_table(&moto().dynamodb()).await;
     let stack = unique("managed-stack");
@@ -550,6 +685,7 @@ async fn access_denied_on_update_alias_is_reported() {
 
     let audit = create_audit_table(&moto().dynamodb()).await;
     let mut responder = responder(&audit, &[], responder_clients());
+    served_through(moto(), "managed-denied", "live", "1").await;
     let now = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
         .to_string();

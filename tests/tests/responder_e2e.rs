@@ -3,7 +3,7 @@
 
 use runbook_tests::deploy::{ALARM_RESPONDER, Deployment, deploy_managed};
 use runbook_tests::fixtures::{
-    create_deployed_function, create_stack, event_file, set_stack_status,
+    create_deployed_function, create_stack, event_file, recovered, set_stack_status,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{LambdaProcess, binary};
@@ -44,9 +44,8 @@ async fn lambda_runbooks_through_the_binary() {
         .unwrap();
     assert_eq!(alias.function_version(), Some("1"));
 
-    let closed = responder
-        .report(&event_file("lambda-errors-ok.json", &names))
-        .await;
+    let ok = event_file("lambda-errors-ok.json", &names);
+    let closed = responder.report(&recovered(ok).await).await;
     assert_eq!(closed["verification"]["status"], "verified", "{closed}");
 
     // A worker (no aliases: its traffic runs on $LATEST) whose runs reach 2.95 s of its 3 s

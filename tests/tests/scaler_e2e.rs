@@ -2,7 +2,7 @@
 //! invoked with the files in events/, against moto.
 
 use runbook_tests::deploy::{Deployment, LIMIT_SCALER, deploy_managed};
-use runbook_tests::fixtures::{TableSpec, capacity, create_limits_table, event_file};
+use runbook_tests::fixtures::{TableSpec, capacity, create_limits_table, event_file, recovered};
 use runbook_tests::moto::moto;
 use runbook_tests::runtime::{Invoked, LambdaProcess, binary};
 use serde_json::{Value, json};
@@ -45,12 +45,8 @@ async fn throttle_alarm_then_ok_through_the_binary() {
     assert!(report["audit_id"].is_string());
     assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5));
 
-    let closed = function
-        .report(&event_file(
-            "dynamodb-throttle-ok.json",
-            &[("orders", &table)],
-        ))
-        .await;
+    let ok = event_file("dynamodb-throttle-ok.json", &[("orders", &table)]);
+    let closed = function.report(&recovered(ok).await).await;
     assert_eq!(closed["verification"]["status"], "verified", "{closed}");
     assert_eq!(closed["audit_id"], report["audit_id"]);
 

@@ -126,6 +126,7 @@ async fn plan(audit: &AuditStore, runbook: &str, status: ApprovalStatus, expires
         state_hash: "hash".into(),
         state: json!({}),
         fingerprint: unique("fingerprint"),
+        question: json!(null),
         actions: vec![action("orders")],
         then: Vec::new(),
         summary: "raised".into(),

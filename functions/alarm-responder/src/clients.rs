@@ -22,6 +22,8 @@ pub struct Clients {
     pub apigatewayv2: aws_sdk_apigatewayv2::Client,
     /// The bus api-errors sends its handoffs to.
     pub events: aws_sdk_eventbridge::Client,
+    /// The queues a function consumes, whose visibility timeout caps its timeout.
+    pub sqs: aws_sdk_sqs::Client,
     pub audit: aws_sdk_dynamodb::Client,
 }
 
@@ -36,6 +38,7 @@ impl Clients {
             apigateway: aws_sdk_apigateway::Client::new(sdk),
             apigatewayv2: aws_sdk_apigatewayv2::Client::new(sdk),
             events: aws_sdk_eventbridge::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
             audit: dynamodb.clone(),
             dynamodb,
         }

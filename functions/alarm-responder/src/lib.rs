@@ -325,6 +325,7 @@ impl Responder {
                 let (runbook, resource) = handed.unwrap_or((job.runbook().id(), resource));
                 let close = runbook_shared::guards::close_on_ok(
                     &self.safety,
+                    &self.clients.cloudwatch,
                     runbook,
                     &resource,
                     alarm,

@@ -1,6 +1,8 @@
 //! `inspect`: what a DLQ (or any managed queue) holds — counts, the oldest message's age, and a
 //! sample grouped by source — changing nothing: every sampled message is made visible again at
-//! once.
+//! once. A queue with a RedrivePolicy of its own is a source (a DLQ is the queue a RedrivePolicy
+//! points at): receiving from it spends one of each sampled message's delivery attempts, and
+//! can send it to its DLQ unprocessed, so it is never sampled, only counted.
 
 use chrono::Utc;
 use runbook_shared::aws::AwsError;
@@ -24,6 +26,12 @@ impl Redriver {
     ) -> Report {
         let mut sampled: Vec<messages::Received> = Vec::new();
         let mut error = None;
+        let spends_attempts = dlq.max_receive_count;
+        let sample_size = if spends_attempts.is_some() {
+            0
+        } else {
+            sample_size
+        };
         while (sampled.len() as u32) < sample_size {
             let want = (sample_size - sampled.len() as u32).min(10) as i32;
             match messages::receive(&self.clients.sqs, dlq, want, 30, 0).await {
@@ -94,6 +102,12 @@ impl Redriver {
             "sampled": sampled.len(),
             "by_source": by_source,
         }));
+        let sampled_said = match spends_attempts {
+            Some(max) => format!(
+                "not sampled: it has a RedrivePolicy of its own (maxReceiveCount {max}), so a receive would spend a delivery attempt of each message"
+            ),
+            None => format!("sampled {} and made them visible again", sampled.len()),
+        };
         let mut checks = vec![Check::new(
             "sample_released",
             not_released.is_empty(),
@@ -132,11 +146,10 @@ impl Redriver {
             ),
             None => report.finish(Outcome::NoAction,
                 format!(
-                    "{} holds {} messages ({} in flight{age}); sampled {} and made them visible again; nothing was changed{}",
+                    "{} holds {} messages ({} in flight{age}); {sampled_said}; nothing was changed{}",
                     dlq.name,
                     dlq.depth(),
                     dlq.in_flight,
-                    sampled.len(),
                     if self.config.redrive_on_alarm {
                         ""
                     } else {

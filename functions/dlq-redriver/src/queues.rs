@@ -97,6 +97,10 @@ pub struct Queue {
     /// timeout × its RedrivePolicy's maxReceiveCount, plus its delay (0 without a policy).
     #[serde(skip)]
     pub fails_back_after_seconds: i64,
+    /// Its own RedrivePolicy's maxReceiveCount, when it has one: it is then a source, and
+    /// every receive spends one of a message's delivery attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_receive_count: Option<i64>,
 }
 
 impl Queue {
@@ -179,6 +183,20 @@ pub async fn describe(sqs: &Client, name: &str, url: &str) -> Result<Queue, AwsE
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0)
     };
+    // A policy that cannot be read still makes it a source: receiving is then never safe.
+    let max_receive_count = attributes
+        .get(&QueueAttributeName::RedrivePolicy)
+        .filter(|policy| !policy.trim().is_empty())
+        .map(|policy| {
+            serde_json::from_str::<serde_json::Value>(policy)
+                .ok()
+                .and_then(|policy| match &policy["maxReceiveCount"] {
+                    serde_json::Value::Number(n) => n.as_i64(),
+                    serde_json::Value::String(s) => s.parse().ok(),
+                    _ => None,
+                })
+                .unwrap_or(1)
+        });
     Ok(Queue {
         name: name.to_string(),
         url: url.to_string(),
@@ -196,18 +214,11 @@ pub async fn describe(sqs: &Client, name: &str, url: &str) -> Result<Queue, AwsE
             .get(&QueueAttributeName::MaximumMessageSize)
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
-        fails_back_after_seconds: attributes
-            .get(&QueueAttributeName::RedrivePolicy)
-            .and_then(|policy| serde_json::from_str::<serde_json::Value>(policy).ok())
-            .and_then(|policy| match &policy["maxReceiveCount"] {
-                serde_json::Value::Number(n) => n.as_i64(),
-                serde_json::Value::String(s) => s.parse().ok(),
-                _ => None,
-            })
-            .map_or(0, |receives| {
-                number(QueueAttributeName::VisibilityTimeout) * receives
-                    + number(QueueAttributeName::DelaySeconds)
-            }),
+        fails_back_after_seconds: max_receive_count.map_or(0, |receives| {
+            number(QueueAttributeName::VisibilityTimeout) * receives
+                + number(QueueAttributeName::DelaySeconds)
+        }),
+        max_receive_count,
     })
 }
 

@@ -50,7 +50,7 @@ impl Scaler {
         };
         match alarm_now(&self.clients.cloudwatch, alarm).await {
             Ok(AlarmNow::Firing) => {}
-            Ok(AlarmNow::NotFiring(now)) => {
+            Ok(AlarmNow::NotFiring { said: now, .. }) => {
                 return invocation.timed(report.finish(
                     Outcome::NoAction,
                     format!("handed off for alarm {alarm}, which is {now}: nothing was changed"),

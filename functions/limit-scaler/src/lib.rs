@@ -337,6 +337,7 @@ impl Catalog for Scaler {
                 let resource = job.resource(&self.config.safety.home);
                 let close = runbook_shared::guards::close_on_ok(
                     &self.safety,
+                    &self.clients.cloudwatch,
                     job.runbook().id(),
                     &resource,
                     alarm,

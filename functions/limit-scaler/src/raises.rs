@@ -2,6 +2,8 @@
 //! close them: when a raise is due to go back, whether it is still the one listed, and the end
 //! of its tracking.
 
+use runbook_shared::aws::{AwsError, metric_query};
+use runbook_shared::guards::{AlarmNow, alarm_now};
 use runbook_shared::model::{Check, Ending, Report, Step, Verification, concluded};
 use runbook_shared::path::RunContext;
 use runbook_shared::store::Raise;
@@ -87,4 +89,85 @@ pub(crate) async fn put_back_verified(
             "{summary}, but its raise record could not be closed: {err}"
         )),
     }
+}
+
+/// How far back a put-back looks for throttling of what the raise answered.
+const QUIET_MINUTES: i64 = 5;
+
+/// The throttle figures a raise answered: their namespace, names and dimensions.
+pub(crate) struct ThrottleMetrics<'a> {
+    pub namespace: &'a str,
+    pub names: &'a [&'a str],
+    pub dimensions: Vec<(&'a str, String)>,
+}
+
+/// Nothing is put back or stepped down during the incident: the alarm that led to the raise
+/// must not be in ALARM, and `metrics` (when the runbook has them) must show no throttling in
+/// the last `QUIET_MINUTES`. Otherwise the step waits for the next schedule, saying why; what
+/// cannot be read holds it too.
+pub(crate) async fn quiet_since(
+    ctx: &RunContext<'_, Scaler>,
+    raise: &Raise,
+    metrics: Option<ThrottleMetrics<'_>>,
+) -> Step<()> {
+    let cloudwatch = &ctx.clients.cloudwatch;
+    if let Some(alarm) = &raise.alarm {
+        match alarm_now(cloudwatch, alarm).await {
+            Ok(AlarmNow::Firing) => {
+                return Err(Ending::skipped(format!(
+                    "alarm {alarm}, which led to the raise, is still in ALARM: nothing is lowered during the incident; the next schedule tries again"
+                )));
+            }
+            Ok(_) => {}
+            Err(err) => {
+                return Err(Ending::failed(format!(
+                    "could not read alarm {alarm}, which led to the raise, so nothing was lowered: {err}"
+                )));
+            }
+        }
+    }
+    let Some(metrics) = metrics else {
+        return Ok(());
+    };
+    let end = chrono::Utc::now();
+    let start = end - chrono::Duration::minutes(QUIET_MINUTES);
+    let mut request = cloudwatch
+        .get_metric_data()
+        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            start.timestamp(),
+        ))
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            end.timestamp(),
+        ));
+    for (index, name) in metrics.names.iter().enumerate() {
+        request = request.metric_data_queries(metric_query(
+            format!("m{index}"),
+            metrics.namespace,
+            name,
+            metrics
+                .dimensions
+                .iter()
+                .map(|(key, value)| (*key, value.as_str())),
+            60,
+            "Sum",
+        ));
+    }
+    let said = metrics.names.join(" + ");
+    let output = request.send().await.map_err(|err| {
+        let err = AwsError::from_sdk("cloudwatch:GetMetricData", &said, &err);
+        Ending::failed(format!(
+            "could not read {said} of the last {QUIET_MINUTES} minutes, so nothing was lowered: {err}"
+        ))
+    })?;
+    let throttled: f64 = output
+        .metric_data_results()
+        .iter()
+        .flat_map(|result| result.values().iter())
+        .sum();
+    if throttled > 0.0 {
+        return Err(Ending::skipped(format!(
+            "{said}: {throttled} in the last {QUIET_MINUTES} minutes: still throttling, so nothing is lowered; the next schedule tries again"
+        )));
+    }
+    Ok(())
 }

@@ -108,6 +108,7 @@ impl Scaler {
                 &raise.original,
                 &raise.current,
                 raise.revert_at,
+                raise.alarm.as_deref(),
             )
             .await;
         if let Err(err) = moved.and(audit.end_raise(&raise.runbook, old).await) {

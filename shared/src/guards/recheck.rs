@@ -11,8 +11,12 @@ use crate::aws::AwsError;
 #[derive(Debug, PartialEq)]
 pub enum AlarmNow {
     Firing,
-    /// Not in ALARM: its state, since when, and why, in words.
-    NotFiring(String),
+    /// Not in ALARM: whether it is OK (rather than INSUFFICIENT_DATA), and its state, since
+    /// when, and why, in words.
+    NotFiring {
+        ok: bool,
+        said: String,
+    },
     /// No alarm by that name (deleted since its event, or an event sent by hand).
     Gone,
 }
@@ -61,9 +65,12 @@ pub async fn alarm_now(
         .and_then(|at| chrono::DateTime::from_timestamp(at.secs(), at.subsec_nanos()))
         .map(|at| format!(" since {}", crate::model::timestamp(at)))
         .unwrap_or_default();
-    Ok(AlarmNow::NotFiring(format!(
-        "{}{since} ({})",
-        state.map_or("in no state", StateValue::as_str),
-        reason.unwrap_or("no reason given")
-    )))
+    Ok(AlarmNow::NotFiring {
+        ok: state == Some(&StateValue::Ok),
+        said: format!(
+            "{}{since} ({})",
+            state.map_or("in no state", StateValue::as_str),
+            reason.unwrap_or("no reason given")
+        ),
+    })
 }

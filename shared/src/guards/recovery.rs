@@ -1,15 +1,17 @@
-//! When an OK counts as recovery: an alarm's OK transition closes the open verification of the
-//! change its own alarm started, and only one made before it.
+//! When an OK counts as recovery, for every delivery (EventBridge, the alarm's Lambda action,
+//! SNS): an alarm's OK transition closes the open verification of the change its own alarm
+//! started, only when the OK came after that change, and only while CloudWatch shows the alarm
+//! OK.
 
 use super::Safety;
-use crate::model::{
-    AlarmTrigger, Outcome, Report, ResourceId, SettleBy, TriggerKind, VerificationStatus,
-};
+use super::recheck::{AlarmNow, alarm_now};
+use crate::model::{AlarmTrigger, Outcome, Report, ResourceId, SettleBy, VerificationStatus};
 
 /// An alarm's OK transition: closes the newest open verification of `runbook` on the
 /// resource, marking its open (`pending`) checks as met, with the time to recover.
 pub async fn close_on_ok(
     safety: &Safety,
+    cloudwatch: &aws_sdk_cloudwatch::Client,
     runbook: &str,
     resource: &ResourceId,
     alarm: &AlarmTrigger,
@@ -47,11 +49,9 @@ pub async fn close_on_ok(
         );
         return report;
     }
-    // A notification's time is CloudWatch's (`alarms::confirmed`), and anyone who may
-    // publish to the topic can send an OK: an alarm OK since before the change proves nothing.
-    if alarm.kind == TriggerKind::AlarmSns
-        && alarm.changed_at.timestamp() < record.started_at.timestamp()
-    {
+    // An OK from before the change proves nothing about it, however it was delivered (a late
+    // or replayed event, a notification anyone allowed on the topic sent).
+    if alarm.changed_at.timestamp() < record.started_at.timestamp() {
         report.outcome = Outcome::NoAction;
         report.reason = format!(
             "alarm {} has been OK since {}, before the change to {target} at {}: that does not verify it",
@@ -61,7 +61,43 @@ pub async fn close_on_ok(
         );
         return report;
     }
-    let recovered = (alarm.changed_at - record.started_at).num_seconds().max(0);
+    // And the event may be old news: only CloudWatch's state now closes a verification.
+    match alarm_now(cloudwatch, &alarm.alarm_name).await {
+        Ok(AlarmNow::NotFiring { ok: true, .. }) => {}
+        Ok(AlarmNow::NotFiring { said: now, .. }) => {
+            report.outcome = Outcome::NoAction;
+            report.reason = format!(
+                "alarm {} sent OK, but CloudWatch shows it {now}: that does not verify the change to {target}",
+                alarm.alarm_name
+            );
+            return report;
+        }
+        Ok(AlarmNow::Firing) => {
+            report.outcome = Outcome::NoAction;
+            report.reason = format!(
+                "alarm {} sent OK, but CloudWatch shows it in ALARM again: that does not verify the change to {target}",
+                alarm.alarm_name
+            );
+            return report;
+        }
+        Ok(AlarmNow::Gone) => {
+            report.outcome = Outcome::NoAction;
+            report.reason = format!(
+                "alarm {} no longer exists, so its OK cannot verify the change to {target}: the verification stays open for the health-prober's sweep",
+                alarm.alarm_name
+            );
+            return report;
+        }
+        Err(err) => {
+            report.outcome = Outcome::Failed;
+            report.reason = format!(
+                "could not read alarm {} to confirm its OK, so the verification of {target} stays open: {err}",
+                alarm.alarm_name
+            );
+            return report;
+        }
+    }
+    let recovered = (alarm.changed_at - record.started_at).num_seconds();
     let mut verification = record.report.verification.clone();
     for check in verification
         .checks

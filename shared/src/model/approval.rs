@@ -69,6 +69,11 @@ pub struct Plan {
     /// SHA-256 of the state and the actions (as `approval_view` shows them): what an approval
     /// compares with the plan made again.
     pub fingerprint: String,
+    /// What a person's denial of it answers (`Runbook::denial_question`): a later plan asking
+    /// anything else is a new question. Null in plans stored before it was kept: never the
+    /// same question.
+    #[serde(default)]
+    pub question: Value,
     pub actions: Vec<Action>,
     pub then: Vec<Action>,
     pub summary: String,

@@ -87,11 +87,13 @@ pub struct Report {
 /// A call for a person: what stopped the automation, and the evidence.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Escalation {
-    /// `brake` (too many resources changed at once) or `repeat` (one resource acted on again
-    /// and again).
+    /// `brake` (too many resources changed at once), `repeat` (one resource acted on again
+    /// and again) or `denied` (a run met a person's denial of its plan: the incident is
+    /// theirs).
     pub kind: String,
     pub reason: String,
-    /// The resources changed in the window (brake), or the earlier audit ids (repeat).
+    /// The resources changed in the window (brake), the earlier audit ids (repeat), or the
+    /// denied plan's id (denied).
     pub evidence: Vec<String>,
 }
 

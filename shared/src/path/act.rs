@@ -21,6 +21,8 @@ pub(super) struct Plan<'a> {
     pub(super) reach: Reach<'a>,
     /// The plan as an approval compares it (`Runbook::approval_view`).
     pub(super) view: &'a Planned,
+    /// What a denial of it answers (`Runbook::denial_question`).
+    pub(super) question: &'a serde_json::Value,
 }
 
 /// The action budget of one run: spent once, however often it plans.
@@ -76,7 +78,7 @@ pub(super) async fn act<F: Function, C>(
             Ok(AlarmNow::Gone) => report.notes.push(format!(
                 "alarm {alarm} could not be found to re-check before acting (deleted since its event, or an event sent by hand): acted on the event as delivered"
             )),
-            Ok(AlarmNow::NotFiring(now)) => {
+            Ok(AlarmNow::NotFiring { said: now, .. }) => {
                 return withheld(report, planned, Ending::new(
                     Outcome::NoAction,
                     format!("recovered before acting: alarm {alarm} is {now}; nothing was changed"),
@@ -211,7 +213,7 @@ async fn write<F: Function, C>(
             plan.runbook,
             report,
             &planned,
-            plan.view,
+            (plan.view, plan.question),
         ))
         .await;
         return withheld(report, planned, asked);

@@ -4,8 +4,8 @@
 use super::{Function, RunContext, withheld};
 use crate::model::timestamp;
 use crate::model::{
-    Approval, ApprovalStatus, Approving, Ending, Outcome, Plan, Planned, Report, ResourceId, Step,
-    approval_commands, fingerprint, plan_state,
+    Approval, ApprovalStatus, Approving, Ending, Escalation, Outcome, Plan, Planned, Report,
+    ResourceId, Step, approval_commands, fingerprint, plan_state,
 };
 
 /// An approved plan is applied only as it was made: from the same state (the hash of what its
@@ -43,7 +43,7 @@ pub(super) async fn ask_approval<F: Function>(
     runbook: &str,
     report: &mut Report,
     planned: &Planned,
-    view: &Planned,
+    (view, question): (&Planned, &serde_json::Value),
 ) -> Ending {
     let safety = ctx.function.safety();
     let Some(event) = ctx.invocation.event.as_deref() else {
@@ -65,10 +65,16 @@ pub(super) async fn ask_approval<F: Function>(
             (open.plan, true)
         }
         // A person said no to exactly this plan from exactly this state: not asked again
-        // until something changes.
-        Ok(Some(denied)) if denied.status == ApprovalStatus::Denied => {
-            return Ending::skipped(format!(
-                "denied by {}: the same plan from the same state ({}) was denied at {}{}; not asked again until the state changes",
+        // while that plan stands (until it expires), nor for the same question
+        // (`Runbook::denial_question`: new messages in a DLQ are a new one). The first run
+        // that meets the denial escalates, so that people learn the incident is theirs.
+        Ok(Some(denied))
+            if denied.status == ApprovalStatus::Denied
+                && denied.plan.expires_at > chrono::Utc::now()
+                && denied.plan.question == *question =>
+        {
+            let reason = format!(
+                "denied by {}: the same plan from the same state ({}) was denied at {}{}; not asked again until the state changes or the plan expires at {}",
                 denied.decided_by.as_deref().unwrap_or("?"),
                 denied.plan.plan_id,
                 denied.decided_at.as_deref().unwrap_or("?"),
@@ -76,8 +82,28 @@ pub(super) async fn ask_approval<F: Function>(
                     .decided_reason
                     .as_deref()
                     .map(|reason| format!(" ({reason})"))
-                    .unwrap_or_default()
-            ));
+                    .unwrap_or_default(),
+                timestamp(denied.plan.expires_at)
+            );
+            // Told once, by the first run that meets the denial.
+            let claimed = safety
+                .audit
+                .claim_denial_escalation(&denied.plan.plan_id, chrono::Utc::now())
+                .await;
+            match claimed {
+                Ok(true) => {
+                    report.escalation = Some(Escalation {
+                        kind: "denied".into(),
+                        reason: reason.clone(),
+                        evidence: vec![denied.plan.plan_id.clone()],
+                    });
+                }
+                Ok(false) => {}
+                Err(err) => report.notes.push(format!(
+                    "whether people were already told of this denial could not be recorded: {err}"
+                )),
+            }
+            return Ending::skipped(reason);
         }
         Ok(_) => {
             let now = chrono::Utc::now();
@@ -90,6 +116,7 @@ pub(super) async fn ask_approval<F: Function>(
                 state_hash,
                 state,
                 fingerprint: fingerprint.clone(),
+                question: question.clone(),
                 actions: planned.actions.clone(),
                 then: planned.then.clone(),
                 summary: planned.summary.clone(),

@@ -152,6 +152,14 @@ pub trait Runbook<F: Function> {
         planned.clone()
     }
 
+    /// What a person's denial of a plan answers: a later plan of the same question is not
+    /// asked again while the denied one stands. By default the plan as an approval compares
+    /// it; a runbook whose approval view leaves out what makes a new question (new messages
+    /// in a DLQ) says so here.
+    fn denial_question(&self, planned: &Planned) -> Value {
+        serde_json::to_value(&self.approval_view(planned).actions).unwrap_or(Value::Null)
+    }
+
     /// The resource as the action's `after` would show it (`None`: the runbook has no state to
     /// compare, so a crashed attempt's change cannot be recognised and is not resumed).
     fn observed(&self, _diagnosis: &Self::Diagnosis) -> Option<Value> {

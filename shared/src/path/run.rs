@@ -206,6 +206,7 @@ async fn change<F: Function, R: Runbook<F>>(
         };
         let planned = runbook.describe(ctx, &change);
         let view = runbook.approval_view(&planned);
+        let question = runbook.denial_question(&planned);
         if let Reach::Carries(approving) = reach {
             approved_as_made(approving, resource, R::ID, report, &planned, &view)?;
         }
@@ -219,6 +220,7 @@ async fn change<F: Function, R: Runbook<F>>(
                 stack_properties: R::STACK_PROPERTIES,
                 reach,
                 view: &view,
+                question: &question,
             },
             report,
             planned,

@@ -176,6 +176,27 @@ impl AuditStore {
         condition_held(update, "dynamodb:UpdateItem", &self.resource())
     }
 
+    /// Claims the one escalation of a denied plan: true for the first run that meets the
+    /// denial, false for every later one (people are told once, not at every schedule).
+    pub async fn claim_denial_escalation(
+        &self,
+        plan_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AwsError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(plan_key(plan_id)))
+            .key("sk", s("plan"))
+            .update_expression("SET escalated_at = :at")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(escalated_at)")
+            .expression_attribute_values(":at", s(timestamp(now)))
+            .send()
+            .await;
+        condition_held(update, "dynamodb:UpdateItem", &self.resource())
+    }
+
     /// The final report of an event this table has completed, if it has.
     pub async fn event_report(&self, event_id: &str) -> Result<Option<Report>, AwsError> {
         let output = self

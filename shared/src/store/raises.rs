@@ -21,6 +21,8 @@ pub struct Raise {
     /// When to put the original back (stored limits and reservations); none for capacity,
     /// which steps down by utilisation.
     pub revert_at: Option<DateTime<Utc>>,
+    /// The alarm whose firing led to the raise, if one did: nothing is put back while it fires.
+    pub alarm: Option<String>,
 }
 
 impl Raise {
@@ -35,13 +37,15 @@ impl Raise {
                 .ok()?
                 .with_timezone(&Utc),
             revert_at: get_n(item, "revert_at").and_then(|at| DateTime::from_timestamp(at, 0)),
+            alarm: get_s(item, "alarm").map(str::to_string),
         })
     }
 }
 
 impl AuditStore {
     /// Records that `runbook` raised the resource (by its key) to `current`; the original is
-    /// kept from the first raise still in force.
+    /// kept from the first raise still in force, and so is the alarm that led to a raise when
+    /// this one names none.
     pub async fn put_raise(
         &self,
         runbook: &str,
@@ -49,26 +53,41 @@ impl AuditStore {
         original: &Value,
         current: &Value,
         revert_at: Option<DateTime<Utc>>,
+        alarm: Option<&str>,
     ) -> Result<(), AwsError> {
         let now = Utc::now();
+        let mut set = vec![
+            "original = if_not_exists(original, :original)",
+            "#current = :current",
+            "raised_at = :now",
+            "expires_at = :expires",
+        ];
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(format!("raise#{runbook}")))
             .key("sk", s(resource))
-            .update_expression("SET original = if_not_exists(original, :original), #current = :current, raised_at = :now, expires_at = :expires REMOVE revert_at")
             .expression_attribute_names("#current", "current")
             .expression_attribute_values(":original", s(original.to_string()))
             .expression_attribute_values(":current", s(current.to_string()))
             .expression_attribute_values(":now", s(timestamp(now)))
             .expression_attribute_values(":expires", self.expires_at(now));
         if let Some(at) = revert_at {
-            update = update
-                .update_expression("SET original = if_not_exists(original, :original), #current = :current, raised_at = :now, expires_at = :expires, revert_at = :revert")
-                .expression_attribute_values(":revert", n(at.timestamp()));
+            set.push("revert_at = :revert");
+            update = update.expression_attribute_values(":revert", n(at.timestamp()));
         }
+        if let Some(alarm) = alarm {
+            set.push("alarm = :alarm");
+            update = update.expression_attribute_values(":alarm", s(alarm));
+        }
+        let remove = if revert_at.is_none() {
+            " REMOVE revert_at"
+        } else {
+            ""
+        };
         update
+            .update_expression(format!("SET {}{remove}", set.join(", ")))
             .send()
             .await
             .map_err(|err| self.err("dynamodb:UpdateItem", &err))?;

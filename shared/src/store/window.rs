@@ -12,7 +12,9 @@ use crate::aws::{AwsError, condition_held};
 
 impl AuditStore {
     /// The value under `field` in the item `pk` (its default when there is none), and the
-    /// item's version (0 when there is none).
+    /// item's version (0 when there is none). An item that is there but cannot be read (its
+    /// value or version missing or malformed) is an error, never an empty window: a guard that
+    /// cannot count what it guards fails closed.
     pub(super) async fn read_window<T: DeserializeOwned + Default>(
         &self,
         pk: &str,
@@ -28,15 +30,25 @@ impl AuditStore {
             .send()
             .await
             .map_err(|err| self.err("dynamodb:GetItem", &err))?;
-        let item = item.item();
-        let value = item
-            .and_then(|item| get_s(item, field))
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or_default();
-        Ok((
-            value,
-            item.and_then(|item| get_n(item, "version")).unwrap_or(0),
-        ))
+        let Some(item) = item.item() else {
+            return Ok((T::default(), 0));
+        };
+        let unreadable = |why: String| {
+            AwsError::invalid(
+                "dynamodb:GetItem",
+                &self.resource(),
+                &format!(
+                    "the item pk={pk}, sk=window is unreadable ({why}), so what it guards is held: \
+                     mend or delete that item"
+                ),
+            )
+        };
+        let version =
+            get_n(item, "version").ok_or_else(|| unreadable("no numeric `version`".into()))?;
+        let text = get_s(item, field).ok_or_else(|| unreadable(format!("no string `{field}`")))?;
+        let value = serde_json::from_str(text)
+            .map_err(|err| unreadable(format!("`{field}` is not what it should hold: {err}")))?;
+        Ok((value, version))
     }
 
     /// Writes `value` under `field` if the item is still at `version`: false when another

@@ -62,11 +62,22 @@ async fn lambda_resources_never_undoes_a_concurrent_deploy() {
     let no_aliases = mock!(aws_sdk_lambda::Client::list_aliases).then_output(|| {
         aws_sdk_lambda::operation::list_aliases::ListAliasesOutput::builder().build()
     });
+    let no_queues = mock!(aws_sdk_lambda::Client::list_event_source_mappings).then_output(|| {
+        aws_sdk_lambda::operation::list_event_source_mappings::ListEventSourceMappingsOutput::builder()
+            .build()
+    });
     let quiet = runbook_tests::replay::QuietFunction::new();
     let lambda = mock_client!(
         aws_sdk_lambda,
         RuleMode::MatchAny,
-        [&get, &conflict, &replanned, &no_aliases, &quiet.versions]
+        [
+            &get,
+            &conflict,
+            &replanned,
+            &no_aliases,
+            &no_queues,
+            &quiet.versions
+        ]
     );
     let responder = setup.responder_with(&[], lambda);
     let report = responder
@@ -200,6 +211,7 @@ async fn a_rollback_never_undoes_a_concurrent_alias_move() {
     use aws_sdk_lambda::types::FunctionConfiguration;
     let setup = Setup::new().await;
     let function = unique("managed-moving");
+    runbook_tests::fixtures::served_through(moto(), &function, "live", "1").await;
     let reads = Arc::new(AtomicUsize::new(0));
     let get_alias = mock!(aws_sdk_lambda::Client::get_alias).then_output({
         let (function, reads) = (function.clone(), reads.clone());

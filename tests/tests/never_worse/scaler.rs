@@ -206,6 +206,7 @@ async fn raises_recorded_before_resource_identities_are_still_put_back() {
             &json!({"reserved_concurrency": 7}),
             &json!({"reserved_concurrency": 14}),
             Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+            None,
         )
         .await
         .unwrap();
@@ -431,4 +432,104 @@ async fn the_budget_is_a_sliding_hour() {
             .unwrap()
             .is_ok()
     );
+}
+
+#[tokio::test]
+async fn nothing_is_put_back_while_its_alarm_fires_or_it_still_throttles() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    use runbook_tests::fixtures::{metric_alarm_in_state, put_metric};
+    let setup = Setup::new().await;
+    let function = unique("managed-busy");
+    create_function(moto(), &function).await;
+    reserve(&function, 5).await;
+    let alarm = format!("{function}-throttles");
+    let scaler = setup.scaler(&[("COOLDOWN_SECONDS", "0")]);
+    let raised = run_scaler(
+        &scaler,
+        lambda_alarm_event(&alarm, "ALARM", "Throttles", &function, None),
+    )
+    .await;
+    assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
+    let raised_to = reserved(&function).await;
+    assert!(raised_to > Some(5), "{raised:?}");
+
+    // Its time is up, and the alarm that led to it still fires.
+    metric_alarm_in_state(
+        moto(),
+        &alarm,
+        StateValue::Alarm,
+        ("AWS/Lambda", "Throttles"),
+        &[("FunctionName", function.as_str())],
+    )
+    .await;
+    setup.expire("lambda-concurrency", &function).await;
+    let reports = sweep(&scaler, &invocation()).await;
+    let held = report_for(&reports, &function);
+    assert_eq!(held.outcome, Outcome::Skipped, "{held:?}");
+    assert!(held.reason.contains("still in ALARM"), "{}", held.reason);
+    assert_eq!(reserved(&function).await, raised_to, "not lowered");
+
+    // The alarm is OK again, but the function still throttled a minute ago.
+    metric_alarm_in_state(
+        moto(),
+        &alarm,
+        StateValue::Ok,
+        ("AWS/Lambda", "Throttles"),
+        &[("FunctionName", function.as_str())],
+    )
+    .await;
+    put_metric(
+        moto(),
+        "AWS/Lambda",
+        "Throttles",
+        &[("FunctionName", function.as_str())],
+        3.0,
+        60,
+    )
+    .await;
+    let reports = sweep(&scaler, &invocation()).await;
+    let held = report_for(&reports, &function);
+    assert_eq!(held.outcome, Outcome::Skipped, "{held:?}");
+    assert!(held.reason.contains("still throttling"), "{}", held.reason);
+    assert_eq!(reserved(&function).await, raised_to, "not lowered");
+    assert!(
+        setup
+            .raise_in_force("lambda-concurrency", &function_key(&function))
+            .await,
+        "still tracked, for the next schedule"
+    );
+
+    // Once the alarm is OK and the last throttles are older than the quiet minutes, it goes back.
+    let calm = unique("managed-calm");
+    create_function(moto(), &calm).await;
+    reserve(&calm, 5).await;
+    let calm_alarm = format!("{calm}-throttles");
+    let raised = run_scaler(
+        &scaler,
+        lambda_alarm_event(&calm_alarm, "ALARM", "Throttles", &calm, None),
+    )
+    .await;
+    assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
+    metric_alarm_in_state(
+        moto(),
+        &calm_alarm,
+        StateValue::Ok,
+        ("AWS/Lambda", "Throttles"),
+        &[("FunctionName", calm.as_str())],
+    )
+    .await;
+    put_metric(
+        moto(),
+        "AWS/Lambda",
+        "Throttles",
+        &[("FunctionName", calm.as_str())],
+        3.0,
+        900,
+    )
+    .await;
+    setup.expire("lambda-concurrency", &calm).await;
+    let reports = sweep(&scaler, &invocation()).await;
+    let back = report_for(&reports, &calm);
+    assert_eq!(back.outcome, Outcome::Remediated, "{back:?}");
+    assert_eq!(reserved(&calm).await, Some(5));
 }

@@ -122,3 +122,58 @@ async fn bad_inputs_are_rejected_with_a_reason() {
     }
     assert_eq!(depth(&setup.sqs, &pair.dlq).await, 2);
 }
+
+#[tokio::test]
+async fn a_denial_covers_its_plan_and_new_messages_are_a_new_question() {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-deny", false).await;
+    send_messages(&setup.sqs, &pair.dlq, &bodies("d", 3), None, &[]).await;
+    let redriver = setup.redriver(&[("RUNBOOK_MODES", r#"{"dlq-redrive": "approve"}"#)]);
+    let redrive = json!({"dlq": pair.dlq.name, "action": "redrive"});
+    let asked = run(&redriver, redrive.clone()).await;
+    assert_eq!(asked.outcome, Outcome::AwaitingApproval, "{asked:?}");
+    let plan_id = asked.approval.as_ref().expect("a plan").plan_id.clone();
+    let denied = run(
+        &redriver,
+        json!({"deny": plan_id, "by": "alice", "reason": "handled by hand"}),
+    )
+    .await;
+    assert_eq!(denied.outcome, Outcome::Skipped, "{denied:?}");
+
+    // The same 3 messages: the denial holds, and the run that meets it says so to people.
+    let again = run(&redriver, redrive.clone()).await;
+    assert_eq!(again.outcome, Outcome::Skipped, "{again:?}");
+    assert!(
+        again.reason.starts_with("denied by alice"),
+        "{}",
+        again.reason
+    );
+    let escalation = again
+        .escalation
+        .as_ref()
+        .expect("an escalation, not silence");
+    assert_eq!(escalation.kind, "denied");
+    assert_eq!(escalation.evidence, vec![plan_id.clone()]);
+    // Told once, not at every run that meets the denial.
+    let once_more = run(&redriver, redrive.clone()).await;
+    assert_eq!(once_more.outcome, Outcome::Skipped, "{once_more:?}");
+    assert!(once_more.escalation.is_none(), "{once_more:?}");
+
+    // A backlog in the target queue is not a new question.
+    send_messages(&setup.sqs, &pair.source, &bodies("s", 2), None, &[]).await;
+    let busy_target = run(&redriver, redrive.clone()).await;
+    assert_eq!(busy_target.outcome, Outcome::Skipped, "{busy_target:?}");
+
+    // New messages are a new question: a person is asked again.
+    send_messages(&setup.sqs, &pair.dlq, &bodies("n", 4), None, &[]).await;
+    let new_question = run(&redriver, redrive).await;
+    assert_eq!(
+        new_question.outcome,
+        Outcome::AwaitingApproval,
+        "{new_question:?}"
+    );
+    let new_plan = new_question.approval.as_ref().expect("a new plan");
+    assert_ne!(new_plan.plan_id, plan_id);
+    assert!(!new_plan.already_requested);
+    assert_eq!(depth(&setup.sqs, &pair.dlq).await, 7, "nothing moved");
+}

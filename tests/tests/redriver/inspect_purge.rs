@@ -59,6 +59,36 @@ async fn inspect_samples_by_source_and_leaves_every_count_unchanged() {
 }
 
 #[tokio::test]
+async fn inspecting_a_source_queue_spends_no_delivery_attempt() {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-orders", false).await;
+    send_messages(&setup.sqs, &pair.source, &bodies("o", 3), None, &[]).await;
+
+    // The source queue itself (maxReceiveCount 1), as an alarm on its backlog would name it.
+    let report = run(
+        &setup.redriver(&[]),
+        json!({"dlq": pair.source.name, "action": "inspect"}),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(report.reason.contains("not sampled"), "{}", report.reason);
+    assert_eq!(details(&report)["sampled"], 0);
+    assert_eq!(details(&report)["count"]["visible"], 3);
+
+    // The consumer's next poll gets every message, and none went to the DLQ unprocessed.
+    let received = setup
+        .sqs
+        .receive_message()
+        .queue_url(&pair.source.url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("receive");
+    assert_eq!(received.messages().len(), 3, "{received:?}");
+    assert_eq!(depth(&setup.sqs, &pair.dlq).await, 0);
+}
+
+#[tokio::test]
 async fn purge_needs_the_exact_confirmation() {
     let setup = Setup::new().await;
     let pair = QueuePair::create(&setup.sqs, "managed-purge", false).await;

@@ -286,6 +286,64 @@ async fn the_same_event_twice_acts_once_and_returns_the_same_report() {
 }
 
 #[tokio::test]
+async fn an_ok_verifies_only_a_change_before_it_and_only_while_cloudwatch_shows_ok() {
+    let setup = Setup::new().await;
+    let table = TableSpec::provisioned("managed-orders", 5, 5)
+        .create(&setup.dynamodb)
+        .await;
+    let alarm = format!("{table}-read");
+    let scaler = setup.scaler(&[]);
+    let raised = run(&scaler, read_alarm(&table, "ALARM")).await;
+    assert_eq!(raised.outcome, Outcome::Remediated, "{raised:?}");
+    alarm_in_state(&alarm, StateValue::Alarm).await;
+
+    // An EventBridge OK whose state time is 10 minutes before the raise (a late or replayed
+    // delivery), with CloudWatch still showing ALARM.
+    let mut stale = read_alarm(&table, "OK");
+    stale["detail"]["state"]["timestamp"] = json!(
+        (chrono::Utc::now() - chrono::Duration::minutes(10))
+            .format("%Y-%m-%dT%H:%M:%S%.3f%z")
+            .to_string()
+    );
+    let stale = run(&scaler, stale).await;
+    assert_ne!(
+        stale.verification.status,
+        VerificationStatus::Verified,
+        "{stale:?}"
+    );
+    assert!(
+        stale.reason.contains("before the change"),
+        "{}",
+        stale.reason
+    );
+
+    // An OK on time, while CloudWatch shows the alarm firing again: not a recovery either.
+    let refiring = run(&scaler, read_alarm(&table, "OK")).await;
+    assert_ne!(
+        refiring.verification.status,
+        VerificationStatus::Verified,
+        "{refiring:?}"
+    );
+    assert!(
+        refiring.reason.contains("CloudWatch shows it in ALARM"),
+        "{}",
+        refiring.reason
+    );
+    let records = setup.audit_items(&table).await;
+    assert_eq!(records[0]["verification"]["status"], "pending");
+
+    // CloudWatch OK now: the OK verifies the change.
+    alarm_in_state(&alarm, StateValue::Ok).await;
+    let closed = run(&scaler, read_alarm(&table, "OK")).await;
+    assert_eq!(
+        closed.verification.status,
+        VerificationStatus::Verified,
+        "{closed:?}"
+    );
+    assert_eq!(closed.audit_id, raised.audit_id);
+}
+
+#[tokio::test]
 async fn ok_transition_closes_the_verification_as_verified() {
     let setup = Setup::new().await;
     let table = TableSpec::provisioned("managed-orders", 5, 5)
@@ -293,6 +351,7 @@ async fn ok_transition_closes_the_verification_as_verified() {
         .await;
     let scaler = setup.scaler(&[]);
     let raised = run(&scaler, read_alarm(&table, "ALARM")).await;
+    alarm_in_state(&format!("{table}-read"), StateValue::Ok).await;
     let closed = run(&scaler, read_alarm(&table, "OK")).await;
 
     assert_eq!(closed.outcome, Outcome::NoAction, "{closed:?}");

@@ -37,12 +37,15 @@ async fn lambda_concurrency_raises_within_the_cap_and_the_account_floor() {
     assert_eq!(report.actions[0].after, json!({"reserved_concurrency": 20}));
     assert_eq!(reserved(&function).await, Some(20));
     assert_eq!(report.verification.status, VerificationStatus::Pending);
+    alarm_in_state(&format!("{function}-throttles"), StateValue::Ok).await;
     let closed = run(&setup.scaler(&[]), throttles("OK")).await;
     assert_eq!(
         closed.verification.status,
         VerificationStatus::Verified,
         "{closed:?}"
     );
+    // The alarms below fire again.
+    alarm_in_state(&format!("{function}-throttles"), StateValue::Alarm).await;
 
     // The account's floor limits the raise: leave room for only 3 more.
     let unreserved = lambda

@@ -11,6 +11,7 @@ mod stored_limit;
 
 use std::time::Duration;
 
+use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
 use aws_sdk_dynamodb::operation::update_table::{UpdateTableError, UpdateTableOutput};
 use aws_sdk_dynamodb::types::error::{
@@ -24,8 +25,8 @@ use limit_scaler::Scaler;
 use limit_scaler::config::ScalerConfig;
 use runbook_shared::model::{Outcome, Output, Report, VerificationStatus};
 use runbook_tests::fixtures::{
-    TableSpec, billing_mode, capacity, create_audit_table, expire_raise, invocation, reserved,
-    scaler, scaler_clients, scaler_config, throttle_alarm_event,
+    TableSpec, alarm_in_state, billing_mode, capacity, create_audit_table, expire_raise,
+    invocation, reserved, scaler, scaler_clients, scaler_config, throttle_alarm_event,
 };
 use runbook_tests::moto::moto;
 use runbook_tests::replay::{error_meta, no_metrics, provisioned_table};

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::{Responder, function_of};
 
-pub use plan::{Change, Evidence, Raise, Settings, TIMEOUT_EVIDENCE_SHARE, plan};
+pub use plan::{Change, Evidence, QueueLimit, Raise, Settings, TIMEOUT_EVIDENCE_SHARE, plan};
 
 pub const RUNBOOK: &str = "lambda-resources";
 
@@ -161,7 +161,7 @@ impl Runbook<Responder> for Resources {
         // Runs reaching the timeout, timeouts and out-of-memory in the logs: the shared path
         // read them before this diagnosis.
         let evidence = Evidence::of(ctx.evidence.get());
-        let settings = match ctx.settled_settings(function, ctx.invocation).await {
+        let mut settings = match ctx.settled_settings(function, ctx.invocation).await {
             Ok(Some(settings)) => settings,
             Ok(None) => {
                 return Err(Ending::failed(format!(
@@ -174,8 +174,20 @@ impl Runbook<Responder> for Resources {
                 )));
             }
         };
+        // The queues it consumes cap its timeout: read only when the timeout may be raised.
+        if self.raise.timeout() {
+            settings.queue_limit = ctx.queue_limit(function).await.map_err(|err| {
+                Ending::failed(format!(
+                    "could not read the SQS queues {function} consumes, whose visibility timeout caps its timeout; nothing was changed: {err}"
+                ))
+            })?;
+        }
         report.diagnosis = Some(json!({
             "timeout_seconds": settings.timeout,
+            "consumed_queue": settings.queue_limit.as_ref().map(|limit| json!({
+                "queue": limit.queue,
+                "visibility_timeout_seconds": limit.visibility_timeout,
+            })),
             "memory_mb": settings.memory,
             "last_update_status": settings.last_update,
             "revision_id": settings.revision,

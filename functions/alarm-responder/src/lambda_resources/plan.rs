@@ -50,6 +50,17 @@ pub struct Settings {
     /// What an update passes back so that it applies only to the configuration it was planned
     /// from.
     pub revision: Option<String>,
+    /// The SQS queue it consumes with the shortest visibility timeout, if it consumes any: a
+    /// timeout above that lets a message reappear while it is still being processed.
+    pub queue_limit: Option<QueueLimit>,
+}
+
+/// A queue an event source mapping reads for the function, and the time it leaves the
+/// function: its visibility timeout less the mapping's batching window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueLimit {
+    pub queue: String,
+    pub visibility_timeout: i32,
 }
 
 /// The change: each raised field from → to; a field left out is not sent.
@@ -126,7 +137,9 @@ impl Evidence {
 /// Plans the raise; pure, so dry runs and tests see the same plan. The timeout is raised only
 /// on evidence of timeouts (runs reaching `TIMEOUT_EVIDENCE_SHARE` of it, or `Task timed out`
 /// logged), memory only on evidence of out-of-memory in the logs; nothing is ever lowered, and
-/// a value already above its cap is kept.
+/// a value already above its cap is kept. The timeout's cap is also the visibility timeout of
+/// every SQS queue the function consumes (AWS requires the visibility timeout to be at least
+/// the function's timeout).
 pub fn plan(
     settings: &Settings,
     raise: Raise,
@@ -139,15 +152,15 @@ pub fn plan(
             .max(current)
     };
     let mut kept = Vec::new();
+    let timeout_cap = match &settings.queue_limit {
+        Some(limit) => config.max_timeout_seconds.min(limit.visibility_timeout),
+        None => config.max_timeout_seconds,
+    };
     let timeout = if raise.timeout() {
         let needed = f64::from(settings.timeout) * 1000.0 * TIMEOUT_EVIDENCE_SHARE;
         let reached = evidence.longest_ms.is_some_and(|longest| longest >= needed);
         if reached || evidence.timeouts_logged.unwrap_or(0) > 0 {
-            Some(scaled(
-                settings.timeout,
-                config.timeout_factor,
-                config.max_timeout_seconds,
-            ))
+            Some(scaled(settings.timeout, config.timeout_factor, timeout_cap))
         } else {
             let runs = match evidence.longest_ms {
                 Some(longest) => format!(
@@ -200,11 +213,20 @@ pub fn plan(
         return Decision::NoAction(kept.join("; "));
     }
     let mut at_cap = Vec::new();
-    if timeout.is_some() {
-        at_cap.push(format!(
+    match &settings.queue_limit {
+        Some(limit)
+            if timeout.is_some() && limit.visibility_timeout < config.max_timeout_seconds =>
+        {
+            at_cap.push(format!(
+                "timeout {} s is at the {} s visibility timeout of queue {}, which it consumes (less the mapping's batching window): a longer timeout would let messages reappear while still being processed (processed twice, and sent to the DLQ sooner); raise the queue's VisibilityTimeout first (AWS recommends six times the function's timeout plus the batching window)",
+                settings.timeout, limit.visibility_timeout, limit.queue
+            ));
+        }
+        _ if timeout.is_some() => at_cap.push(format!(
             "timeout {} s is at MAX_TIMEOUT_SECONDS={}",
             settings.timeout, config.max_timeout_seconds
-        ));
+        )),
+        _ => {}
     }
     if memory.is_some() {
         at_cap.push(format!(

@@ -1,11 +1,11 @@
 //! What `lambda-resources` reads: the function's configuration, its longest runs, and which
 //! versions its traffic runs on.
 
-use runbook_shared::aws::AwsError;
+use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::poll_until;
 use runbook_shared::model::Invocation;
 
-use super::plan::Settings;
+use super::plan::{QueueLimit, Settings};
 use crate::Responder;
 
 impl Responder {
@@ -33,7 +33,93 @@ impl Responder {
                 .map_or("Successful", |s| s.as_str())
                 .to_string(),
             revision: config.revision_id().map(str::to_string),
+            queue_limit: None,
         })
+    }
+
+    /// The SQS queue that leaves the function the least time among those its event source
+    /// mappings read (enabled or not: a disabled one is enabled again as it was): its
+    /// visibility timeout less the mapping's batching window, which a message spends
+    /// invisible before the function even starts. A mapping whose queue no longer exists
+    /// caps nothing.
+    pub(super) async fn queue_limit(&self, function: &str) -> Result<Option<QueueLimit>, AwsError> {
+        let mut queues = Vec::new();
+        let mut pages = self
+            .clients
+            .lambda
+            .list_event_source_mappings()
+            .function_name(function)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| {
+                AwsError::from_sdk(
+                    "lambda:ListEventSourceMappings",
+                    &format!("function {function}"),
+                    &err,
+                )
+            })?;
+            for mapping in page.event_source_mappings() {
+                // arn:<partition>:sqs:<region>:<account>:<name>
+                let arn = mapping.event_source_arn().unwrap_or_default();
+                if let [_, _, "sqs", _, account, name] = arn.split(':').collect::<Vec<_>>()[..] {
+                    let batching = mapping.maximum_batching_window_in_seconds().unwrap_or(0);
+                    queues.push((account.to_string(), name.to_string(), batching));
+                }
+            }
+        }
+        let mut limit: Option<QueueLimit> = None;
+        for (account, name, batching) in queues {
+            let visibility_timeout = match self.visibility_timeout(&account, &name).await {
+                Ok(seconds) => (seconds - batching).max(1),
+                Err(err) if err.is(FaultKind::NotFound) => continue,
+                Err(err) => return Err(err),
+            };
+            if limit
+                .as_ref()
+                .is_none_or(|limit| visibility_timeout < limit.visibility_timeout)
+            {
+                limit = Some(QueueLimit {
+                    queue: name,
+                    visibility_timeout,
+                });
+            }
+        }
+        Ok(limit)
+    }
+
+    async fn visibility_timeout(&self, account: &str, name: &str) -> Result<i32, AwsError> {
+        let sqs = &self.clients.sqs;
+        let resource = format!("queue {name}");
+        let url = sqs
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk("sqs:GetQueueUrl", &resource, &err))?
+            .queue_url
+            .unwrap_or_default();
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk("sqs:GetQueueAttributes", &resource, &err))?;
+        attributes
+            .attributes()
+            .and_then(|attributes| {
+                attributes.get(&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
+            })
+            .and_then(|seconds| seconds.parse().ok())
+            .ok_or_else(|| {
+                AwsError::invalid(
+                    "sqs:GetQueueAttributes",
+                    &resource,
+                    "no VisibilityTimeout in its attributes",
+                )
+            })
     }
 
     /// The settings once no update is in progress (within the deadline).

@@ -162,11 +162,6 @@ impl Runbook<Responder> for Rollback {
                 "could not read alias {target}, nothing was changed: {err}"
             ))
         })?;
-        let versions = ctx.versions(function).await.map_err(|err| {
-            Ending::failed(format!(
-                "could not list the versions of {function}, nothing was changed: {err}"
-            ))
-        })?;
         let last = ctx
             .last_rollback(function, &self.alias)
             .await
@@ -175,11 +170,29 @@ impl Runbook<Responder> for Rollback {
                     "could not read the audit history of {target}, nothing was changed: {err}"
                 ))
             })?;
+        let rolled: Vec<&str> = last
+            .iter()
+            .flat_map(|(from, to, _)| [from.as_str(), to.as_str()])
+            .collect();
+        // A canary is dropped whatever was served before: only a repoint reads that.
+        let below = alias
+            .weights
+            .is_empty()
+            .then(|| alias.version.parse::<u64>().ok())
+            .flatten();
+        let versions = ctx
+            .versions(function, &self.alias, below, &rolled)
+            .await
+            .map_err(|err| {
+                Ending::failed(format!(
+                    "could not read the versions of {function} and which of them {target} served, nothing was changed: {err}"
+                ))
+            })?;
         let at = Utc::now();
         // The owning stack's events are in the evidence's recent changes.
         report.diagnosis = Some(json!({
             "alias": {"version": alias.version, "routing_weights": alias.weights},
-            "versions": versions.iter().map(|v| json!({"version": v.number, "published_at": v.published_at.map(runbook_shared::model::timestamp)})).collect::<Vec<_>>(),
+            "versions": versions.iter().map(|v| json!({"version": v.number, "published_at": v.published_at.map(runbook_shared::model::timestamp), "served": v.served})).collect::<Vec<_>>(),
             "last_rollback": last.as_ref().map(|(from, to, at)| json!({"from": from, "to": to, "at": runbook_shared::model::timestamp(*at)})),
         }));
         Ok(Diagnosis {

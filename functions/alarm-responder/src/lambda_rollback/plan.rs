@@ -1,16 +1,20 @@
 //! How `lambda-rollback` plans: drop a canary, or repoint a freshly deployed alias at the
-//! version before it, never flip-flopping without a new deploy; pure.
+//! newest earlier version it is known to have served, never flip-flopping without a new
+//! deploy; pure.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use runbook_shared::model::Decision;
 
-/// A published version and when it was published.
+/// A published version, when it was published, and whether the alias is known to have served
+/// it (Lambda's `Invocations` by `ExecutedVersion` through the alias, or an earlier rollback of
+/// it by this automation).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Version {
     pub number: u64,
     pub published_at: Option<DateTime<Utc>>,
+    pub served: bool,
 }
 
 /// The alias as GetAlias shows it.
@@ -35,6 +39,10 @@ pub enum Change {
         to: String,
     },
 }
+
+/// How far back the alias's `Invocations` by `ExecutedVersion` are read to know which versions
+/// it served.
+pub const SERVED_LOOKBACK_DAYS: i64 = 30;
 
 /// The previous rollback of this alias: (from, to, when).
 pub type LastRollback = Option<(String, String, DateTime<Utc>)>;
@@ -79,14 +87,24 @@ pub fn plan(
         }
         Some(_) => {}
     }
-    let Some(previous) = versions
-        .iter()
-        .map(|v| v.number)
-        .filter(|n| *n < current)
-        .max()
-    else {
+    let mut earlier: Vec<&Version> = versions.iter().filter(|v| v.number < current).collect();
+    if earlier.is_empty() {
         return Decision::NoAction(format!(
             "version {current} is the first published version: there is nothing earlier to roll back to"
+        ));
+    }
+    earlier.sort_by_key(|v| std::cmp::Reverse(v.number));
+    // A version published but never routed is code that never took traffic: going back to it
+    // could make things worse.
+    let Some(previous) = earlier.iter().find(|v| v.served).map(|v| v.number) else {
+        let candidates: Vec<String> = earlier
+            .iter()
+            .take(5)
+            .map(|v| v.number.to_string())
+            .collect();
+        return Decision::NoAction(format!(
+            "no version before {current} is known to have served through this alias (candidates {}: none has Invocations by ExecutedVersion through it in the last {SERVED_LOOKBACK_DAYS} days, nor an earlier rollback by this automation), so none is rolled back to: check which version it served before (CloudTrail UpdateAlias events, the deploy pipeline's record) and repoint it by hand with aws lambda update-alias",
+            candidates.join(", ")
         ));
     };
     let (from, to) = (current.to_string(), previous.to_string());
@@ -134,6 +152,7 @@ mod tests {
             .map(|(i, age)| Version {
                 number: i as u64 + 1,
                 published_at: Some(now - Duration::minutes(*age)),
+                served: true,
             })
             .collect()
     }
@@ -177,6 +196,27 @@ mod tests {
                 from: "4".into(),
                 to: "3".into()
             })
+        );
+    }
+
+    #[test]
+    fn rolls_back_only_to_a_version_the_alias_served() {
+        let now = Utc::now();
+        let window = Duration::minutes(60);
+        // live went from 1 to 3; 2 was published but never routed.
+        let mut skipped = versions(now, &[600, 300, 5]);
+        skipped[1].served = false;
+        assert_eq!(
+            plan(&alias("3"), &skipped, &None, window, now),
+            Decision::Act(Change::Repoint {
+                from: "3".into(),
+                to: "1".into()
+            })
+        );
+        // Nothing earlier known to have served: no action, naming the candidates.
+        skipped[0].served = false;
+        assert!(
+            matches!(plan(&alias("3"), &skipped, &None, window, now), Decision::NoAction(r) if r.contains("candidates 2, 1") && r.contains("update-alias"))
         );
     }
 }

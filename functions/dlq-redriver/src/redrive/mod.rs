@@ -193,6 +193,23 @@ impl Runbook<Redriver> for Redrive {
         view
     }
 
+    /// A denial answers the DLQ's messages as they were: more of them are a new question (the
+    /// target queues' own backlogs are not).
+    fn denial_question(&self, planned: &Planned) -> serde_json::Value {
+        let targets: Vec<&str> = planned
+            .actions
+            .iter()
+            .map(|action| action.target.as_str())
+            .collect();
+        let depth = planned
+            .actions
+            .first()
+            .map_or(serde_json::Value::Null, |action| {
+                action.before["dlq_depth"].clone()
+            });
+        json!({"dlq_depth": depth, "targets": targets})
+    }
+
     fn describe(&self, _: &RunContext<'_, Redriver>, run: &RedriveRun) -> Planned {
         let (plan, dlq) = (&run.plan, &self.dlq);
         let candidates = plan.candidates();

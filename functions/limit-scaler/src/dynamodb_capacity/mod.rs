@@ -372,7 +372,7 @@ impl Runbook<Scaler> for CapacityTarget {
                 match ctx
                     .safety
                     .audit
-                    .put_raise(RUNBOOK, &key, &original, &current, None)
+                    .put_raise(RUNBOOK, &key, &original, &current, None, ctx.alarm_name())
                     .await
                 {
                     Ok(()) => ending,

@@ -12,15 +12,15 @@ use runbook_shared::path::{RunContext, Runbook};
 use runbook_shared::store::Raise;
 use serde_json::{Value, json};
 
-use super::RUNBOOK;
 use super::auto_scaling::{self, Scaling};
 use super::plan::{expected_text, in_force, step_down};
 use super::state::{
     Billing, Capacity, Change, ConsumedPeaks, Observed, Range, Ranges, observed_text,
 };
 use super::target::CapacityTarget;
+use super::{NAMESPACE, RUNBOOK, THROTTLE_METRICS};
 use crate::Scaler;
-use crate::raises::{current_raise, stop_tracking};
+use crate::raises::{ThrottleMetrics, current_raise, quiet_since, stop_tracking};
 
 /// One step down of the raise `raise` on `target`.
 pub struct ScaleDown {
@@ -150,6 +150,18 @@ impl Runbook<Scaler> for ScaleDown {
                 ranges.text()
             );
             return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
+        }
+        if landed.is_none() {
+            let mut dimensions = vec![("TableName", self.target.table.clone())];
+            if let Some(index) = &self.target.index {
+                dimensions.push(("GlobalSecondaryIndexName", index.clone()));
+            }
+            let throttles = ThrottleMetrics {
+                namespace: NAMESPACE,
+                names: &THROTTLE_METRICS,
+                dimensions,
+            };
+            quiet_since(ctx, &raise, Some(throttles)).await?;
         }
         let window_minutes = (ctx.config.scale_down_after_hours * 60.0).ceil().max(1.0) as i64;
         let peaks = ctx
@@ -389,7 +401,7 @@ impl Runbook<Scaler> for ScaleDown {
             let original = json!({"read": step.baseline.0, "write": step.baseline.1, "auto_scaling": step.baseline_ranges});
             let current = json!({"read": read, "write": write, "auto_scaling": step.ranges.1});
             audit
-                .put_raise(RUNBOOK, resource, &original, &current, None)
+                .put_raise(RUNBOOK, resource, &original, &current, None, None)
                 .await
         };
         match recorded {

@@ -244,6 +244,7 @@ impl Scaler {
         &self,
         function: &str,
         raised: Reservation,
+        alarm: Option<&str>,
         report: &mut Report,
     ) -> Result<(), String> {
         let key = self.config.safety.home.function(function).key();
@@ -266,6 +267,7 @@ impl Scaler {
                 &original,
                 &state(Some(raised.to)),
                 Some(revert_at),
+                alarm,
             )
             .await
             .map_err(|err| {
@@ -430,7 +432,8 @@ impl Runbook<Scaler> for ConcurrencyTarget {
             ));
             Ok(())
         } else {
-            ctx.register_raise(function, raise, report).await
+            ctx.register_raise(function, raise, ctx.alarm_name(), report)
+                .await
         };
         let (ok, observed) = ctx.read_back(function, raise.to).await;
         let checks = vec![Check::new(

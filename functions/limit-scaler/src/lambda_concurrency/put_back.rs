@@ -8,9 +8,11 @@ use runbook_shared::path::{RunContext, Runbook};
 use runbook_shared::store::Raise;
 use serde_json::{Value, json};
 
-use super::{RUNBOOK, Reservation, reservation, state, text};
+use super::{NAMESPACE, RUNBOOK, Reservation, THROTTLE_METRIC, reservation, state, text};
 use crate::Scaler;
-use crate::raises::{current_raise, put_back_verified, stop_tracking};
+use crate::raises::{
+    ThrottleMetrics, current_raise, put_back_verified, quiet_since, stop_tracking,
+};
 
 /// The schedule's step for a raised reservation whose time is up: back to its original,
 /// unless someone else changed it since.
@@ -67,12 +69,21 @@ impl Runbook<Scaler> for PutBack {
         report.diagnosis =
             Some(json!({"reserved_concurrency": now, "raised_to": ours, "original": original}));
         let resource = self.resource(&ctx.config.safety.home);
-        if now != Some(ours) && ctx.invocation.landed(&resource, &state(now)).is_none() {
+        let landed = ctx.invocation.landed(&resource, &state(now)).is_some();
+        if now != Some(ours) && !landed {
             let reason = format!(
                 "{function}'s reserved concurrency was changed by someone else since it was raised to {ours} (now {}): left as it is",
                 text(now)
             );
             return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
+        }
+        if !landed {
+            let throttles = ThrottleMetrics {
+                namespace: NAMESPACE,
+                names: &[THROTTLE_METRIC],
+                dimensions: vec![("FunctionName", function.clone())],
+            };
+            quiet_since(ctx, &raise, Some(throttles)).await?;
         }
         Ok(PutBackDiagnosis {
             raise,

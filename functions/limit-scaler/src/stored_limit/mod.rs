@@ -452,6 +452,7 @@ impl Runbook<Scaler> for LimitTarget {
                 &json!({"value": original}),
                 &json!({"value": change.to}),
                 Some(revert_at),
+                ctx.alarm_name(),
             )
             .await;
         let (ok, observed) = ctx.limit_read_back(self, change.to).await;

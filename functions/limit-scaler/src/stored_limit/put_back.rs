@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{LimitChange, LimitTarget, RUNBOOK};
 use crate::Scaler;
 use crate::config::ScalerConfig;
-use crate::raises::{current_raise, put_back_verified, stop_tracking};
+use crate::raises::{current_raise, put_back_verified, quiet_since, stop_tracking};
 
 /// The schedule's step for a raised limit whose time is up: back to its original, unless
 /// someone else changed it since.
@@ -95,6 +95,10 @@ impl Runbook<Scaler> for PutBack {
                 now.map_or("missing".to_string(), |v| v.to_string())
             );
             return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
+        }
+        // A stored limit has no throttle figure of its own: the alarm that led to it says.
+        if landed.is_none() {
+            quiet_since(ctx, &raise, None).await?;
         }
         Ok(PutBackDiagnosis {
             raise,

@@ -1,17 +1,18 @@
 //! The verification sweep: remediations still `pending` after their check window are settled
 //! as `verified` or `failed` by the check their report names (`settle_by`).
 
-use std::collections::BTreeMap;
+mod checks;
 
-use aws_sdk_cloudwatch::types::StateValue;
 use chrono::{DateTime, Duration, Utc};
 use runbook_shared::aws::{AwsError, FaultKind};
 use runbook_shared::deadline::Deadline;
 use runbook_shared::edge::fleet::Sessions;
 use runbook_shared::model::ResourceId;
-use runbook_shared::model::{Check, SettleBy, Verification, VerificationStatus};
+use runbook_shared::model::{Check, Verification, VerificationStatus};
 use runbook_shared::store::{AuditRecord, AuditStore};
 use serde::Serialize;
+
+use checks::{NO_DATAPOINTS, check};
 
 /// One remediation the sweep looked at.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -171,9 +172,11 @@ pub async fn settle_pending(
                 "could not be checked before the deadline".to_string(),
             ),
         };
-        let (status, observed) = if status == VerificationStatus::Pending
-            && record.started_at < now - window.give_up
-        {
+        let given_up =
+            status == VerificationStatus::Pending && record.started_at < now - window.give_up;
+        let (status, observed) = if given_up && observed.contains(NO_DATAPOINTS) {
+            unobserved_at_give_up(&record, &observed, window)
+        } else if given_up {
             (
                 VerificationStatus::Failed,
                 format!(
@@ -219,127 +222,49 @@ pub async fn settle_pending(
     Ok(settled)
 }
 
+/// A metric that showed nothing at all until the give-up time (no traffic, so nothing to
+/// throttle) is no evidence either way: the change's own checks (the resource read back at the
+/// new value) verify it, and the report says that they did; without them it fails.
+fn unobserved_at_give_up(
+    record: &AuditRecord,
+    observed: &str,
+    window: &Window,
+) -> (VerificationStatus, String) {
+    let own: Vec<&Check> = record
+        .report
+        .verification
+        .checks
+        .iter()
+        .filter(|check| !check.is_awaited())
+        .collect();
+    let hours = window.give_up.num_hours();
+    if !own.is_empty() && own.iter().all(|check| check.ok) {
+        let said: Vec<String> = own
+            .iter()
+            .map(|check| format!("{}: {}", check.name, check.observed))
+            .collect();
+        (
+            VerificationStatus::Verified,
+            format!(
+                "{observed} in {hours} h (no traffic to throttle): verified by the change's own check, not by the metric ({})",
+                said.join("; ")
+            ),
+        )
+    } else {
+        (
+            VerificationStatus::Failed,
+            format!(
+                "{observed} in {hours} h, and the change has no check of its own that held: given up, a person should look"
+            ),
+        )
+    }
+}
+
 /// `future`'s output, unless the deadline comes first.
 async fn within<T>(deadline: Deadline, future: impl std::future::Future<Output = T>) -> Option<T> {
     tokio::time::timeout(deadline.remaining(), future)
         .await
         .ok()
-}
-
-/// The state of the check the record names.
-async fn check(
-    clients: &SweepClients<'_>,
-    record: &AuditRecord,
-    now: DateTime<Utc>,
-) -> Result<(VerificationStatus, String), AwsError> {
-    match &record.report.verification.settle_by {
-        Some(SettleBy::Alarm { name }) => alarm_state(clients.cloudwatch, name).await,
-        Some(SettleBy::Stack { name }) => stack_state(clients.cloudformation, name).await,
-        Some(SettleBy::Backup { arn }) => backup_state(clients.dynamodb, arn).await,
-        Some(SettleBy::QueueDepth {
-            not_before: Some(not_before),
-            ..
-        }) if *not_before > now => Ok((
-            VerificationStatus::Pending,
-            format!(
-                "not before {}: what was sent back needs its queue's visibility timeout × maxReceiveCount to fail back",
-                runbook_shared::model::timestamp(*not_before)
-            ),
-        )),
-        Some(SettleBy::QueueDepth {
-            name, url, below, ..
-        }) => queue_depth(clients.sqs, name, url, *below).await,
-        Some(SettleBy::Metric {
-            namespace,
-            metrics,
-            dimensions,
-            max_sum,
-        }) => {
-            metric_sum(
-                clients.cloudwatch,
-                namespace,
-                metrics,
-                dimensions,
-                *max_sum,
-                record.started_at,
-                now,
-            )
-            .await
-        }
-        None => Ok((
-            VerificationStatus::Failed,
-            "the report names no check to settle it by, so it cannot be verified".to_string(),
-        )),
-    }
-}
-
-/// Verified when the queue holds fewer messages than `below` (a purge: what it removed; a
-/// redrive: what it left behind, plus one); as many or more means failures keep arriving (the
-/// cause is still there).
-async fn queue_depth(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    url: &str,
-    below: i64,
-) -> Result<(VerificationStatus, String), AwsError> {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let output = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .map_err(|err| {
-            AwsError::from_sdk("sqs:GetQueueAttributes", &format!("queue {name}"), &err)
-        })?;
-    let attributes = output.attributes.unwrap_or_default();
-    let depth: i64 = [
-        QueueAttributeName::ApproximateNumberOfMessages,
-        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
-    ]
-    .iter()
-    .filter_map(|key| attributes.get(key)?.parse::<i64>().ok())
-    .sum();
-    Ok(if depth < below {
-        (
-            VerificationStatus::Verified,
-            format!("queue {name} holds {depth} messages, fewer than {below}"),
-        )
-    } else {
-        (
-            VerificationStatus::Failed,
-            format!("queue {name} holds {depth} messages, {below} or more: failures keep arriving"),
-        )
-    })
-}
-
-/// A backup is verified once AVAILABLE; still CREATING, it stays pending; in any other state
-/// (or gone: the caller's NotFound) it failed.
-async fn backup_state(
-    dynamodb: &aws_sdk_dynamodb::Client,
-    arn: &str,
-) -> Result<(VerificationStatus, String), AwsError> {
-    let output = dynamodb
-        .describe_backup()
-        .backup_arn(arn)
-        .send()
-        .await
-        .map_err(|err| {
-            AwsError::from_sdk("dynamodb:DescribeBackup", &format!("backup {arn}"), &err)
-        })?;
-    let status = output
-        .backup_description()
-        .and_then(|description| description.backup_details())
-        .map_or("UNKNOWN", |details| details.backup_status().as_str());
-    let verdict = match status {
-        "AVAILABLE" => VerificationStatus::Verified,
-        "CREATING" => VerificationStatus::Pending,
-        _ => VerificationStatus::Failed,
-    };
-    Ok((verdict, format!("backup {arn} is {status}")))
 }
 
 /// The record's verification with its open metric-level check closed.
@@ -366,132 +291,4 @@ fn settle(record: &AuditRecord, status: VerificationStatus, observed: &str) -> V
     }
     verification.status = status;
     verification
-}
-
-async fn stack_state(
-    cloudformation: &aws_sdk_cloudformation::Client,
-    name: &str,
-) -> Result<(VerificationStatus, String), AwsError> {
-    let stacks = cloudformation
-        .describe_stacks()
-        .stack_name(name)
-        .send()
-        .await
-        .map_err(|err| {
-            AwsError::from_sdk(
-                "cloudformation:DescribeStacks",
-                &format!("stack {name}"),
-                &err,
-            )
-        })?;
-    let status = stacks
-        .stacks()
-        .first()
-        .and_then(|stack| stack.stack_status())
-        .map_or("UNKNOWN", |status| status.as_str());
-    Ok(if status.ends_with("_IN_PROGRESS") {
-        (
-            VerificationStatus::Pending,
-            format!("stack {name} is still {status}"),
-        )
-    } else if status.ends_with("_COMPLETE")
-        && status != "DELETE_COMPLETE"
-        && status != "ROLLBACK_COMPLETE"
-    {
-        (
-            VerificationStatus::Verified,
-            format!("stack {name} is {status}"),
-        )
-    } else {
-        (
-            VerificationStatus::Failed,
-            format!("stack {name} is {status}"),
-        )
-    })
-}
-
-async fn alarm_state(
-    cloudwatch: &aws_sdk_cloudwatch::Client,
-    name: &str,
-) -> Result<(VerificationStatus, String), AwsError> {
-    let alarms = cloudwatch
-        .describe_alarms()
-        .alarm_names(name)
-        .send()
-        .await
-        .map_err(|err| {
-            AwsError::from_sdk("cloudwatch:DescribeAlarms", &format!("alarm {name}"), &err)
-        })?;
-    let Some(alarm) = alarms.metric_alarms().first() else {
-        return Ok((
-            VerificationStatus::Failed,
-            format!("alarm {name} no longer exists, so the remediation cannot be verified"),
-        ));
-    };
-    Ok(match alarm.state_value() {
-        Some(StateValue::Ok) => (VerificationStatus::Verified, format!("alarm {name} is OK")),
-        Some(StateValue::Alarm) => (
-            VerificationStatus::Failed,
-            format!("alarm {name} is still in ALARM after the check window"),
-        ),
-        _ => (
-            VerificationStatus::Pending,
-            format!("alarm {name} has insufficient data"),
-        ),
-    })
-}
-
-async fn metric_sum(
-    cloudwatch: &aws_sdk_cloudwatch::Client,
-    namespace: &str,
-    metrics: &[String],
-    dimensions: &BTreeMap<String, String>,
-    max_sum: f64,
-    since: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<(VerificationStatus, String), AwsError> {
-    // The first minute after the change may still show what it fixed.
-    let start = (since + Duration::minutes(1)).min(now - Duration::minutes(1));
-    let mut request = cloudwatch
-        .get_metric_data()
-        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-            start.timestamp(),
-        ))
-        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-            now.timestamp(),
-        ));
-    for (index, metric) in metrics.iter().enumerate() {
-        request = request.metric_data_queries(runbook_shared::aws::metric_query(
-            format!("m{index}"),
-            namespace,
-            metric,
-            dimensions.clone(),
-            60,
-            "Sum",
-        ));
-    }
-    let output = request.send().await.map_err(|err| {
-        AwsError::from_sdk(
-            "cloudwatch:GetMetricData",
-            &format!("{namespace} {}", metrics.join(", ")),
-            &err,
-        )
-    })?;
-    let sum: f64 = output
-        .metric_data_results()
-        .iter()
-        .flat_map(|result| result.values().iter())
-        .sum();
-    let what = format!("{} over the window", metrics.join(" + "));
-    Ok(if sum <= max_sum {
-        (
-            VerificationStatus::Verified,
-            format!("{what}: {sum} (max {max_sum})"),
-        )
-    } else {
-        (
-            VerificationStatus::Failed,
-            format!("{what}: {sum} (max {max_sum})"),
-        )
-    })
 }
