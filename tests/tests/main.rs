@@ -17,6 +17,7 @@ mod evidence;
 mod fault_injection;
 mod fleet;
 mod iam_coverage;
+mod invariants;
 mod kill_switch;
 mod moto_front;
 mod never_worse;
