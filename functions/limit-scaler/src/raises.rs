@@ -104,7 +104,8 @@ pub(crate) struct ThrottleMetrics<'a> {
 /// Nothing is put back or stepped down during the incident: the alarm that led to the raise
 /// must not be in ALARM, and `metrics` (when the runbook has them) must show no throttling in
 /// the last `QUIET_MINUTES`. Otherwise the step waits for the next schedule, saying why; what
-/// cannot be read holds it too.
+/// cannot be read holds it too (skipped with the fault, not failed: a failure at every tick
+/// would page people for a read that the next schedule tries again).
 pub(crate) async fn quiet_since(
     ctx: &RunContext<'_, Scaler>,
     raise: &Raise,
@@ -120,8 +121,8 @@ pub(crate) async fn quiet_since(
             }
             Ok(_) => {}
             Err(err) => {
-                return Err(Ending::failed(format!(
-                    "could not read alarm {alarm}, which led to the raise, so nothing was lowered: {err}"
+                return Err(Ending::skipped(format!(
+                    "could not read alarm {alarm}, which led to the raise, so nothing was lowered; the next schedule tries again: {err}"
                 )));
             }
         }
@@ -155,8 +156,8 @@ pub(crate) async fn quiet_since(
     let said = metrics.names.join(" + ");
     let output = request.send().await.map_err(|err| {
         let err = AwsError::from_sdk("cloudwatch:GetMetricData", &said, &err);
-        Ending::failed(format!(
-            "could not read {said} of the last {QUIET_MINUTES} minutes, so nothing was lowered: {err}"
+        Ending::skipped(format!(
+            "could not read {said} of the last {QUIET_MINUTES} minutes, so nothing was lowered; the next schedule tries again: {err}"
         ))
     })?;
     let throttled: f64 = output
