@@ -6,8 +6,7 @@
 //! bus could forge therefore changes nothing that is not throttling while an alarm fires,
 //! managed and within the caps.
 
-use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
-use runbook_shared::aws::{AwsError, metric_query};
+use runbook_shared::aws::AwsError;
 use runbook_shared::guards::{AlarmNow, alarm_now};
 use runbook_shared::model::Invocation;
 use runbook_shared::model::Rejection;
@@ -157,7 +156,6 @@ impl Scaler {
     /// The target's throttles over the evidence lookback, read now.
     async fn throttles_now(&self, target: &HandoffTarget) -> Result<f64, AwsError> {
         let minutes = self.config.safety.evidence.lookback_minutes;
-        let period = i32::try_from(minutes * 60).unwrap_or(i32::MAX);
         let (namespace, dimensions, metrics): (&str, Vec<(&str, &str)>, Vec<&str>) = match target {
             HandoffTarget::Table {
                 table,
@@ -186,32 +184,9 @@ impl Scaler {
                 vec![lambda_concurrency::THROTTLE_METRIC],
             ),
         };
-        let end = chrono::Utc::now().timestamp();
-        let mut request = self
-            .clients
-            .cloudwatch
-            .get_metric_data()
-            .start_time(AwsDateTime::from_secs(end - i64::from(period)))
-            .end_time(AwsDateTime::from_secs(end));
-        for (index, metric) in metrics.iter().enumerate() {
-            request = request.metric_data_queries(metric_query(
-                format!("m{index}"),
-                namespace,
-                metric,
-                dimensions.iter().copied(),
-                period,
-                "Sum",
-            ));
-        }
-        let output = request
-            .send()
+        self.throttled(namespace, &metrics, &dimensions, minutes)
             .await
-            .map_err(|err| AwsError::from_sdk("cloudwatch:GetMetricData", &target.name(), &err))?;
-        Ok(output
-            .metric_data_results()
-            .iter()
-            .flat_map(|result| result.values())
-            .sum())
+            .map_err(|err| AwsError::from_sdk("cloudwatch:GetMetricData", &target.name(), &err))
     }
 }
 

@@ -2,6 +2,8 @@
 //! close them: when a raise is due to go back, whether it is still the one listed, and the end
 //! of its tracking.
 
+use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataError;
+use aws_sdk_cloudwatch::primitives::DateTime;
 use runbook_shared::aws::{AwsError, metric_query};
 use runbook_shared::guards::{AlarmNow, alarm_now};
 use runbook_shared::model::{Check, Ending, Report, Step, Verification, concluded};
@@ -11,6 +13,42 @@ use runbook_shared::store::Raise;
 use crate::{Scaler, ScalerRunbook};
 
 impl Scaler {
+    /// The sum of the throttle `metrics` (namespace, names, dimensions) over the last
+    /// `minutes`, in one GetMetricData call: what a handoff's confirmation and a put-back's
+    /// quiet check read.
+    pub(crate) async fn throttled(
+        &self,
+        namespace: &str,
+        metrics: &[&str],
+        dimensions: &[(&str, &str)],
+        minutes: i64,
+    ) -> Result<f64, aws_sdk_cloudwatch::error::SdkError<GetMetricDataError>> {
+        let period = i32::try_from(minutes * 60).unwrap_or(i32::MAX);
+        let end = chrono::Utc::now().timestamp();
+        let mut request = self
+            .clients
+            .cloudwatch
+            .get_metric_data()
+            .start_time(DateTime::from_secs(end - i64::from(period)))
+            .end_time(DateTime::from_secs(end));
+        for (index, metric) in metrics.iter().enumerate() {
+            request = request.metric_data_queries(metric_query(
+                format!("m{index}"),
+                namespace,
+                metric,
+                dimensions.iter().copied(),
+                period,
+                "Sum",
+            ));
+        }
+        let output = request.send().await?;
+        Ok(output
+            .metric_data_results()
+            .iter()
+            .flat_map(|result| result.values())
+            .sum())
+    }
+
     /// Whether the schedule should look at the raise now: a stored limit or a reservation once
     /// its time is up; capacity at most once per SCALE_DOWN_AFTER_HOURS.
     pub(crate) fn due(&self, raise: &Raise, now: chrono::DateTime<chrono::Utc>) -> bool {
@@ -98,7 +136,7 @@ const QUIET_MINUTES: i64 = 5;
 pub(crate) struct ThrottleMetrics<'a> {
     pub namespace: &'a str,
     pub names: &'a [&'a str],
-    pub dimensions: Vec<(&'a str, String)>,
+    pub dimensions: Vec<(&'a str, &'a str)>,
 }
 
 /// Nothing is put back or stepped down during the incident: the alarm that led to the raise
@@ -130,41 +168,16 @@ pub(crate) async fn quiet_since(
     let Some(metrics) = metrics else {
         return Ok(());
     };
-    let end = chrono::Utc::now();
-    let start = end - chrono::Duration::minutes(QUIET_MINUTES);
-    let mut request = cloudwatch
-        .get_metric_data()
-        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-            start.timestamp(),
-        ))
-        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
-            end.timestamp(),
-        ));
-    for (index, name) in metrics.names.iter().enumerate() {
-        request = request.metric_data_queries(metric_query(
-            format!("m{index}"),
-            metrics.namespace,
-            name,
-            metrics
-                .dimensions
-                .iter()
-                .map(|(key, value)| (*key, value.as_str())),
-            60,
-            "Sum",
-        ));
-    }
     let said = metrics.names.join(" + ");
-    let output = request.send().await.map_err(|err| {
-        let err = AwsError::from_sdk("cloudwatch:GetMetricData", &said, &err);
-        Ending::skipped(format!(
-            "could not read {said} of the last {QUIET_MINUTES} minutes, so nothing was lowered; the next schedule tries again: {err}"
-        ))
-    })?;
-    let throttled: f64 = output
-        .metric_data_results()
-        .iter()
-        .flat_map(|result| result.values().iter())
-        .sum();
+    let throttled = ctx
+        .throttled(metrics.namespace, metrics.names, &metrics.dimensions, QUIET_MINUTES)
+        .await
+        .map_err(|err| {
+            let err = AwsError::from_sdk("cloudwatch:GetMetricData", &said, &err);
+            Ending::skipped(format!(
+                "could not read {said} of the last {QUIET_MINUTES} minutes, so nothing was lowered; the next schedule tries again: {err}"
+            ))
+        })?;
     if throttled > 0.0 {
         return Err(Ending::skipped(format!(
             "{said}: {throttled} in the last {QUIET_MINUTES} minutes: still throttling, so nothing is lowered; the next schedule tries again"

@@ -152,9 +152,9 @@ impl Runbook<Scaler> for ScaleDown {
             return Err(stop_tracking(ctx, &raise, report.dry_run, reason).await);
         }
         if landed.is_none() {
-            let mut dimensions = vec![("TableName", self.target.table.clone())];
+            let mut dimensions = vec![("TableName", self.target.table.as_str())];
             if let Some(index) = &self.target.index {
-                dimensions.push(("GlobalSecondaryIndexName", index.clone()));
+                dimensions.push(("GlobalSecondaryIndexName", index.as_str()));
             }
             let throttles = ThrottleMetrics {
                 namespace: NAMESPACE,

@@ -81,7 +81,7 @@ impl Runbook<Scaler> for PutBack {
             let throttles = ThrottleMetrics {
                 namespace: NAMESPACE,
                 names: &[THROTTLE_METRIC],
-                dimensions: vec![("FunctionName", function.clone())],
+                dimensions: vec![("FunctionName", function.as_str())],
             };
             quiet_since(ctx, &raise, Some(throttles)).await?;
         }
