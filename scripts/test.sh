@@ -10,5 +10,6 @@ scripts/setup.sh
 cargo build --workspace --bins --locked
 # The integration tests wait mostly on the emulator and on each other's AWS round trips, not on
 # the CPU: eight at once keep two cores busy. A test that measures time runs on its own emulator.
-cargo test --workspace --locked -- --test-threads 8
+# A failure's message, not forty frames of tokio, is what the tail of a CI log shows.
+RUST_BACKTRACE=0 cargo test --workspace --locked -- --test-threads 8
 cargo clippy --workspace --all-targets --locked -- -D warnings
