@@ -6,7 +6,9 @@
    only one way;
 2. in `shared`, the layers only look down: foundation (config, aws, deadline, logging) <
    model < store < guards < path < edge, each importing only its own layer and those below;
-3. no source file over 500 lines (tests after `#[cfg(test)]` aside).
+3. no source file over 500 lines (tests after `#[cfg(test)]` aside);
+4. no function over 80 lines unless the comment above it says why, in a line that says
+   "over 80 lines" (tests aside).
 
 A module `a` depends on its sibling `b` when it names `crate::…::b` (through their common
 parent) or `super::b`, in a `use` or inline. Prints every breach and exits 1 if there is one.
@@ -21,6 +23,7 @@ CRATES = ["shared/src", "functions/limit-scaler/src", "functions/dlq-redriver/sr
 LAYERS = {"config": 0, "aws": 0, "deadline": 0, "logging": 0,
           "model": 1, "store": 2, "guards": 3, "path": 4, "edge": 5}
 MAX_FILE_LINES = 500
+MAX_FN_LINES = 80
 
 
 def modules(src):
@@ -44,11 +47,79 @@ def modules(src):
     return found
 
 
+def bins(src):
+    """The files of a crate's `src/bin`, which `modules` leaves out of the import graph."""
+    folder = os.path.join(src, "bin")
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".rs")) if os.path.isdir(folder) else []
+
+
 def code(path):
     """The file's text before its test module."""
     text = open(path, encoding="utf-8").read()
     cut = re.search(r"^#\[cfg\(test\)\]", text, re.M)
     return text[: cut.start()] if cut else text
+
+
+def blanked(text):
+    """`text` with comments and string and char literals blanked (newlines kept), so that
+    braces count only as code."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        if text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+        elif (raw := re.match(r'b?r(#*)"', text[i:i + 8])) and not (i and (text[i - 1].isalnum() or text[i - 1] == "_")):
+            close = '"' + raw.group(1)
+            end = text.find(close, i + len(raw.group(0)))
+            end = n if end < 0 else end + len(close)
+        elif text[i] == '"':
+            end = i + 1
+            while end < n and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            end += 1
+        elif char := re.match(r"'(?:\\u\{[0-9a-fA-F]+\}|\\x..|\\.|[^\\'])'", text[i:i + 12]):
+            end = i + len(char.group(0))
+        else:
+            out.append(text[i])
+            i += 1
+            continue
+        out.append(re.sub(r"[^\n]", " ", text[i:end]))
+        i = end
+    return "".join(out)
+
+
+def long_functions(text):
+    """(name, first line, length) of every function body over MAX_FN_LINES lines whose
+    comments and attributes above do not say why it is longer."""
+    code_only = blanked(text)
+    lines = text.split("\n")
+    found = []
+    head = r"^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?fn\s+(\w+)"
+    for match in re.finditer(head, code_only, re.M):
+        at = match.end()
+        while at < len(code_only) and code_only[at] not in "{;":
+            at += 1
+        if at >= len(code_only) or code_only[at] == ";":
+            continue
+        depth, end = 0, at
+        for end in range(at, len(code_only)):
+            depth += {"{": 1, "}": -1}.get(code_only[end], 0)
+            if depth == 0:
+                break
+        first = code_only.count("\n", 0, match.start())
+        length = code_only.count("\n", 0, end) - first + 1
+        if length <= MAX_FN_LINES:
+            continue
+        above, line = [], first - 1
+        while line >= 0 and lines[line].strip().startswith(("//", "#[")):
+            above.append(lines[line])
+            line -= 1
+        if not any("over 80 lines" in comment.lower() for comment in above):
+            found.append((match.group(1), first + 1, length))
+    return found
 
 
 def references(module, text, known):
@@ -148,15 +219,17 @@ def main():
                     for other in theirs:
                         if LAYERS.get(other[0], 99) > LAYERS.get(mine[0], 99):
                             breaches.append(f"{crate}: {mine[0]} imports {other[0]}, a layer above it")
-        for module, path in known.items():
+        for path in sorted(known.values()) + bins(src):
             length = code(path).count("\n")
             if length > MAX_FILE_LINES:
                 breaches.append(f"{os.path.relpath(path, top)}: {length} lines (at most {MAX_FILE_LINES} before its tests)")
+            for name, line, length in long_functions(code(path)):
+                breaches.append(f"{os.path.relpath(path, top)}:{line}: fn {name} is {length} lines: split it, or say why it is over 80 lines in a comment above it")
     for breach in breaches:
         print(breach)
     if breaches:
         sys.exit(1)
-    print("layers: no import circle, no layer looks up, no file over 500 lines")
+    print("layers: no import circle, no layer looks up, no file over 500 lines, no unexplained function over 80")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ mod fleet;
 mod iam_coverage;
 mod invariants;
 mod kill_switch;
+mod layers;
 mod moto_front;
 mod never_worse;
 mod plan_properties;

@@ -61,6 +61,8 @@ impl Redriver {
     /// that redrive sent to and was sent while it ran (for a FIFO queue SQS restamps a message
     /// moved to its DLQ, so none is attributed: the sweep settles those by depth). Best
     /// effort, and never in a dry run, which writes nothing.
+    // Over 80 lines: matching returned messages to open redrives and settling each, best effort,
+    // with every fault kept in the notes.
     pub(crate) async fn settle_returned(
         &self,
         dlq: &Queue,

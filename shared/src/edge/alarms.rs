@@ -246,6 +246,8 @@ fn state_of(value: Option<&StateValue>) -> AlarmState {
 /// managed, in cooldown, at its cap) does not end the search: another may be the cause. The
 /// report names the composite and the child; when no child is acted on, it is the first child
 /// a runbook took, or `no_action` naming them all.
+// Over 80 lines: a composite's search through its children, each child's outcome deciding whether
+// the search goes on; read in one place, the stop rule is visible.
 async fn route<F: Catalog>(
     catalog: &F,
     alarm: &AlarmTrigger,

@@ -142,6 +142,8 @@ enum Decided {
     Ended(ApprovalStatus, Outcome, String),
 }
 
+// Over 80 lines: a person's decision, checked in the order that keeps it at most once (the plan,
+// its status, its expiry, the claim), then the replay; split, that order would be spread out.
 async fn decision(
     safety: &Safety,
     request: &ApprovalRequest,

@@ -231,6 +231,8 @@ impl<F: Catalog> Fleet<F> {
     /// decision on a plan goes where the plan was made; a control payload is the hub's (the
     /// switch lives in its audit table); a schedule runs in every place when the catalog's
     /// `SCHEDULE_EVERYWHERE`, each place failing alone.
+    // Over 80 lines: one match over where an event goes (decision, control, alarm, handoff,
+    // schedule), each arm naming the account and region it trusts and why.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Output {
         let function = F::NAME;
         let mut recognised = Recognised::of(event);

@@ -9,6 +9,8 @@ use crate::model::{AlarmTrigger, Outcome, Report, ResourceId, SettleBy, Verifica
 
 /// An alarm's OK transition: closes the newest open verification of `runbook` on the
 /// resource, marking its open (`pending`) checks as met, with the time to recover.
+// Over 80 lines: the conditions for an OK to count as recovery are one rule (the alarm that fired,
+// after the change, OK in CloudWatch now); kept together so that none is skipped.
 pub async fn close_on_ok(
     safety: &Safety,
     cloudwatch: &aws_sdk_cloudwatch::Client,

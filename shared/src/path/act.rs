@@ -41,6 +41,8 @@ pub(super) enum Acted<C> {
 /// (paused: the actions are listed, nothing is written), the intent on the lease
 /// (so that a crashed attempt's retry adopts the change instead of making it twice), the write,
 /// and each action marked applied or with its error.
+// Over 80 lines: the guards of a write in the order that makes them safe (switch, alarm, stack,
+// repeat, brake, budget, intent, write); the order is the point and reads here once.
 pub(super) async fn act<F: Function, C>(
     ctx: &RunContext<'_, F>,
     resource: &ResourceId,

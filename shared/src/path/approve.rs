@@ -37,6 +37,8 @@ pub(super) fn approved_as_made(
 
 /// Stores the plan for a person's approval (or points at the same plan already awaiting one),
 /// and ends the run `awaiting_approval` with the commands that decide it.
+// Over 80 lines: the three answers to a plan that needs a person (already asked, already denied,
+// asked now) share their lookup and their report.
 pub(super) async fn ask_approval<F: Function>(
     ctx: &RunContext<'_, F>,
     resource: &ResourceId,

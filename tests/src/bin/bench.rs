@@ -282,6 +282,7 @@ fn row(name: &str, value: String, note: &str) {
 }
 
 #[tokio::main]
+// Over 80 lines: the bench is a script: each measure in the order it prints.
 async fn main() -> Result<(), Error> {
     let moto = runbook_tests::moto::start(&[])?;
     let machine = format!(

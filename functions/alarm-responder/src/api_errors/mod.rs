@@ -95,6 +95,8 @@ impl Runbook<Responder> for ApiErrors {
         Ok(())
     }
 
+    // Over 80 lines: every suspect behind the API read at once, and every read that failed named;
+    // one join over the reads.
     async fn diagnose(
         &self,
         ctx: &RunContext<'_, Responder>,
@@ -398,6 +400,8 @@ impl Runbook<Responder> for ApiErrors {
     /// The hand-off's result. A rollback is verified by its own run (its alarm's return to OK
     /// closes it, one verification per incident); a handoff to limit-scaler leaves the 5xx
     /// alarm's return to OK awaited (closed by its OK transition or the sweep).
+    // Over 80 lines: the handoff's result carried up: what was applied, what awaits approval, what
+    // failed, each into the report that is published.
     async fn verify(
         &self,
         ctx: &RunContext<'_, Responder>,

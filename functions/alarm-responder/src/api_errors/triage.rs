@@ -90,6 +90,8 @@ fn figure(evidence: &Evidence, name: &str) -> f64 {
 /// The causes, most likely first: a fresh deploy with errors, then throttling (of a function
 /// or of a table behind it), then the integration timeout, then plain errors; within one kind,
 /// the larger figure first.
+// Over 80 lines: one ranking table: each cause's rule beside its priority, so the order of causes
+// reads in one place.
 pub fn rank(suspects: &[Suspect]) -> Vec<Cause> {
     // (priority, magnitude, cause)
     let mut found: Vec<(u8, f64, Cause)> = Vec::new();

@@ -267,6 +267,8 @@ impl Runbook<Responder> for TableBackup {
 
     /// The backup AVAILABLE (the sweep settles one still CREATING at the deadline), then the
     /// runbook's own oldest backups deleted: never before the new one can stand in for them.
+    // Over 80 lines: the new backup proved AVAILABLE before any old one is deleted; the two halves
+    // share the ordering guarantee.
     async fn verify(
         &self,
         ctx: &RunContext<'_, Responder>,

@@ -140,6 +140,8 @@ impl Evidence {
 /// a value already above its cap is kept. The timeout's cap is also the visibility timeout of
 /// every SQS queue the function consumes (AWS requires the visibility timeout to be at least
 /// the function's timeout).
+// Over 80 lines: timeout and memory planned side by side, each with its evidence and its caps;
+// pure, and tested as one function.
 pub fn plan(
     settings: &Settings,
     raise: Raise,

@@ -300,6 +300,9 @@ impl Run<'_> {
     }
 
     /// SendMessageBatch, then DeleteMessageBatch for exactly the entries the target accepted.
+    // Over 80 lines: send, then delete exactly what was accepted, with each failure kind (too
+    // large, batch limit, refused, not deleted) accounted for in the same pass, so that the ledger
+    // cannot lose a message between functions.
     async fn send(&self, target: &Queue, entries: Vec<(SendMessageBatchRequestEntry, &Received)>) {
         let by_id: HashMap<String, &Received> = entries
             .iter()

@@ -25,10 +25,81 @@ pub(super) async fn reconcile(
 ) -> Ending {
     let dlq = &plan.dlq;
     let candidates = plan.candidates();
-    // The actions as they happened, in place of the plan's.
-    report.actions.clear();
     let expected = dlq.depth() - i64::try_from(result.ledger.moved).unwrap_or(i64::MAX);
-    // SQS counts are approximate and lag: wait (within the deadline) for them to settle.
+    let dlq_after = settled_depth(ctx, dlq, expected).await;
+    let mut ledger: Ledger = result.ledger.clone();
+    ledger.found = dlq.depth();
+    let mut checks = ledger_checks(&mut ledger, expected, &dlq_after);
+    // The actions as they happened, in place of the plan's.
+    report.actions = actions_as_happened(ctx, dlq, &candidates, &result, &dlq_after).await;
+    let verified = checks.iter().all(|check| check.ok);
+    let open = match &dlq_after {
+        Ok(after) if verified && ledger.moved > 0 => {
+            Some(stays_out(after, dlq, &candidates, &result))
+        }
+        _ => None,
+    };
+    if open.is_some() {
+        checks.push(crate::returned::stayed_out(ledger.moved, &dlq.name));
+    }
+    report.verification = Verification {
+        status: if open.is_some() {
+            VerificationStatus::Pending
+        } else if verified {
+            VerificationStatus::Verified
+        } else {
+            VerificationStatus::Failed
+        },
+        settle_by: open,
+        checks,
+    };
+    ctx.settle_returned(dlq, &result.returned, report).await;
+    report.details = Some(details(plan, &ledger, &result));
+    let notes = notes(plan, &ledger, &result);
+    let summary = format!(
+        "redrove {} of {} messages from {} to {}",
+        ledger.moved,
+        ledger.found,
+        dlq.name,
+        if result.moved_to.is_empty() {
+            "no queue".to_string()
+        } else {
+            result
+                .moved_to
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let reason = std::iter::once(summary)
+        .chain(notes)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let failures = report.verification.failures();
+    let outcome = if let Some(err) = &result.error {
+        return Ending::failed(format!("{reason}; stopped by {err}"));
+    } else if !verified {
+        return Ending::failed(format!(
+            "{reason}; the counts do not reconcile ({failures}): the DLQ changed during the run, or the consumer is still failing"
+        ));
+    } else if ledger.moved > 0 {
+        Outcome::Remediated
+    } else if ledger.unroutable > 0 {
+        Outcome::Rejected
+    } else {
+        Outcome::NoAction
+    };
+    Ending::new(outcome, reason)
+}
+
+/// The DLQ after the run. SQS counts are approximate and lag: waits (within the deadline, 20 s
+/// at most) for its depth to reach `expected`, else reads it once more as it is.
+async fn settled_depth(
+    ctx: &RunContext<'_, Redriver>,
+    dlq: &Queue,
+    expected: i64,
+) -> Result<Queue, runbook_shared::aws::AwsError> {
     let settle = Deadline::within(
         ctx.invocation
             .wait_deadline()
@@ -43,16 +114,22 @@ pub(super) async fn reconcile(
         }
     })
     .await;
-    let dlq_after = match dlq_after {
+    match dlq_after {
         Some(Ok(after)) => Ok(after),
         Some(Err(err)) => Err(err),
         None => queues::describe(&ctx.clients.sqs, &dlq.name, &dlq.url).await,
-    };
-    let mut ledger: Ledger = result.ledger.clone();
-    ledger.found = dlq.depth();
+    }
+}
 
+/// The ledger's check (every message found is accounted for) and the DLQ's depth check;
+/// fills in what remains.
+fn ledger_checks(
+    ledger: &mut Ledger,
+    expected: i64,
+    dlq_after: &Result<Queue, runbook_shared::aws::AwsError>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
-    match &dlq_after {
+    match dlq_after {
         Ok(after) => {
             ledger.remaining = after.depth() - i64::try_from(ledger.held()).unwrap_or(i64::MAX);
             checks.push(Check::new(
@@ -87,8 +164,19 @@ pub(super) async fn reconcile(
             format!("could not read: {err}"),
         )),
     }
-    // What each target accepted (a copy left in the DLQ included), and what left the DLQ.
-    for target in &candidates {
+    checks
+}
+
+/// What each target accepted (a copy left in the DLQ included), and what left the DLQ.
+async fn actions_as_happened(
+    ctx: &RunContext<'_, Redriver>,
+    dlq: &Queue,
+    candidates: &[&Queue],
+    result: &RedriveResult,
+    dlq_after: &Result<Queue, runbook_shared::aws::AwsError>,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for target in candidates {
         let accepted = result.accepted_by.get(&target.name).copied().unwrap_or(0);
         if accepted == 0 {
             continue;
@@ -96,7 +184,7 @@ pub(super) async fn reconcile(
         let after = queues::describe(&ctx.clients.sqs, &target.name, &target.url)
             .await
             .ok();
-        report.actions.push(Action {
+        actions.push(Action {
             api: "sqs:SendMessageBatch".into(),
             target: target.name.clone(),
             before: json!({"depth": target.depth()}),
@@ -106,7 +194,7 @@ pub(super) async fn reconcile(
         });
     }
     if result.ledger.moved > 0 || result.ledger.not_deleted > 0 {
-        report.actions.push(Action {
+        actions.push(Action {
                 api: "sqs:DeleteMessageBatch".into(),
                 target: dlq.name.clone(),
                 before: json!({"depth": dlq.depth()}),
@@ -116,9 +204,9 @@ pub(super) async fn reconcile(
             });
     }
     if let Some(err) = &result.error
-        && report.actions.is_empty()
+        && actions.is_empty()
     {
-        report.actions.push(Action {
+        actions.push(Action {
             api: err.api.clone(),
             target: dlq.name.clone(),
             before: json!({"depth": dlq.depth()}),
@@ -127,50 +215,44 @@ pub(super) async fn reconcile(
             error: Some(err.to_string()),
         });
     }
-    let verified = checks.iter().all(|check| check.ok);
-    // Moved messages stay out only if their consumer now takes them: the check stays open for
-    // the verification window (settled failed by a message that comes back, else by the
-    // sweep on the DLQ's depth: more than this run left means failures are arriving again).
-    let open = match &dlq_after {
-        Ok(after) if verified && ledger.moved > 0 => Some(SettleBy::QueueDepth {
-            name: dlq.name.clone(),
-            url: dlq.url.clone(),
-            // The sweep counts delayed messages too.
-            below: after.depth() + after.delayed + 1,
-            not_before: Some(
-                chrono::Utc::now()
-                    + chrono::Duration::seconds(
-                        candidates
-                            .iter()
-                            .filter(|target| {
-                                result.accepted_by.get(&target.name).is_some_and(|n| *n > 0)
-                            })
-                            .map(|target| target.fails_back_after_seconds)
-                            .max()
-                            .unwrap_or(0),
-                    ),
-            ),
-        }),
-        _ => None,
-    };
-    if open.is_some() {
-        checks.push(crate::returned::stayed_out(ledger.moved, &dlq.name));
+    actions
+}
+
+/// Moved messages stay out only if their consumer now takes them: the check stays open for
+/// the verification window (settled failed by a message that comes back, else by the sweep on
+/// the DLQ's depth: more than this run left means failures are arriving again).
+fn stays_out(
+    after: &Queue,
+    dlq: &Queue,
+    candidates: &[&Queue],
+    result: &RedriveResult,
+) -> SettleBy {
+    SettleBy::QueueDepth {
+        name: dlq.name.clone(),
+        url: dlq.url.clone(),
+        // The sweep counts delayed messages too.
+        below: after.depth() + after.delayed + 1,
+        not_before: Some(
+            chrono::Utc::now()
+                + chrono::Duration::seconds(
+                    candidates
+                        .iter()
+                        .filter(|target| {
+                            result.accepted_by.get(&target.name).is_some_and(|n| *n > 0)
+                        })
+                        .map(|target| target.fails_back_after_seconds)
+                        .max()
+                        .unwrap_or(0),
+                ),
+        ),
     }
-    report.verification = Verification {
-        status: if open.is_some() {
-            VerificationStatus::Pending
-        } else if verified {
-            VerificationStatus::Verified
-        } else {
-            VerificationStatus::Failed
-        },
-        settle_by: open,
-        checks,
-    };
-    ctx.settle_returned(dlq, &result.returned, report).await;
+}
+
+/// The plan, the ledger and every message left behind, capped, for the report's details.
+fn details(plan: &RedrivePlan, ledger: &Ledger, result: &RedriveResult) -> Value {
     let complete = result.stopped_early.is_none() && result.error.is_none();
     let seconds = result.elapsed.as_secs_f64().max(0.001);
-    report.details = Some(json!({
+    json!({
         "plan": {
             "max_messages": plan.max_messages,
             "rate_per_second": plan.rate_per_second,
@@ -195,8 +277,13 @@ pub(super) async fn reconcile(
         "api_calls": result.api_calls,
         "api_calls_per_message": if ledger.moved > 0 { result.api_calls as f64 / ledger.moved as f64 } else { 0.0 },
         "messages_per_second": ledger.moved as f64 / seconds,
-    }));
+    })
+}
 
+/// A note on every message the run left behind, and why.
+// Over 80 lines: one note per kind of message left behind, in the order people act on them.
+fn notes(plan: &RedrivePlan, ledger: &Ledger, result: &RedriveResult) -> Vec<String> {
+    let dlq = &plan.dlq;
     let mut notes = Vec::new();
     if ledger.poison > 0 {
         notes.push(format!(
@@ -289,39 +376,5 @@ pub(super) async fn reconcile(
             ledger.remaining.max(0)
         ));
     }
-    let summary = format!(
-        "redrove {} of {} messages from {} to {}",
-        ledger.moved,
-        ledger.found,
-        dlq.name,
-        if result.moved_to.is_empty() {
-            "no queue".to_string()
-        } else {
-            result
-                .moved_to
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
-    let reason = std::iter::once(summary)
-        .chain(notes)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let failures = report.verification.failures();
-    let outcome = if let Some(err) = &result.error {
-        return Ending::failed(format!("{reason}; stopped by {err}"));
-    } else if !verified {
-        return Ending::failed(format!(
-            "{reason}; the counts do not reconcile ({failures}): the DLQ changed during the run, or the consumer is still failing"
-        ));
-    } else if ledger.moved > 0 {
-        Outcome::Remediated
-    } else if ledger.unroutable > 0 {
-        Outcome::Rejected
-    } else {
-        Outcome::NoAction
-    };
-    Ending::new(outcome, reason)
+    notes
 }

@@ -41,6 +41,8 @@ impl Run<'_> {
 
     /// Decides which target (by index) the message goes to and its entry, or holds it back
     /// (`None`) when it must stay.
+    // Over 80 lines: the routing decisions for one message (poison, filter, FIFO group, source,
+    // target, attributes, size) in the order that holds a message back rather than misroute it.
     pub(super) fn route(
         &self,
         index: usize,

@@ -128,6 +128,8 @@ pub struct Window {
 /// record stands alone: one that cannot be checked now stays pending with the reason, one whose
 /// resource is gone — or still undecided at `window.give_up` — is settled as failed, so no
 /// record blocks the others and none stays pending for ever.
+// Over 80 lines: each record settled on its own, with every way it can stay pending or fail written
+// beside the others.
 pub async fn settle_pending(
     audit: &AuditStore,
     places: &Places<'_>,

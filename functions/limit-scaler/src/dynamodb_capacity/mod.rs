@@ -294,6 +294,8 @@ impl Runbook<Scaler> for CapacityTarget {
 
     /// The table now (the metric check stays open until the alarm is OK again); a provisioned
     /// raise is recorded for the scale-down, with the state it started from as the baseline.
+    // Over 80 lines: the table's states after a raise (ACTIVE as planned, ACTIVE otherwise, still
+    // updating, a range that did not hold) each settle the check differently.
     async fn verify(
         &self,
         ctx: &RunContext<'_, Scaler>,

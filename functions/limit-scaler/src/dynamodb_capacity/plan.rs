@@ -66,6 +66,8 @@ fn never_lower(
 /// Plans the change from what was observed; pure, so dry runs and tests see the same plan. A
 /// raise never lowers a side it sends: a side already above its cap, or above an exact value
 /// asked for, is kept as it is, and the plan says so.
+// Over 80 lines: the plan for both sides, provisioned and on-demand, with the caps applied to each;
+// pure, and tested as one function.
 pub fn plan(
     target: &CapacityTarget,
     observed: &Observed,

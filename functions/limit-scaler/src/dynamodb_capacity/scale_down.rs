@@ -104,6 +104,8 @@ impl Runbook<Scaler> for ScaleDown {
         false
     }
 
+    // Over 80 lines: the raise's record, the table, its Auto Scaling registration and the quiet
+    // check, read in turn; each can end the run with its own reason.
     async fn diagnose(&self, ctx: &RunContext<'_, Scaler>, report: &mut Report) -> Step<Diagnosis> {
         let raise = current_raise(ctx, &self.raise).await?;
         let name = self.target.name();
