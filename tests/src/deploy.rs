@@ -93,6 +93,8 @@ impl Deployment {
                 key.secret_access_key.clone(),
             ),
             ("AUDIT_TABLE".into(), self.audit_table().into()),
+            // The tests show the runbooks acting; the code's default is observe.
+            ("DEFAULT_MODE".into(), "auto".into()),
         ]
     }
 }

@@ -135,6 +135,8 @@ impl Moto {
             ("ACCOUNT_ID".into(), ACCOUNT.into()),
             ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            // The tests and the demo show the runbooks acting; the code's default is observe.
+            ("DEFAULT_MODE".into(), "auto".into()),
         ]
     }
 

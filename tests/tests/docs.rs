@@ -260,3 +260,31 @@ async fn every_payload_example_is_understood_by_its_function() {
     let typo = serde_json::to_value(typo).expect("report");
     assert_eq!(typo["outcome"], "rejected", "{typo}");
 }
+
+/// Every function's Timeout is over the AWS CLI's 60-second read timeout, on which the CLI
+/// retries the call: a synchronous invoke without `--cli-read-timeout 0` can run a manual
+/// redrive or an approved plan twice. So every documented invoke carries it, and so do the
+/// approval commands a report hands out.
+#[test]
+fn every_documented_invoke_waits_for_its_answer_instead_of_running_twice() {
+    let mut texts: Vec<(String, String)> = pages();
+    texts.push((
+        "README.md".into(),
+        std::fs::read_to_string(workspace_root().join("README.md")).expect("README"),
+    ));
+    let commands = runbook_shared::model::approval_commands("fn", "eu-west-1", "id");
+    texts.push(("approval commands".into(), commands.approve));
+    texts.push(("approval commands".into(), commands.deny));
+    let mut invokes = 0;
+    for (page, text) in texts {
+        for (at, _) in text.match_indices("aws lambda invoke --") {
+            invokes += 1;
+            assert!(
+                text[at..].starts_with("aws lambda invoke --cli-read-timeout 0 "),
+                "{page}: {}",
+                &text[at..(at + 80).min(text.len())]
+            );
+        }
+    }
+    assert!(invokes >= 15, "{invokes} invokes found");
+}

@@ -451,6 +451,63 @@ fn the_alarm_name_prefix_narrows_every_alarm_rule() {
 
 // --- Deployment -----------------------------------------------------------------------------------
 
+/// The statements of `function`'s resource policy that let CloudWatch's alarms invoke it.
+fn alarm_action_statements(function: &str) -> Vec<Value> {
+    let policy = moto().boto3("lambda", "get_policy", json!({"FunctionName": function}));
+    let policy: Value = serde_json::from_str(policy["Policy"].as_str().unwrap_or("{}"))
+        .expect("the policy is JSON");
+    policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|statement| {
+            statement["Principal"]["Service"] == "lambda.alarms.cloudwatch.amazonaws.com"
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn an_alarms_lambda_action_may_invoke_the_functions_that_take_alarms_and_only_from_here() {
+    let deployment = moto()
+        .deploy(DeployRequest {
+            parameters: vec![
+                ("ManagedResources", "orders-*"),
+                ("AlarmNamePrefix", "team-a-"),
+            ],
+            ..DeployRequest::default()
+        })
+        .await;
+    assert_eq!(deployment.status, "CREATE_COMPLETE");
+    let alarms = format!(
+        "arn:aws:cloudwatch:{}:{}:alarm:team-a-*",
+        runbook_tests::moto::REGION,
+        runbook_tests::moto::ACCOUNT
+    );
+    for output in [
+        "LimitScalerFunctionName",
+        "DlqRedriverFunctionName",
+        "AlarmResponderFunctionName",
+    ] {
+        let statements = alarm_action_statements(&deployment.outputs[output]);
+        assert_eq!(statements.len(), 1, "{output}: {statements:?}");
+        let statement = &statements[0];
+        assert_eq!(statement["Action"], "lambda:InvokeFunction", "{statement}");
+        assert_eq!(
+            statement["Condition"]["StringEquals"]["AWS:SourceAccount"],
+            runbook_tests::moto::ACCOUNT,
+            "{statement}"
+        );
+        assert_eq!(
+            statement["Condition"]["ArnLike"]["AWS:SourceArn"], alarms,
+            "{statement}"
+        );
+    }
+    // health-prober takes no alarm.
+    let prober = &deployment.outputs["HealthProberFunctionArn"];
+    assert!(alarm_action_statements(prober).is_empty());
+}
+
 #[tokio::test]
 async fn the_transformed_template_deploys_into_moto_with_its_resources() {
     // An SNS topic the team's alarms already notify.

@@ -247,7 +247,7 @@ fn hex(bytes: &[u8]) -> String {
 pub fn approval_commands(function: &str, region: &str, plan_id: &str) -> ApprovalCommands {
     let command = |payload: Value| {
         format!(
-            "aws lambda invoke --region {region} --function-name {function} --cli-binary-format raw-in-base64-out --payload '{payload}' decision.json && cat decision.json"
+            "aws lambda invoke --cli-read-timeout 0 --region {region} --function-name {function} --cli-binary-format raw-in-base64-out --payload '{payload}' decision.json && cat decision.json"
         )
     };
     ApprovalCommands {

@@ -109,7 +109,9 @@ impl Modes {
             return Ok(Self::all(Mode::Observe));
         }
         Ok(Self {
-            default: default.unwrap_or(Mode::Auto),
+            // Deployed without the template (CDK, Terraform, the console), the functions plan
+            // and report until someone chooses to let them act.
+            default: default.unwrap_or(Mode::Observe),
             by_runbook,
         })
     }
@@ -173,8 +175,10 @@ mod tests {
         assert_eq!(modes.of("dynamodb-capacity"), Mode::Auto);
         assert_eq!(modes.of("lambda-rollback"), Mode::Approve);
         assert_eq!(modes.of("dlq-redrive"), Mode::Observe);
-        // Without settings, every runbook acts, as before modes.
-        assert_eq!(self::modes(&[]).unwrap().of("dlq-redrive"), Mode::Auto);
+        // Without settings, no runbook acts: the code's default is the template's, observe.
+        for runbook in RUNBOOKS {
+            assert_eq!(self::modes(&[]).unwrap().of(runbook), Mode::Observe);
+        }
     }
 
     #[test]
