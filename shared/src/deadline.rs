@@ -22,12 +22,6 @@ pub const RESERVE: Duration = Duration::from_secs(3);
 pub const WRITE_RESERVE: Duration = Duration::from_secs(3);
 
 impl Deadline {
-    /// From the Lambda context's deadline (milliseconds since the epoch).
-    pub fn from_epoch_millis(deadline_ms: u64) -> Self {
-        let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
-        Self::after(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
-    }
-
     /// `budget` from now, less the reserve.
     pub fn after(budget: Duration) -> Self {
         let usable = budget.saturating_sub(RESERVE);

@@ -51,6 +51,9 @@ pub struct LambdaProcess {
     pub logs: Arc<Mutex<Vec<String>>>,
     log_reader: Option<tokio::task::JoinHandle<()>>,
     pub timeout: Duration,
+    /// The `lambda-runtime-deadline-ms` to send instead of AWS's (now + `timeout`, as epoch
+    /// milliseconds): what another Runtime API emulator sends.
+    pub deadline_header: Option<u64>,
 }
 
 /// The path of a workspace binary, built by `cargo build --workspace --bins` (scripts/test.sh
@@ -129,6 +132,7 @@ impl LambdaProcess {
             logs,
             log_reader,
             timeout: Duration::from_secs(60),
+            deadline_header: None,
         }
     }
 
@@ -148,8 +152,10 @@ impl LambdaProcess {
     async fn invoke_bytes_as(&mut self, payload: &[u8], id: &str) -> Invoked {
         let id = id.to_string();
         let (sender, receiver) = oneshot::channel();
-        let deadline_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
-            + u64::try_from(self.timeout.as_millis()).unwrap_or(60_000);
+        let deadline_ms = self.deadline_header.unwrap_or_else(|| {
+            u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+                + u64::try_from(self.timeout.as_millis()).unwrap_or(60_000)
+        });
         self.shared
             .waiting
             .lock()

@@ -10,6 +10,7 @@ mod alarm_sources;
 mod api_errors;
 mod approvals;
 mod brakes;
+mod deadlines;
 mod dlq_prober_promises;
 mod docs;
 mod dynamodb_backup;

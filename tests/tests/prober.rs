@@ -869,3 +869,36 @@ async fn the_sweep_pauses_the_automation_after_repeated_failed_verifications() {
     assert_eq!(report.settled.len(), 3);
     assert!(report.paused.is_none());
 }
+
+#[tokio::test]
+async fn with_nothing_to_check_the_health_check_is_not_healthy() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let namespace = unique("Probes");
+    let report = run(
+        &prober(&audit, &[("METRICS_NAMESPACE", &namespace)]),
+        scheduled_event(),
+    )
+    .await;
+    assert!(!report.healthy, "{report:?}");
+    assert!(report.probes.is_empty());
+    assert!(
+        report
+            .reason
+            .starts_with("not healthy: nothing was checked, no probes are configured (set PROBES"),
+        "{}",
+        report.reason
+    );
+    // The sweep's figure is published; no "0 unhealthy" is.
+    let published: Vec<String> = moto()
+        .cloudwatch()
+        .list_metrics()
+        .namespace(&namespace)
+        .send()
+        .await
+        .expect("list metrics")
+        .metrics()
+        .iter()
+        .filter_map(|metric| metric.metric_name().map(str::to_string))
+        .collect();
+    assert_eq!(published, ["FailedVerifications"], "{published:?}");
+}

@@ -762,3 +762,23 @@ fn notification_rules_pick_remediations_failures_failed_verifications_pauses_and
     forged_source["source"] = json!("my.app");
     assert!(matched(&rules, &forged_source).is_empty());
 }
+
+/// A run whose deadline cannot be trusted (a local Runtime API's) is bounded by
+/// FUNCTION_TIMEOUT_SECONDS: on AWS it must be the function's own Timeout.
+#[test]
+fn each_function_knows_its_own_timeout() {
+    let template = transformed_template();
+    for function in [
+        "LimitScalerFunction",
+        "DlqRedriverFunction",
+        "AlarmResponderFunction",
+        "HealthProberFunction",
+    ] {
+        let properties = &template["Resources"][function]["Properties"];
+        assert_eq!(
+            properties["Environment"]["Variables"]["FUNCTION_TIMEOUT_SECONDS"],
+            properties["Timeout"].to_string().as_str(),
+            "{function}"
+        );
+    }
+}

@@ -372,8 +372,10 @@ impl Prober {
             .map(|r| r.name.as_str())
             .collect();
         let settled = settled.unwrap_or_default();
+        // Nothing checked is not healthy: a PROBES left empty by mistake must not read as a
+        // healthy system.
         let mut reason = if results.is_empty() {
-            "no probes configured (set PROBES, or pass {\"probes\": [...]})".to_string()
+            "not healthy: nothing was checked, no probes are configured (set PROBES, or pass {\"probes\": [...]})".to_string()
         } else if unhealthy.is_empty() {
             format!("all {} probes healthy", results.len())
         } else {
@@ -402,7 +404,7 @@ impl Prober {
             function: FUNCTION.into(),
             runbook: RUNBOOK.into(),
             trigger,
-            healthy: unhealthy.is_empty(),
+            healthy: !results.is_empty() && unhealthy.is_empty(),
             reason,
             probes: results,
             settled,

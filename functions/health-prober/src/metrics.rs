@@ -46,13 +46,17 @@ pub fn datums(results: &[ProbeResult], failed_verifications: Option<usize>) -> V
             Some(&result.name),
         ));
     }
-    let unhealthy = results.iter().filter(|result| !result.healthy).count();
-    all.push(datum(
-        "UnhealthyProbes",
-        unhealthy as f64,
-        StandardUnit::Count,
-        None,
-    ));
+    // No "0 unhealthy" when nothing was probed: the UnhealthyProbes alarm treats missing data
+    // as breaching, so an empty PROBES pages instead of showing a healthy system.
+    if !results.is_empty() {
+        let unhealthy = results.iter().filter(|result| !result.healthy).count();
+        all.push(datum(
+            "UnhealthyProbes",
+            unhealthy as f64,
+            StandardUnit::Count,
+            None,
+        ));
+    }
     if let Some(failed) = failed_verifications {
         all.push(datum(
             "FailedVerifications",

@@ -33,6 +33,40 @@ pub const STOP_BEFORE_LAMBDA_DEADLINE: Duration = Duration::from_millis(1_000);
 /// itself still leaves in time.
 const ANSWER_BEFORE_LAMBDA_DEADLINE: Duration = Duration::from_millis(300);
 
+/// The longest an invocation can run on AWS (the largest Timeout, 15 minutes), with a minute for
+/// clock skew: a deadline further ahead did not come from AWS.
+const LONGEST_INVOCATION: Duration = Duration::from_secs(16 * 60);
+
+/// How long the function may run when the deadline cannot be trusted, unless
+/// `FUNCTION_TIMEOUT_SECONDS` (the template sets it to the function's Timeout) says otherwise.
+const DEFAULT_FUNCTION_TIMEOUT_SECONDS: u64 = 60;
+
+/// How long this invocation may run, and a warning when its deadline is not one AWS sends. On
+/// AWS, `lambda-runtime-deadline-ms` is always a future epoch time at most 15 minutes ahead; a
+/// local Runtime API may send something else (`cargo lambda watch` sends a duration, 600000, a
+/// time in 1970), which would stop every run at once or never. Such a deadline is treated as
+/// unknown: the function's own `timeout` bounds the run, and nothing else changes.
+pub fn invocation_budget(
+    deadline_ms: u64,
+    now_ms: u64,
+    timeout: Duration,
+) -> (Duration, Option<String>) {
+    let ahead = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    let unknown = if deadline_ms <= now_ms {
+        "already past"
+    } else if ahead > LONGEST_INVOCATION {
+        "further ahead than any Lambda timeout"
+    } else {
+        return (ahead, None);
+    };
+    let warning = format!(
+        "lambda-runtime-deadline-ms is {deadline_ms} ({unknown}; now is {now_ms}), which AWS never sends: \
+         the run is bounded by the function's timeout instead, {}s (FUNCTION_TIMEOUT_SECONDS)",
+        timeout.as_secs()
+    );
+    (timeout, Some(warning))
+}
+
 /// Logs a configuration error before it stops the cold start.
 pub fn startup_failed(err: ConfigError) -> Error {
     tracing::error!(error = %err, "bad configuration: the function cannot start");
@@ -58,14 +92,26 @@ where
     Fut: Future<Output = O>,
     O: Serialize,
 {
+    let timeout = Duration::from_secs(
+        crate::config::Env::process()
+            .number(
+                "FUNCTION_TIMEOUT_SECONDS",
+                DEFAULT_FUNCTION_TIMEOUT_SECONDS,
+                1,
+                900,
+            )
+            .map_err(startup_failed)?,
+    );
     let handle = &handle;
     let report_events = &report_events;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
-        let lambda_deadline = Deadline::within(Duration::from_millis(
-            event.context.deadline.saturating_sub(now_ms()),
-        ));
-        let invocation = Invocation::new(&request_id, Deadline::from_epoch_millis(event.context.deadline));
+        let (budget, untrusted) = invocation_budget(event.context.deadline, now_ms(), timeout);
+        if let Some(warning) = untrusted {
+            tracing::warn!(request_id = %request_id, "{warning}");
+        }
+        let lambda_deadline = Deadline::within(budget);
+        let invocation = Invocation::new(&request_id, Deadline::after(budget));
         let started = std::time::Instant::now();
         let span = tracing::info_span!("invocation", request_id = %request_id, target = tracing::field::Empty);
         // Boxed: the handlers' futures are deep enough to hit the compiler's layout limit.

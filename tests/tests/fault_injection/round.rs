@@ -241,6 +241,9 @@ impl Round {
             backups
         };
         let dlq = async {
+            // In flight before or after the peek: a message that came back in between was in
+            // flight, and missing from the ids, when the peek ran.
+            let in_flight_before = in_flight(&sqs, &self.pair.dlq.url).await;
             let ids: Vec<String> = peek_all(&sqs, &self.pair.dlq)
                 .await
                 .iter()
@@ -248,7 +251,8 @@ impl Round {
                 .filter_map(|body| body["id"].as_str().map(str::to_string))
                 .collect();
             let all = all_messages(&sqs, &self.pair.dlq.url).await;
-            (ids, all, in_flight(&sqs, &self.pair.dlq.url).await)
+            let in_flight_after = in_flight(&sqs, &self.pair.dlq.url).await;
+            (ids, all, in_flight_before.max(in_flight_after))
         };
         let (
             (alias, worker_reserved, api_reserved, limit, billing, stack),
