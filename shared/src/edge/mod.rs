@@ -176,3 +176,41 @@ fn stopped_at_deadline(function: &str, request_id: &str) -> Report {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_is_trusted_only_as_aws_sends_it() {
+        let now = 1_796_000_000_000;
+        let timeout = Duration::from_secs(120);
+        // AWS: a future epoch time at most 15 minutes ahead (a minute allowed for skew).
+        assert_eq!(
+            invocation_budget(now + 1, now, timeout),
+            (Duration::from_millis(1), None)
+        );
+        let longest = now + 16 * 60 * 1000;
+        assert_eq!(
+            invocation_budget(longest, now, timeout),
+            (LONGEST_INVOCATION, None)
+        );
+        // Anything else is unknown: the function's timeout bounds the run, and says why.
+        for (deadline, says) in [
+            (now, "already past"),
+            (600_000, "already past"),
+            (0, "already past"),
+            (longest + 1, "further ahead than any Lambda timeout"),
+        ] {
+            let (budget, warning) = invocation_budget(deadline, now, timeout);
+            assert_eq!(budget, timeout, "{deadline}");
+            let warning = warning.unwrap_or_default();
+            assert!(
+                warning.starts_with(&format!(
+                    "lambda-runtime-deadline-ms is {deadline} ({says};"
+                )) && warning.ends_with("120s (FUNCTION_TIMEOUT_SECONDS)"),
+                "{warning}"
+            );
+        }
+    }
+}
