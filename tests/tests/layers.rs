@@ -76,3 +76,44 @@ fn a_long_function_passes_only_with_its_reason_and_a_circle_never() {
         "{output}"
     );
 }
+
+#[test]
+fn signatures_nested_comments_and_extern_functions_do_not_hide_a_long_one() {
+    let lib = |model: String| {
+        vec![
+            ("shared/src/lib.rs", "pub mod model;\n".to_string()),
+            ("shared/src/model.rs", model),
+        ]
+    };
+    let body: String = (0..85)
+        .map(|line| format!("    let _x{line} = 1;\n"))
+        .collect();
+    for (signature, comment) in [
+        ("pub fn long(bytes: [u8; 4]) -> [u8; 4] {\n", ""),
+        ("pub extern \"C\" fn long() {\n", ""),
+        ("pub fn long() {\n    /* a /* nested } */ } */\n", ""),
+        // The reason must begin the line, as docs/architecture.md says.
+        (
+            "pub fn long() {\n",
+            "// This is not over 80 lines: honest.\n",
+        ),
+    ] {
+        let (code, output) = check(&lib(format!("{comment}{signature}{body}}}\n")));
+        assert_eq!(code, 1, "{signature}: {output}");
+        assert!(output.contains("fn long is"), "{signature}: {output}");
+    }
+    // A file over 500 lines, tests aside.
+    let functions: String = (0..60)
+        .map(|n| format!("pub fn f{n}() {{\n    let _ = {n};\n    let _ = {n};\n    let _ = {n};\n    let _ = {n};\n    let _ = {n};\n    let _ = {n};\n    let _ = {n};\n}}\n"))
+        .collect();
+    let (code, output) = check(&lib(functions.clone()));
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("shared/src/model.rs: 540 lines"),
+        "{output}"
+    );
+    let (code, output) = check(&lib(format!(
+        "pub fn f() {{}}\n#[cfg(test)]\nmod tests {{\n{functions}}}\n"
+    )));
+    assert_eq!(code, 0, "{output}");
+}
