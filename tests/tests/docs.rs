@@ -277,14 +277,68 @@ fn every_documented_invoke_waits_for_its_answer_instead_of_running_twice() {
     texts.push(("approval commands".into(), commands.deny));
     let mut invokes = 0;
     for (page, text) in texts {
-        for (at, _) in text.match_indices("aws lambda invoke --") {
+        // Shell commands with their `\` continuations joined, cut at `&&`, `;` and backticks;
+        // `aws [global options] lambda invoke …` in any order of its options.
+        let joined = text.replace("\\\n", " ");
+        for command in joined
+            .lines()
+            .flat_map(|line| line.split(['`', ';']))
+            .flat_map(|part| part.split("&&"))
+        {
+            let words: Vec<&str> = command.split_whitespace().collect();
+            let Some(aws) = words.iter().position(|word| *word == "aws") else {
+                continue;
+            };
+            // A command names its function; prose that mentions the command does not.
+            let invoke = words[aws..]
+                .windows(2)
+                .any(|pair| pair == ["lambda", "invoke"])
+                && words.contains(&"--function-name");
+            if !invoke {
+                continue;
+            }
             invokes += 1;
             assert!(
-                text[at..].starts_with("aws lambda invoke --cli-read-timeout 0 "),
-                "{page}: {}",
-                &text[at..(at + 80).min(text.len())]
+                words
+                    .windows(2)
+                    .any(|pair| pair == ["--cli-read-timeout", "0"]),
+                "{page}: {command}"
             );
         }
     }
     assert!(invokes >= 15, "{invokes} invokes found");
+}
+
+/// The README renders: a table is not cut in two by a blank line between its rows (a row after
+/// a blank line only starts a table when a `|---|` line follows it), and no cell is a page long.
+#[test]
+fn the_readmes_tables_render_and_their_cells_stay_short() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut rows = 0;
+    for (at, line) in lines.iter().enumerate() {
+        if !line.starts_with('|') {
+            continue;
+        }
+        rows += 1;
+        let continues_a_table =
+            at >= 2 && lines[at - 1].is_empty() && lines[at - 2].starts_with('|');
+        let starts_a_table = lines
+            .get(at + 1)
+            .is_some_and(|next| next.starts_with("|---"));
+        assert!(
+            !continues_a_table || starts_a_table,
+            "README.md:{}: a blank line cuts a table in two before {line:.60}",
+            at + 1
+        );
+        for cell in line.split(" | ") {
+            assert!(
+                cell.chars().count() <= 400,
+                "README.md:{}: a cell of {} characters: {cell:.80}…",
+                at + 1,
+                cell.chars().count()
+            );
+        }
+    }
+    assert!(rows > 50, "{rows} table rows");
 }

@@ -782,3 +782,104 @@ fn each_function_knows_its_own_timeout() {
         );
     }
 }
+
+/// Reads every `--parameter-overrides …` in README.md and docs/ (inline code and code blocks)
+/// and every `parameter_overrides` of a TOML block with the SAM CLI's own parser, as `sam
+/// deploy` reads them; prints `[[where, {key: value}]]` as JSON, then the value it makes of
+/// argv[1].
+const READ_OVERRIDES: &str = r#"
+import glob, json, re, shlex, sys, tomllib
+from samcli.cli.types import CfnParameterOverridesType
+# The words the shell hands to `sam deploy` after --parameter-overrides.
+parse = lambda words: CfnParameterOverridesType().convert(tuple(words), None, None)
+found = []
+for path in ["README.md"] + sorted(glob.glob("docs/*.md")):
+    text = open(path, encoding="utf-8").read()
+    for block in re.findall(r"```toml\n(.*?)```", text, re.S):
+        for table in tomllib.loads(block).values():
+            for section in table.values():
+                if "parameter_overrides" in section.get("parameters", {}):
+                    found.append([path + " (samconfig.toml)", parse([section["parameters"]["parameter_overrides"]])])
+    for code in re.findall(r"`([^`\n]*--parameter-overrides[^`\n]*)`", text) + [
+        line for line in re.findall(r"```sh\n(.*?)```", text, re.S) if "--parameter-overrides" in line
+    ]:
+        words = shlex.split(code.split("--parameter-overrides", 1)[1])
+        overrides = []
+        for word in words:
+            if word.startswith("--"):
+                break
+            overrides.append(word)
+        found.append([path, parse(overrides)])
+print(json.dumps(found))
+print(json.dumps(parse([sys.argv[1]])))
+"#;
+
+#[test]
+fn documented_parameter_overrides_reach_cloudformation_whole_and_a_cut_one_is_refused() {
+    // What `sam deploy --parameter-overrides 'RunbookModes={"dynamodb-capacity": "approve"}'`
+    // (the shell having removed the single quotes) sends.
+    let unquoted = r#"RunbookModes={"dynamodb-capacity": "approve"}"#;
+    let (output, printed) = venv_tool("python", &["-c", READ_OVERRIDES, unquoted]);
+    assert!(output.status.success(), "{printed}");
+    let mut lines = printed.lines();
+    let documented: Vec<(String, BTreeMap<String, String>)> =
+        serde_json::from_str(lines.next().unwrap_or_default()).expect("the overrides as JSON");
+    let cut: BTreeMap<String, String> =
+        serde_json::from_str(lines.next().unwrap_or_default()).expect("the cut value as JSON");
+    assert_eq!(
+        cut["RunbookModes"], "{",
+        "what sam makes of an unquoted JSON value"
+    );
+
+    let parameters = &transformed_template()["Parameters"];
+    let accepts = |key: &str, value: &str| -> bool {
+        let pattern = parameters[key]["AllowedPattern"].as_str().unwrap_or(".*");
+        let (output, printed) = venv_tool(
+            "python",
+            &[
+                "-c",
+                "import re, sys; sys.exit(0 if re.fullmatch(sys.argv[1], sys.argv[2], re.S) else 3)",
+                pattern,
+                value,
+            ],
+        );
+        match output.status.code() {
+            Some(0) => true,
+            Some(3) => false,
+            _ => panic!("{printed}"),
+        }
+    };
+    // The template refuses what `sam deploy` made of it, naming the parameter at deploy.
+    assert!(!accepts("RunbookModes", "{"));
+    assert!(!accepts("RunbookModes", r#"{"dynamo-capacity": "auto"}"#));
+    assert!(!accepts("Probes", "["));
+    assert!(accepts(
+        "Probes",
+        r#"[{"name": "a", "kind": "alarms", "prefix": "p"}]"#
+    ));
+    for runbook in runbook_shared::model::RUNBOOKS {
+        for mode in ["observe", "approve", "auto"] {
+            let value = format!(r#"{{"{runbook}": "{mode}", "dlq-redrive":"observe"}}"#);
+            assert!(accepts("RunbookModes", &value), "{value}");
+        }
+    }
+
+    // Every documented override reaches CloudFormation whole: the template takes it, and the
+    // functions start with it.
+    assert!(documented.len() >= 3, "{documented:?}");
+    for (place, overrides) in &documented {
+        assert!(!overrides.is_empty(), "{place}");
+        for (key, value) in overrides {
+            assert!(
+                parameters.get(key).is_some(),
+                "{place}: {key} is no parameter"
+            );
+            assert!(accepts(key, value), "{place}: {key}={value}");
+            if key == "RunbookModes" {
+                let env = [("RUNBOOK_MODES", value.as_str())];
+                runbook_shared::model::Modes::from_env(&Env::from_pairs(&env))
+                    .unwrap_or_else(|err| panic!("{place}: {err}"));
+            }
+        }
+    }
+}
