@@ -25,6 +25,7 @@ import zipfile
 from urllib.parse import unquote
 
 import boto3
+import botocore.config
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.iam.models import IAMBackend
@@ -381,7 +382,11 @@ def deploy(endpoint: str, stack_name: str, parameters: dict, drop_actions: dict)
     logical function id to actions removed, for proving that a missing action is caught)."""
     session = boto3.session.Session(aws_access_key_id="deployer", aws_secret_access_key="deployer",
                                     region_name="us-east-1")
-    client = lambda name: session.client(name, endpoint_url=endpoint)  # noqa: E731
+    # One attempt, however long it takes: under a loaded machine a CreateStack can outlast
+    # botocore's 60-second read timeout, and its retry then meets the first attempt's resources
+    # ("The specified log group already exists").
+    patient = botocore.config.Config(read_timeout=900, retries={"max_attempts": 1, "mode": "standard"})
+    client = lambda name: session.client(name, endpoint_url=endpoint, config=patient)  # noqa: E731
     with _artifact_lock:
         bucket, key = DEFAULT_CODE_URI.removeprefix("s3://").split("/", 1)
         s3 = client("s3")
