@@ -235,7 +235,7 @@ def main():
             if length > MAX_FILE_LINES:
                 breaches.append(f"{os.path.relpath(path, top)}: {length} lines (at most {MAX_FILE_LINES} before its tests)")
             for name, line, length in long_functions(code(path)):
-                breaches.append(f"{os.path.relpath(path, top)}:{line}: fn {name} is {length} lines: split it, or say why it is over 80 lines in a comment above it")
+                breaches.append(f"{os.path.relpath(path, top)}:{line}: fn {name} is {length} lines: split it, or say why in a comment line above it beginning 'Over 80 lines:'")
     for breach in breaches:
         print(breach)
     if breaches:

@@ -21,6 +21,7 @@ mod iam_coverage;
 mod invariants;
 mod kill_switch;
 mod layers;
+mod managed_kinds;
 mod moto_front;
 mod never_worse;
 mod plan_properties;

@@ -788,7 +788,7 @@ fn each_function_knows_its_own_timeout() {
 /// deploy` reads them; prints `[[where, {key: value}]]` as JSON, then the value it makes of
 /// argv[1].
 const READ_OVERRIDES: &str = r#"
-import glob, json, re, shlex, sys, tomllib
+import glob, json, os, re, shlex, sys, tempfile, textwrap, tomllib
 from samcli.cli.types import CfnParameterOverridesType
 # The words the shell hands to `sam deploy` after --parameter-overrides.
 parse = lambda words: CfnParameterOverridesType().convert(tuple(words), None, None)
@@ -800,16 +800,26 @@ for path in ["README.md"] + sorted(glob.glob("docs/*.md")):
             for section in table.values():
                 if "parameter_overrides" in section.get("parameters", {}):
                     found.append([path + " (samconfig.toml)", parse([section["parameters"]["parameter_overrides"]])])
-    for code in re.findall(r"`([^`\n]*--parameter-overrides[^`\n]*)`", text) + [
-        line for line in re.findall(r"```sh\n(.*?)```", text, re.S) if "--parameter-overrides" in line
-    ]:
-        words = shlex.split(code.split("--parameter-overrides", 1)[1])
-        overrides = []
-        for word in words:
-            if word.startswith("--"):
-                break
-            overrides.append(word)
-        found.append([path, parse(overrides)])
+    # A parameters file, read through sam deploy's file:// route.
+    for block in re.findall(r"```yaml\n([ \t]*# parameters.yaml\n.*?)```", text, re.S):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
+            file.write(textwrap.dedent(block))
+        found.append([path + " (parameters.yaml)", parse(["file://" + file.name])])
+        os.unlink(file.name)
+    # Every other occurrence, in inline code or in a shell line, continuations joined.
+    for line in text.replace("\\\n", " ").splitlines():
+        for match in re.finditer("--parameter-overrides", line):
+            rest = line[match.end():]
+            if line[:match.start()].count("`") % 2:
+                rest = rest.split("`", 1)[0]
+            words = []
+            for word in shlex.split(rest):
+                if word.startswith("-"):
+                    break
+                words.append(word)
+            # A file is read above, from the block that shows it.
+            if words and not words[0].startswith("file://"):
+                found.append([path, parse(words)])
 print(json.dumps(found))
 print(json.dumps(parse([sys.argv[1]])))
 "#;
@@ -853,6 +863,14 @@ fn documented_parameter_overrides_reach_cloudformation_whole_and_a_cut_one_is_re
     assert!(!accepts("RunbookModes", "{"));
     assert!(!accepts("RunbookModes", r#"{"dynamo-capacity": "auto"}"#));
     assert!(!accepts("Probes", "["));
+    // ManagedResources: typed or not, never a pattern that matches every name.
+    for everything in ["*", "table:*", "orders-*,?*", "bucket:orders-*"] {
+        assert!(!accepts("ManagedResources", everything), "{everything}");
+    }
+    assert!(accepts(
+        "ManagedResources",
+        "table:orders-*,queue:orders-*-dlq,function:checkout,stack:shop-*,payments"
+    ));
     assert!(accepts(
         "Probes",
         r#"[{"name": "a", "kind": "alarms", "prefix": "p"}]"#
@@ -866,7 +884,13 @@ fn documented_parameter_overrides_reach_cloudformation_whole_and_a_cut_one_is_re
 
     // Every documented override reaches CloudFormation whole: the template takes it, and the
     // functions start with it.
-    assert!(documented.len() >= 3, "{documented:?}");
+    assert!(documented.len() >= 4, "{documented:?}");
+    assert!(
+        documented
+            .iter()
+            .any(|(_, overrides)| overrides.contains_key("Probes")),
+        "{documented:?}"
+    );
     for (place, overrides) in &documented {
         assert!(!overrides.is_empty(), "{place}");
         for (key, value) in overrides {
@@ -878,6 +902,11 @@ fn documented_parameter_overrides_reach_cloudformation_whole_and_a_cut_one_is_re
             if key == "RunbookModes" {
                 let env = [("RUNBOOK_MODES", value.as_str())];
                 runbook_shared::model::Modes::from_env(&Env::from_pairs(&env))
+                    .unwrap_or_else(|err| panic!("{place}: {err}"));
+            }
+            if key == "Probes" {
+                let env = [("AUDIT_TABLE", "audit"), ("PROBES", value.as_str())];
+                health_prober::config::ProberConfig::from_env(&Env::from_pairs(&env))
                     .unwrap_or_else(|err| panic!("{place}: {err}"));
             }
         }

@@ -259,7 +259,7 @@ pub async fn is_managed(
     policy: &ManagedPolicy,
     queue: &Queue,
 ) -> Result<bool, AwsError> {
-    if policy.matches_name(&queue.name) {
+    if policy.matches("queue", &queue.name) {
         return Ok(true);
     }
     let tags = sqs

@@ -205,8 +205,13 @@ impl Condition {
         let path = parse_path(left).ok_or_else(|| {
             format!("{text:?}: the left side must be a JSON path like $.status or $.items[0].id")
         })?;
-        let expected: Value = serde_json::from_str(right)
-            .map_err(|_| format!("{text:?}: the right side must be a JSON value (a \"string\" in double quotes, a number, true, false or null)"))?;
+        // A 'string' in single quotes too: a condition written that way needs no escaped
+        // double quote inside the probe's JSON, which `sam deploy`'s parser would unescape.
+        let expected = match right.strip_prefix('\'').and_then(|rest| rest.strip_suffix('\'')) {
+            Some(string) if !string.contains('\'') => Value::String(string.to_string()),
+            _ => serde_json::from_str(right)
+                .map_err(|_| format!("{text:?}: the right side must be a JSON value (a \"string\" in double quotes or a 'string' in single quotes, a number, true, false or null)"))?,
+        };
         if matches!(
             operator,
             Operator::Lt | Operator::Le | Operator::Gt | Operator::Ge
@@ -485,6 +490,9 @@ mod tests {
             json!({"status": "healthy", "queue_depth": 12, "items": [{"id": 7}], "ok": true});
         for (text, ok) in [
             (r#"$.status == "healthy""#, true),
+            ("$.status == 'healthy'", true),
+            ("$.status != 'healthy'", false),
+            ("$.status == ''", false),
             (r#"$.status != "healthy""#, false),
             ("$.queue_depth < 100", true),
             ("$.queue_depth >= 12.0", true),
@@ -503,6 +511,11 @@ mod tests {
         );
         assert!(
             Condition::parse("$.status == healthy")
+                .unwrap_err()
+                .contains("JSON value")
+        );
+        assert!(
+            Condition::parse("$.status == 'it's'")
                 .unwrap_err()
                 .contains("JSON value")
         );

@@ -12,7 +12,7 @@ pub async fn require_function(
     function: &str,
     arn: &str,
 ) -> Step<()> {
-    if policy.matches_name(function) {
+    if policy.matches("function", function) {
         return Ok(());
     }
     let tags = lambda
@@ -43,7 +43,7 @@ pub async fn require_table(
     home: &Home,
     table: &str,
 ) -> Step<()> {
-    if policy.matches_name(table) {
+    if policy.matches("table", table) {
         return Ok(());
     }
     let arn = home.table(table).key();

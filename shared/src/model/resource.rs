@@ -283,6 +283,22 @@ impl ResourceId {
         }
     }
 
+    /// The kind and the name a pattern of `MANAGED_RESOURCES` is matched against (an index and
+    /// a stored limit by their table, an alias by its function); none for what no pattern names.
+    pub fn managed_as(&self) -> Option<(&'static str, &str)> {
+        match &self.resource {
+            Resource::Table { table }
+            | Resource::Index { table, .. }
+            | Resource::StoredLimit { table, .. } => Some(("table", table)),
+            Resource::Function { function } | Resource::Alias { function, .. } => {
+                Some(("function", function))
+            }
+            Resource::Stack { stack } => Some(("stack", stack)),
+            Resource::Queue { queue } => Some(("queue", queue)),
+            Resource::AccountConcurrency | Resource::Api { .. } => None,
+        }
+    }
+
     /// The name a person reads in the report: `orders`, `orders/index/by-customer`,
     /// `orders-api:live`, `limits/tenant#42/requests_per_second`.
     pub fn name(&self) -> String {

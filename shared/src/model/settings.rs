@@ -72,7 +72,7 @@ impl SafetyConfig {
             alarm_topics: alarm_topics(env)?,
             home,
             dry_run: env.bool("DRY_RUN", false)?,
-            managed: crate::model::ManagedPolicy::new(env.list("MANAGED_RESOURCES")),
+            managed: crate::model::ManagedPolicy::from_patterns(env.list("MANAGED_RESOURCES"))?,
             cooldown: Duration::seconds(env.number("COOLDOWN_SECONDS", 900i64, 0, 7 * 86_400)?),
             max_actions_per_hour: env.number("MAX_ACTIONS_PER_HOUR", 10u32, 1, 1_000)?,
             audit_table: env.required("AUDIT_TABLE", "the name of the audit DynamoDB table")?,

@@ -51,10 +51,14 @@ pub(super) async fn guarded_run<F: Function, R: Runbook<F>>(
         }
         return report;
     }
+    // Managed through a pattern that names no kind: said last, after what the run did.
+    let untyped = resource
+        .managed_as()
+        .and_then(|(kind, name)| safety.config.managed.untyped_match(kind, name));
     let trigger = report.trigger.clone();
     let dry_run = report.dry_run;
     let guarded = async {
-        let report = guarded(
+        let mut report = guarded(
             safety,
             &resource,
             report,
@@ -67,6 +71,7 @@ pub(super) async fn guarded_run<F: Function, R: Runbook<F>>(
             },
         )
         .await;
+        report.notes.extend(untyped);
         if logged {
             safety
                 .audit

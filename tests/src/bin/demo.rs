@@ -195,7 +195,7 @@ async fn limit_scaler_other_limits(moto: &Moto, audit: &str) -> Result<(), Error
         "\nfunction {worker} reserves 10 concurrent executions; {limits} stores tenant#42's requests_per_second = 100"
     );
     let extra = [
-        ("MANAGED_RESOURCES", "orders-*"),
+        ("MANAGED_RESOURCES", "function:orders-*,table:orders-*"),
         ("LIMITS_TABLE", limits.as_str()),
         ("LIMITS_VALUE_ATTRS", "requests_per_second"),
         // stored-limit waits for a person's approval; the other runbooks act.
@@ -251,7 +251,7 @@ async fn dlq_redriver(moto: &Moto, audit: &str) -> Result<String, Error> {
         "\nqueue {} failed 25 messages into its DLQ {} (which also holds 2 poison messages)",
         pair.source.name, pair.dlq.name
     );
-    let managed = format!("{}*", pair.source.name);
+    let managed = format!("queue:{}*", pair.source.name);
     let mut redriver = function_process(
         moto,
         "dlq-redriver",
@@ -318,7 +318,10 @@ async fn alarm_responder(moto: &Moto, audit: &str) -> Result<(), Error> {
         moto,
         "alarm-responder",
         audit,
-        &[("MANAGED_RESOURCES", "checkout-*")],
+        &[(
+            "MANAGED_RESOURCES",
+            "function:checkout-*,stack:checkout-*,table:checkout-*",
+        )],
     )
     .await;
 
@@ -386,7 +389,7 @@ async fn alarm_responder(moto: &Moto, audit: &str) -> Result<(), Error> {
         moto,
         "limit-scaler",
         audit,
-        &[("MANAGED_RESOURCES", "checkout-*")],
+        &[("MANAGED_RESOURCES", "table:checkout-*")],
     )
     .await;
     for handoff in received_events(moto, &caught).await {
