@@ -293,14 +293,22 @@ async fn a_pause_stops_a_redrive_already_running() {
     let redriver = redriver(&audit, &[], redriver_clients());
     let scaler = scaler(&audit, &[], scaler_clients());
 
-    // 100 messages at 10/s take 10 s; the pause comes 2 s in.
+    // 100 messages at 10/s take 10 s; the pause comes once the first have reached the source
+    // (not after a fixed time: on a loaded machine the redrive may not have started by then).
     let running = invocation();
     let redrive = redriver.handle(
         json!({"dlq": pair.dlq.name, "action": "redrive", "rate_per_second": 10}),
         &running,
     );
     let pause = async {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let started = std::time::Instant::now();
+        while depth(&sqs, &pair.source).await == 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the redrive moved nothing in 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         one_report(
             scaler
                 .handle(
