@@ -746,3 +746,52 @@ async fn access_denied_on_update_alias_is_reported() {
     assert!(!report.actions[0].applied);
     assert!(report.audit_id.is_some(), "a failed attempt is audited");
 }
+
+#[tokio::test]
+async fn a_stack_without_a_service_role_is_left_to_its_deployers_with_the_command() {
+    let audit = create_audit_table(&moto().dynamodb()).await;
+    let stack = unique("managed-roleless");
+    // Created by a person's own credentials, with no service role.
+    moto()
+        .cloudformation()
+        .create_stack()
+        .stack_name(&stack)
+        .template_body(json!({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}).to_string())
+        .send()
+        .await
+        .expect("create stack");
+    set_stack_status(
+        moto(),
+        &stack,
+        "UPDATE_ROLLBACK_FAILED",
+        Some(("OrdersTable", "Subscriber limit exceeded")),
+        0,
+    )
+    .await;
+    let report = run(
+        &responder(&audit, &[], responder_clients()),
+        json!({"stack": stack, "resources_to_skip": ["OrdersTable"]}),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::NoAction, "{report:?}");
+    assert!(report.actions.iter().all(|action| !action.applied));
+    assert!(
+        report.reason.contains("it has no service role (RoleARN)")
+            && report.reason.ends_with(&format!(
+                "someone who can deploy the stack runs: aws cloudformation continue-update-rollback --stack-name {stack} --resources-to-skip OrdersTable"
+            )),
+        "{}",
+        report.reason
+    );
+    let status = moto()
+        .cloudformation()
+        .describe_stacks()
+        .stack_name(&stack)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status.stacks()[0].stack_status().unwrap().as_str(),
+        "UPDATE_ROLLBACK_FAILED"
+    );
+}

@@ -82,12 +82,33 @@ impl RecoveryKind {
             RecoveryKind::Rollback => "cloudformation:RollbackStack",
         }
     }
+
+    /// The AWS CLI command a person runs instead.
+    fn command(self, stack: &str, resources_to_skip: &[String]) -> String {
+        match self {
+            RecoveryKind::ContinueRollback if resources_to_skip.is_empty() => {
+                format!("aws cloudformation continue-update-rollback --stack-name {stack}")
+            }
+            RecoveryKind::ContinueRollback => format!(
+                "aws cloudformation continue-update-rollback --stack-name {stack} --resources-to-skip {}",
+                resources_to_skip.join(" ")
+            ),
+            RecoveryKind::CancelUpdate => {
+                format!("aws cloudformation cancel-update-stack --stack-name {stack}")
+            }
+            RecoveryKind::Rollback => {
+                format!("aws cloudformation rollback-stack --stack-name {stack}")
+            }
+        }
+    }
 }
 
 /// What a recovery reads.
 pub struct Diagnosis {
     status: String,
     minutes: i64,
+    /// The stack's service role (`RoleARN`), which CloudFormation uses for the recovery.
+    service_role: Option<String>,
     /// The failing resources' reasons, as the report quotes them.
     quoted: String,
 }
@@ -101,11 +122,10 @@ pub struct Recovery {
 }
 
 /// Plans the recovery of stack `name` in `status` for `minutes` (`quoted`: its failing
-/// resources, as a report quotes them); pure.
+/// resources, as a report quotes them; `service_role`: the stack's `RoleARN`); pure.
 pub fn plan(
     name: &str,
-    status: &str,
-    minutes: i64,
+    (status, minutes, service_role): (&str, i64, Option<&str>),
     quoted: &str,
     resources_to_skip: &[String],
     config: &ResponderConfig,
@@ -132,6 +152,15 @@ pub fn plan(
     if !resources_to_skip.is_empty() && kind != RecoveryKind::ContinueRollback {
         return Decision::Skip(format!(
             "\"resources_to_skip\" only applies to a stack in UPDATE_ROLLBACK_FAILED, and {name} is {status}: nothing was changed"
+        ));
+    }
+    // Without a service role CloudFormation recovers with the caller's session: this
+    // function's, which has no rights on the stack's resources, so the recovery would fail
+    // again and leave the stack worse off. The stack's deployers have them.
+    if service_role.is_none_or(str::is_empty) {
+        return Decision::NoAction(format!(
+            "stack {name} is {status}{quoted}, but it has no service role (RoleARN): CloudFormation would recover it with this function's credentials, which cannot change the stack's resources; someone who can deploy the stack runs: {}",
+            kind.command(name, resources_to_skip)
         ));
     }
     Decision::Act(Recovery {
@@ -298,7 +327,7 @@ impl Runbook<Responder> for StackRecovery {
             .collect::<Vec<_>>()
             .join("; ");
         report.diagnosis = Some(
-            json!({"status": status, "minutes_in_status": minutes, "failing_resources": failures}),
+            json!({"status": status, "minutes_in_status": minutes, "failing_resources": failures, "service_role": stack.role_arn()}),
         );
         let quoted = if reasons.is_empty() {
             String::new()
@@ -308,6 +337,7 @@ impl Runbook<Responder> for StackRecovery {
         Ok(Diagnosis {
             status,
             minutes,
+            service_role: stack.role_arn().map(str::to_string),
             quoted,
         })
     }
@@ -316,8 +346,7 @@ impl Runbook<Responder> for StackRecovery {
         let name = &self.stack;
         plan(
             name,
-            &d.status,
-            d.minutes,
+            (&d.status, d.minutes, d.service_role.as_deref()),
             &d.quoted,
             &self.resources_to_skip,
             &ctx.config,
