@@ -25,7 +25,7 @@ FUNCTIONS = ["LimitScalerFunction", "DlqRedriverFunction", "AlarmResponderFuncti
 HUB_ONLY = {"AssumeSpokeRoles", "PublishReports", "AuditTable", "KillSwitch", "Scorecard", "SettlePendingVerifications", "PublishProbeMetrics"}
 
 # The template's parameters and conditions the kept statements use.
-SHARED_PARAMETERS = ["ManagedResources", "LimitsTable"]
+SHARED_PARAMETERS = ["ManagedResources", "LimitsTable", "QueueKmsKeyArns"]
 
 
 def plain(node):
@@ -92,7 +92,7 @@ def spoke(template):
     }
     for name in SHARED_PARAMETERS:
         parameters[name] = plain(template["Parameters"][name])
-    conditions = {name: plain(value) for name, value in template["Conditions"].items() if name.startswith("ManagedName") or name == "HasLimitsTable"}
+    conditions = {name: plain(value) for name, value in template["Conditions"].items() if name.startswith("ManagedName") or name in ("HasLimitsTable", "HasQueueKmsKeys")}
     conditions["CreatesRole"] = {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "RoleRegion"}]}
     policies = [
         {"PolicyName": function.removesuffix("Function"), "PolicyDocument": {"Version": "2012-10-17", "Statement": kept_statements(template, function)}}

@@ -912,3 +912,114 @@ fn documented_parameter_overrides_reach_cloudformation_whole_and_a_cut_one_is_re
         }
     }
 }
+
+/// The statements of `function`'s role (its logical id in the deployment) that allow `action`.
+fn role_statements(
+    deployment: &runbook_tests::deploy::Deployment,
+    function: &str,
+    action: &str,
+) -> Vec<Value> {
+    let role = deployment.resources[&format!("{function}Role")]
+        .physical_id
+        .clone()
+        .expect("the function's role");
+    let names = moto().boto3("iam", "list_role_policies", json!({"RoleName": role}));
+    let mut found = Vec::new();
+    for name in names["PolicyNames"].as_array().into_iter().flatten() {
+        let policy = moto().boto3(
+            "iam",
+            "get_role_policy",
+            json!({"RoleName": role, "PolicyName": name}),
+        );
+        // moto keeps the document CloudFormation made as Python's repr of it.
+        let text = policy["PolicyDocument"].as_str().unwrap_or("{}");
+        let (output, printed) = venv_tool(
+            "python",
+            &[
+                "-c",
+                "import ast, json, sys; print(json.dumps(ast.literal_eval(sys.argv[1])))",
+                text,
+            ],
+        );
+        assert!(output.status.success(), "{printed}");
+        let document: Value = serde_json::from_str(&printed).expect("the policy as JSON");
+        for statement in document["Statement"].as_array().into_iter().flatten() {
+            let actions = match &statement["Action"] {
+                Value::Array(actions) => actions.clone(),
+                one => vec![one.clone()],
+            };
+            if actions.iter().any(|a| a == action) {
+                found.push(statement.clone());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn encrypted_queues_can_be_redriven_with_the_keys_named_and_no_others() {
+    let keys = format!(
+        "arn:aws:kms:us-east-1:{0}:key/1234abcd-12ab-34cd-56ef-1234567890ab,arn:aws:kms:us-east-1:{0}:key/0987dcba-09fe-87dc-65ba-ab0987654321",
+        runbook_tests::moto::ACCOUNT
+    );
+    let with_keys = moto()
+        .deploy(DeployRequest {
+            parameters: vec![
+                ("ManagedResources", "queue:orders-*"),
+                ("QueueKmsKeyArns", &keys),
+            ],
+            ..DeployRequest::default()
+        })
+        .await;
+    assert_eq!(with_keys.status, "CREATE_COMPLETE");
+    let statements = role_statements(&with_keys, "DlqRedriverFunction", "kms:Decrypt");
+    assert_eq!(statements.len(), 1, "{statements:?}");
+    let statement = &statements[0];
+    assert_eq!(
+        statement["Action"],
+        json!(["kms:Decrypt", "kms:GenerateDataKey"])
+    );
+    let resources: Vec<&str> = match &statement["Resource"] {
+        Value::Array(resources) => resources.iter().filter_map(Value::as_str).collect(),
+        one => one.as_str().into_iter().collect(),
+    };
+    assert_eq!(resources, keys.split(',').collect::<Vec<_>>());
+    assert_eq!(
+        statement["Condition"]["StringLike"]["kms:ViaService"],
+        "sqs.*.amazonaws.com"
+    );
+    // No other function may use the keys.
+    for other in [
+        "LimitScalerFunction",
+        "AlarmResponderFunction",
+        "HealthProberFunction",
+    ] {
+        assert!(
+            role_statements(&with_keys, other, "kms:Decrypt").is_empty(),
+            "{other}"
+        );
+    }
+
+    // Without keys named, no KMS access at all; and an alias is refused at deploy.
+    let without = moto()
+        .deploy(DeployRequest {
+            parameters: vec![("ManagedResources", "queue:orders-*")],
+            ..DeployRequest::default()
+        })
+        .await;
+    assert!(role_statements(&without, "DlqRedriverFunction", "kms:Decrypt").is_empty());
+    let pattern = transformed_template()["Parameters"]["QueueKmsKeyArns"]["AllowedPattern"]
+        .as_str()
+        .expect("a pattern")
+        .to_string();
+    let (output, printed) = venv_tool(
+        "python",
+        &[
+            "-c",
+            "import re, sys; sys.exit(0 if re.fullmatch(sys.argv[1], sys.argv[2]) else 3)",
+            &pattern,
+            "arn:aws:kms:us-east-1:123456789012:alias/orders",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(3), "{printed}");
+}
