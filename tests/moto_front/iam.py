@@ -399,12 +399,24 @@ def deploy(endpoint: str, stack_name: str, parameters: dict, drop_actions: dict)
             s3.put_object(Bucket=bucket, Key=key, Body=archive.getvalue())
 
     cloudformation = client("cloudformation")
-    cloudformation.create_stack(
-        StackName=stack_name,
-        TemplateBody=json.dumps(transformed()),
-        Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
-        Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
-    )
+    # moto creates a stack's resources in passes, and a pass disturbed by another request running
+    # at the same time is made again, creating its log groups a second time ("The specified log
+    # group already exists"). The stack is then created afresh under a new name.
+    for attempt in range(3):
+        try:
+            cloudformation.create_stack(
+                StackName=stack_name,
+                TemplateBody=json.dumps(transformed()),
+                Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
+                Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+            )
+            break
+        # moto answers this error as JSON, which botocore fails to parse as the query
+        # protocol's XML: it arrives as a parser error naming the body.
+        except Exception as error:  # noqa: BLE001
+            if "already exists" not in str(error) or attempt == 2:
+                raise
+            stack_name = f"{stack_name}-{attempt + 2}"
     stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     # moto lists the resource types it cannot create without a logical id; they are left out.
     resources = {
