@@ -210,9 +210,16 @@ pub fn rank(suspects: &[Suspect]) -> Vec<Cause> {
                 name.clone(),
                 format!("{errors} errors in {invocations} invocations; {top}"),
                 Remedy::Person {
-                    advice: format!(
-                        "{name} fails without a deploy, throttling or a timeout to blame: read its top errors, and check what it calls"
-                    ),
+                    // Deploys that could not be read are not known to be absent.
+                    advice: if evidence.recent_changes.is_some() {
+                        format!(
+                            "{name} fails without a deploy, throttling or a timeout to blame: read its top errors, and check what it calls"
+                        )
+                    } else {
+                        format!(
+                            "{name} fails, and its recent deploys could not be read (the diagnosis names the read): check whether it was just deployed, where a rollback may be the fix, then read its top errors"
+                        )
+                    },
                 },
             );
         }
@@ -312,6 +319,23 @@ mod tests {
             evidence(&[("errors", 3.0)], false),
         )]);
         assert_eq!(causes[0].cause, "function_errors");
+        let Remedy::Person { advice } = &causes[0].then else {
+            panic!("{causes:?}")
+        };
+        assert!(advice.contains("fails without a deploy"), "{advice}");
+        // Deploys that could not be read: no claim that there were none.
+        let mut unread = evidence(&[("errors", 3.0)], false);
+        unread.recent_changes = None;
+        let causes = rank(&[suspect("f", Some("live"), unread)]);
+        assert_eq!(causes[0].cause, "function_errors");
+        let Remedy::Person { advice } = &causes[0].then else {
+            panic!("{causes:?}")
+        };
+        assert!(
+            advice.contains("its recent deploys could not be read")
+                && !advice.contains("without a deploy"),
+            "{advice}"
+        );
     }
 
     #[test]
