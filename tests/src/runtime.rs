@@ -30,7 +30,18 @@ pub enum Invoked {
 struct Pending {
     id: String,
     payload: Vec<u8>,
-    deadline_ms: u64,
+    deadline_ms: Option<u64>,
+}
+
+/// The `lambda-runtime-deadline-ms` the emulator sends.
+#[derive(Clone, Copy, Debug)]
+pub enum DeadlineHeader {
+    /// AWS's: now + the invocation's `timeout`, as epoch milliseconds.
+    Aws,
+    /// This value, as another Runtime API emulator sends it.
+    Sent(u64),
+    /// No header at all, as some emulators have sent it.
+    Missing,
 }
 
 #[derive(Default)]
@@ -51,9 +62,7 @@ pub struct LambdaProcess {
     pub logs: Arc<Mutex<Vec<String>>>,
     log_reader: Option<tokio::task::JoinHandle<()>>,
     pub timeout: Duration,
-    /// The `lambda-runtime-deadline-ms` to send instead of AWS's (now + `timeout`, as epoch
-    /// milliseconds): what another Runtime API emulator sends.
-    pub deadline_header: Option<u64>,
+    pub deadline_header: DeadlineHeader,
 }
 
 /// The path of a workspace binary, built by `cargo build --workspace --bins` (scripts/test.sh
@@ -132,7 +141,7 @@ impl LambdaProcess {
             logs,
             log_reader,
             timeout: Duration::from_secs(60),
-            deadline_header: None,
+            deadline_header: DeadlineHeader::Aws,
         }
     }
 
@@ -152,10 +161,14 @@ impl LambdaProcess {
     async fn invoke_bytes_as(&mut self, payload: &[u8], id: &str) -> Invoked {
         let id = id.to_string();
         let (sender, receiver) = oneshot::channel();
-        let deadline_ms = self.deadline_header.unwrap_or_else(|| {
-            u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
-                + u64::try_from(self.timeout.as_millis()).unwrap_or(60_000)
-        });
+        let deadline_ms = match self.deadline_header {
+            DeadlineHeader::Aws => Some(
+                u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+                    + u64::try_from(self.timeout.as_millis()).unwrap_or(60_000),
+            ),
+            DeadlineHeader::Sent(ms) => Some(ms),
+            DeadlineHeader::Missing => None,
+        };
         self.shared
             .waiting
             .lock()
@@ -218,10 +231,12 @@ async fn next(State(shared): State<Arc<Shared>>) -> (HeaderMap, Vec<u8>) {
             let mut headers = HeaderMap::new();
             let header = |value: String| HeaderValue::from_str(&value).expect("header value");
             headers.insert("Lambda-Runtime-Aws-Request-Id", header(pending.id));
-            headers.insert(
-                "Lambda-Runtime-Deadline-Ms",
-                header(pending.deadline_ms.to_string()),
-            );
+            if let Some(deadline_ms) = pending.deadline_ms {
+                headers.insert(
+                    "Lambda-Runtime-Deadline-Ms",
+                    header(deadline_ms.to_string()),
+                );
+            }
             headers.insert(
                 "Lambda-Runtime-Invoked-Function-Arn",
                 header(format!(

@@ -1,5 +1,6 @@
 //! The Lambda deadline as a local Runtime API may send it: `cargo lambda watch` sends a duration
-//! (600000) where AWS sends an epoch time, others a time already past or far ahead. The function
+//! (600000) where AWS sends an epoch time, others a time already past or far ahead, or no header
+//! at all. The function
 //! treats such a deadline as unknown and is bounded by its own timeout, with a warning; a real
 //! deadline still stops a stalled call in time. Through the compiled limit-scaler.
 
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use runbook_tests::fixtures::{TableSpec, capacity, create_audit_table};
 use runbook_tests::moto::moto;
-use runbook_tests::runtime::{Invoked, LambdaProcess, binary};
+use runbook_tests::runtime::{DeadlineHeader, Invoked, LambdaProcess, binary};
 use serde_json::json;
 
 fn now_ms() -> u64 {
@@ -31,24 +32,35 @@ async fn a_deadline_aws_never_sends_is_replaced_by_the_functions_timeout() {
     let dynamodb = moto().dynamodb();
     let audit = create_audit_table(&dynamodb).await;
     let cases = [
-        ("cargo lambda watch's duration", 600_000),
-        ("none at all (zero)", 0),
-        ("a day ahead", now_ms() + 24 * 3600 * 1000),
+        (
+            "cargo lambda watch's duration",
+            DeadlineHeader::Sent(600_000),
+        ),
+        ("zero", DeadlineHeader::Sent(0)),
+        (
+            "a day ahead",
+            DeadlineHeader::Sent(now_ms() + 24 * 3600 * 1000),
+        ),
+        ("no header at all", DeadlineHeader::Missing),
     ];
     for (case, deadline) in cases {
         let spec = TableSpec::provisioned("managed-orders", 5, 5);
         let table = spec.name.clone();
         spec.create(&dynamodb).await;
         let mut function = scaler(None, &audit, &[("FUNCTION_TIMEOUT_SECONDS", "60")]).await;
-        function.deadline_header = Some(deadline);
+        function.deadline_header = deadline;
         let report = function
             .report(&json!({"table": table, "read": 10, "write": 5}))
             .await;
         assert_eq!(report["outcome"], "remediated", "{case}: {report}");
         assert_eq!(capacity(&dynamodb, &table, None).await, (10, 5), "{case}");
         let logs = function.logs.lock().expect("logs").join("\n");
+        let named = match deadline {
+            DeadlineHeader::Sent(ms) => format!("lambda-runtime-deadline-ms is {ms} ("),
+            _ => "lambda-runtime-deadline-ms is missing".into(),
+        };
         assert!(
-            logs.contains(&format!("lambda-runtime-deadline-ms is {deadline} ("))
+            logs.contains(&named)
                 && logs.contains("bounded by the function's timeout instead, 60s"),
             "{case}: one warning naming the header and its value: {logs}"
         );
@@ -102,7 +114,7 @@ async fn a_stalled_call_is_stopped_in_time_by_a_real_deadline_or_by_the_timeout(
     )
     .await;
     function.timeout = Duration::from_secs(20);
-    function.deadline_header = Some(600_000);
+    function.deadline_header = DeadlineHeader::Sent(600_000);
     let started = Instant::now();
     let answer = function.invoke(&request).await;
     let took = started.elapsed();

@@ -5,7 +5,7 @@ use runbook_shared::edge::{serve, startup_failed};
 use runbook_shared::model::FleetConfig;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> Result<(), runbook_shared::edge::Error> {
     runbook_shared::logging::init();
     let env = Env::process();
     let config = RedriverConfig::from_env(&env).map_err(startup_failed)?;

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::model::{AlarmTrigger, Handoff, Invocation, Output, Report, TriggerInfo};
 use crate::path::Function;
 
-// The functions run on lambda_runtime, whose handlers need not be `Send`: no auto-trait bound
+// The functions serve one invocation at a time (edge/runtime.rs): no auto-trait bound
 // is wanted on these futures.
 #[allow(async_fn_in_trait)]
 pub trait Catalog: Function {

@@ -9,11 +9,11 @@ pub mod controls;
 pub mod fleet;
 pub mod publish;
 pub mod recognise;
+pub mod runtime;
 
 use std::future::Future;
 use std::time::Duration;
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
@@ -23,6 +23,10 @@ use crate::deadline::Deadline;
 use crate::edge::publish::ReportEvents;
 use crate::model::Invocation;
 use crate::model::{Outcome, Report, TriggerInfo, TriggerKind};
+
+/// An error that stops the function: a bad configuration at start-up, or a Runtime API that
+/// fails.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long before the Lambda deadline an unfinished invocation is stopped, so that it still
 /// answers (its report, the report's events, the log line) rather than being killed by Lambda
@@ -44,13 +48,22 @@ const DEFAULT_FUNCTION_TIMEOUT_SECONDS: u64 = 60;
 /// How long this invocation may run, and a warning when its deadline is not one AWS sends. On
 /// AWS, `lambda-runtime-deadline-ms` is always a future epoch time at most 15 minutes ahead; a
 /// local Runtime API may send something else (`cargo lambda watch` sends a duration, 600000, a
-/// time in 1970), which would stop every run at once or never. Such a deadline is treated as
-/// unknown: the function's own `timeout` bounds the run, and nothing else changes.
+/// time in 1970) or no header at all, which would stop every run at once or never. Such a
+/// deadline is treated as unknown: the function's own `timeout` bounds the run, and nothing else
+/// changes.
 pub fn invocation_budget(
-    deadline_ms: u64,
+    deadline_ms: Option<u64>,
     now_ms: u64,
     timeout: Duration,
 ) -> (Duration, Option<String>) {
+    let Some(deadline_ms) = deadline_ms else {
+        let warning = format!(
+            "lambda-runtime-deadline-ms is missing (or not a number), which AWS never sends: \
+             the run is bounded by the function's timeout instead, {}s (FUNCTION_TIMEOUT_SECONDS)",
+            timeout.as_secs()
+        );
+        return (timeout, Some(warning));
+    };
     let ahead = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
     let unknown = if deadline_ms <= now_ms {
         "already past"
@@ -104,26 +117,26 @@ where
     );
     let handle = &handle;
     let report_events = &report_events;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let request_id = event.context.request_id.clone();
-        let (budget, untrusted) = invocation_budget(event.context.deadline, now_ms(), timeout);
+    runtime::run(move |invocation: runtime::Invocation| async move {
+        let request_id = invocation.request_id;
+        let (budget, untrusted) = invocation_budget(invocation.deadline_ms, now_ms(), timeout);
         if let Some(warning) = untrusted {
             tracing::warn!(request_id = %request_id, "{warning}");
         }
         let lambda_deadline = Deadline::within(budget);
-        let invocation = Invocation::new(&request_id, Deadline::after(budget));
+        let run = Invocation::new(&request_id, Deadline::after(budget));
         let started = std::time::Instant::now();
         let span = tracing::info_span!("invocation", request_id = %request_id, target = tracing::field::Empty);
         // Boxed: the handlers' futures are deep enough to hit the compiler's layout limit.
-        let handled = Box::pin(handle(event.payload, invocation).instrument(span.clone()));
+        let handled = Box::pin(handle(invocation.event, run).instrument(span.clone()));
         let stop_in = lambda_deadline.less(STOP_BEFORE_LAMBDA_DEADLINE).remaining();
         let (mut output, stopped) = match tokio::time::timeout(stop_in, handled).await {
-            Ok(output) => (serde_json::to_value(&output)?, false),
+            Ok(output) => (as_json(&output), false),
             Err(_) => {
                 tracing::error!(parent: &span, "stopped before the Lambda deadline with its work unfinished");
                 let mut report = stopped_at_deadline(function, &request_id);
                 report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                (serde_json::to_value(&report)?, true)
+                (as_json(&report), true)
             }
         };
         if let Some(report_events) = report_events {
@@ -144,11 +157,18 @@ where
             // request id, and that retry takes over the claim and the lease and adopts a change
             // this one may have made (its intent on the lease) instead of losing its record.
             let reason = output["reason"].as_str().unwrap_or_default().to_string();
-            return Err(Error::from(reason));
+            return Err(("Runbook.StoppedBeforeDeadline", reason));
         }
-        Ok::<_, Error>(output)
-    }))
+        Ok(output)
+    })
     .await
+}
+
+/// The output as JSON; one that cannot be (never, for the reports) says so in its place.
+fn as_json<O: Serialize>(output: &O) -> Value {
+    serde_json::to_value(output).unwrap_or_else(|err| {
+        serde_json::json!({"outcome": "failed", "reason": format!("the report could not be written as JSON: {err}")})
+    })
 }
 
 fn now_ms() -> u64 {
@@ -187,12 +207,12 @@ mod tests {
         let timeout = Duration::from_secs(120);
         // AWS: a future epoch time at most 15 minutes ahead (a minute allowed for skew).
         assert_eq!(
-            invocation_budget(now + 1, now, timeout),
+            invocation_budget(Some(now + 1), now, timeout),
             (Duration::from_millis(1), None)
         );
         let longest = now + 16 * 60 * 1000;
         assert_eq!(
-            invocation_budget(longest, now, timeout),
+            invocation_budget(Some(longest), now, timeout),
             (LONGEST_INVOCATION, None)
         );
         // Anything else is unknown: the function's timeout bounds the run, and says why.
@@ -202,7 +222,7 @@ mod tests {
             (0, "already past"),
             (longest + 1, "further ahead than any Lambda timeout"),
         ] {
-            let (budget, warning) = invocation_budget(deadline, now, timeout);
+            let (budget, warning) = invocation_budget(Some(deadline), now, timeout);
             assert_eq!(budget, timeout, "{deadline}");
             let warning = warning.unwrap_or_default();
             assert!(
@@ -212,5 +232,10 @@ mod tests {
                 "{warning}"
             );
         }
+        let (budget, warning) = invocation_budget(None, now, timeout);
+        assert_eq!(budget, timeout);
+        assert!(
+            warning.is_some_and(|warning| warning.starts_with("lambda-runtime-deadline-ms is missing")),
+        );
     }
 }
