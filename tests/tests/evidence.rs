@@ -226,9 +226,13 @@ async fn evidence_that_cannot_be_read_is_named_and_never_fails_or_slows_the_run(
         .delay("FilterLogEvents", &format!("/aws/lambda/{function}"), 5_000)
         .await;
     let started = Instant::now();
-    let slow = responder(&audit, &[], responder_clients())
-        .handle(dry_run, &invocation())
-        .await;
+    let slow = responder(
+        &audit,
+        &[("EVIDENCE_READ_TIMEOUT_MS", "1000")],
+        responder_clients(),
+    )
+    .handle(dry_run, &invocation())
+    .await;
     assert!(
         started.elapsed() < Duration::from_millis(2_500),
         "{:?}",

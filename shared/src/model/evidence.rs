@@ -16,6 +16,9 @@ pub struct EvidenceConfig {
     pub max_events: usize,
     /// How far back recent changes are listed (and a deploy counts as fresh for a rollback).
     pub recent_changes_minutes: i64,
+    /// How long the reads may take together (they run at once): evidence adds about this much
+    /// to a run, at most.
+    pub read_timeout_ms: u64,
 }
 
 impl EvidenceConfig {
@@ -24,6 +27,7 @@ impl EvidenceConfig {
             lookback_minutes: env.number("EVIDENCE_LOOKBACK_MINUTES", 15i64, 1, 1_440)?,
             max_events: env.number("EVIDENCE_MAX_EVENTS", 1_000usize, 1, 10_000)?,
             recent_changes_minutes: env.number("ROLLBACK_WINDOW_MINUTES", 60i64, 1, 10_080)?,
+            read_timeout_ms: env.number("EVIDENCE_READ_TIMEOUT_MS", 1_000u64, 100, 10_000)?,
         })
     }
 }

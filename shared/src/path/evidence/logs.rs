@@ -12,7 +12,7 @@ pub(super) async fn read_logs(
     log_group: &str,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
     max_events: usize,
-    deadline: tokio::time::Instant,
+    deadline: Within,
 ) -> Result<Logs, String> {
     let mut tally = Tally::default();
     let mut token: Option<String> = None;
@@ -28,7 +28,7 @@ pub(super) async fn read_logs(
             .limit(i32::try_from((max_events - read).min(10_000)).unwrap_or(10_000))
             .set_next_token(token.take())
             .send();
-        let page = match tokio::time::timeout_at(deadline, page).await {
+        let page = match tokio::time::timeout_at(deadline.until, page).await {
             Ok(Ok(page)) => page,
             Ok(Err(err)) => {
                 let err = AwsError::from_sdk(
@@ -43,10 +43,7 @@ pub(super) async fn read_logs(
                 return Err(format!("logs: {err}"));
             }
             Err(_) if pages == 0 => {
-                return Err(format!(
-                    "logs: not read within {} ms",
-                    READ_TIMEOUT.as_millis()
-                ));
+                return Err(format!("logs: not read within {} ms", deadline.ms));
             }
             Err(_) => break false,
         };

@@ -3,8 +3,8 @@
 //! in the function's logs, the figures the seed runbooks look at (this window and the one before),
 //! and what changed recently (versions, aliases, configuration, the owning stack's events).
 //!
-//! Best effort and bounded: the reads run at once, each within `READ_TIMEOUT`; one that fails or
-//! runs out of time is named in `errors` and never fails the run. Log text is normalised and
+//! Best effort and bounded: the reads run at once, all within `EVIDENCE_READ_TIMEOUT_MS`; one
+//! that fails or runs out of time is named in `errors` and never fails the run. Log text is normalised and
 //! truncated, never copied whole: payloads may hold personal data.
 
 mod changes;
@@ -26,9 +26,13 @@ use logs::read_logs;
 pub use changes::{lambda_time, published_versions};
 pub use logs::normalise;
 
-/// How long the reads may take, together (they run at once, and a read that follows another
-/// shares its time): evidence adds about this much to a run, at most.
-pub const READ_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// When the reads must be done (they run at once, and a read that follows another shares its
+/// time), and that time as the reports say it.
+#[derive(Clone, Copy)]
+struct Within {
+    until: tokio::time::Instant,
+    ms: u64,
+}
 /// The longest log message text kept.
 pub const MESSAGE_CHARS: usize = 200;
 /// How many distinct error messages are listed.
@@ -74,7 +78,10 @@ pub async fn gather(
         to: crate::model::timestamp(to),
         ..Evidence::default()
     };
-    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+    let deadline = Within {
+        until: tokio::time::Instant::now() + Duration::from_millis(config.read_timeout_ms),
+        ms: config.read_timeout_ms,
+    };
     let metrics = bounded(
         "metrics",
         deadline,
@@ -163,16 +170,13 @@ pub async fn gather(
 /// `read` by `deadline`, its failure or its running out of time as one line.
 async fn bounded<T>(
     what: &str,
-    deadline: tokio::time::Instant,
+    deadline: Within,
     read: impl Future<Output = Result<T, AwsError>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout_at(deadline, read).await {
+    match tokio::time::timeout_at(deadline.until, read).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(format!("{what}: {err}")),
-        Err(_) => Err(format!(
-            "{what}: not read within {} ms",
-            READ_TIMEOUT.as_millis()
-        )),
+        Err(_) => Err(format!("{what}: not read within {} ms", deadline.ms)),
     }
 }
 
@@ -253,6 +257,7 @@ mod tests {
             lookback_minutes: 15,
             max_events: 100,
             recent_changes_minutes: 60,
+            read_timeout_ms: 1_000,
         };
         let now = Utc::now();
         assert_eq!(
