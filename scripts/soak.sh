@@ -20,4 +20,4 @@ case "$steps$seed" in
 esac
 scripts/setup.sh
 INVARIANT_STEPS="$steps" INVARIANT_SEED="$seed" cargo test --locked -p runbook-tests \
-  --test integration -- --exact invariants::the_invariants_hold_over_random_sequences --nocapture
+  --test integration -- invariants:: --nocapture --test-threads 2

@@ -1,11 +1,7 @@
-//! The promises of docs/invariants.md tried at random: a seeded generator of event sequences
-//! (throttle alarms, OKs on time and stale, a person's raises, pauses and resumes, raises coming
-//! due, the schedule, deliveries repeated, the brake's window made unreadable and mended),
-//! run through limit-scaler against moto, with the invariants checked after every step. A
-//! violation prints its seed and the shortest sequence found that still violates.
-//!
-//! Bounded here (`INVARIANT_STEPS`, default 300 steps, under a minute); longer
-//! with `scripts/soak.sh --steps N --seed S`.
+//! limit-scaler's world: managed tables and one that is not, a function's reservation, and the
+//! events that reach limit-scaler (throttle alarms, OKs on time and stale, a person's raises,
+//! pauses and resumes, raises coming due, the schedule, deliveries repeated, the brake's window
+//! made unreadable and mended), run through the library against moto.
 
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -21,24 +17,10 @@ use runbook_tests::moto::moto;
 use runbook_tests::unique;
 use serde_json::{Value, json};
 
+use super::{Rng, World, try_at_random};
+
 /// Managed tables in a world; one more table is not managed.
 const TABLES: usize = 3;
-
-/// A small, seeded, reproducible generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Step {
@@ -68,28 +50,26 @@ enum Step {
     MendBrake,
 }
 
-fn generate(rng: &mut Rng, steps: usize) -> Vec<Step> {
-    (0..steps)
-        .map(|_| match rng.below(13) {
-            0 | 1 => Step::Throttled(rng.below(TABLES)),
-            2 => Step::Recovered(rng.below(TABLES)),
-            3 => Step::StaleOk(rng.below(TABLES)),
-            4 => Step::Manual(rng.below(TABLES + 1), [1, 8, 20][rng.below(3)]),
-            5 => Step::Pause,
-            6 => Step::Resume,
-            7 => Step::FunctionThrottled,
-            8 => Step::FunctionRecovered,
-            9 => Step::RaiseDue,
-            10 => Step::Schedule,
-            11 => Step::Again,
-            _ => [Step::CorruptBrake, Step::MendBrake][rng.below(2)],
-        })
-        .collect()
+fn step(rng: &mut Rng) -> Step {
+    match rng.below(13) {
+        0 | 1 => Step::Throttled(rng.below(TABLES)),
+        2 => Step::Recovered(rng.below(TABLES)),
+        3 => Step::StaleOk(rng.below(TABLES)),
+        4 => Step::Manual(rng.below(TABLES + 1), [1, 8, 20][rng.below(3)]),
+        5 => Step::Pause,
+        6 => Step::Resume,
+        7 => Step::FunctionThrottled,
+        8 => Step::FunctionRecovered,
+        9 => Step::RaiseDue,
+        10 => Step::Schedule,
+        11 => Step::Again,
+        _ => [Step::CorruptBrake, Step::MendBrake][rng.below(2)],
+    }
 }
 
 /// One world: its tables, its function, its audit table and limit-scaler, and what the checker
 /// knows of them.
-struct World {
+struct Tables {
     audit: String,
     scaler: Scaler,
     tables: Vec<String>,
@@ -109,8 +89,8 @@ struct Seen {
     reserved: Option<i32>,
 }
 
-impl World {
-    async fn new() -> Self {
+impl Tables {
+    async fn create() -> Self {
         let audit = create_audit_table(&moto().dynamodb()).await;
         let mut tables = Vec::new();
         for _ in 0..TABLES {
@@ -170,7 +150,7 @@ impl World {
     }
 
     /// Runs one step; returns its reports.
-    async fn run(&mut self, step: Step) -> Vec<Report> {
+    async fn act(&mut self, step: Step) -> Vec<Report> {
         match step {
             Step::Throttled(i) => {
                 alarm_in_state(&self.alarm(i), StateValue::Alarm).await;
@@ -415,78 +395,40 @@ fn violations(
     broken
 }
 
-/// Runs `steps` on a fresh world; the first step that breaks an invariant, and how.
-async fn first_violation(steps: &[Step]) -> Option<(usize, Vec<String>)> {
-    let mut world = World::new().await;
-    for (index, step) in steps.iter().enumerate() {
+impl World for Tables {
+    type Step = Step;
+    type Setting = ();
+
+    fn setting(_: &mut Rng) {}
+
+    fn step(rng: &mut Rng) -> Step {
+        step(rng)
+    }
+
+    async fn new(_: ()) -> Self {
+        Self::create().await
+    }
+
+    async fn run(&mut self, step: Step) -> Vec<String> {
         // A pause holds from the step after it; a corrupted window from its own step on.
         let known = Known {
-            paused: world.paused,
-            corrupted: world.corrupted,
-            function_firing: world.firing[TABLES],
+            paused: self.paused,
+            corrupted: self.corrupted,
+            function_firing: self.firing[TABLES],
         };
-        let before = world.seen().await;
-        let reports = world.run(*step).await;
-        let after = world.seen().await;
+        let before = self.seen().await;
+        let reports = self.act(step).await;
+        let after = self.seen().await;
         let known = Known {
-            corrupted: known.corrupted || world.corrupted,
-            function_firing: known.function_firing || world.firing[TABLES],
+            corrupted: known.corrupted || self.corrupted,
+            function_firing: known.function_firing || self.firing[TABLES],
             ..known
         };
-        let broken = violations(&known, *step, &before, &reports, &after);
-        if !broken.is_empty() {
-            return Some((index, broken));
-        }
+        violations(&known, step, &before, &reports, &after)
     }
-    None
-}
-
-/// The shortest prefix-and-removal of `steps` that still violates (greedy: drop one step at a
-/// time while the sequence still breaks an invariant).
-async fn shrink(mut steps: Vec<Step>) -> Vec<Step> {
-    let mut i = 0;
-    while i < steps.len() {
-        let mut fewer = steps.clone();
-        fewer.remove(i);
-        if Box::pin(first_violation(&fewer)).await.is_some() {
-            steps = fewer;
-        } else {
-            i += 1;
-        }
-    }
-    steps
-}
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
 }
 
 #[tokio::test]
-async fn the_invariants_hold_over_random_sequences() {
-    let total = setting("INVARIANT_STEPS", 300) as usize;
-    let seed = setting(
-        "INVARIANT_SEED",
-        u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(1),
-    );
-    let per_sequence = 30;
-    let mut rng = Rng::new(seed);
-    let mut done = 0;
-    while done < total {
-        let steps = generate(&mut rng, per_sequence.min(total - done));
-        if let Some((at, broken)) = Box::pin(first_violation(&steps)).await {
-            let failing = steps[..=at].to_vec();
-            let shortest = shrink(failing).await;
-            panic!(
-                "seed {seed}: {broken:?}\nshortest sequence that still violates ({} steps): {shortest:?}",
-                shortest.len()
-            );
-        }
-        done += steps.len();
-    }
-    println!(
-        "invariants: {done} steps from seed {seed}, every invariant checked after each, 0 violations"
-    );
+async fn the_invariants_hold_over_random_sequences_of_limit_scaler() {
+    try_at_random::<Tables>("limit-scaler").await;
 }
