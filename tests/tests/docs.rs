@@ -32,15 +32,24 @@ fn pages() -> Vec<(String, String)> {
 }
 
 /// The pages of docs/ that are no runbook's.
-const NOT_RUNBOOKS: [&str; 8] = [
+const NOT_RUNBOOKS: [&str; 17] = [
     "README.md",
     "adding-a-runbook.md",
+    "alarms.md",
     "architecture.md",
+    "benchmark.md",
     "brakes.md",
+    "configuration.md",
+    "deploying.md",
+    "development.md",
     "evidence.md",
     "invariants.md",
     "left-to-people.md",
+    "manual.md",
     "modes.md",
+    "organization.md",
+    "reports.md",
+    "safety.md",
 ];
 
 #[test]
@@ -310,36 +319,64 @@ fn every_documented_invoke_waits_for_its_answer_instead_of_running_twice() {
     assert!(invokes >= 15, "{invokes} invokes found");
 }
 
-/// The README renders: a table is not cut in two by a blank line between its rows (a row after
-/// a blank line only starts a table when a `|---|` line follows it), and no cell is a page long.
+/// The README and every page render: a table is not cut in two by a blank line between its rows
+/// (a row after a blank line only starts a table when a `|---|` line follows it), and no cell is
+/// a page long.
 #[test]
-fn the_readmes_tables_render_and_their_cells_stay_short() {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
-    let lines: Vec<&str> = readme.lines().collect();
+fn the_tables_render_and_their_cells_stay_short() {
+    let mut texts = pages();
+    texts.push((
+        "../README.md".into(),
+        std::fs::read_to_string(workspace_root().join("README.md")).expect("README"),
+    ));
     let mut rows = 0;
-    for (at, line) in lines.iter().enumerate() {
-        if !line.starts_with('|') {
-            continue;
-        }
-        rows += 1;
-        let continues_a_table =
-            at >= 2 && lines[at - 1].is_empty() && lines[at - 2].starts_with('|');
-        let starts_a_table = lines
-            .get(at + 1)
-            .is_some_and(|next| next.starts_with("|---"));
-        assert!(
-            !continues_a_table || starts_a_table,
-            "README.md:{}: a blank line cuts a table in two before {line:.60}",
-            at + 1
-        );
-        for cell in line.split(" | ") {
+    for (page, text) in texts {
+        let lines: Vec<&str> = text.lines().collect();
+        for (at, line) in lines.iter().enumerate() {
+            if !line.starts_with('|') {
+                continue;
+            }
+            rows += 1;
+            let continues_a_table =
+                at >= 2 && lines[at - 1].is_empty() && lines[at - 2].starts_with('|');
+            let starts_a_table = lines
+                .get(at + 1)
+                .is_some_and(|next| next.starts_with("|---"));
             assert!(
-                cell.chars().count() <= 400,
-                "README.md:{}: a cell of {} characters: {cell:.80}…",
-                at + 1,
-                cell.chars().count()
+                !continues_a_table || starts_a_table,
+                "docs/{page}:{}: a blank line cuts a table in two before {line:.60}",
+                at + 1
             );
+            for cell in line.split(" | ") {
+                assert!(
+                    cell.chars().count() <= 400,
+                    "docs/{page}:{}: a cell of {} characters: {cell:.80}…",
+                    at + 1,
+                    cell.chars().count()
+                );
+            }
         }
     }
     assert!(rows > 50, "{rows} table rows");
+}
+
+/// The README's first screen says what it does, the two commands and where to go next; the
+/// reference lives in docs/.
+#[test]
+fn the_readme_is_a_first_screen_and_every_page_it_names_exists() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+    let lines = readme.lines().count();
+    assert!(lines <= 100, "README.md has {lines} lines");
+    let first_screen: String = readme.lines().take(25).collect::<Vec<_>>().join("\n");
+    assert!(first_screen.contains("scripts/demo.sh"), "{first_screen}");
+    assert!(first_screen.contains("scripts/test.sh"), "{first_screen}");
+    for (at, _) in readme.match_indices("](docs/") {
+        let link = &readme[at + 2..];
+        let path = &link[..link.find([')', '#']).expect("a closed link")];
+        assert!(
+            workspace_root().join(path).exists(),
+            "README.md links {path}, which does not exist"
+        );
+    }
+    assert!(readme.contains("## Where to go next"));
 }

@@ -1,5 +1,5 @@
 //! The scorecard: per runbook, what its runs did over the last days, read from the audit table,
-//! and whether it has earned `auto` (README, "Rolling out a runbook"). Read-only; published
+//! and whether it has earned `auto` (docs/modes.md, "Rolling out a runbook"). Read-only; published
 //! daily as CloudWatch metrics by the scorecard schedule.
 
 use std::collections::{BTreeMap, BTreeSet};
