@@ -145,7 +145,7 @@ where
                 .await
                 .unwrap_or_else(|_| Err(report_events.out_of_time()));
             if let Err(err) = published {
-                tracing::error!(error = %err, "the report events were not published");
+                tracing::error!(request_id = %request_id, error = %err, "the report events were not published");
                 if let Some(fields) = output.as_object_mut() {
                     fields.insert("event_error".into(), Value::String(err.to_string()));
                 }

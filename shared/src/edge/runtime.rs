@@ -6,6 +6,9 @@
 //! (`lambda_runtime_api_client`).
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -45,6 +48,10 @@ where
     loop {
         let next = api.call(request(Method::GET, NEXT, Body::empty())?).await?;
         let (parts, body) = next.into_parts();
+        // A local emulator's way of saying "nothing yet" (cargo lambda's, in its debug mode).
+        if parts.status == StatusCode::NO_CONTENT {
+            continue;
+        }
         if parts.status != StatusCode::OK {
             return Err(format!("the Runtime API answered {} to {NEXT}", parts.status).into());
         }
@@ -61,14 +68,24 @@ where
             .to_string();
         let deadline_ms = header("lambda-runtime-deadline-ms").and_then(|ms| ms.parse().ok());
         let answer = match serde_json::from_slice::<Value>(&body) {
-            Ok(event) => {
-                handle(Invocation {
-                    request_id: request_id.clone(),
-                    deadline_ms,
-                    event,
-                })
-                .await
-            }
+            // A panic answers its invocation as an error, and the next is served, as
+            // lambda_runtime did: a crash would cost a cold start and lose the log line.
+            Ok(event) => AssertUnwindSafe(handle(Invocation {
+                request_id: request_id.clone(),
+                deadline_ms,
+                event,
+            }))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(request_id = %request_id, "the function panicked: {message}");
+                Err(("Runtime.Panic", format!("the function panicked: {message}")))
+            }),
             Err(err) => Err((
                 "Runtime.InvalidEvent",
                 format!("the event is not JSON: {err}"),
@@ -79,7 +96,9 @@ where
 }
 
 /// Posts the answer; one the Runtime API refuses (too large, say) is posted as an error instead,
-/// so that the invocation ends now rather than at its timeout.
+/// so that the invocation ends now rather than at its timeout. A refused error is logged and the
+/// next invocation served (Lambda has ended this one); only a Runtime API that cannot be reached
+/// stops the function.
 async fn post(api: &PooledClient, request_id: &str, answer: Answer) -> Result<(), Error> {
     let (path, body) = match &answer {
         Ok(output) => ("response", output.clone()),
@@ -94,9 +113,10 @@ async fn post(api: &PooledClient, request_id: &str, answer: Answer) -> Result<()
         return Ok(());
     }
     if answer.is_err() {
-        return Err(format!("the Runtime API answered {status} to {path}").into());
+        tracing::error!(request_id, %status, "the Runtime API refused the invocation's error");
+        return Ok(());
     }
-    tracing::error!(%status, "the Runtime API refused the answer; posting an error instead");
+    tracing::error!(request_id, %status, "the Runtime API refused the answer; posting an error instead");
     let refused = format!(
         "the Runtime API refused the function's answer ({status}): its log line holds the report"
     );
