@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The invariants of docs/invariants.md tried over a long random run of limit-scaler against moto:
+# The invariants of docs/invariants.md tried over long random runs of limit-scaler and
+# dlq-redriver against moto:
 #   scripts/soak.sh [--steps N] [--seed S]
 # (scripts/test.sh runs the same generator for a bounded number of steps.) A violation prints
 # its seed and the shortest sequence found that still violates; run it again with --seed.

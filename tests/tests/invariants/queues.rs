@@ -83,9 +83,10 @@ struct Queues {
     attempts: HashMap<String, u32>,
     paused: bool,
     approve: bool,
-    /// The latest plan offered and the DLQ's depth it was made from, the plans approved, and
-    /// the plan denied (and whether people were told that a run met it).
-    plan: Option<(String, i64)>,
+    /// The latest plan offered (with the DLQ's depth it was made from, and whether a person
+    /// asked for it by hand), the plans approved, and the plan denied (and whether people were
+    /// told that a run met it).
+    plan: Option<(String, i64, bool)>,
     approved: HashSet<String>,
     denied: Option<Denied>,
     last: Option<Value>,
@@ -94,6 +95,9 @@ struct Queues {
 struct Denied {
     plan: String,
     depth: i64,
+    /// Asked for by hand: a person's request is a question of its own, which a denial of the
+    /// alarm's plan does not answer (and the other way round).
+    manual: bool,
     told: bool,
 }
 
@@ -264,7 +268,7 @@ impl Queues {
                 json!({"dlq": self.unmanaged.dlq.name, "action": "redrive"})
             }
             Step::Approve | Step::Deny => {
-                let Some((plan, _)) = self.plan.clone() else {
+                let Some((plan, ..)) = self.plan.clone() else {
                     return (Vec::new(), Vec::new());
                 };
                 let decision = if matches!(step, Step::Approve) {
@@ -307,7 +311,7 @@ impl World for Queues {
 
     fn step(rng: &mut Rng) -> Step {
         // The consumer fails more often than it works, so that messages reach the DLQ.
-        match rng.below(20) {
+        match rng.below(21) {
             0 => Step::Send([1, 3][rng.below(2)]),
             17 | 18 => Step::Poison([1, 4][rng.below(2)]),
             1 => Step::Poison(2),
@@ -416,19 +420,31 @@ impl World for Queues {
                 .denied
                 .as_ref()
                 .is_none_or(|known| known.plan != denied)
-            && let Some((plan, depth)) = self.plan.clone().filter(|(plan, _)| *plan == denied)
+            && let Some((plan, depth, manual)) =
+                self.plan.clone().filter(|(plan, ..)| *plan == denied)
         {
             self.denied = Some(Denied {
                 plan,
                 depth,
+                manual,
                 told: false,
             });
         }
+        let manual = event
+            .as_ref()
+            .is_some_and(|event| event.get("action").is_some());
         for report in &reports {
             if report.outcome == Outcome::AwaitingApproval
                 && let Some(approval) = &report.approval
             {
-                self.plan = Some((approval.plan_id.clone(), before.dlq));
+                // A plan pointed at again keeps the state it was made from.
+                let known = self
+                    .plan
+                    .as_ref()
+                    .is_some_and(|(plan, ..)| *plan == approval.plan_id);
+                if !known {
+                    self.plan = Some((approval.plan_id.clone(), before.dlq, manual));
+                }
             }
         }
         // A run in approve mode moves no message without an approval.
@@ -452,6 +468,12 @@ impl World for Queues {
                         denied.plan, denied.depth, before.dlq, report.reason
                     ));
                 }
+                if denied.told && report.escalation.is_some() {
+                    broken.push(format!(
+                        "people were told of the denial of {} again: {}",
+                        denied.plan, report.reason
+                    ));
+                }
                 if !denied.told && report.escalation.is_none() {
                     broken.push(format!(
                         "a run met the denial of {} and told nobody: {}",
@@ -460,14 +482,32 @@ impl World for Queues {
                 }
                 denied.told = true;
             }
+            // ...and the question it answered is not asked again while it stands: the same
+            // messages are no new plan.
+            if report.outcome == Outcome::AwaitingApproval
+                && let Some(denied) = &self.denied
+                && before.dlq == denied.depth
+                && denied.manual == manual
+                && report
+                    .approval
+                    .as_ref()
+                    .is_some_and(|approval| !approval.already_requested)
+            {
+                broken.push(format!(
+                    "plan {} was denied with {} messages in the DLQ; with the same {} a person was asked again: {}",
+                    denied.plan, denied.depth, before.dlq, report.reason
+                ));
+            }
             // No run fails (no fault is made in this world).
             if report.outcome == Outcome::Failed {
                 broken.push(format!("{step:?} failed: {}", report.reason));
             }
         }
+        // The switch moves only when the control says it did.
+        let done = reports.iter().any(|r| r.outcome == Outcome::Remediated);
         match step {
-            Step::Pause => self.paused = true,
-            Step::Resume => self.paused = false,
+            Step::Pause if done => self.paused = true,
+            Step::Resume if done => self.paused = false,
             _ => {}
         }
         broken
