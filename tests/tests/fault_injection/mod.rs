@@ -3,7 +3,7 @@
 //! AWS calls with throttling, 500, 503 or a connection reset (FRONT_FAULTS). For every
 //! invocation: the function answered before its deadline; the outcome is one of the six, and a
 //! failure says what and where; moto holds exactly what the report says was applied; a redrive
-//! lost no message. The figure is printed (and quoted in the README).
+//! lost no message. The figure is printed (and quoted in docs/benchmark.md).
 
 mod expected;
 mod round;
