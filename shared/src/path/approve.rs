@@ -60,9 +60,13 @@ pub(super) async fn ask_approval<F: Function>(
         .last_plan(runbook, &resource.key(), &fingerprint)
         .await;
     let (plan, already_requested) = match last {
+        // The same plan awaits a person, for the same question: not asked twice. New messages
+        // in a DLQ are a new question, asked now (the open plan can no longer be applied: its
+        // state is gone).
         Ok(Some(open))
             if open.status == ApprovalStatus::Requested
-                && open.plan.expires_at > chrono::Utc::now() =>
+                && open.plan.expires_at > chrono::Utc::now()
+                && open.plan.question == *question =>
         {
             (open.plan, true)
         }

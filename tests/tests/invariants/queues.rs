@@ -442,8 +442,17 @@ impl World for Queues {
                     .plan
                     .as_ref()
                     .is_some_and(|(plan, ..)| *plan == approval.plan_id);
-                if !known {
-                    self.plan = Some((approval.plan_id.clone(), before.dlq, manual));
+                match &self.plan {
+                    // An open plan answers only the question it was asked: new messages are a
+                    // new one.
+                    Some((plan, depth, _)) if known && *depth != before.dlq => {
+                        broken.push(format!(
+                            "plan {plan} was made with {depth} messages in the DLQ; with {} it still stood for them: {}",
+                            before.dlq, report.reason
+                        ));
+                    }
+                    _ if known => {}
+                    _ => self.plan = Some((approval.plan_id.clone(), before.dlq, manual)),
                 }
             }
         }

@@ -177,3 +177,41 @@ async fn a_denial_covers_its_plan_and_new_messages_are_a_new_question() {
     assert!(!new_plan.already_requested);
     assert_eq!(depth(&setup.sqs, &pair.dlq).await, 7, "nothing moved");
 }
+
+#[tokio::test]
+async fn a_plan_awaiting_approval_stands_for_its_messages_and_new_ones_are_asked_anew() {
+    let setup = Setup::new().await;
+    let pair = QueuePair::create(&setup.sqs, "managed-open", false).await;
+    send_messages(&setup.sqs, &pair.dlq, &bodies("d", 2), None, &[]).await;
+    let redriver = setup.redriver(&[("RUNBOOK_MODES", r#"{"dlq-redrive": "approve"}"#)]);
+    let redrive = json!({"dlq": pair.dlq.name, "action": "redrive"});
+    let asked = run(&redriver, redrive.clone()).await;
+    assert_eq!(asked.outcome, Outcome::AwaitingApproval, "{asked:?}");
+    let first = asked.approval.as_ref().expect("a plan").plan_id.clone();
+
+    // The same messages: the same plan, not asked twice.
+    let same = run(&redriver, redrive.clone()).await;
+    let same = same.approval.as_ref().expect("the plan");
+    assert_eq!(
+        (same.plan_id.as_str(), same.already_requested),
+        (first.as_str(), true)
+    );
+
+    // A third message: a new question, asked now.
+    send_messages(&setup.sqs, &pair.dlq, &bodies("n", 1), None, &[]).await;
+    let new_question = run(&redriver, redrive).await;
+    assert_eq!(
+        new_question.outcome,
+        Outcome::AwaitingApproval,
+        "{new_question:?}"
+    );
+    let new_plan = new_question.approval.as_ref().expect("a new plan");
+    assert_ne!(new_plan.plan_id, first);
+    assert!(!new_plan.already_requested);
+    assert!(
+        new_question.reason.contains("of the 3 messages"),
+        "{}",
+        new_question.reason
+    );
+    assert_eq!(depth(&setup.sqs, &pair.dlq).await, 3, "nothing moved");
+}
