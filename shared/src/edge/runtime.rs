@@ -48,8 +48,10 @@ where
     loop {
         let next = api.call(request(Method::GET, NEXT, Body::empty())?).await?;
         let (parts, body) = next.into_parts();
-        // A local emulator's way of saying "nothing yet" (cargo lambda's, in its debug mode).
+        // A local emulator's way of saying "nothing yet" (cargo lambda's, in its debug mode):
+        // asked again shortly, not in a busy loop.
         if parts.status == StatusCode::NO_CONTENT {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         }
         if parts.status != StatusCode::OK {
