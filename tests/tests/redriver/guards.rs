@@ -123,16 +123,42 @@ async fn bad_inputs_are_rejected_with_a_reason() {
     assert_eq!(depth(&setup.sqs, &pair.dlq).await, 2);
 }
 
+/// A DLQ holding `messages`, dlq-redrive in approve mode, and the plan its first manual redrive
+/// asked a person to approve.
+struct Asked {
+    pair: QueuePair,
+    redriver: Redriver,
+    redrive: Value,
+    plan_id: String,
+}
+
+impl Asked {
+    async fn of(setup: &Setup, prefix: &str, messages: usize) -> Self {
+        let pair = QueuePair::create(&setup.sqs, prefix, false).await;
+        send_messages(&setup.sqs, &pair.dlq, &bodies("d", messages), None, &[]).await;
+        let redriver = setup.redriver(&[("RUNBOOK_MODES", r#"{"dlq-redrive": "approve"}"#)]);
+        let redrive = json!({"dlq": pair.dlq.name, "action": "redrive"});
+        let asked = run(&redriver, redrive.clone()).await;
+        assert_eq!(asked.outcome, Outcome::AwaitingApproval, "{asked:?}");
+        let plan_id = asked.approval.as_ref().expect("a plan").plan_id.clone();
+        Self {
+            pair,
+            redriver,
+            redrive,
+            plan_id,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_denial_covers_its_plan_and_new_messages_are_a_new_question() {
     let setup = Setup::new().await;
-    let pair = QueuePair::create(&setup.sqs, "managed-deny", false).await;
-    send_messages(&setup.sqs, &pair.dlq, &bodies("d", 3), None, &[]).await;
-    let redriver = setup.redriver(&[("RUNBOOK_MODES", r#"{"dlq-redrive": "approve"}"#)]);
-    let redrive = json!({"dlq": pair.dlq.name, "action": "redrive"});
-    let asked = run(&redriver, redrive.clone()).await;
-    assert_eq!(asked.outcome, Outcome::AwaitingApproval, "{asked:?}");
-    let plan_id = asked.approval.as_ref().expect("a plan").plan_id.clone();
+    let Asked {
+        pair,
+        redriver,
+        redrive,
+        plan_id,
+    } = Asked::of(&setup, "managed-deny", 3).await;
     let denied = run(
         &redriver,
         json!({"deny": plan_id, "by": "alice", "reason": "handled by hand"}),
@@ -181,13 +207,12 @@ async fn a_denial_covers_its_plan_and_new_messages_are_a_new_question() {
 #[tokio::test]
 async fn a_plan_awaiting_approval_stands_for_its_messages_and_new_ones_are_asked_anew() {
     let setup = Setup::new().await;
-    let pair = QueuePair::create(&setup.sqs, "managed-open", false).await;
-    send_messages(&setup.sqs, &pair.dlq, &bodies("d", 2), None, &[]).await;
-    let redriver = setup.redriver(&[("RUNBOOK_MODES", r#"{"dlq-redrive": "approve"}"#)]);
-    let redrive = json!({"dlq": pair.dlq.name, "action": "redrive"});
-    let asked = run(&redriver, redrive.clone()).await;
-    assert_eq!(asked.outcome, Outcome::AwaitingApproval, "{asked:?}");
-    let first = asked.approval.as_ref().expect("a plan").plan_id.clone();
+    let Asked {
+        pair,
+        redriver,
+        redrive,
+        plan_id: first,
+    } = Asked::of(&setup, "managed-open", 2).await;
 
     // The same messages: the same plan, not asked twice.
     let same = run(&redriver, redrive.clone()).await;
